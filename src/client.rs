@@ -1,0 +1,93 @@
+//! The CLI's side: talk to the running worker over its socket, or, with no worker, open the
+//! store directly. Never both: only one process ever opens the store.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::home::Home;
+use crate::protocol::{Envelope, Request, Response, PROTOCOL_VERSION};
+use crate::queue::{OpenOptions, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("talking to the worker at {0}: {1}")]
+    Socket(String, std::io::Error),
+    #[error("the worker sent an unreadable answer: {0}")]
+    Protocol(String),
+    #[error(
+        "the store is in use by another qwen3q process (a worker starting up, or another command); try again"
+    )]
+    Busy,
+}
+
+/// A way to reach the store.
+pub enum Connection {
+    /// A worker is alive: requests go through its socket.
+    Worker(UnixStream),
+    /// No worker: this process opened the store itself.
+    Direct(Store),
+}
+
+/// Connect to a live worker's socket, if there is one. A socket file nobody listens on (left
+/// by a dead worker) counts as none.
+pub fn connect_worker(socket: &Path) -> Option<UnixStream> {
+    UnixStream::connect(socket).ok()
+}
+
+impl Connection {
+    /// The worker's socket if one is alive, else the store. While the store is locked but no
+    /// worker answers (a worker starting, or another command in direct mode), keep trying
+    /// both for a while.
+    pub fn open(home: &Home, store_opts: &OpenOptions) -> Result<Connection, ClientError> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let opts = OpenOptions {
+            lock_wait: Duration::from_millis(300),
+            ..store_opts.clone()
+        };
+        loop {
+            if let Some(s) = connect_worker(&home.socket()) {
+                return Ok(Connection::Worker(s));
+            }
+            match Store::open(&home.store(), &opts) {
+                Ok(store) => return Ok(Connection::Direct(store)),
+                Err(StoreError::Locked(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(StoreError::Locked(_)) => return Err(ClientError::Busy),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    pub fn is_worker(&self) -> bool {
+        matches!(self, Connection::Worker(_))
+    }
+
+    /// Send one request and read its answer.
+    pub fn call(&mut self, request: Request) -> Result<Response, ClientError> {
+        match self {
+            Connection::Direct(store) => Ok(crate::service::handle(store, request, None, crate::now_ms())),
+            Connection::Worker(stream) => {
+                let io = |e| ClientError::Socket("socket".into(), e);
+                let mut line = serde_json::to_string(&Envelope {
+                    version: PROTOCOL_VERSION,
+                    request,
+                })
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                line.push('\n');
+                stream.write_all(line.as_bytes()).map_err(io)?;
+                let mut reader = BufReader::new(&*stream);
+                let mut answer = String::new();
+                reader.read_line(&mut answer).map_err(io)?;
+                if answer.is_empty() {
+                    return Err(ClientError::Protocol("the worker closed the connection".into()));
+                }
+                serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.to_string()))
+            }
+        }
+    }
+}

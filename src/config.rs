@@ -1,0 +1,248 @@
+//! Configuration: `<home>/config.toml`, then environment variables, then flags (each later one
+//! wins). Parsing here; the binary applies flags on top of the resolved [`Config`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::gguf;
+use crate::job::ModelRef;
+
+/// A model named in the config: `[models.gemma] path = "…", template = "gemma"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelEntry {
+    pub path: PathBuf,
+    /// Built-in llama.cpp chat template for a GGUF that has none.
+    #[serde(default)]
+    pub template: Option<String>,
+}
+
+/// Everything configurable. Field defaults are what a new user gets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The model jobs use when `--model` is not given: a name in `[models]` or a path.
+    pub default_model: Option<String>,
+    /// Named models.
+    pub models: BTreeMap<String, ModelEntry>,
+    /// Context size per sequence (capped at the model's training context).
+    pub n_ctx: u32,
+    /// Decoding threads; 0 means all cores.
+    pub threads: u32,
+    /// Attempts before a job is Dead.
+    pub max_attempts: u32,
+    /// Longest one chunk may generate, in seconds.
+    pub chunk_timeout_secs: u64,
+    /// Largest document accepted, in bytes.
+    pub max_file_bytes: u64,
+    /// sled's cache, in MiB. Small: the store must not crowd out a model.
+    pub store_cache_mb: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            default_model: None,
+            models: BTreeMap::new(),
+            n_ctx: 4096,
+            threads: 0,
+            max_attempts: 3,
+            chunk_timeout_secs: 600,
+            max_file_bytes: 50_000_000,
+            store_cache_mb: 32,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("{0}: {1}")]
+    Parse(PathBuf, String),
+    #[error("environment variable {0}={1:?} is not a number")]
+    Env(&'static str, String),
+    #[error("no model given: pass --model PATH or NAME, set QWEN3Q_MODEL, or set default_model in {0}")]
+    NoModel(PathBuf),
+    #[error("model {0:?} is neither a file nor a name in [models] of the config")]
+    UnknownModel(String),
+    #[error("model file not found: {0}")]
+    ModelMissing(PathBuf),
+    #[error("{0} is not a usable GGUF model: {1}")]
+    BadModel(PathBuf, gguf::GgufError),
+    #[error("{0} has no chat template; pass --template (gemma, chatml, llama3, …)")]
+    NoTemplate(PathBuf),
+}
+
+impl Config {
+    /// The config file if it exists (defaults otherwise), then the environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let mut config = match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text).map_err(|e| ConfigError::Parse(path.to_path_buf(), e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+            Err(e) => return Err(ConfigError::Read(path.to_path_buf(), e)),
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// `QWEN3Q_MODEL`, `QWEN3Q_N_CTX`, `QWEN3Q_THREADS` override the file.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(m) = get("QWEN3Q_MODEL").filter(|m| !m.is_empty()) {
+            self.default_model = Some(m);
+        }
+        let num = |name: &'static str| -> Result<Option<u32>, ConfigError> {
+            match get(name).filter(|v| !v.is_empty()) {
+                Some(v) => v.parse().map(Some).map_err(|_| ConfigError::Env(name, v)),
+                None => Ok(None),
+            }
+        };
+        if let Some(n) = num("QWEN3Q_N_CTX")? {
+            self.n_ctx = n;
+        }
+        if let Some(n) = num("QWEN3Q_THREADS")? {
+            self.threads = n;
+        }
+        Ok(())
+    }
+
+    /// Resolve a model as the user named it (or the default) into a checked [`ModelRef`]: the
+    /// file exists and is a complete GGUF, and it has a chat template or one is named (a
+    /// GGUF without one gets the built-in template of its architecture when there is one).
+    pub fn resolve_model(
+        &self,
+        named: Option<&str>,
+        template: Option<&str>,
+        config_path: &Path,
+    ) -> Result<ModelRef, ConfigError> {
+        let name = named
+            .map(str::to_string)
+            .or_else(|| self.default_model.clone())
+            .ok_or_else(|| ConfigError::NoModel(config_path.to_path_buf()))?;
+        let (path, entry_template) = match self.models.get(&name) {
+            Some(e) => (e.path.clone(), e.template.clone()),
+            None => {
+                let p = PathBuf::from(&name);
+                let looks_like_path = name.contains('/') || name.ends_with(".gguf");
+                if !p.exists() && !looks_like_path {
+                    return Err(ConfigError::UnknownModel(name));
+                }
+                (p, None)
+            }
+        };
+        if !path.is_file() {
+            return Err(ConfigError::ModelMissing(path));
+        }
+        let path = path.canonicalize().map_err(|e| ConfigError::Read(path.clone(), e))?;
+        let header = gguf::inspect(&path).map_err(|e| ConfigError::BadModel(path.clone(), e))?;
+        let template = template.map(str::to_string).or(entry_template);
+        let template = match (header.chat_template(), template) {
+            (_, Some(t)) => Some(t),
+            (Some(_), None) => None,
+            (None, None) => match builtin_template_for(header.architecture().unwrap_or("")) {
+                Some(t) => Some(t.to_string()),
+                None => return Err(ConfigError::NoTemplate(path)),
+            },
+        };
+        let display = if self.models.contains_key(&name) {
+            name
+        } else {
+            path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or(name)
+        };
+        Ok(ModelRef {
+            name: display,
+            path: path.to_string_lossy().into_owned(),
+            template,
+        })
+    }
+}
+
+/// llama.cpp's built-in template for an architecture, for GGUFs shipped without a template.
+pub fn builtin_template_for(arch: &str) -> Option<&'static str> {
+    match arch {
+        a if a.starts_with("gemma") => Some("gemma"),
+        a if a.starts_with("qwen") => Some("chatml"),
+        "llama" => Some("llama3"),
+        a if a.starts_with("phi3") => Some("phi3"),
+        a if a.starts_with("mistral") => Some("mistral-v7"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_config() {
+        let c = Config::parse(
+            r#"
+            default_model = "gemma"
+            n_ctx = 2048
+            [models.gemma]
+            path = "/m/gemma.gguf"
+            template = "gemma"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.default_model.as_deref(), Some("gemma"));
+        assert_eq!(c.n_ctx, 2048);
+        assert_eq!(c.max_attempts, 3);
+        assert_eq!(c.models["gemma"].template.as_deref(), Some("gemma"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(Config::parse("n_ctxx = 5").unwrap_err().contains("n_ctxx"));
+    }
+
+    #[test]
+    fn env_overrides_the_file() {
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "QWEN3Q_MODEL" => Some("/x.gguf".into()),
+            "QWEN3Q_N_CTX" => Some("1024".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.default_model.as_deref(), Some("/x.gguf"));
+        assert_eq!(c.n_ctx, 1024);
+        let err = c
+            .apply_env(|k| (k == "QWEN3Q_THREADS").then(|| "many".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("QWEN3Q_THREADS"));
+    }
+
+    #[test]
+    fn models_must_exist_and_be_gguf() {
+        let c = Config::default();
+        let p = Path::new("/cfg");
+        assert!(matches!(c.resolve_model(None, None, p), Err(ConfigError::NoModel(_))));
+        assert!(matches!(
+            c.resolve_model(Some("nosuchname"), None, p),
+            Err(ConfigError::UnknownModel(_))
+        ));
+        assert!(matches!(
+            c.resolve_model(Some("/no/such.gguf"), None, p),
+            Err(ConfigError::ModelMissing(_))
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("fake.gguf");
+        std::fs::write(&fake, "not a model").unwrap();
+        let err = c.resolve_model(Some(fake.to_str().unwrap()), None, p).unwrap_err();
+        assert!(matches!(err, ConfigError::BadModel(..)), "{err}");
+        assert!(err.to_string().contains("not a GGUF"));
+    }
+
+    #[test]
+    fn builtin_templates_by_architecture() {
+        assert_eq!(builtin_template_for("gemma3"), Some("gemma"));
+        assert_eq!(builtin_template_for("qwen3"), Some("chatml"));
+        assert_eq!(builtin_template_for("mamba"), None);
+    }
+}

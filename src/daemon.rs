@@ -1,0 +1,203 @@
+//! The worker process, wired together: take the store, serve the socket, run the loop, stop
+//! cleanly. Wiring only: the logic lives in `scheduler`, `service` and `queue`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::client::connect_worker;
+use crate::engine::Engine;
+use crate::home::{Home, HomeError};
+use crate::protocol::{Envelope, Response, PROTOCOL_VERSION};
+use crate::queue::{OpenOptions, Store, StoreError};
+use crate::scheduler::runner::RunSettings;
+use crate::scheduler::{Exit, LiveStatus, Signals, Worker};
+use crate::service::{handle, WorkerHooks};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("another worker is already running (its socket {0} answers)")]
+    AlreadyRunning(String),
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(String, std::io::Error),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("the worker loop crashed")]
+    Crashed,
+}
+
+/// What the worker is asked to do.
+pub struct WorkerOptions {
+    pub settings: RunSettings,
+    pub drain: bool,
+    pub store: OpenOptions,
+}
+
+/// Run a worker until `signals` says stop (or, with `drain`, until nothing is ready).
+/// `engine` is made by the caller: the real llama.cpp one, or a fake in tests.
+pub fn run(
+    home: &Home,
+    engine: Box<dyn Engine>,
+    options: WorkerOptions,
+    signals: Signals,
+) -> Result<Exit, DaemonError> {
+    home.ensure()?;
+    let socket = home.socket();
+    let already = || DaemonError::AlreadyRunning(socket.display().to_string());
+    if connect_worker(&socket).is_some() {
+        return Err(already());
+    }
+    // The store's lock decides between two workers starting at once; the loser then finds
+    // the winner's socket (or a command holding the store briefly).
+    let store = match Store::open(&home.store(), &options.store) {
+        Ok(s) => Arc::new(s),
+        Err(StoreError::Locked(p)) => {
+            std::thread::sleep(Duration::from_millis(500));
+            return Err(if connect_worker(&socket).is_some() {
+                already()
+            } else {
+                StoreError::Locked(p).into()
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    // A socket file left by a dead worker: nobody answered above, so remove it.
+    let _ = std::fs::remove_file(&socket);
+    let listener = {
+        let _guard = runtime.enter();
+        UnixListener::bind(&socket).map_err(|e| DaemonError::Listen(socket.display().to_string(), e))?
+    };
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| DaemonError::Listen(socket.display().to_string(), e))?;
+
+    let status = Arc::new(Mutex::new(LiveStatus {
+        pid: std::process::id(),
+        started: crate::now_ms(),
+        ..Default::default()
+    }));
+    let hooks = WorkerHooks {
+        signals: signals.clone(),
+        status: status.clone(),
+    };
+    runtime.spawn(serve(listener, store.clone(), hooks));
+    runtime.spawn(stop_on_signals(signals.clone()));
+
+    let worker = Worker {
+        store: store.clone(),
+        engine,
+        settings: options.settings,
+        drain: options.drain,
+        signals: signals.clone(),
+        status,
+        now: crate::now_ms,
+    };
+    let looped = std::thread::Builder::new()
+        .name("qwen3q-worker".into())
+        .spawn(move || worker.run())
+        .map_err(DaemonError::Runtime)?
+        .join();
+    // Stop serving first, so no request sees a store that is going away.
+    signals.stop();
+    let _ = std::fs::remove_file(&socket);
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    store.flush()?;
+    match looped {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(DaemonError::Crashed),
+    }
+}
+
+/// SIGTERM and SIGINT: stop claiming, checkpoint, release, exit 0.
+async fn stop_on_signals(signals: Signals) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        _ = signals.shutdown.wait() => return,
+    }
+    signals.stop();
+}
+
+/// Accept connections until shutdown. Each connection is served on its own task.
+async fn serve(listener: UnixListener, store: Arc<Store>, hooks: WorkerHooks) {
+    let shutdown = hooks.signals.shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(connection(stream, store.clone(), hooks.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = shutdown.wait() => return,
+        }
+    }
+}
+
+fn peer_is_us(stream: &UnixStream) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    stream.peer_cred().map(|c| c.uid() == me).unwrap_or(false)
+}
+
+async fn connection(stream: UnixStream, store: Arc<Store>, hooks: WorkerHooks) {
+    if !peer_is_us(&stream) {
+        tracing::warn!("refused a connection from another user");
+        return;
+    }
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let shutdown = hooks.signals.shutdown.clone();
+    loop {
+        let line = tokio::select! {
+            l = lines.next_line() => l,
+            _ = shutdown.wait() => return,
+        };
+        let Ok(Some(line)) = line else { return };
+        let response = match serde_json::from_str::<Envelope>(&line) {
+            Ok(env) if env.version != PROTOCOL_VERSION => Response::Error(format!(
+                "protocol version {} but the worker speaks {}; restart the worker after upgrading qwen3q",
+                env.version, PROTOCOL_VERSION
+            )),
+            Ok(env) => {
+                let (store, hooks) = (store.clone(), hooks.clone());
+                tokio::task::spawn_blocking(move || handle(&store, env.request, Some(&hooks), crate::now_ms()))
+                    .await
+                    .unwrap_or_else(|e| Response::Error(format!("request failed: {e}")))
+            }
+            Err(e) => Response::Error(format!("unreadable request: {e}")),
+        };
+        let mut out = match serde_json::to_string(&response) {
+            Ok(s) => s,
+            Err(e) => format!("{{\"Error\":\"cannot encode the answer: {e}\"}}"),
+        };
+        out.push('\n');
+        if write.write_all(out.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Whether a worker answers on `home`'s socket.
+pub fn worker_alive(home: &Home) -> bool {
+    connect_worker(&home.socket()).is_some()
+}

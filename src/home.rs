@@ -1,0 +1,123 @@
+//! Where qwen3q keeps its data: one home directory holding the store, the socket, the config
+//! and the logs.
+//!
+//! macOS: `~/Library/Application Support/qwen3q`; Linux: `$XDG_DATA_HOME/qwen3q` (else
+//! `~/.local/share/qwen3q`). `--home DIR` and `QWEN3Q_HOME` override. Created with mode 0700.
+
+use std::path::{Path, PathBuf};
+
+/// The home directory and the paths inside it.
+#[derive(Debug, Clone)]
+pub struct Home {
+    pub dir: PathBuf,
+}
+
+/// Longest socket path the platform accepts (`sun_path`, less the terminating NUL).
+#[cfg(target_os = "macos")]
+const SOCKET_PATH_MAX: usize = 103;
+#[cfg(not(target_os = "macos"))]
+const SOCKET_PATH_MAX: usize = 107;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    #[error("no home directory: set QWEN3Q_HOME or pass --home")]
+    NoHome,
+    #[error("cannot create {0}: {1}")]
+    Create(PathBuf, std::io::Error),
+    #[error("the socket path {0} is longer than the {SOCKET_PATH_MAX} bytes the OS allows; use a shorter --home")]
+    SocketPathTooLong(PathBuf),
+}
+
+/// The platform default, before overrides.
+pub fn default_dir() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    #[cfg(target_os = "macos")]
+    {
+        home.map(|h| h.join("Library/Application Support/qwen3q"))
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+            Some(x) => Some(PathBuf::from(x).join("qwen3q")),
+            None => home.map(|h| h.join(".local/share/qwen3q")),
+        }
+    }
+}
+
+impl Home {
+    /// Resolve: the flag, else `QWEN3Q_HOME`, else the platform default. Does not create it.
+    pub fn resolve(flag: Option<&Path>) -> Result<Home, HomeError> {
+        let dir = match flag {
+            Some(p) => p.to_path_buf(),
+            None => match std::env::var_os("QWEN3Q_HOME").filter(|v| !v.is_empty()) {
+                Some(p) => PathBuf::from(p),
+                None => default_dir().ok_or(HomeError::NoHome)?,
+            },
+        };
+        let dir = if dir.is_absolute() {
+            dir
+        } else {
+            std::env::current_dir().map_err(|e| HomeError::Create(dir.clone(), e))?.join(dir)
+        };
+        Ok(Home { dir })
+    }
+
+    /// Create the directory (0700) if it does not exist.
+    pub fn ensure(&self) -> Result<(), HomeError> {
+        use std::os::unix::fs::DirBuilderExt;
+        if self.socket().as_os_str().len() > SOCKET_PATH_MAX {
+            return Err(HomeError::SocketPathTooLong(self.socket()));
+        }
+        if !self.dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)
+                .map_err(|e| HomeError::Create(self.dir.clone(), e))?;
+        }
+        Ok(())
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.join("store")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("qwen3q.sock")
+    }
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_wins_and_paths_live_inside() {
+        let h = Home::resolve(Some(Path::new("/tmp/q3h"))).unwrap();
+        assert_eq!(h.dir, PathBuf::from("/tmp/q3h"));
+        assert_eq!(h.socket(), PathBuf::from("/tmp/q3h/qwen3q.sock"));
+        assert_eq!(h.store(), PathBuf::from("/tmp/q3h/store"));
+    }
+
+    #[test]
+    fn ensure_creates_a_private_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let h = Home::resolve(Some(&t.path().join("a/b"))).unwrap();
+        h.ensure().unwrap();
+        let mode = std::fs::metadata(&h.dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn too_long_socket_paths_are_refused() {
+        let long = PathBuf::from("/tmp").join("x".repeat(120));
+        let h = Home { dir: long };
+        assert!(matches!(h.ensure(), Err(HomeError::SocketPathTooLong(_))));
+    }
+}

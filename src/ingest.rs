@@ -1,0 +1,333 @@
+//! Reading documents: files, directories (recursive, with a glob), stdin, and OpenAI Batch API
+//! input files. Decides what is text and refuses, with a one-line reason, what is not.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::job::ChatMessage;
+
+/// Why a document was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("empty")]
+    Empty,
+    #[error("binary (contains NUL bytes)")]
+    Binary,
+    #[error("not UTF-8 or UTF-16 text")]
+    NotText,
+    #[error("too large ({size} bytes; the limit is {limit})")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("cannot read: {0}")]
+    Unreadable(String),
+}
+
+impl Refusal {
+    /// A short word for counting skipped files.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::Empty => "empty",
+            Refusal::Binary => "binary",
+            Refusal::NotText => "not text",
+            Refusal::TooLarge { .. } => "too large",
+            Refusal::Unreadable(_) => "unreadable",
+        }
+    }
+}
+
+/// Decode a document: UTF-8 (a BOM is stripped) or UTF-16 with a BOM. NUL bytes mean binary;
+/// text of only white space is empty.
+pub fn decode_text(bytes: &[u8], limit: u64) -> Result<String, Refusal> {
+    if bytes.len() as u64 > limit {
+        return Err(Refusal::TooLarge {
+            size: bytes.len() as u64,
+            limit,
+        });
+    }
+    let text = if let Some(rest) = bytes.strip_prefix(&[0xFF, 0xFE]) {
+        utf16(rest, u16::from_le_bytes)?
+    } else if let Some(rest) = bytes.strip_prefix(&[0xFE, 0xFF]) {
+        utf16(rest, u16::from_be_bytes)?
+    } else {
+        let body = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]).unwrap_or(bytes);
+        if body.contains(&0) {
+            return Err(Refusal::Binary);
+        }
+        String::from_utf8(body.to_vec()).map_err(|_| Refusal::NotText)?
+    };
+    if text.contains('\0') {
+        return Err(Refusal::Binary);
+    }
+    if text.trim().is_empty() {
+        return Err(Refusal::Empty);
+    }
+    Ok(text)
+}
+
+fn utf16(bytes: &[u8], word: fn([u8; 2]) -> u16) -> Result<String, Refusal> {
+    if bytes.len() % 2 != 0 {
+        return Err(Refusal::NotText);
+    }
+    let units = bytes.chunks_exact(2).map(|c| word([c[0], c[1]]));
+    char::decode_utf16(units)
+        .collect::<Result<String, _>>()
+        .map_err(|_| Refusal::NotText)
+}
+
+/// Read and decode a file, checking its size before reading it.
+pub fn read_file(path: &Path, limit: u64) -> Result<String, Refusal> {
+    let meta = std::fs::metadata(path).map_err(|e| Refusal::Unreadable(e.to_string()))?;
+    if meta.len() > limit {
+        return Err(Refusal::TooLarge {
+            size: meta.len(),
+            limit,
+        });
+    }
+    let bytes = std::fs::read(path).map_err(|e| Refusal::Unreadable(e.to_string()))?;
+    decode_text(&bytes, limit)
+}
+
+/// A file found for enqueueing, with the custom id derived from its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub path: PathBuf,
+    /// The file name for a file given directly; the path below the directory for a file
+    /// found in one (so `a/notes.txt` and `b/notes.txt` stay apart).
+    pub custom_id: String,
+    /// Found by walking a directory (refusals are counted, not errors).
+    pub in_directory: bool,
+}
+
+/// Why a path argument could not be used at all.
+#[derive(Debug, thiserror::Error)]
+pub enum PathError {
+    #[error("{0}: no such file or directory")]
+    Missing(PathBuf),
+    #[error("{0}: not a regular file or directory")]
+    Special(PathBuf),
+    #[error("bad --glob {0:?}: {1}")]
+    Glob(String, String),
+    #[error("{0}: cannot walk: {1}")]
+    Walk(PathBuf, String),
+}
+
+/// Expand path arguments: files as they are, directories walked recursively (sorted, hidden
+/// entries skipped), keeping files whose name or relative path matches `glob`.
+pub fn expand(paths: &[PathBuf], glob: Option<&str>) -> Result<Vec<Found>, PathError> {
+    let matcher = match glob {
+        Some(g) => Some(
+            globset::GlobBuilder::new(g)
+                .literal_separator(false)
+                .build()
+                .map_err(|e| PathError::Glob(g.into(), e.to_string()))?
+                .compile_matcher(),
+        ),
+        None => None,
+    };
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|_| PathError::Missing(p.clone()))?;
+        if meta.is_file() {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            out.push(Found {
+                path: p.clone(),
+                custom_id: name,
+                in_directory: false,
+            });
+        } else if meta.is_dir() {
+            let walker = walkdir::WalkDir::new(p)
+                .follow_links(true)
+                .sort_by_file_name()
+                .into_iter()
+                .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+            for entry in walker {
+                let entry = entry.map_err(|e| PathError::Walk(p.clone(), e.to_string()))?;
+                if !entry.file_type().is_file() {
+                    continue;
+                }
+                let rel = entry.path().strip_prefix(p).unwrap_or(entry.path()).to_path_buf();
+                if let Some(m) = &matcher {
+                    if !m.is_match(&rel) && !m.is_match(entry.file_name()) {
+                        continue;
+                    }
+                }
+                out.push(Found {
+                    path: entry.path().to_path_buf(),
+                    custom_id: rel.to_string_lossy().into_owned(),
+                    in_directory: true,
+                });
+            }
+        } else {
+            return Err(PathError::Special(p.clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// One good line of an OpenAI Batch API input file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchItem {
+    pub custom_id: String,
+    pub messages: Vec<ChatMessage>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i32>,
+    pub min_p: Option<f32>,
+    pub seed: Option<u32>,
+    /// Body fields not acted on, kept verbatim (JSON text).
+    pub extra: Option<String>,
+}
+
+/// Parse one line of a batch file: `{"custom_id", "method": "POST", "url":
+/// "/v1/chat/completions", "body": {"messages", …}}`.
+pub fn parse_batch_line(line: &str) -> Result<BatchItem, String> {
+    let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let obj = v.as_object().ok_or("not a JSON object")?;
+    let custom_id = obj
+        .get("custom_id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or("missing custom_id")?
+        .to_string();
+    if let Some(m) = obj.get("method").and_then(Value::as_str) {
+        if !m.eq_ignore_ascii_case("POST") {
+            return Err(format!("method {m:?} (only POST)"));
+        }
+    }
+    match obj.get("url").and_then(Value::as_str) {
+        Some("/v1/chat/completions") | None => {}
+        Some(other) => return Err(format!("url {other:?} (only /v1/chat/completions)")),
+    }
+    let body = obj.get("body").and_then(Value::as_object).ok_or("missing body")?;
+    let raw_messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty())
+        .ok_or("body has no messages")?;
+    let mut messages = Vec::with_capacity(raw_messages.len());
+    for (i, m) in raw_messages.iter().enumerate() {
+        let role = m.get("role").and_then(Value::as_str).ok_or(format!("message {i} has no role"))?;
+        let content = match m.get("content") {
+            Some(Value::String(s)) => s.clone(),
+            // Content parts: keep the text parts.
+            Some(Value::Array(parts)) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            _ => return Err(format!("message {i} has no text content")),
+        };
+        if content.contains('\0') {
+            return Err(format!("message {i} contains NUL bytes"));
+        }
+        messages.push(ChatMessage {
+            role: role.to_string(),
+            content,
+        });
+    }
+    let num = |k: &str| body.get(k).and_then(Value::as_f64);
+    let max_tokens = num("max_completion_tokens").or_else(|| num("max_tokens"));
+    let known = [
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "seed",
+        "model",
+    ];
+    let extra: serde_json::Map<String, Value> = body
+        .iter()
+        .filter(|(k, _)| !known.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(BatchItem {
+        custom_id,
+        messages,
+        max_tokens: max_tokens.map(|n| n as u32),
+        temperature: num("temperature").map(|x| x as f32),
+        top_p: num("top_p").map(|x| x as f32),
+        top_k: num("top_k").map(|x| x as i32),
+        min_p: num("min_p").map(|x| x as f32),
+        seed: num("seed").map(|x| x as u32),
+        extra: (!extra.is_empty()).then(|| Value::Object(extra).to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_utf8_and_utf16_and_refuses_the_rest() {
+        assert_eq!(decode_text(b"hello", 100).unwrap(), "hello");
+        assert_eq!(decode_text(b"\xEF\xBB\xBFhello", 100).unwrap(), "hello");
+        let le: Vec<u8> = [0xFF, 0xFE].into_iter().chain("héllo".encode_utf16().flat_map(|u| u.to_le_bytes())).collect();
+        assert_eq!(decode_text(&le, 100).unwrap(), "héllo");
+        let be: Vec<u8> = [0xFE, 0xFF].into_iter().chain("héllo".encode_utf16().flat_map(|u| u.to_be_bytes())).collect();
+        assert_eq!(decode_text(&be, 100).unwrap(), "héllo");
+        assert_eq!(decode_text(b"a\0b", 100), Err(Refusal::Binary));
+        assert_eq!(decode_text(b"\xff\xfa\xfb", 100), Err(Refusal::NotText));
+        assert_eq!(decode_text(b"", 100), Err(Refusal::Empty));
+        assert_eq!(decode_text(b" \n\t ", 100), Err(Refusal::Empty));
+        assert_eq!(decode_text(b"12345", 4), Err(Refusal::TooLarge { size: 5, limit: 4 }));
+        assert_eq!(decode_text(&[0xFF, 0xFE, 0x41], 100), Err(Refusal::NotText));
+    }
+
+    #[test]
+    fn expands_directories_with_a_glob_and_names_by_relative_path() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a")).unwrap();
+        std::fs::create_dir_all(d.path().join(".hidden")).unwrap();
+        std::fs::write(d.path().join("a/x.md"), "x").unwrap();
+        std::fs::write(d.path().join("b.md"), "b").unwrap();
+        std::fs::write(d.path().join("c.txt"), "c").unwrap();
+        std::fs::write(d.path().join(".hidden/h.md"), "h").unwrap();
+        let found = expand(&[d.path().to_path_buf()], Some("*.md")).unwrap();
+        let ids: Vec<_> = found.iter().map(|f| f.custom_id.as_str()).collect();
+        assert_eq!(ids, vec!["a/x.md", "b.md"]);
+        assert!(found.iter().all(|f| f.in_directory));
+        let all = expand(&[d.path().to_path_buf()], None).unwrap();
+        assert_eq!(all.len(), 3);
+        let file = expand(&[d.path().join("c.txt")], None).unwrap();
+        assert_eq!(file[0].custom_id, "c.txt");
+        assert!(!file[0].in_directory);
+        assert!(matches!(expand(&[d.path().join("nope")], None), Err(PathError::Missing(_))));
+        assert!(matches!(expand(&[d.path().to_path_buf()], Some("[")), Err(PathError::Glob(..))));
+    }
+
+    #[test]
+    fn parses_openai_batch_lines() {
+        let line = r#"{"custom_id":"r1","method":"POST","url":"/v1/chat/completions","body":{"model":"x","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}],"max_completion_tokens":30,"temperature":0.2,"seed":7,"logprobs":true}}"#;
+        let item = parse_batch_line(line).unwrap();
+        assert_eq!(item.custom_id, "r1");
+        assert_eq!(item.messages.len(), 2);
+        assert_eq!(item.max_tokens, Some(30));
+        assert_eq!(item.temperature, Some(0.2));
+        assert_eq!(item.seed, Some(7));
+        assert_eq!(item.extra.as_deref(), Some(r#"{"logprobs":true}"#));
+        let legacy = r#"{"custom_id":"r2","body":{"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}],"max_tokens":5}}"#;
+        let item = parse_batch_line(legacy).unwrap();
+        assert_eq!(item.messages[0].content, "a\nb");
+        assert_eq!(item.max_tokens, Some(5));
+        assert_eq!(item.extra, None);
+    }
+
+    #[test]
+    fn batch_line_errors_say_what_is_wrong() {
+        assert!(parse_batch_line("{").unwrap_err().starts_with("not JSON"));
+        assert_eq!(parse_batch_line("[1]").unwrap_err(), "not a JSON object");
+        assert_eq!(parse_batch_line(r#"{"body":{}}"#).unwrap_err(), "missing custom_id");
+        assert_eq!(parse_batch_line(r#"{"custom_id":"a"}"#).unwrap_err(), "missing body");
+        assert_eq!(
+            parse_batch_line(r#"{"custom_id":"a","body":{"messages":[]}}"#).unwrap_err(),
+            "body has no messages"
+        );
+        assert!(parse_batch_line(r#"{"custom_id":"a","url":"/v1/embeddings","body":{"messages":[{"role":"user","content":"x"}]}}"#)
+            .unwrap_err()
+            .contains("embeddings"));
+    }
+}

@@ -1,0 +1,528 @@
+//! Jobs: what a job asks for ([`JobSpec`]), where it stands ([`JobState`]), and which moves
+//! between states are legal ([`JobState::can_become`]). Pure: no sled, no llama, no clock —
+//! times come in as arguments (milliseconds since the Unix epoch).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Milliseconds since the Unix epoch, wall clock. Wall time (not monotonic) because it is
+/// stored and must mean the same after a reboot.
+pub type Millis = u64;
+
+/// A job's number: monotonic from 1, short to type (`qwen3q show 17`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct JobId(pub u64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.trim_start_matches('#').parse().map(JobId)
+    }
+}
+
+/// What to do with a document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Task {
+    Summarize,
+    Keywords,
+    Classify { labels: Vec<String> },
+    Extract { fields: Vec<String> },
+    /// A prompt of the user's own; `{text}` marks where the document goes (appended when absent).
+    Custom { prompt: String },
+    /// OpenAI chat messages as given in a batch file; the document is their concatenated text
+    /// and they are sent as they are (no chunking of the user's own conversation).
+    Chat { messages: Vec<ChatMessage> },
+}
+
+impl Task {
+    /// A short stable name, used in listings and in the dedupe key.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Task::Summarize => "summarize",
+            Task::Keywords => "keywords",
+            Task::Classify { .. } => "classify",
+            Task::Extract { .. } => "extract",
+            Task::Custom { .. } => "custom",
+            Task::Chat { .. } => "chat",
+        }
+    }
+
+    /// How outputs of several chunks of one long document become one answer.
+    pub fn merge_kind(&self) -> MergeKind {
+        match self {
+            Task::Summarize | Task::Custom { .. } | Task::Chat { .. } => MergeKind::Reduce,
+            Task::Keywords => MergeKind::UnionLines,
+            Task::Classify { .. } => MergeKind::Vote,
+            Task::Extract { .. } => MergeKind::MergeJson,
+        }
+    }
+}
+
+/// See [`Task::merge_kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergeKind {
+    /// A final "reduce" prompt combines the chunk outputs (map-reduce).
+    Reduce,
+    /// Keywords: the union of the chunks' items, first seen first, without duplicates.
+    UnionLines,
+    /// Classification: the label most chunks chose (ties: the earliest chunk's).
+    Vote,
+    /// Extraction: per field, the first chunk that found a value.
+    MergeJson,
+}
+
+/// One chat message (role and content), as in OpenAI's API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// Sampling and length settings for one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenParams {
+    pub max_tokens: u32,
+    /// 0 means greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: i32,
+    pub min_p: f32,
+    /// Sampling seed. `None`: derived from the job id and chunk, so a resumed or retried job
+    /// samples the same way it would have.
+    pub seed: Option<u32>,
+    /// Qwen3 thinking mode. Off by default for batch work.
+    pub thinking: bool,
+}
+
+impl GenParams {
+    /// Qwen3's model-card defaults: without thinking T=0.7, top_p=0.8, top_k=20, min_p=0;
+    /// with thinking T=0.6, top_p=0.95, top_k=20, min_p=0.
+    pub fn qwen3_defaults(thinking: bool) -> Self {
+        let (temperature, top_p) = if thinking { (0.6, 0.95) } else { (0.7, 0.8) };
+        GenParams {
+            max_tokens: if thinking { 2048 } else { 512 },
+            temperature,
+            top_p,
+            top_k: 20,
+            min_p: 0.0,
+            seed: None,
+            thinking,
+        }
+    }
+}
+
+/// Everything a job asks for. Immutable once enqueued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The user's name for the job: given, or derived from the file name.
+    pub custom_id: String,
+    /// Where the text came from (a path, `-` for stdin, `batch.jsonl:12`), for people only:
+    /// the text itself is copied into the store.
+    pub source: String,
+    /// sha256 of the document text (UTF-8), hex.
+    pub doc_sha256: String,
+    /// Length of the document text in bytes.
+    pub doc_bytes: u64,
+    pub task: Task,
+    /// Optional system prompt.
+    pub system: Option<String>,
+    /// The model as the user named it, and the resolved GGUF path.
+    pub model: ModelRef,
+    pub params: GenParams,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Do not start before this time.
+    pub not_before: Option<Millis>,
+    pub max_attempts: u32,
+    /// OpenAI batch body fields this version does not act on, kept as JSON text so that
+    /// nothing the user wrote is lost.
+    pub extra_json: Option<String>,
+}
+
+/// A model as named by the user and where it resolved to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ModelRef {
+    pub name: String,
+    pub path: String,
+    /// Built-in llama.cpp chat template to use when the GGUF has none (e.g. `gemma`).
+    pub template: Option<String>,
+}
+
+/// Token counts, as in OpenAI's `usage`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, o: Usage) {
+        self.prompt_tokens += o.prompt_tokens;
+        self.completion_tokens += o.completion_tokens;
+    }
+}
+
+/// Where a job stands. Each variant carries what is true only in that state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum JobState {
+    Queued,
+    Running {
+        /// The worker must heartbeat before this time; a lease is only a hint since only one
+        /// process owns the store, but `status` shows a stale one.
+        lease_until: Millis,
+        /// 1-based attempt number.
+        attempt: u32,
+        started: Millis,
+        chunks_done: u32,
+        /// 0 until the document has been split.
+        chunks_total: u32,
+    },
+    Succeeded {
+        finished: Millis,
+        usage: Usage,
+    },
+    Failed {
+        error: String,
+        /// The attempt that failed.
+        attempt: u32,
+        next_attempt_at: Millis,
+    },
+    Dead {
+        error: String,
+        attempts: u32,
+    },
+    Cancelled {
+        at: Millis,
+    },
+}
+
+/// The state's kind without its data: the key of the per-state indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum StateKind {
+    Queued = 1,
+    Running = 2,
+    Succeeded = 3,
+    Failed = 4,
+    Dead = 5,
+    Cancelled = 6,
+}
+
+impl StateKind {
+    pub const ALL: [StateKind; 6] = [
+        StateKind::Queued,
+        StateKind::Running,
+        StateKind::Succeeded,
+        StateKind::Failed,
+        StateKind::Dead,
+        StateKind::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateKind::Queued => "queued",
+            StateKind::Running => "running",
+            StateKind::Succeeded => "succeeded",
+            StateKind::Failed => "failed",
+            StateKind::Dead => "dead",
+            StateKind::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn from_byte(b: u8) -> Option<StateKind> {
+        StateKind::ALL.into_iter().find(|k| *k as u8 == b)
+    }
+
+    /// Nothing more will happen to the job unless a person asks (retry).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            StateKind::Succeeded | StateKind::Dead | StateKind::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for StateKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StateKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        StateKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s.to_ascii_lowercase())
+            .ok_or_else(|| {
+                format!("unknown state {s:?} (queued, running, succeeded, failed, dead, cancelled)")
+            })
+    }
+}
+
+impl JobState {
+    pub fn kind(&self) -> StateKind {
+        match self {
+            JobState::Queued => StateKind::Queued,
+            JobState::Running { .. } => StateKind::Running,
+            JobState::Succeeded { .. } => StateKind::Succeeded,
+            JobState::Failed { .. } => StateKind::Failed,
+            JobState::Dead { .. } => StateKind::Dead,
+            JobState::Cancelled { .. } => StateKind::Cancelled,
+        }
+    }
+
+    /// The legal moves. Everything else is a bug (or a stale request) and is refused.
+    ///
+    /// - Queued → Running (claimed), Cancelled.
+    /// - Running → Running (progress, heartbeat), Succeeded, Failed, Dead (out of attempts),
+    ///   Queued (worker stopped or died: the attempt does not count), Cancelled.
+    /// - Failed → Queued (backoff over, or a person's retry), Cancelled.
+    /// - Dead, Cancelled → Queued (retry). Succeeded → Queued (retry, to run it again).
+    pub fn can_become(&self, next: StateKind) -> bool {
+        use StateKind::*;
+        matches!(
+            (self.kind(), next),
+            (Queued, Running)
+                | (Queued, Cancelled)
+                | (Running, Running)
+                | (Running, Succeeded)
+                | (Running, Failed)
+                | (Running, Dead)
+                | (Running, Queued)
+                | (Running, Cancelled)
+                | (Failed, Queued)
+                | (Failed, Cancelled)
+                | (Dead, Queued)
+                | (Cancelled, Queued)
+                | (Succeeded, Queued)
+        )
+    }
+}
+
+/// A stored job: its spec, its state, and the bookkeeping around attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub spec: JobSpec,
+    pub state: JobState,
+    /// Attempts that ended (failed or succeeded). A worker's death does not count.
+    pub attempts: u32,
+    pub enqueued: Millis,
+    /// Last state change.
+    pub updated: Millis,
+}
+
+/// One line of a job's history: a state change or a finished chunk, with time and reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub at: Millis,
+    /// `None` when the job was created.
+    pub from: Option<StateKind>,
+    pub to: StateKind,
+    /// For a finished chunk: its number (0-based).
+    pub chunk: Option<u32>,
+    pub reason: String,
+}
+
+/// The output of one finished chunk: the checkpoint that makes a restart resume after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkOutput {
+    pub text: String,
+    pub reasoning: Option<String>,
+    pub usage: Usage,
+    pub millis: u64,
+}
+
+/// What a finished job produced, and what really ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub answer: String,
+    /// Qwen3's thinking, kept apart from the answer.
+    pub reasoning: Option<String>,
+    pub usage: Usage,
+    /// The model and settings that ran the job.
+    pub model: ModelRef,
+    pub n_ctx: u32,
+    /// Map chunks the document was split into (1 for a short document).
+    pub chunks: u32,
+    /// Whether a reduce prompt combined the chunks.
+    pub reduced: bool,
+    /// When the successful attempt started and ended.
+    pub started: Millis,
+    pub finished: Millis,
+    /// Time spent generating, summed over chunks (a resumed job counts only what ran).
+    pub generation_millis: u64,
+    pub attempts: u32,
+}
+
+/// Exponential backoff with jitter for a failed attempt: 30 s × 2^(attempt−1), at most an hour,
+/// then ±20 % by `jitter` (a number in [0, 1), given so that this stays pure).
+pub fn backoff_ms(attempt: u32, jitter: f64) -> Millis {
+    let base: u64 = 30_000u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
+    let capped = base.min(3_600_000) as f64;
+    let factor = 0.8 + 0.4 * jitter.clamp(0.0, 1.0);
+    (capped * factor) as Millis
+}
+
+/// After attempt `attempt` failed with `error` at `now`: Failed with a retry time, or Dead.
+pub fn after_failure(
+    attempt: u32,
+    max_attempts: u32,
+    error: String,
+    now: Millis,
+    jitter: f64,
+) -> JobState {
+    if attempt >= max_attempts {
+        JobState::Dead {
+            error,
+            attempts: attempt,
+        }
+    } else {
+        JobState::Failed {
+            error,
+            attempt,
+            next_attempt_at: now + backoff_ms(attempt, jitter),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(kind: StateKind) -> JobState {
+        match kind {
+            StateKind::Queued => JobState::Queued,
+            StateKind::Running => JobState::Running {
+                lease_until: 1,
+                attempt: 1,
+                started: 0,
+                chunks_done: 0,
+                chunks_total: 0,
+            },
+            StateKind::Succeeded => JobState::Succeeded {
+                finished: 1,
+                usage: Usage::default(),
+            },
+            StateKind::Failed => JobState::Failed {
+                error: "x".into(),
+                attempt: 1,
+                next_attempt_at: 5,
+            },
+            StateKind::Dead => JobState::Dead {
+                error: "x".into(),
+                attempts: 3,
+            },
+            StateKind::Cancelled => JobState::Cancelled { at: 1 },
+        }
+    }
+
+    #[test]
+    fn every_transition_is_judged_as_specified() {
+        use StateKind::*;
+        let legal = [
+            (Queued, Running),
+            (Queued, Cancelled),
+            (Running, Running),
+            (Running, Succeeded),
+            (Running, Failed),
+            (Running, Dead),
+            (Running, Queued),
+            (Running, Cancelled),
+            (Failed, Queued),
+            (Failed, Cancelled),
+            (Dead, Queued),
+            (Cancelled, Queued),
+            (Succeeded, Queued),
+        ];
+        let mut n_legal = 0;
+        for from in StateKind::ALL {
+            for to in StateKind::ALL {
+                let expected = legal.contains(&(from, to));
+                assert_eq!(
+                    sample(from).can_become(to),
+                    expected,
+                    "{from} -> {to} should be {}",
+                    if expected { "legal" } else { "illegal" }
+                );
+                n_legal += expected as usize;
+            }
+        }
+        assert_eq!(n_legal, legal.len());
+        // Some illegal ones spelled out, for the reader.
+        assert!(!sample(Succeeded).can_become(Running));
+        assert!(!sample(Queued).can_become(Succeeded));
+        assert!(!sample(Dead).can_become(Running));
+        assert!(!sample(Cancelled).can_become(Succeeded));
+    }
+
+    #[test]
+    fn state_kind_round_trips_through_byte_and_name() {
+        for k in StateKind::ALL {
+            assert_eq!(StateKind::from_byte(k as u8), Some(k));
+            assert_eq!(k.as_str().parse::<StateKind>().unwrap(), k);
+            assert_eq!(sample(k).kind(), k);
+        }
+        assert_eq!(StateKind::from_byte(0), None);
+        assert!("sleeping".parse::<StateKind>().is_err());
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_with_bounded_jitter_and_caps_at_an_hour() {
+        assert_eq!(backoff_ms(1, 0.5), 30_000);
+        assert_eq!(backoff_ms(2, 0.5), 60_000);
+        assert_eq!(backoff_ms(3, 0.5), 120_000);
+        assert_eq!(backoff_ms(1, 0.0), 24_000);
+        assert_eq!(backoff_ms(1, 1.0), 36_000);
+        assert_eq!(backoff_ms(30, 0.5), 3_600_000);
+        assert_eq!(backoff_ms(u32::MAX, 0.5), 3_600_000);
+    }
+
+    #[test]
+    fn failure_becomes_dead_after_max_attempts() {
+        match after_failure(1, 3, "boom".into(), 1000, 0.5) {
+            JobState::Failed {
+                attempt,
+                next_attempt_at,
+                ..
+            } => {
+                assert_eq!(attempt, 1);
+                assert_eq!(next_attempt_at, 31_000);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            after_failure(3, 3, "boom".into(), 0, 0.5),
+            JobState::Dead { attempts: 3, .. }
+        ));
+    }
+
+    #[test]
+    fn qwen3_defaults_follow_the_model_card() {
+        let off = GenParams::qwen3_defaults(false);
+        assert_eq!(
+            (off.temperature, off.top_p, off.top_k, off.min_p),
+            (0.7, 0.8, 20, 0.0)
+        );
+        let on = GenParams::qwen3_defaults(true);
+        assert_eq!(
+            (on.temperature, on.top_p, on.top_k, on.min_p),
+            (0.6, 0.95, 20, 0.0)
+        );
+        assert!(on.thinking && !off.thinking);
+    }
+
+    #[test]
+    fn job_id_parses_with_or_without_hash() {
+        assert_eq!("17".parse::<JobId>().unwrap(), JobId(17));
+        assert_eq!("#17".parse::<JobId>().unwrap(), JobId(17));
+        assert!("x".parse::<JobId>().is_err());
+    }
+}

@@ -1,0 +1,47 @@
+//! # qwen3q: unattended batch processing of documents with local LLMs
+//!
+//! ## Who owns what
+//! - [`job`] — what a job asks for and where it stands; the legal state moves. Pure.
+//! - [`queue`] — the durable queue in sled; the only code that sees sled. Every state change
+//!   is one transaction, flushed before anyone is told.
+//! - [`engine`] — the inference seam (trait [`engine::Engine`]); `engine::llama` is the only
+//!   code that sees llama-cpp-2. Chunking, prompt templates and GGUF header reading are pure.
+//! - [`scheduler`] — the worker loop (claim → run → record) and the job runner (chunks,
+//!   checkpoints, map-reduce).
+//! - [`protocol`] — the request and response enums the CLI and the worker share.
+//! - [`service`] — requests executed against a store: the same code serves the socket and
+//!   the CLI's direct mode, so every verb behaves the same with or without a worker.
+//! - [`daemon`] — the worker process: the socket server plus the loop, wired together.
+//! - [`client`] — the CLI side: the socket when a worker is alive, else the store directly.
+//! - [`config`], [`home`] — configuration and where data lives.
+//! - [`ingest`] — reading documents from files, directories, stdin and OpenAI batch files.
+//!
+//! ## The path a job takes
+//! ```text
+//! enqueue (CLI) ──socket or direct──▶ service ──▶ queue::enqueue (documents, jobs, ready; flushed)
+//! worker loop:  claim ─▶ engine.load ─▶ split into chunks ─▶ per chunk: generate ─▶ checkpoint (flushed)
+//!               ─▶ merge or reduce ─▶ complete: result + event (flushed) ─▶ next
+//! results (CLI) ──socket or direct──▶ service ──▶ queue::result ──▶ text | jsonl | openai | files
+//! ```
+//! A `kill -9` at any point loses at most the chunk being generated: at start the worker puts
+//! jobs left Running back in the queue, and they resume after their last checkpoint.
+
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod home;
+pub mod ingest;
+pub mod job;
+pub mod protocol;
+pub mod queue;
+pub mod scheduler;
+pub mod service;
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> job::Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,117 @@
+//! The requests and responses the CLI and the worker exchange over the Unix socket, one JSON
+//! object per line. The same enums drive the CLI's direct mode (no worker), so every verb
+//! means the same either way.
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::{Event, Job, JobId, JobResult, Millis};
+use crate::queue::{Counts, EnqueueOutcome, JobFilter, NewJob, TransitionOutcome};
+use crate::scheduler::LiveStatus;
+
+/// Bumped on any change to [`Request`] or [`Response`]. A mismatch is refused with a message
+/// telling which side to restart or upgrade.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// One request line: the version, then the request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    pub version: u32,
+    pub request: Request,
+}
+
+/// How a person names a job: its number or its custom id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Selector {
+    Id(JobId),
+    CustomId(String),
+}
+
+impl Selector {
+    /// A number is a job id (`17`, `#17`); anything else a custom id.
+    pub fn parse(s: &str) -> Selector {
+        match s.parse::<JobId>() {
+            Ok(id) => Selector::Id(id),
+            Err(_) => Selector::CustomId(s.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    Enqueue { items: Vec<NewJob>, force: bool },
+    Status,
+    List(JobFilter),
+    /// Jobs with events and results.
+    Show(Vec<Selector>),
+    /// Jobs with their results; an empty selector list means every job.
+    Results(Vec<Selector>),
+    Cancel(Vec<Selector>),
+    Retry { selectors: Vec<Selector>, all_failed: bool },
+    Pause,
+    Resume,
+    Prune { before: Millis },
+}
+
+/// A job and what it produced, for `results` and `show`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobView {
+    pub job: Job,
+    pub result: Option<JobResult>,
+    /// Filled by `show` only.
+    pub events: Vec<Event>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub counts: Counts,
+    /// `None` when no worker is running.
+    pub worker: Option<LiveStatus>,
+    pub paused: bool,
+    pub store_path: String,
+    pub store_bytes: u64,
+    /// When the earliest delayed job (retry, not-before) comes due.
+    pub next_due: Option<Millis>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    Enqueued(Vec<EnqueueOutcome>),
+    Status(StatusReport),
+    Jobs(Vec<Job>),
+    Views {
+        views: Vec<JobView>,
+        /// Selectors that matched no job.
+        missing: Vec<String>,
+    },
+    Transitions {
+        outcomes: Vec<(JobId, TransitionOutcome)>,
+        missing: Vec<String>,
+    },
+    Done,
+    Pruned(usize),
+    Error(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_parse_numbers_as_ids() {
+        assert_eq!(Selector::parse("17"), Selector::Id(JobId(17)));
+        assert_eq!(Selector::parse("#3"), Selector::Id(JobId(3)));
+        assert_eq!(Selector::parse("notes.txt"), Selector::CustomId("notes.txt".into()));
+    }
+
+    #[test]
+    fn envelopes_are_one_json_line() {
+        let e = Envelope {
+            version: PROTOCOL_VERSION,
+            request: Request::Cancel(vec![Selector::CustomId("a\nb".into())]),
+        };
+        let line = serde_json::to_string(&e).unwrap();
+        assert!(!line.contains('\n'));
+        let back: Envelope = serde_json::from_str(&line).unwrap();
+        assert!(matches!(back.request, Request::Cancel(_)));
+    }
+}

@@ -1,0 +1,107 @@
+//! Schema migrations, run in order when a store is opened.
+//!
+//! `migrations/NNNN_name.md` documents the layout of schema version NNNN. Version 1 is the
+//! initial layout; each later version has a [`Step`] here that rewrites a store of the version
+//! before it. A store from a newer version is refused, never guessed at.
+
+use super::codec::SCHEMA_VERSION;
+use super::trees::{meta, t};
+use super::{Result, Store, StoreError};
+
+/// One upgrade: rewrites every value whose layout changed from `to - 1` to `to`.
+pub struct Step {
+    pub to: u8,
+    pub name: &'static str,
+    pub run: fn(&Store) -> Result<()>,
+}
+
+/// Steps to versions 2, 3, …, in order. Empty while version 1 is the only layout.
+pub const STEPS: &[Step] = &[];
+
+/// The schema version recorded in the store, if any. Stored as a single raw byte so that every
+/// version of qwen3q can read it.
+pub fn stored_version(store: &Store) -> Result<Option<u8>> {
+    Ok(store
+        .tree(t::META)
+        .get(meta::SCHEMA_VERSION)?
+        .and_then(|v| v.first().copied()))
+}
+
+fn write_version(store: &Store, version: u8) -> Result<()> {
+    store.tree(t::META).insert(meta::SCHEMA_VERSION, &[version])?;
+    store.flush()
+}
+
+/// Bring the store to [`SCHEMA_VERSION`], or refuse it.
+pub fn run(store: &Store) -> Result<()> {
+    let found = match stored_version(store)? {
+        Some(v) => v,
+        None if store.tree(t::JOBS).is_empty() => {
+            return write_version(store, SCHEMA_VERSION);
+        }
+        None => {
+            return Err(StoreError::Corrupt {
+                path: store.path().to_path_buf(),
+                reason: "it holds jobs but no schema version".into(),
+            })
+        }
+    };
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::Newer {
+            path: store.path().to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for step in STEPS.iter().filter(|s| s.to > found) {
+        tracing::info!(to = step.to, name = step.name, "migrating the store");
+        (step.run)(store)?;
+        write_version(store, step.to)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::test_support::temp_store;
+
+    #[test]
+    fn every_schema_version_has_a_layout_file_and_a_step() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut versions: Vec<u8> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                let (num, rest) = name.split_once('_')?;
+                assert!(rest.ends_with(".md"), "{name}: migrations/ holds NNNN_name.md");
+                Some(num.parse().unwrap())
+            })
+            .collect();
+        versions.sort();
+        let want: Vec<u8> = (1..=SCHEMA_VERSION).collect();
+        assert_eq!(versions, want, "one migrations/NNNN_*.md per schema version");
+        let steps: Vec<u8> = STEPS.iter().map(|s| s.to).collect();
+        let want_steps: Vec<u8> = (2..=SCHEMA_VERSION).collect();
+        assert_eq!(steps, want_steps, "one migration step per version after 1");
+    }
+
+    #[test]
+    fn a_new_store_records_the_current_version() {
+        let (_dir, store) = temp_store();
+        assert_eq!(stored_version(&store).unwrap(), Some(SCHEMA_VERSION));
+    }
+
+    #[test]
+    fn a_newer_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        {
+            let store = Store::open(&path, &Default::default()).unwrap();
+            write_version(&store, SCHEMA_VERSION + 1).unwrap();
+        }
+        let err = Store::open(&path, &Default::default()).unwrap_err();
+        assert!(matches!(err, StoreError::Newer { .. }), "{err}");
+        assert!(err.to_string().contains("newer qwen3q"));
+    }
+}

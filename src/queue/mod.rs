@@ -1,0 +1,194 @@
+//! The durable queue: the only code that sees sled.
+//!
+//! A [`Store`] owns one sled database in the home directory. Every state change is one sled
+//! transaction over all the trees it touches (the job, its indexes, its event), followed by a
+//! `flush` before the caller is told it happened. Reads (`read.rs`) and state changes
+//! (`write.rs`) are split; keys (`keys.rs`) and value encoding (`codec.rs`) are pure.
+
+pub mod codec;
+pub mod keys;
+pub mod migrate;
+mod read;
+pub mod trees;
+mod write;
+
+pub use read::{Counts, JobFilter};
+pub use write::{EnqueueOutcome, NewJob, TransitionOutcome};
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::job::{JobId, StateKind};
+
+/// Errors of the store. No sled type crosses this boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store at {0} is in use by another qwen3q process")]
+    Locked(PathBuf),
+    #[error("the store at {path} cannot be opened: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "the store at {path} was written by a newer qwen3q (schema {found}; this build reads up to {supported}); upgrade qwen3q"
+    )]
+    Newer {
+        path: PathBuf,
+        found: u8,
+        supported: u8,
+    },
+    #[error("no space left on the device holding the store: {0}")]
+    DiskFull(String),
+    #[error("store I/O error: {0}")]
+    Io(String),
+    #[error("stored data is damaged: {0}")]
+    Codec(#[from] codec::CodecError),
+    #[error("no job {0}")]
+    NoSuchJob(JobId),
+    #[error("job {id} is {from} and cannot become {to}")]
+    IllegalTransition {
+        id: JobId,
+        from: StateKind,
+        to: StateKind,
+    },
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        match e {
+            sled::Error::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => {
+                StoreError::DiskFull(io.to_string())
+            }
+            sled::Error::Io(io) if io.to_string().contains("No space left") => {
+                StoreError::DiskFull(io.to_string())
+            }
+            sled::Error::Io(io) => StoreError::Io(io.to_string()),
+            sled::Error::Corruption { .. } => StoreError::Corrupt {
+                path: PathBuf::new(),
+                reason: e.to_string(),
+            },
+            other => StoreError::Io(other.to_string()),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Options for [`Store::open`].
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// sled's page cache bound. Tens of MiB: the store must never crowd out a model.
+    pub cache_bytes: u64,
+    /// How long to retry while the lock is held. Right after a `Db` is dropped, sled's
+    /// background thread may still hold the lock for a moment.
+    pub lock_wait: Duration,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            cache_bytes: 32 * 1024 * 1024,
+            lock_wait: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The store. Cheap to share behind an `Arc`: sled is thread-safe.
+pub struct Store {
+    /// Kept for `flush` and id generation; the trees below do the work.
+    db: sled::Db,
+    /// Every tree in the order of `trees::ALL`, so a transaction can span all of them.
+    trees: Vec<sled::Tree>,
+    /// Where the store lives, for messages.
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn is_lock_error(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock")
+        }
+        _ => false,
+    }
+}
+
+impl Store {
+    /// Open (or create) the store in directory `dir`, run pending migrations, and refuse a
+    /// store from a newer version.
+    pub fn open(dir: &Path, opts: &OpenOptions) -> Result<Store> {
+        let started = Instant::now();
+        let db = loop {
+            let attempt = sled::Config::new()
+                .path(dir)
+                .cache_capacity(opts.cache_bytes)
+                .mode(sled::Mode::LowSpace)
+                .open();
+            match attempt {
+                Ok(db) => break db,
+                Err(e) if is_lock_error(&e) => {
+                    if started.elapsed() >= opts.lock_wait {
+                        return Err(StoreError::Locked(dir.to_path_buf()));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    return Err(match StoreError::from(e) {
+                        StoreError::Corrupt { reason, .. } | StoreError::Io(reason) => {
+                            StoreError::Corrupt {
+                                path: dir.to_path_buf(),
+                                reason,
+                            }
+                        }
+                        other => other,
+                    })
+                }
+            }
+        };
+        let trees = trees::ALL
+            .iter()
+            .map(|name| db.open_tree(name))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let store = Store {
+            db,
+            trees,
+            path: dir.to_path_buf(),
+        };
+        migrate::run(&store)?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Make everything written so far durable. Call before acknowledging anything.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn tree(&self, index: usize) -> &sled::Tree {
+        &self.trees[index]
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    pub fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store"), &OpenOptions::default()).unwrap();
+        (dir, store)
+    }
+}

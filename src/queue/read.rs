@@ -1,0 +1,227 @@
+//! Queries. None of them scans every job unless asked to list every job.
+
+use std::collections::BTreeMap;
+
+use super::trees::{meta, t};
+use super::write::custom_id_key;
+use super::{codec, keys, Result, Store};
+use crate::job::{ChunkOutput, Event, Job, JobId, JobResult, Millis, StateKind};
+
+/// Jobs per state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
+    pub queued: u64,
+    pub running: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+}
+
+impl Counts {
+    pub fn get(&self, kind: StateKind) -> u64 {
+        match kind {
+            StateKind::Queued => self.queued,
+            StateKind::Running => self.running,
+            StateKind::Succeeded => self.succeeded,
+            StateKind::Failed => self.failed,
+            StateKind::Dead => self.dead,
+            StateKind::Cancelled => self.cancelled,
+        }
+    }
+
+    fn slot(&mut self, kind: StateKind) -> &mut u64 {
+        match kind {
+            StateKind::Queued => &mut self.queued,
+            StateKind::Running => &mut self.running,
+            StateKind::Succeeded => &mut self.succeeded,
+            StateKind::Failed => &mut self.failed,
+            StateKind::Dead => &mut self.dead,
+            StateKind::Cancelled => &mut self.cancelled,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        StateKind::ALL.iter().map(|k| self.get(*k)).sum()
+    }
+
+    /// Jobs that a worker will still run without anyone asking: queued, running, failed
+    /// (awaiting retry).
+    pub fn pending(&self) -> u64 {
+        self.queued + self.running + self.failed
+    }
+}
+
+/// Which jobs `list` returns.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct JobFilter {
+    pub states: Vec<StateKind>,
+    /// Only jobs changed at or after this time.
+    pub since: Option<Millis>,
+    /// A glob over custom ids (`*`, `?`, `[...]`).
+    pub custom_id_glob: Option<String>,
+    /// At most this many, oldest first (`None`: all).
+    pub limit: Option<usize>,
+}
+
+impl Store {
+    pub fn job(&self, id: JobId) -> Result<Option<Job>> {
+        match self.tree(t::JOBS).get(keys::job(id))? {
+            Some(v) => Ok(Some(codec::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Jobs whose custom id is exactly `custom_id`, oldest first.
+    pub fn find_custom_id(&self, custom_id: &str) -> Result<Vec<JobId>> {
+        let mut prefix = custom_id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut ids = Vec::new();
+        for k in self.tree(t::CUSTOM_IDS).scan_prefix(&prefix).keys() {
+            let k = k?;
+            if let Some(id) = keys::job_from(&k[prefix.len()..]) {
+                debug_assert_eq!(&k[..], &custom_id_key(custom_id, id)[..]);
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    pub fn ids_in_state(&self, kind: StateKind) -> Result<Vec<JobId>> {
+        self.tree(t::BY_STATE)
+            .scan_prefix(keys::by_state_prefix(kind))
+            .keys()
+            .map(|k| Ok(keys::job_from(&k?[1..]).expect("by_state keys are 9 bytes")))
+            .collect()
+    }
+
+    pub fn counts(&self) -> Result<Counts> {
+        let mut counts = Counts::default();
+        for k in self.tree(t::BY_STATE).iter().keys() {
+            if let Some(kind) = StateKind::from_byte(k?[0]) {
+                *counts.slot(kind) += 1;
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Jobs matching the filter, in id (enqueue) order.
+    pub fn list(&self, filter: &JobFilter) -> Result<Vec<Job>> {
+        let glob = match &filter.custom_id_glob {
+            Some(g) => Some(
+                globset::Glob::new(g)
+                    .map_err(|e| super::StoreError::Io(format!("bad glob {g:?}: {e}")))?
+                    .compile_matcher(),
+            ),
+            None => None,
+        };
+        let keep = |job: &Job| {
+            filter.since.is_none_or(|s| job.updated >= s)
+                && glob.as_ref().is_none_or(|g| g.is_match(&job.spec.custom_id))
+        };
+        let mut jobs = Vec::new();
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        if filter.states.is_empty() {
+            for v in self.tree(t::JOBS).iter().values() {
+                let job: Job = codec::decode(&v?)?;
+                if keep(&job) {
+                    jobs.push(job);
+                    if jobs.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        } else {
+            let mut ids: Vec<JobId> = Vec::new();
+            for kind in &filter.states {
+                ids.extend(self.ids_in_state(*kind)?);
+            }
+            ids.sort();
+            for id in ids {
+                if let Some(job) = self.job(id)? {
+                    if keep(&job) {
+                        jobs.push(job);
+                        if jobs.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// The document as enqueued.
+    pub fn document(&self, id: JobId) -> Result<String> {
+        let mut text = String::new();
+        for v in self.tree(t::DOCUMENTS).scan_prefix(keys::job(id)).values() {
+            text.push_str(&codec::decode::<String>(&v?)?);
+        }
+        Ok(text)
+    }
+
+    /// Finished chunks of a job that has not succeeded yet, by chunk number.
+    pub fn checkpoints(&self, id: JobId) -> Result<BTreeMap<u32, ChunkOutput>> {
+        let mut out = BTreeMap::new();
+        for kv in self.tree(t::CHECKPOINTS).scan_prefix(keys::job(id)) {
+            let (k, v) = kv?;
+            if let Some((_, chunk)) = keys::job_part_parts(&k) {
+                out.insert(chunk, codec::decode(&v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn checkpoint_keys(&self, id: JobId) -> Result<Vec<Vec<u8>>> {
+        self.tree(t::CHECKPOINTS)
+            .scan_prefix(keys::job(id))
+            .keys()
+            .map(|k| Ok(k?.to_vec()))
+            .collect()
+    }
+
+    pub(crate) fn checkpoint_count(&self, id: JobId) -> Result<u32> {
+        Ok(self.checkpoint_keys(id)?.len() as u32)
+    }
+
+    pub fn result(&self, id: JobId) -> Result<Option<JobResult>> {
+        match self.tree(t::RESULTS).get(keys::job(id))? {
+            Some(v) => Ok(Some(codec::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn events(&self, id: JobId) -> Result<Vec<Event>> {
+        self.tree(t::EVENTS)
+            .scan_prefix(keys::job(id))
+            .values()
+            .map(|v| Ok(codec::decode(&v?)?))
+            .collect()
+    }
+
+    pub fn paused(&self) -> Result<bool> {
+        match self.tree(t::META).get(meta::PAUSED)? {
+            Some(v) => Ok(codec::decode(&v)?),
+            None => Ok(false),
+        }
+    }
+
+    /// When the earliest delayed job (backoff or not-before) comes due.
+    pub fn next_due(&self) -> Result<Option<Millis>> {
+        Ok(self
+            .tree(t::DELAYED)
+            .first()?
+            .and_then(|(k, _)| keys::delayed_parts(&k))
+            .map(|(due, _)| due))
+    }
+
+    /// Jobs waiting for a time: retries after backoff, and not-before times.
+    pub fn delayed_count(&self) -> Result<usize> {
+        Ok(self.tree(t::DELAYED).len())
+    }
+
+    /// Whether any job could be claimed now or later without a person's action.
+    pub fn has_ready(&self) -> Result<bool> {
+        Ok(!self.tree(t::READY).is_empty())
+    }
+}

@@ -1,0 +1,85 @@
+//! Tree names in one place, and the layout of each (schema version 1; see `migrations/`).
+
+/// Store-wide settings and counters: `schema_version`, `next_job_id`, `event_seq`, `paused`.
+pub const META: &str = "meta";
+/// job id → `Job` (spec, state, attempts).
+pub const JOBS: &str = "jobs";
+/// (priority descending, job id) → (). Jobs that may be claimed now.
+pub const READY: &str = "ready";
+/// (due time, job id) → (). Queued jobs with a not-before time, and Failed jobs awaiting retry.
+pub const DELAYED: &str = "delayed";
+/// (state byte, job id) → (). Listing by state and crash recovery scan one prefix.
+pub const BY_STATE: &str = "by_state";
+/// sha256(document, task, system, model) → job id. Enqueuing the same work returns the job.
+pub const DEDUPE: &str = "dedupe";
+/// (custom_id bytes, 0x00, job id) → (). Lookup by the user's own name.
+pub const CUSTOM_IDS: &str = "custom_ids";
+/// (job id, part) → text, at most 64 KiB a part. The document as enqueued.
+pub const DOCUMENTS: &str = "documents";
+/// (job id, chunk) → `ChunkOutput`. A finished chunk; removed once the job succeeds.
+pub const CHECKPOINTS: &str = "checkpoints";
+/// job id → `JobResult`.
+pub const RESULTS: &str = "results";
+/// (job id, sequence) → `Event`. Append-only log of every state change, with time and reason.
+pub const EVENTS: &str = "events";
+
+/// Every tree the store opens, in the order of [`T`]'s indexes.
+pub const ALL: [&str; 11] = [
+    META,
+    JOBS,
+    READY,
+    DELAYED,
+    BY_STATE,
+    DEDUPE,
+    CUSTOM_IDS,
+    DOCUMENTS,
+    CHECKPOINTS,
+    RESULTS,
+    EVENTS,
+];
+
+/// Indexes into [`ALL`] (and into a transaction's tree list).
+pub mod t {
+    pub const META: usize = 0;
+    pub const JOBS: usize = 1;
+    pub const READY: usize = 2;
+    pub const DELAYED: usize = 3;
+    pub const BY_STATE: usize = 4;
+    pub const DEDUPE: usize = 5;
+    pub const CUSTOM_IDS: usize = 6;
+    pub const DOCUMENTS: usize = 7;
+    pub const CHECKPOINTS: usize = 8;
+    pub const RESULTS: usize = 9;
+    pub const EVENTS: usize = 10;
+}
+
+/// Keys in [`META`].
+pub mod meta {
+    pub const SCHEMA_VERSION: &[u8] = b"schema_version";
+    pub const NEXT_JOB_ID: &[u8] = b"next_job_id";
+    pub const EVENT_SEQ: &[u8] = b"event_seq";
+    pub const PAUSED: &[u8] = b"paused";
+}
+
+/// The largest value a document part may hold.
+pub const DOCUMENT_PART_BYTES: usize = 64 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_match_names() {
+        assert_eq!(ALL[t::META], META);
+        assert_eq!(ALL[t::JOBS], JOBS);
+        assert_eq!(ALL[t::READY], READY);
+        assert_eq!(ALL[t::DELAYED], DELAYED);
+        assert_eq!(ALL[t::BY_STATE], BY_STATE);
+        assert_eq!(ALL[t::DEDUPE], DEDUPE);
+        assert_eq!(ALL[t::CUSTOM_IDS], CUSTOM_IDS);
+        assert_eq!(ALL[t::DOCUMENTS], DOCUMENTS);
+        assert_eq!(ALL[t::CHECKPOINTS], CHECKPOINTS);
+        assert_eq!(ALL[t::RESULTS], RESULTS);
+        assert_eq!(ALL[t::EVENTS], EVENTS);
+    }
+}

@@ -1,0 +1,580 @@
+//! State changes. Each is one sled transaction over every tree it touches, then a flush.
+
+use sled::Transactional;
+use sled::transaction::{
+    abort, ConflictableTransactionResult, TransactionError, TransactionalTree,
+};
+use sha2::{Digest, Sha256};
+
+use super::trees::{meta, t, DOCUMENT_PART_BYTES};
+use super::{codec, keys, Result, Store, StoreError};
+use crate::job::{
+    after_failure, ChunkOutput, Event, Job, JobId, JobResult, JobSpec, JobState, Millis,
+    StateKind,
+};
+
+type TxResult<T> = ConflictableTransactionResult<T, StoreError>;
+
+/// A document to enqueue.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NewJob {
+    pub spec: JobSpec,
+    /// The text, copied into the store so the source may vanish before the run.
+    pub text: String,
+}
+
+/// What enqueuing one document did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum EnqueueOutcome {
+    Queued(JobId),
+    /// The same document with the same task and model is already a job.
+    Existing(JobId, StateKind),
+}
+
+/// What a person's request (cancel, retry) did to one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum TransitionOutcome {
+    Done,
+    /// Already in the wanted state.
+    Unchanged(StateKind),
+    /// Not possible from the state the job is in.
+    Refused(StateKind),
+    NotFound,
+}
+
+fn tx_err(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => e.into(),
+    }
+}
+
+fn enc<T: serde::Serialize>(v: &T) -> TxResult<Vec<u8>> {
+    codec::encode(v).or_else(|e| abort(e.into()))
+}
+
+/// The dedupe key: sha256 over the document's hash, the task, the system prompt and the model.
+pub(crate) fn dedupe_key(spec: &JobSpec) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(spec.doc_sha256.as_bytes());
+    h.update([0]);
+    // The task with its arguments; bincode of a value is stable for a schema version.
+    h.update(codec::encode(&spec.task).unwrap_or_default());
+    h.update([0]);
+    h.update(spec.system.as_deref().unwrap_or("").as_bytes());
+    h.update([0]);
+    h.update(spec.model.path.as_bytes());
+    h.finalize().into()
+}
+
+pub(crate) fn custom_id_key(custom_id: &str, id: JobId) -> Vec<u8> {
+    let mut k = custom_id.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&keys::job(id));
+    k
+}
+
+/// Split text into parts of at most [`DOCUMENT_PART_BYTES`], on character boundaries.
+pub(crate) fn split_parts(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = rest.len().min(DOCUMENT_PART_BYTES);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        parts.push(&rest[..end]);
+        rest = &rest[end..];
+    }
+    parts
+}
+
+/// The view of every tree inside one transaction, with the moves that keep indexes right.
+struct Tx<'a>(&'a [TransactionalTree]);
+
+impl Tx<'_> {
+    fn job(&self, id: JobId) -> TxResult<Option<Job>> {
+        match self.0[t::JOBS].get(keys::job(id))? {
+            Some(v) => Ok(Some(codec::decode(&v).or_else(|e| abort(e.into()))?)),
+            None => Ok(None),
+        }
+    }
+
+    fn must_job(&self, id: JobId) -> TxResult<Job> {
+        match self.job(id)? {
+            Some(j) => Ok(j),
+            None => abort(StoreError::NoSuchJob(id)),
+        }
+    }
+
+    fn put_job(&self, job: &Job) -> TxResult<()> {
+        self.0[t::JOBS].insert(&keys::job(job.id), enc(job)?)?;
+        Ok(())
+    }
+
+    fn counter(&self, key: &[u8]) -> TxResult<u64> {
+        let current = match self.0[t::META].get(key)? {
+            Some(v) => codec::decode::<u64>(&v).or_else(|e| abort(e.into()))?,
+            None => 1,
+        };
+        self.0[t::META].insert(key, enc(&(current + 1))?)?;
+        Ok(current)
+    }
+
+    fn event(&self, id: JobId, event: &Event) -> TxResult<()> {
+        let seq = self.counter(meta::EVENT_SEQ)?;
+        self.0[t::EVENTS].insert(&keys::event(id, seq), enc(event)?)?;
+        Ok(())
+    }
+
+    /// Remove the job from the indexes its current state puts it in.
+    fn unindex(&self, job: &Job) -> TxResult<()> {
+        let id = job.id;
+        self.0[t::BY_STATE].remove(&keys::by_state(job.state.kind(), id))?;
+        match &job.state {
+            JobState::Queued => {
+                self.0[t::READY].remove(&keys::ready(job.spec.priority, id))?;
+                if let Some(due) = job.spec.not_before {
+                    self.0[t::DELAYED].remove(&keys::delayed(due, id))?;
+                }
+            }
+            JobState::Failed {
+                next_attempt_at, ..
+            } => {
+                self.0[t::DELAYED].remove(&keys::delayed(*next_attempt_at, id))?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Put the job into the indexes its current state calls for.
+    fn index(&self, job: &Job, now: Millis) -> TxResult<()> {
+        let id = job.id;
+        self.0[t::BY_STATE].insert(&keys::by_state(job.state.kind(), id), &[])?;
+        match &job.state {
+            JobState::Queued => match job.spec.not_before {
+                Some(due) if due > now => {
+                    self.0[t::DELAYED].insert(&keys::delayed(due, id), &[])?;
+                }
+                _ => {
+                    self.0[t::READY].insert(&keys::ready(job.spec.priority, id), &[])?;
+                }
+            },
+            JobState::Failed {
+                next_attempt_at, ..
+            } => {
+                self.0[t::DELAYED].insert(&keys::delayed(*next_attempt_at, id), &[])?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Move a job to a new state: check the move is legal, keep the indexes right, log it.
+    fn transition(
+        &self,
+        job: &mut Job,
+        next: JobState,
+        now: Millis,
+        reason: String,
+        chunk: Option<u32>,
+    ) -> TxResult<()> {
+        let from = job.state.kind();
+        let to = next.kind();
+        if !job.state.can_become(to) {
+            return abort(StoreError::IllegalTransition {
+                id: job.id,
+                from,
+                to,
+            });
+        }
+        self.unindex(job)?;
+        job.state = next;
+        job.updated = now;
+        self.index(job, now)?;
+        self.put_job(job)?;
+        self.event(
+            job.id,
+            &Event {
+                at: now,
+                from: Some(from),
+                to,
+                chunk,
+                reason,
+            },
+        )
+    }
+}
+
+impl Store {
+    fn transact<T>(&self, f: impl Fn(&Tx) -> TxResult<T>) -> Result<T> {
+        let result = self.trees[..]
+            .transaction(|trees| f(&Tx(trees)))
+            .map_err(tx_err)?;
+        Ok(result)
+    }
+
+    /// Change one job and flush: the common shape of every single-job state change.
+    fn change_job<T>(&self, id: JobId, f: impl Fn(&Tx, &mut Job) -> TxResult<T>) -> Result<T> {
+        let out = self.transact(|tx| {
+            let mut job = tx.must_job(id)?;
+            f(tx, &mut job)
+        })?;
+        self.flush()?;
+        Ok(out)
+    }
+
+    /// Enqueue documents, all in one transaction, then flush. The same work already queued
+    /// comes back as [`EnqueueOutcome::Existing`] unless `force`.
+    pub fn enqueue(&self, items: &[NewJob], force: bool, now: Millis) -> Result<Vec<EnqueueOutcome>> {
+        let dedupe: Vec<[u8; 32]> = items.iter().map(|i| dedupe_key(&i.spec)).collect();
+        let out = self.transact(|tx| {
+            let mut outcomes = Vec::with_capacity(items.len());
+            for (item, dkey) in items.iter().zip(&dedupe) {
+                if !force {
+                    if let Some(existing) = tx.0[t::DEDUPE].get(dkey)? {
+                        if let Some(id) = keys::job_from(&existing) {
+                            if let Some(job) = tx.job(id)? {
+                                outcomes.push(EnqueueOutcome::Existing(id, job.state.kind()));
+                                continue;
+                            }
+                        }
+                    }
+                }
+                let id = JobId(tx.counter(meta::NEXT_JOB_ID)?);
+                let job = Job {
+                    id,
+                    spec: item.spec.clone(),
+                    state: JobState::Queued,
+                    attempts: 0,
+                    enqueued: now,
+                    updated: now,
+                };
+                tx.put_job(&job)?;
+                tx.index(&job, now)?;
+                tx.0[t::DEDUPE].insert(&dkey[..], &keys::job(id))?;
+                tx.0[t::CUSTOM_IDS].insert(custom_id_key(&job.spec.custom_id, id), &[])?;
+                for (n, part) in split_parts(&item.text).into_iter().enumerate() {
+                    tx.0[t::DOCUMENTS].insert(&keys::job_part(id, n as u32), enc(&part)?)?;
+                }
+                tx.event(
+                    id,
+                    &Event {
+                        at: now,
+                        from: None,
+                        to: StateKind::Queued,
+                        chunk: None,
+                        reason: format!("enqueued from {}", job.spec.source),
+                    },
+                )?;
+                outcomes.push(EnqueueOutcome::Queued(id));
+            }
+            Ok(outcomes)
+        })?;
+        self.flush()?;
+        Ok(out)
+    }
+
+    /// Move jobs whose time has come from the delayed index to the ready one: Queued jobs
+    /// past their not-before time, Failed jobs past their backoff. Returns how many moved.
+    pub fn promote_due(&self, now: Millis) -> Result<usize> {
+        let due: Vec<JobId> = self
+            .tree(t::DELAYED)
+            .range(..keys::delayed(now + 1, JobId(0)))
+            .keys()
+            .filter_map(|k| k.ok().and_then(|k| keys::delayed_parts(&k)).map(|(_, id)| id))
+            .collect();
+        let mut moved = 0;
+        for id in due {
+            moved += self.transact(|tx| {
+                let Some(mut job) = tx.job(id)? else {
+                    return Ok(0);
+                };
+                match &job.state {
+                    JobState::Queued => {
+                        tx.unindex(&job)?;
+                        tx.index(&job, now)?;
+                        Ok(1)
+                    }
+                    JobState::Failed { attempt, .. } => {
+                        let reason = format!("retrying after backoff (attempt {attempt} failed)");
+                        tx.transition(&mut job, JobState::Queued, now, reason, None)?;
+                        Ok(1)
+                    }
+                    _ => Ok(0),
+                }
+            })?;
+        }
+        if moved > 0 {
+            self.flush()?;
+        }
+        Ok(moved)
+    }
+
+    /// Claim the next runnable job: highest priority, then oldest. It becomes Running with a
+    /// lease; chunks already checkpointed count as done.
+    pub fn claim(&self, now: Millis, lease_ms: u64) -> Result<Option<Job>> {
+        self.promote_due(now)?;
+        loop {
+            let Some(first) = self.tree(t::READY).first()? else {
+                return Ok(None);
+            };
+            let Some(id) = keys::ready_job(&first.0) else {
+                self.tree(t::READY).remove(&first.0)?;
+                continue;
+            };
+            let done = self.checkpoint_count(id)?;
+            let claimed = self.transact(|tx| {
+                if tx.0[t::READY].get(&first.0)?.is_none() {
+                    return Ok(None); // taken away meanwhile (cancelled): look again
+                }
+                let Some(mut job) = tx.job(id)? else {
+                    tx.0[t::READY].remove(&first.0)?;
+                    return Ok(None);
+                };
+                let attempt = job.attempts + 1;
+                let running = JobState::Running {
+                    lease_until: now + lease_ms,
+                    attempt,
+                    started: now,
+                    chunks_done: done,
+                    chunks_total: 0,
+                };
+                let reason = if done > 0 {
+                    format!("claimed (attempt {attempt}), resuming after {done} finished chunks")
+                } else {
+                    format!("claimed (attempt {attempt})")
+                };
+                tx.transition(&mut job, running, now, reason, None)?;
+                Ok(Some(job))
+            })?;
+            if let Some(job) = claimed {
+                self.flush()?;
+                return Ok(Some(job));
+            }
+        }
+    }
+
+    /// Record the number of chunks the document was split into.
+    pub fn set_plan(&self, id: JobId, total: u32, now: Millis, lease_ms: u64) -> Result<()> {
+        self.change_job(id, |tx, job| {
+            if let JobState::Running {
+                chunks_total,
+                lease_until,
+                ..
+            } = &mut job.state
+            {
+                *chunks_total = total;
+                *lease_until = now + lease_ms;
+                tx.put_job(job)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Extend a running job's lease. Not flushed: a lost heartbeat costs nothing.
+    pub fn heartbeat(&self, id: JobId, now: Millis, lease_ms: u64) -> Result<()> {
+        self.transact(|tx| {
+            let mut job = tx.must_job(id)?;
+            if let JobState::Running { lease_until, .. } = &mut job.state {
+                *lease_until = now + lease_ms;
+                tx.put_job(&job)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Store a finished chunk (the checkpoint) and the job's progress, atomically, and flush.
+    pub fn save_checkpoint(
+        &self,
+        id: JobId,
+        chunk: u32,
+        output: &ChunkOutput,
+        now: Millis,
+        lease_ms: u64,
+    ) -> Result<()> {
+        self.change_job(id, |tx, job| {
+            let JobState::Running {
+                attempt,
+                started,
+                chunks_done,
+                chunks_total,
+                ..
+            } = job.state.clone()
+            else {
+                return abort(StoreError::IllegalTransition {
+                    id,
+                    from: job.state.kind(),
+                    to: StateKind::Running,
+                });
+            };
+            tx.0[t::CHECKPOINTS].insert(&keys::job_part(id, chunk), enc(output)?)?;
+            let next = JobState::Running {
+                lease_until: now + lease_ms,
+                attempt,
+                started,
+                chunks_done: chunks_done + 1,
+                chunks_total,
+            };
+            let reason = format!(
+                "chunk {} of {} done: {} prompt + {} generated tokens in {} ms",
+                chunk + 1,
+                chunks_total.max(chunk + 1),
+                output.usage.prompt_tokens,
+                output.usage.completion_tokens,
+                output.millis
+            );
+            tx.transition(job, next, now, reason, Some(chunk))
+        })
+    }
+
+    /// The job succeeded: store its result, drop its checkpoints, flush.
+    pub fn complete(&self, id: JobId, result: &JobResult, now: Millis) -> Result<()> {
+        let checkpoints = self.checkpoint_keys(id)?;
+        self.change_job(id, |tx, job| {
+            job.attempts += 1;
+            tx.0[t::RESULTS].insert(&keys::job(id), enc(result)?)?;
+            for k in &checkpoints {
+                tx.0[t::CHECKPOINTS].remove(&k[..])?;
+            }
+            let next = JobState::Succeeded {
+                finished: now,
+                usage: result.usage,
+            };
+            let reason = format!(
+                "succeeded: {} prompt + {} generated tokens",
+                result.usage.prompt_tokens, result.usage.completion_tokens
+            );
+            tx.transition(job, next, now, reason, None)
+        })
+    }
+
+    /// The running attempt failed: Failed with a backoff, or Dead after the last attempt.
+    /// `jitter` in [0, 1) spreads retries. Checkpoints stay, so a retry resumes.
+    pub fn fail(&self, id: JobId, error: &str, now: Millis, jitter: f64) -> Result<JobState> {
+        self.change_job(id, |tx, job| {
+            let attempt = match job.state {
+                JobState::Running { attempt, .. } => attempt,
+                _ => job.attempts + 1,
+            };
+            job.attempts = attempt;
+            let next = after_failure(attempt, job.spec.max_attempts, error.to_string(), now, jitter);
+            let reason = match &next {
+                JobState::Dead { .. } => format!("attempt {attempt} failed, giving up: {error}"),
+                _ => format!("attempt {attempt} failed: {error}"),
+            };
+            tx.transition(job, next.clone(), now, reason, None)?;
+            Ok(next)
+        })
+    }
+
+    /// Put a running job back in the queue without counting the attempt (shutdown, or a
+    /// worker that died). It resumes after its last checkpoint.
+    pub fn release(&self, id: JobId, now: Millis, reason: &str) -> Result<()> {
+        self.change_job(id, |tx, job| {
+            tx.transition(job, JobState::Queued, now, reason.to_string(), None)
+        })
+    }
+
+    /// At worker start: every job left Running by a dead worker goes back to the queue.
+    pub fn recover(&self, now: Millis) -> Result<Vec<JobId>> {
+        let running = self.ids_in_state(StateKind::Running)?;
+        for &id in &running {
+            let done = self.checkpoint_count(id)?;
+            let reason = format!(
+                "recovered after the worker stopped without finishing it; resumes after {done} finished chunks"
+            );
+            self.release(id, now, &reason)?;
+        }
+        Ok(running)
+    }
+
+    /// A person's cancel. Queued, Failed and Running jobs can be cancelled.
+    pub fn cancel(&self, id: JobId, now: Millis) -> Result<TransitionOutcome> {
+        self.person_moves(id, StateKind::Cancelled, now, |_| JobState::Cancelled { at: now })
+    }
+
+    /// A person's retry: Failed, Dead, Cancelled or Succeeded jobs are queued again with their
+    /// attempts reset.
+    pub fn retry(&self, id: JobId, now: Millis) -> Result<TransitionOutcome> {
+        self.person_moves(id, StateKind::Queued, now, |job| {
+            job.attempts = 0;
+            JobState::Queued
+        })
+    }
+
+    fn person_moves(
+        &self,
+        id: JobId,
+        to: StateKind,
+        now: Millis,
+        next: impl Fn(&mut Job) -> JobState,
+    ) -> Result<TransitionOutcome> {
+        let outcome = self.transact(|tx| {
+            let Some(mut job) = tx.job(id)? else {
+                return Ok(TransitionOutcome::NotFound);
+            };
+            let from = job.state.kind();
+            if from == to {
+                return Ok(TransitionOutcome::Unchanged(from));
+            }
+            if !job.state.can_become(to) {
+                return Ok(TransitionOutcome::Refused(from));
+            }
+            let state = next(&mut job);
+            let reason = format!("{} by request", to.as_str());
+            tx.transition(&mut job, state, now, reason, None)?;
+            Ok(TransitionOutcome::Done)
+        })?;
+        self.flush()?;
+        Ok(outcome)
+    }
+
+    /// Stop (true) or resume (false) claiming; kept across restarts.
+    pub fn set_paused(&self, paused: bool) -> Result<()> {
+        self.tree(t::META).insert(meta::PAUSED, codec::encode(&paused)?)?;
+        self.flush()
+    }
+
+    /// Delete finished jobs (succeeded, dead, cancelled) last changed before `before`, with
+    /// their documents, results and events. Returns how many went.
+    pub fn prune(&self, before: Millis) -> Result<usize> {
+        let mut pruned = 0;
+        for kind in StateKind::ALL.into_iter().filter(|k| k.is_terminal()) {
+            for id in self.ids_in_state(kind)? {
+                let Some(job) = self.job(id)? else { continue };
+                if job.updated >= before {
+                    continue;
+                }
+                let mut doomed: Vec<(usize, Vec<u8>)> = Vec::new();
+                for tree in [t::DOCUMENTS, t::CHECKPOINTS, t::EVENTS] {
+                    for k in self.tree(tree).scan_prefix(keys::job(id)).keys() {
+                        doomed.push((tree, k?.to_vec()));
+                    }
+                }
+                let dkey = dedupe_key(&job.spec);
+                self.transact(|tx| {
+                    let Some(job) = tx.job(id)? else { return Ok(()) };
+                    if !job.state.kind().is_terminal() {
+                        return Ok(()); // retried meanwhile
+                    }
+                    tx.unindex(&job)?;
+                    tx.0[t::JOBS].remove(&keys::job(id))?;
+                    tx.0[t::RESULTS].remove(&keys::job(id))?;
+                    tx.0[t::CUSTOM_IDS].remove(custom_id_key(&job.spec.custom_id, id))?;
+                    if tx.0[t::DEDUPE].get(dkey)?.as_deref() == Some(&keys::job(id)[..]) {
+                        tx.0[t::DEDUPE].remove(&dkey[..])?;
+                    }
+                    for (tree, k) in &doomed {
+                        tx.0[*tree].remove(&k[..])?;
+                    }
+                    Ok(())
+                })?;
+                pruned += 1;
+            }
+        }
+        self.flush()?;
+        Ok(pruned)
+    }
+}

@@ -1,0 +1,170 @@
+//! Executing a [`Request`] against the store. The worker's socket server and the CLI's direct
+//! mode both call [`handle`], so a verb means the same with or without a worker.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::job::{JobId, StateKind};
+use crate::protocol::{JobView, Request, Response, Selector, StatusReport};
+use crate::queue::{JobFilter, Store, StoreError, TransitionOutcome};
+use crate::scheduler::{LiveStatus, Signals};
+
+/// The running worker, when the request comes through its socket.
+#[derive(Clone)]
+pub struct WorkerHooks {
+    pub signals: Signals,
+    pub status: Arc<Mutex<LiveStatus>>,
+}
+
+/// Answer one request. Errors become [`Response::Error`] with a one-line message.
+pub fn handle(store: &Store, request: Request, worker: Option<&WorkerHooks>, now: u64) -> Response {
+    match handle_inner(store, request, worker, now) {
+        Ok(r) => r,
+        Err(e) => Response::Error(e.to_string()),
+    }
+}
+
+fn resolve(store: &Store, selectors: &[Selector]) -> Result<(Vec<JobId>, Vec<String>), StoreError> {
+    let mut ids = Vec::new();
+    let mut missing = Vec::new();
+    for s in selectors {
+        match s {
+            Selector::Id(id) => {
+                if store.job(*id)?.is_some() {
+                    ids.push(*id);
+                } else {
+                    // A custom id may look like a number.
+                    let by_name = store.find_custom_id(&id.0.to_string())?;
+                    if by_name.is_empty() {
+                        missing.push(id.to_string());
+                    }
+                    ids.extend(by_name);
+                }
+            }
+            Selector::CustomId(c) => {
+                let found = store.find_custom_id(c)?;
+                if found.is_empty() {
+                    missing.push(c.clone());
+                }
+                ids.extend(found);
+            }
+        }
+    }
+    ids.dedup();
+    Ok((ids, missing))
+}
+
+fn views(store: &Store, ids: &[JobId], with_events: bool) -> Result<Vec<JobView>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for &id in ids {
+        if let Some(job) = store.job(id)? {
+            out.push(JobView {
+                result: store.result(id)?,
+                events: if with_events { store.events(id)? } else { Vec::new() },
+                job,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Cancel one job. A job the worker is running is stopped by the worker itself, which records
+/// the cancel; this waits (a few seconds at most) until it has.
+fn cancel_one(store: &Store, id: JobId, worker: Option<&WorkerHooks>, now: u64) -> Result<TransitionOutcome, StoreError> {
+    let running = store.job(id)?.map(|j| j.state.kind()) == Some(StateKind::Running);
+    match worker {
+        Some(w) if running => {
+            w.signals.request_cancel(id);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                match store.job(id)?.map(|j| j.state.kind()) {
+                    Some(StateKind::Running) => std::thread::sleep(Duration::from_millis(20)),
+                    Some(StateKind::Cancelled) => return Ok(TransitionOutcome::Done),
+                    Some(other) => return Ok(TransitionOutcome::Refused(other)),
+                    None => return Ok(TransitionOutcome::NotFound),
+                }
+            }
+            Ok(TransitionOutcome::Refused(StateKind::Running))
+        }
+        // No worker: a Running job is left over from one that died; cancel it directly.
+        _ => store.cancel(id, now),
+    }
+}
+
+fn handle_inner(store: &Store, request: Request, worker: Option<&WorkerHooks>, now: u64) -> Result<Response, StoreError> {
+    let wake = || {
+        if let Some(w) = worker {
+            w.signals.wake();
+        }
+    };
+    Ok(match request {
+        Request::Enqueue { items, force } => {
+            let outcomes = store.enqueue(&items, force, now)?;
+            wake();
+            Response::Enqueued(outcomes)
+        }
+        Request::Status => Response::Status(StatusReport {
+            counts: store.counts()?,
+            worker: worker.map(|w| w.status.lock().unwrap().clone()),
+            paused: store.paused()?,
+            store_path: store.path().display().to_string(),
+            store_bytes: store.size_on_disk()?,
+            next_due: store.next_due()?,
+        }),
+        Request::List(filter) => Response::Jobs(store.list(&filter)?),
+        Request::Show(selectors) => {
+            let (ids, missing) = resolve(store, &selectors)?;
+            Response::Views {
+                views: views(store, &ids, true)?,
+                missing,
+            }
+        }
+        Request::Results(selectors) => {
+            let (ids, missing) = if selectors.is_empty() {
+                let all = store.list(&JobFilter::default())?;
+                (all.into_iter().map(|j| j.id).collect(), Vec::new())
+            } else {
+                resolve(store, &selectors)?
+            };
+            Response::Views {
+                views: views(store, &ids, false)?,
+                missing,
+            }
+        }
+        Request::Cancel(selectors) => {
+            let (ids, missing) = resolve(store, &selectors)?;
+            let mut outcomes = Vec::new();
+            for id in ids {
+                outcomes.push((id, cancel_one(store, id, worker, now)?));
+            }
+            Response::Transitions { outcomes, missing }
+        }
+        Request::Retry {
+            selectors,
+            all_failed,
+        } => {
+            let (mut ids, missing) = resolve(store, &selectors)?;
+            if all_failed {
+                ids.extend(store.ids_in_state(StateKind::Failed)?);
+                ids.extend(store.ids_in_state(StateKind::Dead)?);
+            }
+            let mut outcomes = Vec::new();
+            for id in ids {
+                outcomes.push((id, store.retry(id, now)?));
+            }
+            wake();
+            Response::Transitions { outcomes, missing }
+        }
+        Request::Pause => {
+            store.set_paused(true)?;
+            wake();
+            Response::Done
+        }
+        Request::Resume => {
+            store.set_paused(false)?;
+            wake();
+            Response::Done
+        }
+        Request::Prune { before } => Response::Pruned(store.prune(before)?),
+    })
+}
