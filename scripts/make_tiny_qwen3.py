@@ -90,6 +90,9 @@ def main():
 
     w.add_tensor("token_embd.weight", mat(len(tokens), N_EMBD, 0.5), raw_dtype=GGMLQuantizationType.F16)
     w.add_tensor("output_norm.weight", ones(N_EMBD))
+    # An untied output matrix: with tied embeddings a random model only repeats its last
+    # input token; untied, what it writes depends on the whole prompt.
+    w.add_tensor("output.weight", mat(len(tokens), N_EMBD, 0.5), raw_dtype=GGMLQuantizationType.F16)
     for layer in range(N_LAYER):
         p = f"blk.{layer}."
         w.add_tensor(p + "attn_norm.weight", ones(N_EMBD))

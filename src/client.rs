@@ -70,7 +70,12 @@ impl Connection {
     /// Send one request and read its answer.
     pub fn call(&mut self, request: Request) -> Result<Response, ClientError> {
         match self {
-            Connection::Direct(store) => Ok(crate::service::handle(store, request, None, crate::now_ms())),
+            Connection::Direct(store) => Ok(crate::service::handle(
+                store,
+                request,
+                None,
+                crate::now_ms(),
+            )),
             Connection::Worker(stream) => {
                 let io = |e| ClientError::Socket("socket".into(), e);
                 let mut line = serde_json::to_string(&Envelope {
@@ -84,7 +89,9 @@ impl Connection {
                 let mut answer = String::new();
                 reader.read_line(&mut answer).map_err(io)?;
                 if answer.is_empty() {
-                    return Err(ClientError::Protocol("the worker closed the connection".into()));
+                    return Err(ClientError::Protocol(
+                        "the worker closed the connection".into(),
+                    ));
                 }
                 serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.to_string()))
             }

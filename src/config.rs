@@ -63,7 +63,9 @@ pub enum ConfigError {
     Parse(PathBuf, String),
     #[error("environment variable {0}={1:?} is not a number")]
     Env(&'static str, String),
-    #[error("no model given: pass --model PATH or NAME, set QWEN3Q_MODEL, or set default_model in {0}")]
+    #[error(
+        "no model given: pass --model PATH or NAME, set QWEN3Q_MODEL, or set default_model in {0}"
+    )]
     NoModel(PathBuf),
     #[error("model {0:?} is neither a file nor a name in [models] of the config")]
     UnknownModel(String),
@@ -79,7 +81,9 @@ impl Config {
     /// The config file if it exists (defaults otherwise), then the environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let mut config = match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text).map_err(|e| ConfigError::Parse(path.to_path_buf(), e))?,
+            Ok(text) => {
+                Self::parse(&text).map_err(|e| ConfigError::Parse(path.to_path_buf(), e))?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
             Err(e) => return Err(ConfigError::Read(path.to_path_buf(), e)),
         };
@@ -138,7 +142,9 @@ impl Config {
         if !path.is_file() {
             return Err(ConfigError::ModelMissing(path));
         }
-        let path = path.canonicalize().map_err(|e| ConfigError::Read(path.clone(), e))?;
+        let path = path
+            .canonicalize()
+            .map_err(|e| ConfigError::Read(path.clone(), e))?;
         let header = gguf::inspect(&path).map_err(|e| ConfigError::BadModel(path.clone(), e))?;
         let template = template.map(str::to_string).or(entry_template);
         let template = match (header.chat_template(), template) {
@@ -152,7 +158,9 @@ impl Config {
         let display = if self.models.contains_key(&name) {
             name
         } else {
-            path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or(name)
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or(name)
         };
         Ok(ModelRef {
             name: display,
@@ -222,7 +230,10 @@ mod tests {
     fn models_must_exist_and_be_gguf() {
         let c = Config::default();
         let p = Path::new("/cfg");
-        assert!(matches!(c.resolve_model(None, None, p), Err(ConfigError::NoModel(_))));
+        assert!(matches!(
+            c.resolve_model(None, None, p),
+            Err(ConfigError::NoModel(_))
+        ));
         assert!(matches!(
             c.resolve_model(Some("nosuchname"), None, p),
             Err(ConfigError::UnknownModel(_))
@@ -234,7 +245,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("fake.gguf");
         std::fs::write(&fake, "not a model").unwrap();
-        let err = c.resolve_model(Some(fake.to_str().unwrap()), None, p).unwrap_err();
+        let err = c
+            .resolve_model(Some(fake.to_str().unwrap()), None, p)
+            .unwrap_err();
         assert!(matches!(err, ConfigError::BadModel(..)), "{err}");
         assert!(err.to_string().contains("not a GGUF"));
     }

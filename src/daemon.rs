@@ -77,7 +77,8 @@ pub fn run(
     let _ = std::fs::remove_file(&socket);
     let listener = {
         let _guard = runtime.enter();
-        UnixListener::bind(&socket).map_err(|e| DaemonError::Listen(socket.display().to_string(), e))?
+        UnixListener::bind(&socket)
+            .map_err(|e| DaemonError::Listen(socket.display().to_string(), e))?
     };
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| DaemonError::Listen(socket.display().to_string(), e))?;
@@ -122,7 +123,10 @@ pub fn run(
 /// SIGTERM and SIGINT: stop claiming, checkpoint, release, exit 0.
 async fn stop_on_signals(signals: Signals) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };

@@ -57,7 +57,9 @@ impl Home {
         let dir = if dir.is_absolute() {
             dir
         } else {
-            std::env::current_dir().map_err(|e| HomeError::Create(dir.clone(), e))?.join(dir)
+            std::env::current_dir()
+                .map_err(|e| HomeError::Create(dir.clone(), e))?
+                .join(dir)
         };
         Ok(Home { dir })
     }

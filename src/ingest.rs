@@ -128,7 +128,10 @@ pub fn expand(paths: &[PathBuf], glob: Option<&str>) -> Result<Vec<Found>, PathE
     for p in paths {
         let meta = std::fs::metadata(p).map_err(|_| PathError::Missing(p.clone()))?;
         if meta.is_file() {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             out.push(Found {
                 path: p.clone(),
                 custom_id: name,
@@ -139,13 +142,19 @@ pub fn expand(paths: &[PathBuf], glob: Option<&str>) -> Result<Vec<Found>, PathE
                 .follow_links(true)
                 .sort_by_file_name()
                 .into_iter()
-                .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+                .filter_entry(|e| {
+                    e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')
+                });
             for entry in walker {
                 let entry = entry.map_err(|e| PathError::Walk(p.clone(), e.to_string()))?;
                 if !entry.file_type().is_file() {
                     continue;
                 }
-                let rel = entry.path().strip_prefix(p).unwrap_or(entry.path()).to_path_buf();
+                let rel = entry
+                    .path()
+                    .strip_prefix(p)
+                    .unwrap_or(entry.path())
+                    .to_path_buf();
                 if let Some(m) = &matcher {
                     if !m.is_match(&rel) && !m.is_match(entry.file_name()) {
                         continue;
@@ -199,7 +208,10 @@ pub fn parse_batch_line(line: &str) -> Result<BatchItem, String> {
         Some("/v1/chat/completions") | None => {}
         Some(other) => return Err(format!("url {other:?} (only /v1/chat/completions)")),
     }
-    let body = obj.get("body").and_then(Value::as_object).ok_or("missing body")?;
+    let body = obj
+        .get("body")
+        .and_then(Value::as_object)
+        .ok_or("missing body")?;
     let raw_messages = body
         .get("messages")
         .and_then(Value::as_array)
@@ -207,7 +219,10 @@ pub fn parse_batch_line(line: &str) -> Result<BatchItem, String> {
         .ok_or("body has no messages")?;
     let mut messages = Vec::with_capacity(raw_messages.len());
     for (i, m) in raw_messages.iter().enumerate() {
-        let role = m.get("role").and_then(Value::as_str).ok_or(format!("message {i} has no role"))?;
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or(format!("message {i} has no role"))?;
         let content = match m.get("content") {
             Some(Value::String(s)) => s.clone(),
             // Content parts: keep the text parts.
@@ -265,15 +280,24 @@ mod tests {
     fn decodes_utf8_and_utf16_and_refuses_the_rest() {
         assert_eq!(decode_text(b"hello", 100).unwrap(), "hello");
         assert_eq!(decode_text(b"\xEF\xBB\xBFhello", 100).unwrap(), "hello");
-        let le: Vec<u8> = [0xFF, 0xFE].into_iter().chain("héllo".encode_utf16().flat_map(|u| u.to_le_bytes())).collect();
+        let le: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain("héllo".encode_utf16().flat_map(|u| u.to_le_bytes()))
+            .collect();
         assert_eq!(decode_text(&le, 100).unwrap(), "héllo");
-        let be: Vec<u8> = [0xFE, 0xFF].into_iter().chain("héllo".encode_utf16().flat_map(|u| u.to_be_bytes())).collect();
+        let be: Vec<u8> = [0xFE, 0xFF]
+            .into_iter()
+            .chain("héllo".encode_utf16().flat_map(|u| u.to_be_bytes()))
+            .collect();
         assert_eq!(decode_text(&be, 100).unwrap(), "héllo");
         assert_eq!(decode_text(b"a\0b", 100), Err(Refusal::Binary));
         assert_eq!(decode_text(b"\xff\xfa\xfb", 100), Err(Refusal::NotText));
         assert_eq!(decode_text(b"", 100), Err(Refusal::Empty));
         assert_eq!(decode_text(b" \n\t ", 100), Err(Refusal::Empty));
-        assert_eq!(decode_text(b"12345", 4), Err(Refusal::TooLarge { size: 5, limit: 4 }));
+        assert_eq!(
+            decode_text(b"12345", 4),
+            Err(Refusal::TooLarge { size: 5, limit: 4 })
+        );
         assert_eq!(decode_text(&[0xFF, 0xFE, 0x41], 100), Err(Refusal::NotText));
     }
 
@@ -295,8 +319,14 @@ mod tests {
         let file = expand(&[d.path().join("c.txt")], None).unwrap();
         assert_eq!(file[0].custom_id, "c.txt");
         assert!(!file[0].in_directory);
-        assert!(matches!(expand(&[d.path().join("nope")], None), Err(PathError::Missing(_))));
-        assert!(matches!(expand(&[d.path().to_path_buf()], Some("[")), Err(PathError::Glob(..))));
+        assert!(matches!(
+            expand(&[d.path().join("nope")], None),
+            Err(PathError::Missing(_))
+        ));
+        assert!(matches!(
+            expand(&[d.path().to_path_buf()], Some("[")),
+            Err(PathError::Glob(..))
+        ));
     }
 
     #[test]
@@ -320,8 +350,14 @@ mod tests {
     fn batch_line_errors_say_what_is_wrong() {
         assert!(parse_batch_line("{").unwrap_err().starts_with("not JSON"));
         assert_eq!(parse_batch_line("[1]").unwrap_err(), "not a JSON object");
-        assert_eq!(parse_batch_line(r#"{"body":{}}"#).unwrap_err(), "missing custom_id");
-        assert_eq!(parse_batch_line(r#"{"custom_id":"a"}"#).unwrap_err(), "missing body");
+        assert_eq!(
+            parse_batch_line(r#"{"body":{}}"#).unwrap_err(),
+            "missing custom_id"
+        );
+        assert_eq!(
+            parse_batch_line(r#"{"custom_id":"a"}"#).unwrap_err(),
+            "missing body"
+        );
         assert_eq!(
             parse_batch_line(r#"{"custom_id":"a","body":{"messages":[]}}"#).unwrap_err(),
             "body has no messages"

@@ -32,13 +32,21 @@ impl FromStr for JobId {
 pub enum Task {
     Summarize,
     Keywords,
-    Classify { labels: Vec<String> },
-    Extract { fields: Vec<String> },
+    Classify {
+        labels: Vec<String>,
+    },
+    Extract {
+        fields: Vec<String>,
+    },
     /// A prompt of the user's own; `{text}` marks where the document goes (appended when absent).
-    Custom { prompt: String },
+    Custom {
+        prompt: String,
+    },
     /// OpenAI chat messages as given in a batch file; the document is their concatenated text
     /// and they are sent as they are (no chunking of the user's own conversation).
-    Chat { messages: Vec<ChatMessage> },
+    Chat {
+        messages: Vec<ChatMessage>,
+    },
 }
 
 impl Task {

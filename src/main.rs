@@ -1,1 +1,75 @@
-fn main(){}
+//! The `qwen3q` binary: parse the command line, start logging, run the verb, turn errors into
+//! one line and an exit code (see `cli::code`).
+
+mod cli;
+
+use clap::Parser;
+use tracing_subscriber::{fmt, prelude::*, EnvFilter};
+
+use cli::args::{Cli, Command};
+
+/// Logs: stderr for every verb; the worker also writes daily files under `<home>/logs`.
+/// `RUST_LOG` overrides the levels.
+fn init_logging(cli: &Cli) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    let is_worker = matches!(cli.command, Command::Worker(_));
+    let base = match (is_worker, cli.verbose) {
+        (_, 2..) => "debug",
+        (true, _) | (false, 1) => "info",
+        (false, 0) => "warn",
+    };
+    // llama.cpp is chatty at info: keep its lines at warn unless asked.
+    let default = format!("{base},llama-cpp-2=warn");
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&default));
+    let stderr = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_filter(filter());
+    let mut guard = None;
+    let file = if is_worker {
+        qwen3q::home::Home::resolve(cli.home.as_deref())
+            .ok()
+            .and_then(|home| {
+                std::fs::create_dir_all(home.logs()).ok()?;
+                let appender = tracing_appender::rolling::Builder::new()
+                    .rotation(tracing_appender::rolling::Rotation::DAILY)
+                    .filename_prefix("worker")
+                    .filename_suffix("log")
+                    .max_log_files(14)
+                    .build(home.logs())
+                    .ok()?;
+                let (writer, g) = tracing_appender::non_blocking(appender);
+                guard = Some(g);
+                Some(
+                    fmt::layer()
+                        .with_writer(writer)
+                        .with_ansi(false)
+                        .with_filter(filter()),
+                )
+            })
+    } else {
+        None
+    };
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(file)
+        .init();
+    guard
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let _guard = init_logging(&cli);
+    let code = match cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = e
+                .downcast_ref::<cli::Coded>()
+                .map(|c| c.0)
+                .unwrap_or(cli::code::FAILURE);
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("qwen3q: error: {msg}");
+            code
+        }
+    };
+    std::process::exit(code);
+}

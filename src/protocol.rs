@@ -38,7 +38,10 @@ impl Selector {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
-    Enqueue { items: Vec<NewJob>, force: bool },
+    Enqueue {
+        items: Vec<NewJob>,
+        force: bool,
+    },
     Status,
     List(JobFilter),
     /// Jobs with events and results.
@@ -46,10 +49,15 @@ pub enum Request {
     /// Jobs with their results; an empty selector list means every job.
     Results(Vec<Selector>),
     Cancel(Vec<Selector>),
-    Retry { selectors: Vec<Selector>, all_failed: bool },
+    Retry {
+        selectors: Vec<Selector>,
+        all_failed: bool,
+    },
     Pause,
     Resume,
-    Prune { before: Millis },
+    Prune {
+        before: Millis,
+    },
 }
 
 /// A job and what it produced, for `results` and `show`.
@@ -100,7 +108,10 @@ mod tests {
     fn selectors_parse_numbers_as_ids() {
         assert_eq!(Selector::parse("17"), Selector::Id(JobId(17)));
         assert_eq!(Selector::parse("#3"), Selector::Id(JobId(3)));
-        assert_eq!(Selector::parse("notes.txt"), Selector::CustomId("notes.txt".into()));
+        assert_eq!(
+            Selector::parse("notes.txt"),
+            Selector::CustomId("notes.txt".into())
+        );
     }
 
     #[test]

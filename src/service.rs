@@ -60,7 +60,11 @@ fn views(store: &Store, ids: &[JobId], with_events: bool) -> Result<Vec<JobView>
         if let Some(job) = store.job(id)? {
             out.push(JobView {
                 result: store.result(id)?,
-                events: if with_events { store.events(id)? } else { Vec::new() },
+                events: if with_events {
+                    store.events(id)?
+                } else {
+                    Vec::new()
+                },
                 job,
             });
         }
@@ -70,7 +74,12 @@ fn views(store: &Store, ids: &[JobId], with_events: bool) -> Result<Vec<JobView>
 
 /// Cancel one job. A job the worker is running is stopped by the worker itself, which records
 /// the cancel; this waits (a few seconds at most) until it has.
-fn cancel_one(store: &Store, id: JobId, worker: Option<&WorkerHooks>, now: u64) -> Result<TransitionOutcome, StoreError> {
+fn cancel_one(
+    store: &Store,
+    id: JobId,
+    worker: Option<&WorkerHooks>,
+    now: u64,
+) -> Result<TransitionOutcome, StoreError> {
     let running = store.job(id)?.map(|j| j.state.kind()) == Some(StateKind::Running);
     match worker {
         Some(w) if running => {
@@ -91,7 +100,12 @@ fn cancel_one(store: &Store, id: JobId, worker: Option<&WorkerHooks>, now: u64) 
     }
 }
 
-fn handle_inner(store: &Store, request: Request, worker: Option<&WorkerHooks>, now: u64) -> Result<Response, StoreError> {
+fn handle_inner(
+    store: &Store,
+    request: Request,
+    worker: Option<&WorkerHooks>,
+    now: u64,
+) -> Result<Response, StoreError> {
     let wake = || {
         if let Some(w) = worker {
             w.signals.wake();

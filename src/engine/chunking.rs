@@ -5,7 +5,12 @@ use std::ops::Range;
 
 /// How many document tokens fit in one chunk: the context minus the prompt's own tokens, the
 /// tokens to generate, and a safety margin. `None` when nothing (or almost nothing) fits.
-pub fn chunk_budget(n_ctx: u32, prompt_overhead: u32, max_tokens: u32, margin: u32) -> Option<usize> {
+pub fn chunk_budget(
+    n_ctx: u32,
+    prompt_overhead: u32,
+    max_tokens: u32,
+    margin: u32,
+) -> Option<usize> {
     let used = prompt_overhead as u64 + max_tokens as u64 + margin as u64;
     let left = (n_ctx as u64).checked_sub(used)?;
     (left >= 32).then_some(left as usize)
@@ -106,7 +111,12 @@ pub fn merge_vote(parts: &[String], labels: &[String]) -> String {
         .into_iter()
         .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
         .map(|t| t.0.to_string())
-        .unwrap_or_else(|| parts.first().map(|p| p.trim().to_string()).unwrap_or_default())
+        .unwrap_or_else(|| {
+            parts
+                .first()
+                .map(|p| p.trim().to_string())
+                .unwrap_or_default()
+        })
 }
 
 /// The first JSON object in a model's answer (models like to wrap it in prose or fences).
@@ -221,7 +231,10 @@ mod tests {
     #[test]
     fn vote_takes_the_majority_then_the_earliest() {
         let labels: Vec<String> = ["spam", "ham"].iter().map(|s| s.to_string()).collect();
-        let parts: Vec<String> = ["Ham.", "spam", "SPAM!"].iter().map(|s| s.to_string()).collect();
+        let parts: Vec<String> = ["Ham.", "spam", "SPAM!"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(merge_vote(&parts, &labels), "spam");
         let parts: Vec<String> = ["ham", "spam"].iter().map(|s| s.to_string()).collect();
         assert_eq!(merge_vote(&parts, &labels), "ham");
@@ -232,7 +245,10 @@ mod tests {
 
     #[test]
     fn json_merge_takes_first_values_in_field_order() {
-        let fields: Vec<String> = ["name", "date", "city"].iter().map(|s| s.to_string()).collect();
+        let fields: Vec<String> = ["name", "date", "city"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let parts = vec![
             "Sure! ```json\n{\"name\": \"Ada\", \"date\": null}\n```".to_string(),
             "{\"date\": \"1843\", \"name\": \"Other\", \"note\": \"{x}\"}".to_string(),

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use super::{
-    Control, Engine, EngineError, FinishReason, Generation, ModelInfo, Sampling,
-};
+use super::{Control, Engine, EngineError, FinishReason, Generation, ModelInfo, Sampling};
 use crate::job::{ChatMessage, ModelRef};
 
 /// See the module docs. Fields are knobs a test sets.
@@ -85,9 +83,9 @@ impl Engine for FakeEngine {
             }
         }
         self.prompts.push(prompt.to_string());
-        let digest = prompt
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let digest = prompt.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
         let answer = format!("answer-{digest:016x}");
         let mut text = String::new();
         for c in answer.chars().take(sampling.max_tokens as usize) {

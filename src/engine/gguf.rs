@@ -3,7 +3,7 @@
 //! is refused here, before llama.cpp ever sees it.
 
 use std::collections::BTreeMap;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
 /// A metadata value. Arrays keep their first few items (token lists are huge) and their length.
@@ -137,12 +137,12 @@ fn type_block(t: u32) -> Option<(u64, u64)> {
         25 => (1, 2),
         26 => (1, 4),
         27 => (1, 8),
-        28 => (1, 8),     // F64
-        29 => (256, 56),  // IQ1_M
-        30 => (1, 2),     // BF16
-        34 => (256, 54),  // TQ1_0
-        35 => (256, 66),  // TQ2_0
-        39 => (32, 17),   // MXFP4
+        28 => (1, 8),    // F64
+        29 => (256, 56), // IQ1_M
+        30 => (1, 2),    // BF16
+        34 => (256, 54), // TQ1_0
+        35 => (256, 66), // TQ2_0
+        39 => (32, 17),  // MXFP4
         _ => return None,
     })
 }
@@ -193,7 +193,9 @@ impl<T: Read + Seek> R<T> {
     fn count(&mut self, what: &str) -> Result<u64, GgufError> {
         let n = self.u64()?;
         if n > MAX_COUNT {
-            return Err(GgufError::Damaged(format!("{what} count {n} is implausible")));
+            return Err(GgufError::Damaged(format!(
+                "{what} count {n} is implausible"
+            )));
         }
         Ok(n)
     }
@@ -211,7 +213,12 @@ impl<T: Read + Seek> R<T> {
         if len > MAX_STRING {
             return Err(GgufError::Damaged(format!("string of {len} bytes")));
         }
-        self.inner.seek(SeekFrom::Current(len as i64))?;
+        // Read past it: seeking would throw away a BufReader's buffer on every string, and a
+        // tokenizer has hundreds of thousands of them.
+        let skipped = std::io::copy(&mut (&mut self.inner).take(len), &mut std::io::sink())?;
+        if skipped < len {
+            return Err(GgufError::Damaged("the header ends early".into()));
+        }
         Ok(())
     }
     fn value(&mut self, ty: u32, keep: bool) -> Result<Value, GgufError> {
@@ -282,9 +289,13 @@ pub fn read_header<T: Read + Seek>(inner: T) -> Result<Header, GgufError> {
         let name = r.string()?;
         let n_dims = r.u32()?;
         if n_dims > 8 {
-            return Err(GgufError::Damaged(format!("tensor {name} has {n_dims} dimensions")));
+            return Err(GgufError::Damaged(format!(
+                "tensor {name} has {n_dims} dimensions"
+            )));
         }
-        let dims = (0..n_dims).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
+        let dims = (0..n_dims)
+            .map(|_| r.u64())
+            .collect::<Result<Vec<_>, _>>()?;
         let ggml_type = r.u32()?;
         let offset = r.u64()?;
         tensors.push(TensorInfo {

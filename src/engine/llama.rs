@@ -95,7 +95,11 @@ impl LlamaEngine {
     }
 
     fn tokens_of_prompt(&self, prompt: &str) -> Result<Vec<LlamaToken>, EngineError> {
-        Ok(self.current()?.model.vocab().tokenize(prompt.as_bytes(), true, true))
+        Ok(self
+            .current()?
+            .model
+            .vocab()
+            .tokenize(prompt.as_bytes(), true, true))
     }
 }
 
@@ -153,7 +157,8 @@ impl Engine for LlamaEngine {
             })?;
         let (template, thinking_template) = match model.chat_template(None) {
             Ok(t) => {
-                let thinking = templates::template_knows_thinking(&t.to_string().unwrap_or_default());
+                let thinking =
+                    templates::template_knows_thinking(&t.to_string().unwrap_or_default());
                 (t, thinking)
             }
             Err(_) => match &model_ref.template {
@@ -232,6 +237,7 @@ impl Engine for LlamaEngine {
     ) -> Result<Generation, EngineError> {
         let started = Instant::now();
         let tokens = self.tokens_of_prompt(prompt)?;
+        tracing::debug!(prompt, tokens = ?tokens.iter().map(|t| t.0).collect::<Vec<_>>(), "generating");
         let threads = self.threads();
         let n_batch = self.settings.n_batch.max(1);
         let l = self.current()?;
@@ -291,7 +297,9 @@ impl Engine for LlamaEngine {
                 break FinishReason::Stop;
             }
             generated += 1;
-            out.extend(vocab.token_to_piece(token, false, None));
+            let piece = vocab.token_to_piece(token, false, None);
+            tracing::trace!(token = token.0, piece = %String::from_utf8_lossy(&piece), "sampled");
+            out.extend(piece);
             batch.clear();
             batch
                 .add(token, n_cur as i32, &[0], true)

@@ -28,7 +28,9 @@ pub fn stored_version(store: &Store) -> Result<Option<u8>> {
 }
 
 fn write_version(store: &Store, version: u8) -> Result<()> {
-    store.tree(t::META).insert(meta::SCHEMA_VERSION, &[version])?;
+    store
+        .tree(t::META)
+        .insert(meta::SCHEMA_VERSION, &[version])?;
     store.flush()
 }
 
@@ -74,13 +76,19 @@ mod tests {
             .filter_map(|e| {
                 let name = e.unwrap().file_name().into_string().unwrap();
                 let (num, rest) = name.split_once('_')?;
-                assert!(rest.ends_with(".md"), "{name}: migrations/ holds NNNN_name.md");
+                assert!(
+                    rest.ends_with(".md"),
+                    "{name}: migrations/ holds NNNN_name.md"
+                );
                 Some(num.parse().unwrap())
             })
             .collect();
         versions.sort();
         let want: Vec<u8> = (1..=SCHEMA_VERSION).collect();
-        assert_eq!(versions, want, "one migrations/NNNN_*.md per schema version");
+        assert_eq!(
+            versions, want,
+            "one migrations/NNNN_*.md per schema version"
+        );
         let steps: Vec<u8> = STEPS.iter().map(|s| s.to).collect();
         let want_steps: Vec<u8> = (2..=SCHEMA_VERSION).collect();
         assert_eq!(steps, want_steps, "one migration step per version after 1");

@@ -117,7 +117,9 @@ impl Store {
         };
         let keep = |job: &Job| {
             filter.since.is_none_or(|s| job.updated >= s)
-                && glob.as_ref().is_none_or(|g| g.is_match(&job.spec.custom_id))
+                && glob
+                    .as_ref()
+                    .is_none_or(|g| g.is_match(&job.spec.custom_id))
         };
         let mut jobs = Vec::new();
         let limit = filter.limit.unwrap_or(usize::MAX);

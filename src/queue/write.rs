@@ -1,16 +1,15 @@
 //! State changes. Each is one sled transaction over every tree it touches, then a flush.
 
-use sled::Transactional;
+use sha2::{Digest, Sha256};
 use sled::transaction::{
     abort, ConflictableTransactionResult, TransactionError, TransactionalTree,
 };
-use sha2::{Digest, Sha256};
+use sled::Transactional;
 
 use super::trees::{meta, t, DOCUMENT_PART_BYTES};
 use super::{codec, keys, Result, Store, StoreError};
 use crate::job::{
-    after_failure, ChunkOutput, Event, Job, JobId, JobResult, JobSpec, JobState, Millis,
-    StateKind,
+    after_failure, ChunkOutput, Event, Job, JobId, JobResult, JobSpec, JobState, Millis, StateKind,
 };
 
 type TxResult<T> = ConflictableTransactionResult<T, StoreError>;
@@ -227,7 +226,12 @@ impl Store {
 
     /// Enqueue documents, all in one transaction, then flush. The same work already queued
     /// comes back as [`EnqueueOutcome::Existing`] unless `force`.
-    pub fn enqueue(&self, items: &[NewJob], force: bool, now: Millis) -> Result<Vec<EnqueueOutcome>> {
+    pub fn enqueue(
+        &self,
+        items: &[NewJob],
+        force: bool,
+        now: Millis,
+    ) -> Result<Vec<EnqueueOutcome>> {
         let dedupe: Vec<[u8; 32]> = items.iter().map(|i| dedupe_key(&i.spec)).collect();
         let out = self.transact(|tx| {
             let mut outcomes = Vec::with_capacity(items.len());
@@ -283,7 +287,11 @@ impl Store {
             .tree(t::DELAYED)
             .range(..keys::delayed(now + 1, JobId(0)))
             .keys()
-            .filter_map(|k| k.ok().and_then(|k| keys::delayed_parts(&k)).map(|(_, id)| id))
+            .filter_map(|k| {
+                k.ok()
+                    .and_then(|k| keys::delayed_parts(&k))
+                    .map(|(_, id)| id)
+            })
             .collect();
         let mut moved = 0;
         for id in due {
@@ -459,7 +467,13 @@ impl Store {
                 _ => job.attempts + 1,
             };
             job.attempts = attempt;
-            let next = after_failure(attempt, job.spec.max_attempts, error.to_string(), now, jitter);
+            let next = after_failure(
+                attempt,
+                job.spec.max_attempts,
+                error.to_string(),
+                now,
+                jitter,
+            );
             let reason = match &next {
                 JobState::Dead { .. } => format!("attempt {attempt} failed, giving up: {error}"),
                 _ => format!("attempt {attempt} failed: {error}"),
@@ -492,7 +506,9 @@ impl Store {
 
     /// A person's cancel. Queued, Failed and Running jobs can be cancelled.
     pub fn cancel(&self, id: JobId, now: Millis) -> Result<TransitionOutcome> {
-        self.person_moves(id, StateKind::Cancelled, now, |_| JobState::Cancelled { at: now })
+        self.person_moves(id, StateKind::Cancelled, now, |_| JobState::Cancelled {
+            at: now,
+        })
     }
 
     /// A person's retry: Failed, Dead, Cancelled or Succeeded jobs are queued again with their
@@ -533,7 +549,8 @@ impl Store {
 
     /// Stop (true) or resume (false) claiming; kept across restarts.
     pub fn set_paused(&self, paused: bool) -> Result<()> {
-        self.tree(t::META).insert(meta::PAUSED, codec::encode(&paused)?)?;
+        self.tree(t::META)
+            .insert(meta::PAUSED, codec::encode(&paused)?)?;
         self.flush()
     }
 
@@ -555,7 +572,9 @@ impl Store {
                 }
                 let dkey = dedupe_key(&job.spec);
                 self.transact(|tx| {
-                    let Some(job) = tx.job(id)? else { return Ok(()) };
+                    let Some(job) = tx.job(id)? else {
+                        return Ok(());
+                    };
                     if !job.state.kind().is_terminal() {
                         return Ok(()); // retried meanwhile
                     }

@@ -81,7 +81,10 @@ impl Worker {
         let now = self.now;
         let recovered = self.store.recover(now())?;
         if !recovered.is_empty() {
-            tracing::info!(count = recovered.len(), "recovered jobs left running by a dead worker");
+            tracing::info!(
+                count = recovered.len(),
+                "recovered jobs left running by a dead worker"
+            );
         }
         loop {
             if self.signals.shutdown.is_triggered() {
@@ -161,7 +164,11 @@ impl Worker {
             }
             Err(e) => match e.interrupt() {
                 Some(Interrupt::Shutdown) => {
-                    self.store.release(id, now(), "worker shutting down; resumes after its last finished chunk")?;
+                    self.store.release(
+                        id,
+                        now(),
+                        "worker shutting down; resumes after its last finished chunk",
+                    )?;
                     tracing::info!(job = %id, "released for shutdown");
                     return Ok(());
                 }

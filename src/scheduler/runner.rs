@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use crate::engine::chunking::{self, chunk_budget, plan};
 use crate::engine::templates::{reduce_messages, split_reasoning, task_messages, with_thinking};
 use crate::engine::{Control, Engine, EngineError, Interrupt, ModelInfo, Sampling};
-use crate::job::{ChatMessage, ChunkOutput, Job, JobResult, JobState, MergeKind, Millis, Task, Usage};
+use crate::job::{
+    ChatMessage, ChunkOutput, Job, JobResult, JobState, MergeKind, Millis, Task, Usage,
+};
 use crate::queue::{Store, StoreError};
 
 /// Settings of a run that come from the configuration, not from the job.
@@ -68,7 +70,8 @@ pub struct RunEnv<'a> {
 /// or retried job samples exactly as it would have.
 fn seed_for(job: &Job, chunk: u32) -> u32 {
     job.spec.params.seed.unwrap_or_else(|| {
-        let x = job.id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (chunk as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        let x = job.id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (chunk as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         (x ^ (x >> 31)) as u32
     })
 }
@@ -128,20 +131,21 @@ impl Runner<'_, '_> {
             }
             Control::Continue
         };
-        let generation = match self
-            .engine
-            .generate(&prompt, &sampling(self.job, chunk), &mut control)
-        {
-            Err(EngineError::Interrupted(Interrupt::Timeout)) => {
-                return Err(EngineError::Decode(format!(
-                    "chunk {} ran past its time limit of {} s",
-                    chunk + 1,
-                    env.settings.chunk_timeout.as_secs()
-                ))
-                .into())
-            }
-            other => other?,
-        };
+        let generation =
+            match self
+                .engine
+                .generate(&prompt, &sampling(self.job, chunk), &mut control)
+            {
+                Err(EngineError::Interrupted(Interrupt::Timeout)) => {
+                    return Err(EngineError::Decode(format!(
+                        "chunk {} ran past its time limit of {} s",
+                        chunk + 1,
+                        env.settings.chunk_timeout.as_secs()
+                    ))
+                    .into())
+                }
+                other => other?,
+            };
         let (reasoning, text) = split_reasoning(&generation.text);
         let usage = Usage {
             prompt_tokens: generation.prompt_tokens as u64,
@@ -190,7 +194,11 @@ impl Runner<'_, '_> {
     }
 
     /// Combine chunk answers with reduce prompts, in rounds when they do not fit in one.
-    fn reduce(&mut self, mut parts: Vec<String>, first_chunk_no: u32) -> Result<ChunkOutput, RunError> {
+    fn reduce(
+        &mut self,
+        mut parts: Vec<String>,
+        first_chunk_no: u32,
+    ) -> Result<ChunkOutput, RunError> {
         let spec = &self.job.spec;
         let (task, system) = (spec.task.clone(), spec.system.clone());
         let max_tokens = spec.params.max_tokens;

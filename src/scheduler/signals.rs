@@ -68,9 +68,13 @@ impl Signals {
         if self.shutdown.is_triggered() {
             return;
         }
-        let limit = timeout.unwrap_or(Duration::from_secs(60)).min(Duration::from_secs(60));
+        let limit = timeout
+            .unwrap_or(Duration::from_secs(60))
+            .min(Duration::from_secs(60));
         let _ = cv
-            .wait_timeout_while(guard, limit, |n| *n == seen && !self.shutdown.is_triggered())
+            .wait_timeout_while(guard, limit, |n| {
+                *n == seen && !self.shutdown.is_triggered()
+            })
             .unwrap();
     }
 

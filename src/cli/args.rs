@@ -1,0 +1,237 @@
+//! Command-line arguments as typed by a person. Resolution into library values happens in the
+//! verb files.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Unattended batch processing of documents with local LLMs (Qwen3 GGUF via llama.cpp).
+#[derive(Debug, Parser)]
+#[command(name = "qwen3q", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Data directory (store, socket, config, logs). Default: $XDG_DATA_HOME/qwen3q on Linux,
+    /// ~/Library/Application Support/qwen3q on macOS.
+    #[arg(long, global = true, env = "QWEN3Q_HOME")]
+    pub home: Option<PathBuf>,
+
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Put documents into the queue (files, directories, - for stdin, or --batch FILE.jsonl).
+    Enqueue(EnqueueArgs),
+    /// Drain the queue: run jobs through llama.cpp until stopped (or, with --drain, until
+    /// nothing is left to run).
+    Worker(WorkerArgs),
+    /// Print results.
+    Results(ResultsArgs),
+    /// Counts per state, the worker and what it runs.
+    Status(JsonFlag),
+    /// List jobs.
+    List(ListArgs),
+    /// Everything about jobs, their history included.
+    Show(ShowArgs),
+    /// Cancel jobs (a running job stops at once).
+    Cancel(SelectArgs),
+    /// Queue failed, dead, cancelled (or succeeded) jobs again.
+    Retry(RetryArgs),
+    /// Stop claiming new jobs (kept across restarts).
+    Pause,
+    /// Claim jobs again after `pause`.
+    Resume,
+    /// Delete finished jobs older than a duration, with their documents and results.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TaskName {
+    Summarize,
+    Keywords,
+    Classify,
+    Extract,
+    Custom,
+}
+
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// Files, directories (walked recursively) or - for stdin.
+    pub paths: Vec<PathBuf>,
+    /// An OpenAI Batch API input file (JSON lines of /v1/chat/completions requests).
+    #[arg(long, value_name = "FILE.jsonl", conflicts_with = "paths")]
+    pub batch: Option<PathBuf>,
+    /// With --batch: enqueue nothing unless every line is good.
+    #[arg(long, requires = "batch")]
+    pub strict: bool,
+    /// In directories, only files whose name or relative path matches (e.g. '*.md').
+    #[arg(long)]
+    pub glob: Option<String>,
+    /// What to do with each document. A --prompt implies custom.
+    #[arg(long, value_enum)]
+    pub task: Option<TaskName>,
+    /// Labels for --task classify, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// Fields for --task extract, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub fields: Vec<String>,
+    /// A custom prompt; {text} marks where the document goes.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// A system prompt.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Model: a GGUF path or a name from the config's [models].
+    #[arg(long, short)]
+    pub model: Option<String>,
+    /// Built-in llama.cpp chat template for a GGUF without one (gemma, chatml, llama3, …).
+    #[arg(long)]
+    pub template: Option<String>,
+    #[command(flatten)]
+    pub gen: GenArgs,
+    /// Higher runs first.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i32,
+    /// Do not start before: a delay from now (30m, 2h) or a Unix time (@1767225600).
+    #[arg(long)]
+    pub not_before: Option<String>,
+    /// Attempts before a job is given up (default from config: 3).
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// The job's name (one document only). Default: the file name.
+    #[arg(long)]
+    pub custom_id: Option<String>,
+    /// Enqueue even when the same document, task and model is already a job.
+    #[arg(long)]
+    pub force: bool,
+    /// Refuse documents larger than this many bytes (default from config: 50 MB).
+    #[arg(long)]
+    pub max_file_bytes: Option<u64>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GenArgs {
+    /// Most tokens to generate per answer.
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    /// 0 is greedy. Default 0.7 (0.6 with --thinking), as Qwen3's model card says.
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    #[arg(long)]
+    pub top_k: Option<i32>,
+    #[arg(long)]
+    pub min_p: Option<f32>,
+    #[arg(long)]
+    pub seed: Option<u32>,
+    /// Let Qwen3 think before answering (reasoning is stored apart from the answer).
+    #[arg(long)]
+    pub thinking: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Exit 0 once nothing is ready to run.
+    #[arg(long)]
+    pub drain: bool,
+    /// Context size per sequence (default from config: 4096).
+    #[arg(long)]
+    pub n_ctx: Option<u32>,
+    /// Decoding threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<u32>,
+    /// Longest one chunk may generate, in seconds (default from config: 600).
+    #[arg(long)]
+    pub chunk_timeout: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResultFormat {
+    Text,
+    Jsonl,
+    Openai,
+}
+
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    /// Job ids or custom ids (default: all jobs).
+    pub jobs: Vec<String>,
+    /// One JSON object per job (same as --format jsonl).
+    #[arg(long)]
+    pub jsonl: bool,
+    #[arg(long, value_enum)]
+    pub format: Option<ResultFormat>,
+    /// Write one file per job into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Write to this file instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// With --format openai: where failed jobs go (default: OUTPUT with .errors.jsonl, or stderr).
+    #[arg(long, value_name = "FILE")]
+    pub error_file: Option<PathBuf>,
+    /// Block until the named jobs (or all) are finished, with a progress bar.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only jobs in these states (repeatable).
+    #[arg(long)]
+    pub state: Vec<String>,
+    /// Only jobs changed within this duration (e.g. 2h, 7d).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only custom ids matching this glob.
+    #[arg(long)]
+    pub custom_id: Option<String>,
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[arg(required = true)]
+    pub jobs: Vec<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    #[arg(required = true)]
+    pub jobs: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    pub jobs: Vec<String>,
+    /// Every failed and dead job.
+    #[arg(long)]
+    pub all_failed: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// e.g. 7d, 12h.
+    #[arg(long, required = true)]
+    pub older_than: String,
+}

@@ -1,0 +1,482 @@
+//! `qwen3q enqueue`: read documents, make job specs, send them in batches.
+
+use std::io::{IsTerminal, Read};
+use std::path::Path;
+
+use anyhow::Result;
+use sha2::{Digest, Sha256};
+
+use super::args::{EnqueueArgs, GenArgs, TaskName};
+use super::{code, fail, parse_duration, Coded, Ctx};
+use qwen3q::ingest::{self, Refusal};
+use qwen3q::job::{ChatMessage, GenParams, JobSpec, ModelRef, Task};
+use qwen3q::protocol::{Request, Response};
+use qwen3q::queue::{EnqueueOutcome, NewJob};
+
+/// Documents per request: each batch is one transaction and one flush.
+const BATCH: usize = 500;
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn task_of(a: &EnqueueArgs) -> Result<Task> {
+    let name = match (a.task, &a.prompt) {
+        (None, Some(_)) | (Some(TaskName::Custom), _) => TaskName::Custom,
+        (Some(t), Some(_)) => {
+            return fail(
+                code::BAD_INPUT,
+                format!("--prompt goes with --task custom, not {t:?}"),
+            )
+        }
+        (Some(t), None) => t,
+        (None, None) => TaskName::Summarize,
+    };
+    Ok(match name {
+        TaskName::Summarize => Task::Summarize,
+        TaskName::Keywords => Task::Keywords,
+        TaskName::Classify if a.labels.is_empty() => {
+            return fail(code::BAD_INPUT, "--task classify needs --labels a,b,c")
+        }
+        TaskName::Classify => Task::Classify {
+            labels: a.labels.clone(),
+        },
+        TaskName::Extract if a.fields.is_empty() => {
+            return fail(code::BAD_INPUT, "--task extract needs --fields a,b")
+        }
+        TaskName::Extract => Task::Extract {
+            fields: a.fields.clone(),
+        },
+        TaskName::Custom => match &a.prompt {
+            Some(p) if !p.trim().is_empty() => Task::Custom { prompt: p.clone() },
+            _ => {
+                return fail(
+                    code::BAD_INPUT,
+                    "--task custom needs --prompt \"... {text} ...\"",
+                )
+            }
+        },
+    })
+}
+
+fn params_of(g: &GenArgs) -> GenParams {
+    let mut p = GenParams::qwen3_defaults(g.thinking);
+    if let Some(v) = g.max_tokens {
+        p.max_tokens = v.max(1);
+    }
+    if let Some(v) = g.temperature {
+        p.temperature = v;
+    }
+    if let Some(v) = g.top_p {
+        p.top_p = v;
+    }
+    if let Some(v) = g.top_k {
+        p.top_k = v;
+    }
+    if let Some(v) = g.min_p {
+        p.min_p = v;
+    }
+    p.seed = g.seed;
+    p
+}
+
+fn not_before(s: &Option<String>) -> Result<Option<u64>> {
+    let Some(s) = s else { return Ok(None) };
+    if let Some(secs) = s.strip_prefix('@') {
+        let secs: u64 = secs
+            .parse()
+            .map_err(|_| Coded(code::BAD_INPUT, format!("bad --not-before {s:?}")))?;
+        return Ok(Some(secs * 1000));
+    }
+    Ok(Some(
+        qwen3q::now_ms() + parse_duration(s)?.as_millis() as u64,
+    ))
+}
+
+/// The parts of a spec shared by every document of one enqueue.
+struct Template {
+    task: Task,
+    system: Option<String>,
+    model: ModelRef,
+    params: GenParams,
+    priority: i32,
+    not_before: Option<u64>,
+    max_attempts: u32,
+}
+
+impl Template {
+    fn spec(&self, custom_id: String, source: String, text: &str) -> JobSpec {
+        JobSpec {
+            custom_id,
+            source,
+            doc_sha256: sha256_hex(text),
+            doc_bytes: text.len() as u64,
+            task: self.task.clone(),
+            system: self.system.clone(),
+            model: self.model.clone(),
+            params: self.params.clone(),
+            priority: self.priority,
+            not_before: self.not_before,
+            max_attempts: self.max_attempts,
+            extra_json: None,
+        }
+    }
+}
+
+/// Counts for the closing line.
+#[derive(Default)]
+struct Tally {
+    queued: usize,
+    existing: usize,
+    skipped: std::collections::BTreeMap<&'static str, usize>,
+    /// Explicitly named inputs that were refused: the command exits 3.
+    refused: usize,
+}
+
+pub fn run(ctx: &Ctx, a: EnqueueArgs) -> Result<i32> {
+    if a.paths.is_empty() && a.batch.is_none() {
+        return fail(
+            code::BAD_INPUT,
+            "nothing to enqueue: name files, directories, - (stdin), or --batch FILE.jsonl",
+        );
+    }
+    let task = task_of(&a)?;
+    let model = ctx
+        .config
+        .resolve_model(
+            a.model.as_deref(),
+            a.template.as_deref(),
+            &ctx.home.config(),
+        )
+        .map_err(|e| Coded(code::BAD_INPUT, e.to_string()))?;
+    let tpl = Template {
+        task,
+        system: a.system.clone(),
+        model,
+        params: params_of(&a.gen),
+        priority: a.priority,
+        not_before: not_before(&a.not_before)?,
+        max_attempts: a.max_attempts.unwrap_or(ctx.config.max_attempts).max(1),
+    };
+    let limit = a.max_file_bytes.unwrap_or(ctx.config.max_file_bytes);
+    let mut tally = Tally::default();
+    let mut sender = Sender::new(a.force, a.json);
+    match &a.batch {
+        Some(file) => {
+            let items = batch_items(&tpl, file, a.strict, limit, &mut tally)?;
+            sender.start(ctx, items.len())?;
+            for chunk in items.chunks(BATCH) {
+                sender.send(chunk, &mut tally)?;
+            }
+        }
+        None => path_items(ctx, &tpl, &a, limit, &mut tally, &mut sender)?,
+    }
+    sender.finish()?;
+    let mut line = format!("queued {}", tally.queued);
+    if tally.existing > 0 {
+        line += &format!(", already queued {}", tally.existing);
+    }
+    let skipped: usize = tally.skipped.values().sum();
+    if skipped > 0 {
+        let why: Vec<String> = tally
+            .skipped
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        line += &format!(", skipped {skipped} ({})", why.join(", "));
+    }
+    if !a.json {
+        eprintln!("{line}");
+    }
+    Ok(if tally.refused > 0 {
+        code::BAD_INPUT
+    } else {
+        0
+    })
+}
+
+/// Read files in batches and send each batch as it is read, so memory stays bounded by a
+/// batch however many files there are.
+fn path_items(
+    ctx: &Ctx,
+    tpl: &Template,
+    a: &EnqueueArgs,
+    limit: u64,
+    tally: &mut Tally,
+    sender: &mut Sender,
+) -> Result<()> {
+    let stdin_count = a.paths.iter().filter(|p| p.as_os_str() == "-").count();
+    if stdin_count > 1 {
+        return fail(code::BAD_INPUT, "- (stdin) may be named once");
+    }
+    let files: Vec<_> = a
+        .paths
+        .iter()
+        .filter(|p| p.as_os_str() != "-")
+        .cloned()
+        .collect();
+    let found = ingest::expand(&files, a.glob.as_deref())
+        .map_err(|e| Coded(code::BAD_INPUT, e.to_string()))?;
+    for dir in files.iter().filter(|p| p.is_dir()) {
+        if !found.iter().any(|f| f.path.starts_with(dir)) {
+            let what = match &a.glob {
+                Some(g) => format!("{}: no files match --glob {g:?}", dir.display()),
+                None => format!("{}: no files in this directory", dir.display()),
+            };
+            return fail(code::BAD_INPUT, what);
+        }
+    }
+    let total = found.len() + stdin_count;
+    if a.custom_id.is_some() && total != 1 {
+        return fail(
+            code::BAD_INPUT,
+            "--custom-id names one document; this enqueue has several",
+        );
+    }
+    let mut items = Vec::with_capacity(BATCH);
+    if stdin_count == 1 {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Coded(code::BAD_INPUT, format!("-: cannot read stdin: {e}")))?;
+        match ingest::decode_text(&bytes, limit) {
+            Ok(text) => {
+                let id = a.custom_id.clone().unwrap_or_else(|| "stdin".into());
+                items.push(NewJob {
+                    spec: tpl.spec(id, "-".into(), &text),
+                    text,
+                });
+            }
+            Err(r) => refuse(tally, "-", &r, false),
+        }
+    }
+    sender.start(ctx, total)?;
+    for f in found {
+        match ingest::read_file(&f.path, limit) {
+            Ok(text) => {
+                let id = a.custom_id.clone().unwrap_or(f.custom_id);
+                let source = f
+                    .path
+                    .canonicalize()
+                    .unwrap_or(f.path)
+                    .display()
+                    .to_string();
+                items.push(NewJob {
+                    spec: tpl.spec(id, source, &text),
+                    text,
+                });
+            }
+            Err(r) => {
+                refuse(tally, &f.path.display().to_string(), &r, f.in_directory);
+                sender.skip();
+            }
+        }
+        if items.len() >= BATCH {
+            sender.send(&items, tally)?;
+            items.clear();
+        }
+    }
+    sender.send(&items, tally)
+}
+
+/// Report a refused document: a one-line reason for a named input (the command then exits
+/// 3), a count for a file found in a directory.
+fn refuse(tally: &mut Tally, what: &str, why: &Refusal, in_directory: bool) {
+    if in_directory {
+        *tally.skipped.entry(why.kind()).or_default() += 1;
+        tracing::info!("skipped {what}: {why}");
+    } else {
+        tally.refused += 1;
+        eprintln!("qwen3q: {what}: {why}");
+    }
+}
+
+fn batch_items(
+    tpl: &Template,
+    file: &Path,
+    strict: bool,
+    limit: u64,
+    tally: &mut Tally,
+) -> Result<Vec<NewJob>> {
+    let text = ingest::read_file(file, limit.max(1 << 30))
+        .map_err(|r| Coded(code::BAD_INPUT, format!("{}: {r}", file.display())))?;
+    let mut items = Vec::new();
+    let mut bad = 0;
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let item = match ingest::parse_batch_line(line) {
+            Ok(i) => i,
+            Err(e) => {
+                eprintln!("qwen3q: {}:{}: {e}", file.display(), n + 1);
+                bad += 1;
+                continue;
+            }
+        };
+        let doc: String = item
+            .messages
+            .iter()
+            .map(|m: &ChatMessage| format!("{}: {}\n", m.role, m.content))
+            .collect();
+        let mut spec = tpl.spec(
+            item.custom_id.clone(),
+            format!("{}:{}", file.display(), n + 1),
+            &doc,
+        );
+        spec.task = Task::Chat {
+            messages: item.messages,
+        };
+        let p = &mut spec.params;
+        if let Some(v) = item.max_tokens {
+            p.max_tokens = v.max(1);
+        }
+        if let Some(v) = item.temperature {
+            p.temperature = v;
+        }
+        if let Some(v) = item.top_p {
+            p.top_p = v;
+        }
+        if let Some(v) = item.top_k {
+            p.top_k = v;
+        }
+        if let Some(v) = item.min_p {
+            p.min_p = v;
+        }
+        if item.seed.is_some() {
+            p.seed = item.seed;
+        }
+        spec.extra_json = item.extra;
+        items.push(NewJob { spec, text: doc });
+    }
+    if bad > 0 {
+        tally.refused += bad;
+        if strict {
+            return fail(
+                code::BAD_INPUT,
+                format!(
+                    "{bad} bad lines in {}; --strict: nothing enqueued",
+                    file.display()
+                ),
+            );
+        }
+    }
+    if items.is_empty() && bad == 0 {
+        return fail(
+            code::BAD_INPUT,
+            format!("{}: no requests in the file", file.display()),
+        );
+    }
+    Ok(items)
+}
+
+fn progress(len: u64, what: &'static str) -> indicatif::ProgressBar {
+    if len < 50 || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>9} [{bar:40}] {pos}/{len} ({per_sec})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what);
+    bar
+}
+
+/// Sends batches to the worker (or the store) and reports each outcome.
+struct Sender {
+    force: bool,
+    json: bool,
+    conn: Option<qwen3q::client::Connection>,
+    bar: indicatif::ProgressBar,
+    /// Print a line per document (small enqueues only).
+    verbose: bool,
+    all: Vec<serde_json::Value>,
+}
+
+impl Sender {
+    fn new(force: bool, json: bool) -> Sender {
+        Sender {
+            force,
+            json,
+            conn: None,
+            bar: indicatif::ProgressBar::hidden(),
+            verbose: false,
+            all: Vec::new(),
+        }
+    }
+
+    fn start(&mut self, ctx: &Ctx, total: usize) -> Result<()> {
+        if total > 0 {
+            self.conn = Some(ctx.connect()?);
+        }
+        self.bar = progress(total as u64, "enqueuing");
+        self.verbose = total <= 20;
+        Ok(())
+    }
+
+    fn skip(&self) {
+        self.bar.inc(1);
+    }
+
+    fn send(&mut self, batch: &[NewJob], tally: &mut Tally) -> Result<()> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let response = conn.call(Request::Enqueue {
+            items: batch.to_vec(),
+            force: self.force,
+        })?;
+        let outcomes = match response {
+            Response::Enqueued(o) => o,
+            Response::Error(e) => return fail(code::FAILURE, e),
+            other => return fail(code::FAILURE, format!("unexpected answer: {other:?}")),
+        };
+        for (item, outcome) in batch.iter().zip(&outcomes) {
+            let (id, word) = match outcome {
+                EnqueueOutcome::Queued(id) => {
+                    tally.queued += 1;
+                    (id, "queued".to_string())
+                }
+                EnqueueOutcome::Existing(id, state) => {
+                    tally.existing += 1;
+                    (id, format!("exists ({state})"))
+                }
+            };
+            if self.verbose && !self.json {
+                let hint = if word == "queued" {
+                    ""
+                } else {
+                    "; --force to enqueue again"
+                };
+                println!("{word} #{id} {}{hint}", item.spec.custom_id);
+            }
+            if self.json {
+                self.all.push(serde_json::json!({
+                    "id": id.0,
+                    "custom_id": item.spec.custom_id,
+                    "source": item.spec.source,
+                    "outcome": word,
+                }));
+            }
+        }
+        self.bar.inc(batch.len() as u64);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<()> {
+        self.bar.finish_and_clear();
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&self.all)?);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,142 @@
+//! The CLI: one file per verb, sharing the helpers below. `anyhow` lives here and in
+//! `main.rs` only.
+
+pub mod args;
+mod enqueue;
+mod list;
+mod output;
+mod results;
+mod show;
+mod status;
+mod steer;
+mod worker;
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use args::{Cli, Command};
+use qwen3q::client::Connection;
+use qwen3q::config::Config;
+use qwen3q::home::Home;
+use qwen3q::protocol::{Request, Response};
+use qwen3q::queue::OpenOptions;
+
+/// Exit codes, documented in the README.
+pub mod code {
+    /// Something failed (store, worker, I/O).
+    pub const FAILURE: i32 = 1;
+    /// Bad input: a path, a document, a model, a batch line was refused.
+    pub const BAD_INPUT: i32 = 3;
+    /// Another worker runs, or the store is busy.
+    pub const BUSY: i32 = 4;
+    /// A named job does not exist.
+    pub const NOT_FOUND: i32 = 5;
+}
+
+/// An error with its exit code. Its message is one line.
+#[derive(Debug)]
+pub struct Coded(pub i32, pub String);
+
+impl std::fmt::Display for Coded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+impl std::error::Error for Coded {}
+
+pub fn fail<T>(code: i32, msg: impl Into<String>) -> Result<T> {
+    Err(Coded(code, msg.into()).into())
+}
+
+/// What every verb needs: where the data lives and the configuration.
+pub struct Ctx {
+    pub home: Home,
+    pub config: Config,
+}
+
+impl Ctx {
+    pub fn store_options(&self) -> OpenOptions {
+        OpenOptions {
+            cache_bytes: self.config.store_cache_mb.max(1) * 1024 * 1024,
+            ..OpenOptions::default()
+        }
+    }
+
+    /// The worker's socket, or the store itself.
+    pub fn connect(&self) -> Result<Connection> {
+        self.home.ensure()?;
+        Connection::open(&self.home, &self.store_options()).map_err(|e| match e {
+            qwen3q::client::ClientError::Busy => Coded(code::BUSY, e.to_string()).into(),
+            other => anyhow::Error::from(other),
+        })
+    }
+
+    /// One request, one answer; a worker's error answer becomes an error.
+    pub fn call(&self, request: Request) -> Result<Response> {
+        let mut conn = self.connect()?;
+        match conn.call(request)? {
+            Response::Error(e) => fail(code::FAILURE, e),
+            r => Ok(r),
+        }
+    }
+}
+
+/// Parse `45s`, `30m`, `12h`, `7d`, `2w` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| {
+        Coded(
+            code::BAD_INPUT,
+            format!("bad duration {s:?} (e.g. 30m, 12h, 7d)"),
+        )
+    })?;
+    let secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => {
+            return fail(
+                code::BAD_INPUT,
+                format!("bad duration {s:?} (units: s, m, h, d, w)"),
+            )
+        }
+    };
+    Ok(Duration::from_secs(n * secs))
+}
+
+pub fn run(cli: Cli) -> Result<i32> {
+    let home = Home::resolve(cli.home.as_deref())?;
+    let config = Config::load(&home.config()).map_err(|e| Coded(code::BAD_INPUT, e.to_string()))?;
+    let ctx = Ctx { home, config };
+    match cli.command {
+        Command::Enqueue(a) => enqueue::run(&ctx, a),
+        Command::Worker(a) => worker::run(&ctx, a),
+        Command::Results(a) => results::run(&ctx, a),
+        Command::Status(a) => status::run(&ctx, a.json),
+        Command::List(a) => list::run(&ctx, a),
+        Command::Show(a) => show::run(&ctx, &a.jobs, a.json),
+        Command::Cancel(a) => steer::cancel(&ctx, &a.jobs),
+        Command::Retry(a) => steer::retry(&ctx, a),
+        Command::Pause => steer::pause(&ctx, true),
+        Command::Resume => steer::pause(&ctx, false),
+        Command::Prune(a) => steer::prune(&ctx, a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
+        assert!(parse_duration("7y").is_err());
+        assert!(parse_duration("d").is_err());
+    }
+}

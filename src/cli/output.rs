@@ -1,0 +1,159 @@
+//! The stable JSON shapes of `results --jsonl`, `--format openai`, `list --json` and
+//! `show --json` (documented in the README), and human-readable helpers.
+
+use serde_json::{json, Value};
+
+use qwen3q::job::{Job, JobState, Millis, Task};
+use qwen3q::protocol::JobView;
+
+pub fn task_json(task: &Task) -> Value {
+    match task {
+        Task::Summarize | Task::Keywords => json!({"name": task.name()}),
+        Task::Classify { labels } => json!({"name": "classify", "labels": labels}),
+        Task::Extract { fields } => json!({"name": "extract", "fields": fields}),
+        Task::Custom { prompt } => json!({"name": "custom", "prompt": prompt}),
+        Task::Chat { messages } => json!({"name": "chat", "messages": messages}),
+    }
+}
+
+pub fn error_of(state: &JobState) -> Option<&str> {
+    match state {
+        JobState::Failed { error, .. } | JobState::Dead { error, .. } => Some(error),
+        _ => None,
+    }
+}
+
+/// One job as a JSON object (the `--jsonl` line).
+pub fn job_json(view: &JobView) -> Value {
+    let job = &view.job;
+    let s = &job.spec;
+    let r = view.result.as_ref();
+    let (started, finished) = match (&job.state, r) {
+        (_, Some(r)) => (Some(r.started), Some(r.finished)),
+        (JobState::Running { started, .. }, None) => (Some(*started), None),
+        _ => (None, None),
+    };
+    json!({
+        "id": job.id.0,
+        "custom_id": s.custom_id,
+        "source": s.source,
+        "state": job.state.kind().as_str(),
+        "task": task_json(&s.task),
+        "model": r.map(|r| &r.model.name).unwrap_or(&s.model.name),
+        "model_path": r.map(|r| &r.model.path).unwrap_or(&s.model.path),
+        "parameters": {
+            "max_tokens": s.params.max_tokens,
+            "temperature": s.params.temperature,
+            "top_p": s.params.top_p,
+            "top_k": s.params.top_k,
+            "min_p": s.params.min_p,
+            "seed": s.params.seed,
+            "thinking": s.params.thinking,
+            "n_ctx": r.map(|r| r.n_ctx),
+        },
+        "answer": r.map(|r| &r.answer),
+        "reasoning": r.and_then(|r| r.reasoning.as_ref()),
+        "usage": r.map(|r| json!({
+            "prompt_tokens": r.usage.prompt_tokens,
+            "completion_tokens": r.usage.completion_tokens,
+        })),
+        "chunks": r.map(|r| r.chunks),
+        "timings": {
+            "enqueued_ms": job.enqueued,
+            "started_ms": started,
+            "finished_ms": finished,
+            "generation_ms": r.map(|r| r.generation_millis),
+        },
+        "attempts": job.attempts,
+        "error": error_of(&job.state),
+    })
+}
+
+/// An OpenAI Batch API output line for a succeeded job.
+pub fn openai_success(view: &JobView) -> Option<Value> {
+    let r = view.result.as_ref()?;
+    let job = &view.job;
+    let mut message = json!({"role": "assistant", "content": r.answer});
+    if let Some(reasoning) = &r.reasoning {
+        message["reasoning_content"] = json!(reasoning);
+    }
+    Some(json!({
+        "id": format!("batch_req_{}", job.id),
+        "custom_id": job.spec.custom_id,
+        "response": {
+            "status_code": 200,
+            "request_id": format!("req_{}", job.id),
+            "body": {
+                "id": format!("chatcmpl-{}", job.id),
+                "object": "chat.completion",
+                "created": r.finished / 1000,
+                "model": r.model.name,
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": null}],
+                "usage": {
+                    "prompt_tokens": r.usage.prompt_tokens,
+                    "completion_tokens": r.usage.completion_tokens,
+                    "total_tokens": r.usage.prompt_tokens + r.usage.completion_tokens,
+                },
+            },
+        },
+        "error": null,
+    }))
+}
+
+/// An OpenAI Batch API error line for a job that failed for good or was cancelled.
+pub fn openai_error(job: &Job) -> Value {
+    let (code, message) = match &job.state {
+        JobState::Dead { error, .. } => ("job_failed", error.clone()),
+        JobState::Cancelled { .. } => ("cancelled", "the job was cancelled".to_string()),
+        other => ("not_finished", format!("the job is {}", other.kind())),
+    };
+    json!({
+        "id": format!("batch_req_{}", job.id),
+        "custom_id": job.spec.custom_id,
+        "response": null,
+        "error": {"code": code, "message": message},
+    })
+}
+
+/// `1h 02m`, `3m 20s`, `12s`.
+pub fn human_duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+pub fn ago(then: Millis, now: Millis) -> String {
+    format!("{} ago", human_duration(now.saturating_sub(then)))
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn humans_read_these() {
+        assert_eq!(human_duration(12_000), "12s");
+        assert_eq!(human_duration(200_000), "3m 20s");
+        assert_eq!(human_duration(3_720_000), "1h 02m");
+        assert_eq!(human_bytes(500), "500 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+    }
+}

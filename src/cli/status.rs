@@ -1,0 +1,77 @@
+//! `qwen3q status`: counts per state, the worker and what it runs.
+
+use anyhow::Result;
+
+use super::output::{ago, human_bytes, human_duration};
+use super::{code, fail, Ctx};
+use qwen3q::job::StateKind;
+use qwen3q::protocol::{Request, Response};
+
+pub fn run(ctx: &Ctx, json: bool) -> Result<i32> {
+    let report = match ctx.call(Request::Status)? {
+        Response::Status(r) => r,
+        other => return fail(code::FAILURE, format!("unexpected answer: {other:?}")),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(0);
+    }
+    let now = qwen3q::now_ms();
+    match &report.worker {
+        Some(w) => {
+            println!(
+                "worker:  running (pid {}, up {})",
+                w.pid,
+                human_duration(now.saturating_sub(w.started))
+            );
+            if let Some(m) = &w.loaded_model {
+                println!("model:   {m} (loaded)");
+            }
+            match (&w.current, &w.waiting) {
+                (Some(c), _) => {
+                    let progress = if c.chunks_total > 0 {
+                        format!(
+                            ", chunk {}/{}",
+                            c.chunks_done.min(c.chunks_total),
+                            c.chunks_total
+                        )
+                    } else {
+                        String::new()
+                    };
+                    println!(
+                        "running: #{} {} (started {}{progress})",
+                        c.id,
+                        c.custom_id,
+                        ago(c.started, now)
+                    );
+                }
+                (None, Some(why)) => println!("waiting: {why}"),
+                (None, None) => {}
+            }
+            println!("done:    {} jobs since start", w.finished);
+        }
+        None => println!("worker:  not running"),
+    }
+    let parts: Vec<String> = StateKind::ALL
+        .iter()
+        .map(|k| format!("{} {}", report.counts.get(*k), k))
+        .collect();
+    println!("jobs:    {}", parts.join(", "));
+    if let Some(due) = report.next_due {
+        let when = if due > now {
+            format!("in {}", human_duration(due - now))
+        } else {
+            "now".into()
+        };
+        println!("next:    a delayed job is due {when}");
+    }
+    if report.paused {
+        println!("paused:  yes (qwen3q resume)");
+    }
+    println!(
+        "store:   {} ({})",
+        report.store_path,
+        human_bytes(report.store_bytes)
+    );
+    Ok(0)
+}

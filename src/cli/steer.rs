@@ -1,0 +1,84 @@
+//! `qwen3q cancel`, `retry`, `pause`, `resume`, `prune`: a person steering the queue.
+
+use anyhow::Result;
+
+use super::args::{PruneArgs, RetryArgs};
+use super::{code, fail, parse_duration, Ctx};
+use qwen3q::protocol::{Request, Response, Selector};
+use qwen3q::queue::TransitionOutcome;
+
+fn report(response: Response, verb: &str) -> Result<i32> {
+    let Response::Transitions { outcomes, missing } = response else {
+        return fail(code::FAILURE, format!("unexpected answer: {response:?}"));
+    };
+    for (id, o) in &outcomes {
+        match o {
+            TransitionOutcome::Done => println!("{verb} #{id}"),
+            TransitionOutcome::Unchanged(s) => println!("#{id} is already {s}"),
+            TransitionOutcome::Refused(s) => eprintln!("qwen3q: #{id} is {s} and cannot be {verb}"),
+            TransitionOutcome::NotFound => eprintln!("qwen3q: no job #{id}"),
+        }
+    }
+    for m in &missing {
+        eprintln!("qwen3q: no job {m}");
+    }
+    if !missing.is_empty()
+        || outcomes
+            .iter()
+            .any(|(_, o)| *o == TransitionOutcome::NotFound)
+    {
+        return Ok(code::NOT_FOUND);
+    }
+    let refused = outcomes
+        .iter()
+        .any(|(_, o)| matches!(o, TransitionOutcome::Refused(_)));
+    Ok(if refused { code::BAD_INPUT } else { 0 })
+}
+
+fn selectors(jobs: &[String]) -> Vec<Selector> {
+    jobs.iter().map(|s| Selector::parse(s)).collect()
+}
+
+pub fn cancel(ctx: &Ctx, jobs: &[String]) -> Result<i32> {
+    report(ctx.call(Request::Cancel(selectors(jobs)))?, "cancelled")
+}
+
+pub fn retry(ctx: &Ctx, a: RetryArgs) -> Result<i32> {
+    if a.jobs.is_empty() && !a.all_failed {
+        return fail(code::BAD_INPUT, "name jobs to retry, or --all-failed");
+    }
+    let request = Request::Retry {
+        selectors: selectors(&a.jobs),
+        all_failed: a.all_failed,
+    };
+    report(ctx.call(request)?, "queued again")
+}
+
+pub fn pause(ctx: &Ctx, paused: bool) -> Result<i32> {
+    ctx.call(if paused {
+        Request::Pause
+    } else {
+        Request::Resume
+    })?;
+    println!(
+        "{}",
+        if paused {
+            "paused: the worker claims no new jobs"
+        } else {
+            "resumed"
+        }
+    );
+    Ok(0)
+}
+
+pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<i32> {
+    let age = parse_duration(&a.older_than)?;
+    let before = qwen3q::now_ms().saturating_sub(age.as_millis() as u64);
+    match ctx.call(Request::Prune { before })? {
+        Response::Pruned(n) => {
+            println!("pruned {n} finished jobs");
+            Ok(0)
+        }
+        other => fail(code::FAILURE, format!("unexpected answer: {other:?}")),
+    }
+}
