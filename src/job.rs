@@ -211,8 +211,10 @@ pub enum JobState {
     },
 }
 
-/// The state's kind without its data: the key of the per-state indexes.
+/// The state's kind without its data: the key of the per-state indexes. In JSON it is the
+/// lowercase name (`"succeeded"`); in the store, bincode's variant index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum StateKind {
     Queued = 1,
     Running = 2,

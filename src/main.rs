@@ -17,8 +17,10 @@ fn init_logging(cli: &Cli) -> Option<tracing_appender::non_blocking::WorkerGuard
         (true, _) | (false, 1) => "info",
         (false, 0) => "warn",
     };
-    // llama.cpp is chatty at info: keep its lines at warn unless asked.
-    let default = format!("{base},llama-cpp-2=warn");
+    // llama.cpp is chatty at info: keep its lines at warn unless asked. sled's own warnings
+    // go to the worker's log; a command's error is its one line.
+    let sled = if is_worker { "warn" } else { "off" };
+    let default = format!("{base},llama-cpp-2=warn,sled={sled}");
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&default));
     let stderr = fmt::layer()
         .with_writer(std::io::stderr)
@@ -29,7 +31,8 @@ fn init_logging(cli: &Cli) -> Option<tracing_appender::non_blocking::WorkerGuard
         qwen3q::home::Home::resolve(cli.home.as_deref())
             .ok()
             .and_then(|home| {
-                std::fs::create_dir_all(home.logs()).ok()?;
+                home.ensure().ok()?; // the home is private (0700): create it before its logs
+            std::fs::create_dir_all(home.logs()).ok()?;
                 let appender = tracing_appender::rolling::Builder::new()
                     .rotation(tracing_appender::rolling::Rotation::DAILY)
                     .filename_prefix("worker")

@@ -1,1 +1,10 @@
+//! The one integration-test binary (llama.cpp links once). Every test runs the real `qwen3q`
+//! binary on a real GGUF model through llama.cpp; the fake engine is for unit tests only.
 
+mod common;
+
+mod badinput;
+mod crash;
+mod e2e;
+mod migrations;
+mod socket;

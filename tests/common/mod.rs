@@ -1,0 +1,190 @@
+//! Helpers shared by the integration tests: a private home directory, running the real
+//! binary, the test models, and reading JSON output.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The test models, fetched by `scripts/fetch-models.sh` into a cache outside the repo.
+pub fn model_cache() -> PathBuf {
+    if let Some(dir) = std::env::var_os("QWEN3Q_MODEL_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"));
+    base.join("qwen3q/models")
+}
+
+fn model(name: &str) -> PathBuf {
+    let p = model_cache().join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/fetch-models.sh (the README's test command does)",
+        p.display()
+    );
+    p
+}
+
+/// Two layers of width 64 of the real qwen3 architecture: fast, deterministic when greedy.
+pub fn tiny() -> PathBuf {
+    model("qwen3-tiny.gguf")
+}
+
+/// A real small model (Gemma 3 270M, Q4_K_M) for text that must mean something.
+pub fn gemma() -> PathBuf {
+    model("gemma-3-270m-q4_k_m.gguf")
+}
+
+/// A private home directory and the binary pointed at it.
+pub struct TestHome {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestHome {
+    pub fn new() -> TestHome {
+        // Short paths: a Unix socket path must stay under ~100 bytes.
+        let dir = tempfile::Builder::new().prefix("q3t").tempdir_in("/tmp").unwrap();
+        TestHome { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_qwen3q"));
+        c.args(args)
+            .env("QWEN3Q_HOME", self.path())
+            .env_remove("QWEN3Q_MODEL")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Run to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run qwen3q")
+    }
+
+    /// Run and insist on success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "qwen3q {args:?} failed ({:?}):\n{}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Run, expect failure with `code`, and a one-line error; returns that line.
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(code), "qwen3q {args:?}: stderr {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("qwen3q:")).collect();
+        assert_eq!(lines.len(), 1, "one error line expected from {args:?}, got:\n{stderr}");
+        lines[0].to_string()
+    }
+
+    pub fn spawn_worker(&self, args: &[&str]) -> Child {
+        let mut all = vec!["worker"];
+        all.extend_from_slice(args);
+        self.command(&all)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn worker")
+    }
+
+    /// Wait until a worker answers on the socket.
+    pub fn wait_for_worker(&self, child: &mut Child) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(self.path().join("qwen3q.sock")).is_ok() {
+                return;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("worker exited early: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("worker did not start listening");
+    }
+
+    /// `results --jsonl` as values.
+    pub fn results(&self, extra: &[&str]) -> Vec<Value> {
+        let mut args = vec!["results", "--jsonl"];
+        args.extend_from_slice(extra);
+        self.ok(&args)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
+
+    pub fn status(&self) -> Value {
+        serde_json::from_str(&self.ok(&["status", "--json"])).unwrap()
+    }
+
+    /// `show --json` of one job.
+    pub fn show(&self, job: &str) -> Value {
+        let v: Value = serde_json::from_str(&self.ok(&["show", job, "--json"])).unwrap();
+        v[0].clone()
+    }
+
+    /// Write a document under the home's `docs/` directory.
+    pub fn doc(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path().join("docs").join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Prose of about `words` words, different for each `seed`.
+pub fn prose(seed: usize, words: usize) -> String {
+    const W: [&str; 16] = [
+        "river", "harbor", "lantern", "orchard", "signal", "granite", "meadow", "copper", "winter",
+        "ledger", "violet", "engine", "market", "thunder", "garden", "compass",
+    ];
+    let mut out = String::new();
+    for i in 0..words {
+        out.push_str(W[(i * 7 + seed * 13 + i / 5) % W.len()]);
+        out.push(if i % 12 == 11 { '.' } else { ' ' });
+        if i % 60 == 59 {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Counts of `status --json`'s per-state numbers.
+pub fn count(status: &Value, state: &str) -> u64 {
+    status["counts"][state].as_u64().unwrap()
+}
+
+/// A small deterministic random number generator (xorshift), seeded per test.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+}

@@ -1,0 +1,135 @@
+//! Crashes and stops: `kill -9` at random moments loses nothing and runs no finished chunk
+//! twice; SIGTERM checkpoints and exits 0.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::*;
+use crate::socket::sigterm;
+
+/// (job id, chunk) → how many times the chunk was recorded as finished.
+fn chunk_runs(h: &TestHome, jobs: u64) -> HashMap<(u64, u64), usize> {
+    let mut runs = HashMap::new();
+    for id in 1..=jobs {
+        let shown = h.show(&id.to_string());
+        for e in shown["events"].as_array().unwrap() {
+            if let Some(chunk) = e["chunk"].as_u64() {
+                *runs.entry((id, chunk)).or_default() += 1;
+            }
+        }
+    }
+    runs
+}
+
+fn events_to(shown: &Value, state: &str) -> usize {
+    shown["events"].as_array().unwrap().iter().filter(|e| e["to"] == state).count()
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_nothing_and_repeats_no_finished_chunk() {
+    let h = TestHome::new();
+    let tiny = tiny();
+    for i in 0..8 {
+        h.doc(&format!("short{i}.txt"), &prose(i, 40 + 30 * i));
+    }
+    for i in 0..4 {
+        h.doc(&format!("long{i}.txt"), &prose(50 + i, 1800));
+    }
+    let docs = h.path().join("docs");
+    h.ok(&["enqueue", s(&docs), "--model", s(&tiny), "--max-tokens", "48", "--temperature", "0"]);
+    let jobs = 12;
+
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    eprintln!("kill -9 test seed {seed}");
+    let mut rng = Rng(seed);
+    let mut finished_at_kill = Vec::new();
+    for _ in 0..10 {
+        let mut worker = h.spawn_worker(&["--n-ctx", "384"]);
+        h.wait_for_worker(&mut worker);
+        std::thread::sleep(Duration::from_millis(rng.range(300, 1500)));
+        if worker.try_wait().unwrap().is_some() {
+            panic!("the worker exited by itself");
+        }
+        worker.kill().unwrap(); // SIGKILL
+        worker.wait().unwrap();
+        // With no worker, the CLI opens the store itself (the socket left behind is stale).
+        let status = h.status();
+        assert!(status["worker"].is_null());
+        let chunks: usize = chunk_runs(&h, jobs).values().sum();
+        finished_at_kill.push((count(&status, "succeeded"), chunks));
+    }
+    eprintln!("(jobs finished, chunks finished) at each kill: {finished_at_kill:?}");
+    assert!(
+        finished_at_kill[9].0 < jobs,
+        "the kills came while work was left: {finished_at_kill:?}"
+    );
+    assert!(
+        finished_at_kill[9].1 > finished_at_kill[0].1,
+        "work went on across kills: {finished_at_kill:?}"
+    );
+
+    h.ok(&["worker", "--drain", "--n-ctx", "384"]);
+    let status = h.status();
+    assert_eq!(count(&status, "succeeded"), jobs, "{status}");
+    let results = h.results(&[]);
+    assert_eq!(results.len(), jobs as usize, "no result lost or duplicated");
+    let mut ids: Vec<u64> = results.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), jobs as usize);
+    for id in 1..=jobs {
+        let shown = h.show(&id.to_string());
+        assert_eq!(events_to(&shown, "succeeded"), 1, "job {id} succeeded exactly once");
+        assert_eq!(shown["attempts"], 1, "a killed worker does not use up attempts: {shown}");
+    }
+    let runs = chunk_runs(&h, jobs);
+    let repeated: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "finished chunks ran again: {repeated:?}");
+    let long_chunks = runs.keys().filter(|(id, _)| results.iter().any(|r| r["id"] == *id && r["custom_id"].as_str().unwrap().starts_with("long"))).count();
+    assert!(long_chunks >= 4 * 3, "the long documents were chunked: {long_chunks} chunks");
+}
+
+#[test]
+fn sigterm_mid_job_checkpoints_exits_zero_and_resumes() {
+    let h = TestHome::new();
+    let tiny = tiny();
+    let long = h.doc("long.txt", &prose(8, 4000));
+    h.ok(&["enqueue", s(&long), "--model", s(&tiny), "--max-tokens", "64", "--temperature", "0"]);
+    let mut worker = h.spawn_worker(&["--n-ctx", "384"]);
+    h.wait_for_worker(&mut worker);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = h.show("1");
+        if shown["events"].as_array().unwrap().iter().any(|e| e["chunk"].is_u64()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no chunk finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped = Instant::now();
+    sigterm(&worker);
+    let st = loop {
+        if let Some(st) = worker.try_wait().unwrap() {
+            break st;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(10), "SIGTERM exits within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(st.success(), "SIGTERM exits 0: {st}");
+    let shown = h.show("1");
+    assert_eq!(shown["state"], "queued", "released, not failed: {shown}");
+    assert_eq!(shown["attempts"], 0);
+    let done_before: usize = chunk_runs(&h, 1).len();
+    assert!(done_before >= 1);
+
+    h.ok(&["worker", "--drain", "--n-ctx", "384"]);
+    let shown = h.show("1");
+    assert_eq!(shown["state"], "succeeded");
+    let events = shown["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["reason"].as_str().unwrap().contains(&format!("resuming after {done_before} finished chunks"))),
+        "{events:?}"
+    );
+    assert!(chunk_runs(&h, 1).values().all(|n| *n == 1));
+}

@@ -1,0 +1,31 @@
+//! Stores written by earlier schema versions still open, with everything in them.
+
+use crate::common::*;
+
+#[test]
+fn a_store_written_by_schema_v1_opens_with_its_jobs() {
+    let h = TestHome::new();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1.tar.gz");
+    let ok = std::process::Command::new("tar")
+        .args(["xzf", s(&fixture), "-C", s(h.path())])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "unpack the fixture");
+    let status = h.status();
+    assert_eq!(count(&status, "succeeded"), 1, "{status}");
+    assert_eq!(count(&status, "queued"), 1);
+    assert_eq!(count(&status, "cancelled"), 1);
+    let results = h.results(&[]);
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0]["custom_id"], "fx-a.txt");
+    assert!(results[0]["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    assert!(results[0]["answer"].is_string());
+    let shown = h.show("2");
+    assert_eq!(shown["state"], "queued");
+    assert!(shown["events"].as_array().unwrap().len() >= 1);
+    // The store keeps working after the upgrade: a new job gets the next id.
+    let doc = h.doc("new.txt", "a new document after the upgrade");
+    let tiny = tiny();
+    assert!(h.ok(&["enqueue", s(&doc), "--model", s(&tiny)]).contains("queued #4"));
+}
