@@ -32,7 +32,7 @@ fn init_logging(cli: &Cli) -> Option<tracing_appender::non_blocking::WorkerGuard
             .ok()
             .and_then(|home| {
                 home.ensure().ok()?; // the home is private (0700): create it before its logs
-            std::fs::create_dir_all(home.logs()).ok()?;
+                std::fs::create_dir_all(home.logs()).ok()?;
                 let appender = tracing_appender::rolling::Builder::new()
                     .rotation(tracing_appender::rolling::Rotation::DAILY)
                     .filename_prefix("worker")

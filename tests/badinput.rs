@@ -40,7 +40,10 @@ fn bad_documents_are_refused_one_line_each() {
         args.extend_from_slice(extra);
         let line = h.fails(&args, 3);
         assert!(line.contains(why), "{path:?}: {line}");
-        assert!(line.contains(path.file_name().unwrap().to_str().unwrap()), "{line}");
+        assert!(
+            line.contains(path.file_name().unwrap().to_str().unwrap()),
+            "{line}"
+        );
         assert_intact(&h);
     }
 }
@@ -57,14 +60,31 @@ fn a_directory_skips_and_counts_bad_files_and_takes_the_rest() {
     let out = h.run(&["enqueue", s(&dir), "--model", s(&tiny)]);
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("queued 2") && stderr.contains("skipped 2"), "{stderr}");
-    assert!(stderr.contains("binary 1") && stderr.contains("empty 1"), "{stderr}");
+    assert!(
+        stderr.contains("queued 2") && stderr.contains("skipped 2"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("binary 1") && stderr.contains("empty 1"),
+        "{stderr}"
+    );
     assert_eq!(count(&h.status(), "queued"), 2);
     // A glob that matches nothing is an error.
-    let line = h.fails(&["enqueue", s(&dir), "--glob", "*.pdf", "--model", s(&tiny)], 3);
+    let line = h.fails(
+        &["enqueue", s(&dir), "--glob", "*.pdf", "--model", s(&tiny)],
+        3,
+    );
     assert!(line.contains("no files match"), "{line}");
     // Only the matching files.
-    let out = h.ok(&["enqueue", s(&dir), "--glob", "*.md", "--model", s(&tiny), "--force"]);
+    let out = h.ok(&[
+        "enqueue",
+        s(&dir),
+        "--glob",
+        "*.md",
+        "--model",
+        s(&tiny),
+        "--force",
+    ]);
     assert!(out.contains("b.md") && !out.contains("a.txt"), "{out}");
 }
 
@@ -98,7 +118,17 @@ fn missing_paths_and_bad_models_are_refused() {
     assert!(line.contains("truncated"), "{line}");
     assert_intact(&h);
 
-    let line = h.fails(&["enqueue", s(&doc), "--model", s(&tiny), "--task", "classify"], 3);
+    let line = h.fails(
+        &[
+            "enqueue",
+            s(&doc),
+            "--model",
+            s(&tiny),
+            "--task",
+            "classify",
+        ],
+        3,
+    );
     assert!(line.contains("--labels"), "{line}");
     assert_intact(&h);
 }
@@ -110,7 +140,14 @@ fn a_model_that_breaks_after_enqueue_fails_the_job_not_the_worker() {
     std::fs::copy(tiny(), &model).unwrap();
     let a = h.doc("a.txt", "first");
     let b = h.doc("b.txt", "second");
-    h.ok(&["enqueue", s(&a), "--model", s(&model), "--max-attempts", "1"]);
+    h.ok(&[
+        "enqueue",
+        s(&a),
+        "--model",
+        s(&model),
+        "--max-attempts",
+        "1",
+    ]);
     h.ok(&["enqueue", s(&b), "--model", s(&tiny()), "--max-tokens", "4"]);
     // The file is cut in half after the job was accepted.
     let bytes = std::fs::read(&model).unwrap();
@@ -126,10 +163,18 @@ fn a_model_that_breaks_after_enqueue_fails_the_job_not_the_worker() {
 fn a_corrupt_store_gives_one_line() {
     let h = TestHome::new();
     std::fs::create_dir_all(h.path().join("store")).unwrap();
-    std::fs::write(h.path().join("store/conf"), b"\xff\xff garbage that is not sled's config").unwrap();
+    std::fs::write(
+        h.path().join("store/conf"),
+        b"\xff\xff garbage that is not sled's config",
+    )
+    .unwrap();
     std::fs::write(h.path().join("store/db"), vec![0xAB; 4096]).unwrap();
     let line = h.fails(&["status"], 1);
     assert!(line.contains("cannot be opened"), "{line}");
     let out = h.run(&["status"]);
-    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1, "nothing but the one line");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).lines().count(),
+        1,
+        "nothing but the one line"
+    );
 }

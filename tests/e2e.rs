@@ -9,7 +9,16 @@ fn enqueue_corpus(h: &TestHome, max_tokens: &str) -> usize {
     h.doc("long.txt", &prose(99, 2600));
     let docs = h.path().join("docs");
     let tiny = tiny();
-    h.ok(&["enqueue", s(&docs), "--model", s(&tiny), "--max-tokens", max_tokens, "--temperature", "0"]);
+    h.ok(&[
+        "enqueue",
+        s(&docs),
+        "--model",
+        s(&tiny),
+        "--max-tokens",
+        max_tokens,
+        "--temperature",
+        "0",
+    ]);
     21
 }
 
@@ -33,17 +42,35 @@ fn twenty_documents_of_mixed_sizes_drain_and_come_back_in_every_format() {
         assert_eq!(r["model"], "qwen3-tiny");
         assert!(r["error"].is_null());
     }
-    let long = results.iter().find(|r| r["custom_id"] == "long.txt").unwrap();
-    assert!(long["chunks"].as_u64().unwrap() >= 3, "the long document needs several chunks: {long}");
-    let short = results.iter().find(|r| r["custom_id"] == "d00.txt").unwrap();
+    let long = results
+        .iter()
+        .find(|r| r["custom_id"] == "long.txt")
+        .unwrap();
+    assert!(
+        long["chunks"].as_u64().unwrap() >= 3,
+        "the long document needs several chunks: {long}"
+    );
+    let short = results
+        .iter()
+        .find(|r| r["custom_id"] == "d00.txt")
+        .unwrap();
     assert_eq!(short["chunks"], 1);
     // Some answers have text (a random model may end its turn at once on a few).
-    let with_text = results.iter().filter(|r| !r["answer"].as_str().unwrap().is_empty()).count();
-    assert!(with_text >= n / 2, "most answers have text: {with_text}/{n}");
+    let with_text = results
+        .iter()
+        .filter(|r| !r["answer"].as_str().unwrap().is_empty())
+        .count();
+    assert!(
+        with_text >= n / 2,
+        "most answers have text: {with_text}/{n}"
+    );
 
     // OpenAI batch output: one line per succeeded job, in the documented shape.
     let openai = h.ok(&["results", "--format", "openai"]);
-    let lines: Vec<serde_json::Value> = openai.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = openai
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), n);
     let first = &lines[0];
     assert_eq!(first["response"]["status_code"], 200);
@@ -58,7 +85,10 @@ fn twenty_documents_of_mixed_sizes_drain_and_come_back_in_every_format() {
 
     // Text format names every job.
     let text = h.ok(&["results", "long.txt", "d03.txt"]);
-    assert!(text.contains("long.txt [succeeded]") && text.contains("d03.txt [succeeded]"), "{text}");
+    assert!(
+        text.contains("long.txt [succeeded]") && text.contains("d03.txt [succeeded]"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -66,17 +96,32 @@ fn greedy_output_is_deterministic_and_enqueue_dedupes() {
     let h = TestHome::new();
     let doc = h.doc("a.txt", &prose(3, 80));
     let tiny = tiny();
-    let args = ["enqueue", s(&doc), "--model", s(&tiny), "--max-tokens", "16", "--temperature", "0"];
+    let args = [
+        "enqueue",
+        s(&doc),
+        "--model",
+        s(&tiny),
+        "--max-tokens",
+        "16",
+        "--temperature",
+        "0",
+    ];
     h.ok(&args);
     let again = h.ok(&args);
-    assert!(again.starts_with("exists") && again.contains("#1 a.txt"), "same document, task and model is the same job: {again}");
+    assert!(
+        again.starts_with("exists") && again.contains("#1 a.txt"),
+        "same document, task and model is the same job: {again}"
+    );
     let mut forced = args.to_vec();
     forced.push("--force");
     assert!(h.ok(&forced).contains("queued #2"));
     h.ok(&["worker", "--drain"]);
     let r = h.results(&[]);
     assert_eq!(r.len(), 2);
-    assert_eq!(r[0]["answer"], r[1]["answer"], "greedy decoding of the same prompt");
+    assert_eq!(
+        r[0]["answer"], r[1]["answer"],
+        "greedy decoding of the same prompt"
+    );
     assert_eq!(r[0]["usage"], r[1]["usage"]);
 }
 
@@ -89,22 +134,49 @@ fn the_source_may_vanish_before_the_run_and_stdin_and_utf16_work() {
     std::fs::remove_file(&doc).unwrap();
 
     let mut child = h
-        .command(&["enqueue", "-", "--model", s(&tiny), "--max-tokens", "8", "--custom-id", "piped"])
+        .command(&[
+            "enqueue",
+            "-",
+            "--model",
+            s(&tiny),
+            "--max-tokens",
+            "8",
+            "--custom-id",
+            "piped",
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"text from a pipe").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"text from a pipe")
+        .unwrap();
     assert!(child.wait().unwrap().success());
 
     let utf16: Vec<u8> = [0xFF, 0xFE]
         .into_iter()
-        .chain("UTF-16 text, héllo".encode_utf16().flat_map(|u| u.to_le_bytes()))
+        .chain(
+            "UTF-16 text, héllo"
+                .encode_utf16()
+                .flat_map(|u| u.to_le_bytes()),
+        )
         .collect();
     let p = h.path().join("docs/u16.txt");
     std::fs::write(&p, utf16).unwrap();
-    h.ok(&["enqueue", s(&p), "--model", s(&tiny), "--max-tokens", "8", "--task", "keywords"]);
+    h.ok(&[
+        "enqueue",
+        s(&p),
+        "--model",
+        s(&tiny),
+        "--max-tokens",
+        "8",
+        "--task",
+        "keywords",
+    ]);
 
     h.ok(&["worker", "--drain"]);
     let r = h.results(&[]);
@@ -123,12 +195,24 @@ fn gemma_writes_text_through_the_builtin_template() {
         "The city council met on Tuesday and voted 7 to 2 to build protected bicycle lanes on Main Street by next summer.",
     );
     // Gemma 3 270M's GGUF has no chat template: qwen3q picks llama.cpp's built-in `gemma`.
-    h.ok(&["enqueue", s(&doc), "--model", s(&gemma), "--max-tokens", "24", "--temperature", "0"]);
+    h.ok(&[
+        "enqueue",
+        s(&doc),
+        "--model",
+        s(&gemma),
+        "--max-tokens",
+        "24",
+        "--temperature",
+        "0",
+    ]);
     h.ok(&["worker", "--drain"]);
     let r = &h.results(&[])[0];
     assert_eq!(r["state"], "succeeded", "{r}");
     let answer = r["answer"].as_str().unwrap();
-    assert!(answer.split_whitespace().count() >= 3, "gemma wrote words: {answer:?}");
+    assert!(
+        answer.split_whitespace().count() >= 3,
+        "gemma wrote words: {answer:?}"
+    );
     assert!(r["usage"]["completion_tokens"].as_u64().unwrap() > 3);
 }
 
@@ -147,7 +231,14 @@ fn openai_batch_files_go_in_line_by_line() {
         ),
     );
     // --strict: nothing goes in when any line is bad.
-    let err = h.run(&["enqueue", "--batch", s(&batch), "--model", s(&tiny), "--strict"]);
+    let err = h.run(&[
+        "enqueue",
+        "--batch",
+        s(&batch),
+        "--model",
+        s(&tiny),
+        "--strict",
+    ]);
     assert_eq!(err.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&err.stderr);
     assert!(stderr.contains("batch.jsonl:2: not JSON"), "{stderr}");
@@ -158,10 +249,18 @@ fn openai_batch_files_go_in_line_by_line() {
     assert_eq!(count(&h.status(), "queued"), 2);
     h.ok(&["worker", "--drain"]);
     let lines = h.ok(&["results", "--format", "openai"]);
-    let v: Vec<serde_json::Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let v: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(v.len(), 2);
     assert_eq!(v[0]["custom_id"], "req-1");
-    assert!(v[0]["response"]["body"]["usage"]["completion_tokens"].as_u64().unwrap() <= 12);
+    assert!(
+        v[0]["response"]["body"]["usage"]["completion_tokens"]
+            .as_u64()
+            .unwrap()
+            <= 12
+    );
     let shown = h.show("req-1");
     assert_eq!(shown["parameters"]["max_tokens"], 12);
 }

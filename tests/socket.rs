@@ -33,7 +33,10 @@ fn every_verb_works_through_a_running_worker() {
     h.wait_for_worker(&mut worker);
     let socket = h.path().join("qwen3q.sock");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 
     // A second worker is refused while this one lives.
     let line = h.fails(&["worker"], 4);
@@ -44,16 +47,35 @@ fn every_verb_works_through_a_running_worker() {
     }
     h.doc("long.txt", &prose(77, 2400));
     let docs = h.path().join("docs");
-    h.ok(&["enqueue", s(&docs), "--model", s(&tiny), "--max-tokens", "24", "--temperature", "0"]);
+    h.ok(&[
+        "enqueue",
+        s(&docs),
+        "--model",
+        s(&tiny),
+        "--max-tokens",
+        "24",
+        "--temperature",
+        "0",
+    ]);
     let status = h.status();
-    assert_eq!(status["worker"]["pid"].as_u64(), Some(worker.id() as u64), "{status}");
+    assert_eq!(
+        status["worker"]["pid"].as_u64(),
+        Some(worker.id() as u64),
+        "{status}"
+    );
 
     // --wait blocks until every job is done.
     h.ok(&["results", "--wait"]);
     let results = h.results(&[]);
     assert_eq!(results.len(), 21);
-    assert!(results.iter().all(|r| r["state"] == "succeeded"), "{results:?}");
-    let long = results.iter().find(|r| r["custom_id"] == "long.txt").unwrap();
+    assert!(
+        results.iter().all(|r| r["state"] == "succeeded"),
+        "{results:?}"
+    );
+    let long = results
+        .iter()
+        .find(|r| r["custom_id"] == "long.txt")
+        .unwrap();
     assert!(long["chunks"].as_u64().unwrap() >= 3);
 
     // pause: nothing is claimed; resume: it runs.
@@ -61,7 +83,15 @@ fn every_verb_works_through_a_running_worker() {
     assert_eq!(h.status()["paused"], true);
     let extra = h.doc("extra.txt", &prose(1, 30));
     let cancel_me = h.doc("cancel-me.txt", &prose(2, 30));
-    h.ok(&["enqueue", s(&extra), s(&cancel_me), "--model", s(&tiny), "--max-tokens", "8"]);
+    h.ok(&[
+        "enqueue",
+        s(&extra),
+        s(&cancel_me),
+        "--model",
+        s(&tiny),
+        "--max-tokens",
+        "8",
+    ]);
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(count(&h.status(), "queued"), 2, "paused: nothing claimed");
     assert!(h.ok(&["cancel", "cancel-me.txt"]).contains("cancelled #23"));
@@ -75,14 +105,16 @@ fn every_verb_works_through_a_running_worker() {
     assert!(h.ok(&["retry", "23"]).contains("queued again #23"));
     h.ok(&["results", "--wait", "23"]);
     assert_eq!(h.show("23")["state"], "succeeded");
-    let listed: serde_json::Value = serde_json::from_str(&h.ok(&["list", "--state", "succeeded", "--json"])).unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_str(&h.ok(&["list", "--state", "succeeded", "--json"])).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 23);
     let missing = h.fails(&["show", "no-such-job"], 5);
     assert!(missing.contains("no job no-such-job"), "{missing}");
 
     // SIGTERM: exit 0 within 10 s, socket gone, nothing lost.
     sigterm(&worker);
-    let st = wait_exit(&mut worker, Duration::from_secs(10)).expect("worker exits within 10 s of SIGTERM");
+    let st = wait_exit(&mut worker, Duration::from_secs(10))
+        .expect("worker exits within 10 s of SIGTERM");
     assert!(st.success(), "{st}");
     assert!(!socket.exists(), "the socket is removed");
     assert_eq!(count(&h.status(), "succeeded"), 23);
@@ -93,7 +125,14 @@ fn cancelling_a_running_job_stops_it_at_once() {
     let h = TestHome::new();
     let tiny = tiny();
     let long = h.doc("long.txt", &prose(4, 6000));
-    h.ok(&["enqueue", s(&long), "--model", s(&tiny), "--max-tokens", "64"]);
+    h.ok(&[
+        "enqueue",
+        s(&long),
+        "--model",
+        s(&tiny),
+        "--max-tokens",
+        "64",
+    ]);
     let mut worker = h.spawn_worker(&["--n-ctx", "512"]);
     h.wait_for_worker(&mut worker);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -106,5 +145,7 @@ fn cancelling_a_running_job_stops_it_at_once() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(h.show("1")["state"], "cancelled");
     sigterm(&worker);
-    assert!(wait_exit(&mut worker, Duration::from_secs(10)).unwrap().success());
+    assert!(wait_exit(&mut worker, Duration::from_secs(10))
+        .unwrap()
+        .success());
 }

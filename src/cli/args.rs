@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Put documents into the queue (files, directories, - for stdin, or --batch FILE.jsonl).
-    Enqueue(EnqueueArgs),
+    Enqueue(Box<EnqueueArgs>),
     /// Drain the queue: run jobs through llama.cpp until stopped (or, with --drain, until
     /// nothing is left to run).
     Worker(WorkerArgs),

@@ -113,7 +113,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     let config = Config::load(&home.config()).map_err(|e| Coded(code::BAD_INPUT, e.to_string()))?;
     let ctx = Ctx { home, config };
     match cli.command {
-        Command::Enqueue(a) => enqueue::run(&ctx, a),
+        Command::Enqueue(a) => enqueue::run(&ctx, *a),
         Command::Worker(a) => worker::run(&ctx, a),
         Command::Results(a) => results::run(&ctx, a),
         Command::Status(a) => status::run(&ctx, a.json),

@@ -22,7 +22,7 @@ pub fn chunk_budget(
 pub fn plan(n_tokens: usize, chunk: usize, overlap: usize) -> Vec<Range<usize>> {
     assert!(chunk > 0, "chunk size must be positive");
     if n_tokens <= chunk {
-        return vec![0..n_tokens];
+        return std::iter::once(0..n_tokens).collect();
     }
     let overlap = overlap.min(chunk / 2);
     let step = chunk - overlap;
@@ -73,7 +73,7 @@ pub fn merge_union_lines(parts: &[String]) -> String {
         for item in part.lines().flat_map(|l| l.split(',')) {
             let item = item
                 .trim()
-                .trim_start_matches(|c: char| c == '-' || c == '*' || c == '•')
+                .trim_start_matches(['-', '*', '•'])
                 .trim_start_matches(|c: char| c.is_ascii_digit())
                 .trim_start_matches(['.', ')'])
                 .trim();

@@ -110,7 +110,7 @@ mod tests {
 
     #[test]
     fn ready_sorts_by_priority_descending_then_id() {
-        let mut entries = vec![
+        let mut entries = [
             (0, 3u64),
             (10, 5),
             (-3, 1),
@@ -130,7 +130,7 @@ mod tests {
 
     #[test]
     fn delayed_sorts_by_due_time() {
-        let mut keys = vec![
+        let mut keys = [
             delayed(300, JobId(1)),
             delayed(100, JobId(2)),
             delayed(256, JobId(3)),
@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn parts_and_events_sort_within_a_job() {
-        let mut keys = vec![
+        let mut keys = [
             job_part(JobId(2), 0),
             job_part(JobId(1), 300),
             job_part(JobId(1), 2),

@@ -48,7 +48,10 @@ pub struct TestHome {
 impl TestHome {
     pub fn new() -> TestHome {
         // Short paths: a Unix socket path must stay under ~100 bytes.
-        let dir = tempfile::Builder::new().prefix("q3t").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("q3t")
+            .tempdir_in("/tmp")
+            .unwrap();
         TestHome { dir }
     }
 
@@ -88,9 +91,17 @@ impl TestHome {
     pub fn fails(&self, args: &[&str], code: i32) -> String {
         let out = self.run(args);
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert_eq!(out.status.code(), Some(code), "qwen3q {args:?}: stderr {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "qwen3q {args:?}: stderr {stderr}"
+        );
         let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("qwen3q:")).collect();
-        assert_eq!(lines.len(), 1, "one error line expected from {args:?}, got:\n{stderr}");
+        assert_eq!(
+            lines.len(),
+            1,
+            "one error line expected from {args:?}, got:\n{stderr}"
+        );
         lines[0].to_string()
     }
 

@@ -1,0 +1,268 @@
+//! The worker loop and the runner on the fake engine: fast checks of the logic around
+//! inference (the real llama.cpp path is covered by `tests/`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::runner::{run_job, RunEnv, RunSettings};
+use super::{Exit, LiveStatus, Signals, Worker};
+use crate::engine::fake::FakeEngine;
+use crate::engine::Interrupt;
+use crate::job::{GenParams, JobId, JobSpec, JobState, ModelRef, StateKind, Task};
+use crate::queue::test_support::temp_store;
+use crate::queue::{NewJob, Store};
+
+fn spec(custom_id: &str, task: Task, model: &str) -> JobSpec {
+    JobSpec {
+        custom_id: custom_id.into(),
+        source: custom_id.into(),
+        doc_sha256: format!("sha-{custom_id}"),
+        doc_bytes: 0,
+        task,
+        system: None,
+        model: ModelRef {
+            name: "fake".into(),
+            path: model.into(),
+            template: None,
+        },
+        params: GenParams {
+            max_tokens: 20,
+            ..GenParams::qwen3_defaults(false)
+        },
+        priority: 0,
+        not_before: None,
+        max_attempts: 2,
+        extra_json: None,
+    }
+}
+
+fn enqueue(store: &Store, custom_id: &str, text: &str, task: Task, model: &str) -> JobId {
+    let out = store
+        .enqueue(
+            &[NewJob {
+                spec: spec(custom_id, task, model),
+                text: text.into(),
+            }],
+            false,
+            1_000,
+        )
+        .unwrap();
+    match out[0] {
+        crate::queue::EnqueueOutcome::Queued(id) => id,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn settings(n_ctx: u32) -> RunSettings {
+    RunSettings {
+        n_ctx,
+        margin: 8,
+        ..RunSettings::default()
+    }
+}
+
+fn now() -> u64 {
+    5_000
+}
+
+fn run(
+    store: &Store,
+    engine: &mut FakeEngine,
+    n_ctx: u32,
+    stop: &dyn Fn() -> Option<Interrupt>,
+) -> Result<crate::job::JobResult, super::runner::RunError> {
+    let job = store.claim(now(), 60_000).unwrap().expect("a job to claim");
+    let s = settings(n_ctx);
+    let env = RunEnv {
+        store,
+        settings: &s,
+        now: &now,
+        stop,
+        progress: &|_, _| {},
+    };
+    run_job(&env, engine, &job)
+}
+
+#[test]
+fn a_long_document_is_chunked_checkpointed_and_reduced() {
+    let (_d, store) = temp_store();
+    let text = "abcdefghij".repeat(60); // 600 "tokens" for the fake
+    let id = enqueue(&store, "long", &text, Task::Summarize, "m.gguf");
+    let mut engine = FakeEngine::new(400);
+    let result = run(&store, &mut engine, 400, &|| None).unwrap();
+    assert!(result.chunks >= 3, "{result:?}");
+    assert!(result.reduced);
+    // One generation per chunk, then at least one reduce.
+    assert!(engine.prompts.len() > result.chunks as usize);
+    assert!(engine.prompts.last().unwrap().contains("Combine them"));
+    store.complete(id, &result, now()).unwrap();
+    assert!(
+        store.checkpoints(id).unwrap().is_empty(),
+        "checkpoints go with success"
+    );
+    let events = store.events(id).unwrap();
+    let chunk_events = events.iter().filter(|e| e.chunk.is_some()).count();
+    assert_eq!(chunk_events, result.chunks as usize);
+}
+
+#[test]
+fn a_resumed_job_does_not_run_finished_chunks_again() {
+    let (_d, store) = temp_store();
+    // Not periodic, so that no two chunks have the same prompt.
+    let text: String = (0..600u32)
+        .map(|i| char::from(b'a' + ((i * 7 + i / 13) % 26) as u8))
+        .collect();
+    let id = enqueue(&store, "long", &text, Task::Keywords, "m.gguf");
+    // First attempt: stop after two chunks, as a shutdown would.
+    let mut engine = FakeEngine::new(300);
+    let calls = std::cell::Cell::new(0);
+    let stop = || {
+        calls.set(calls.get() + 1);
+        // The fake asks once per generated character; 20 per chunk.
+        (calls.get() > 45).then_some(Interrupt::Shutdown)
+    };
+    let err = run(&store, &mut engine, 300, &stop).unwrap_err();
+    assert_eq!(err.interrupt(), Some(Interrupt::Shutdown));
+    let done = store.checkpoints(id).unwrap();
+    assert_eq!(done.len(), 2);
+    store.release(id, now(), "shutdown").unwrap();
+
+    let mut engine2 = FakeEngine::new(300);
+    let result = run(&store, &mut engine2, 300, &|| None).unwrap();
+    assert_eq!(
+        engine2.prompts.len() as u32,
+        result.chunks - 2,
+        "only the missing chunks ran"
+    );
+    for p in &engine.prompts[..2] {
+        assert!(!engine2.prompts.contains(p), "chunk prompt ran twice");
+    }
+    assert!(!result.reduced, "keywords merge without a reduce prompt");
+}
+
+#[test]
+fn failures_back_off_then_die_and_the_worker_keeps_going() {
+    let (_d, store) = temp_store();
+    let store = Arc::new(store);
+    let bad = enqueue(&store, "bad", "this one fails", Task::Summarize, "m.gguf");
+    let good = enqueue(&store, "good", "this one works", Task::Summarize, "m.gguf");
+    let mut engine = FakeEngine::new(1000);
+    engine.fail_on = Some("fails".into());
+    let worker = Worker {
+        store: store.clone(),
+        engine: Box::new(engine),
+        settings: settings(1000),
+        drain: true,
+        signals: Signals::default(),
+        status: Arc::new(Mutex::new(LiveStatus::default())),
+        now,
+    };
+    assert_eq!(worker.run().unwrap(), Exit::Drained { delayed: 1 });
+    match store.job(bad).unwrap().unwrap().state {
+        JobState::Failed {
+            attempt,
+            next_attempt_at,
+            ..
+        } => {
+            assert_eq!(attempt, 1);
+            assert!(next_attempt_at >= now() + 24_000);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store.job(good).unwrap().unwrap().state.kind(),
+        StateKind::Succeeded
+    );
+    // After the backoff the second attempt fails too: max_attempts = 2, so Dead.
+    let later = || 5_000 + 3_600_000;
+    let mut engine = FakeEngine::new(1000);
+    engine.fail_on = Some("fails".into());
+    let worker = Worker {
+        store: store.clone(),
+        engine: Box::new(engine),
+        settings: settings(1000),
+        drain: true,
+        signals: Signals::default(),
+        status: Arc::new(Mutex::new(LiveStatus::default())),
+        now: later,
+    };
+    assert_eq!(worker.run().unwrap(), Exit::Drained { delayed: 0 });
+    let job = store.job(bad).unwrap().unwrap();
+    assert!(
+        matches!(job.state, JobState::Dead { attempts: 2, .. }),
+        "{job:?}"
+    );
+}
+
+#[test]
+fn recovery_puts_running_jobs_back_without_counting_an_attempt() {
+    let (_d, store) = temp_store();
+    let id = enqueue(&store, "a", "text", Task::Summarize, "m.gguf");
+    store.claim(now(), 1000).unwrap().unwrap();
+    assert_eq!(store.recover(now()).unwrap(), vec![id]);
+    let job = store.job(id).unwrap().unwrap();
+    assert_eq!(job.state, JobState::Queued);
+    assert_eq!(job.attempts, 0);
+    assert!(store.ids_in_state(StateKind::Running).unwrap().is_empty());
+}
+
+#[test]
+fn shutdown_releases_the_running_job_and_a_cancel_cancels_it() {
+    let (_d, store) = temp_store();
+    let store = Arc::new(store);
+    let id = enqueue(&store, "slow", &"x".repeat(50), Task::Summarize, "m.gguf");
+    let mut engine = FakeEngine::new(1000);
+    engine.token_delay = Duration::from_millis(20);
+    let signals = Signals::default();
+    let worker = Worker {
+        store: store.clone(),
+        engine: Box::new(engine),
+        settings: settings(1000),
+        drain: false,
+        signals: signals.clone(),
+        status: Arc::new(Mutex::new(LiveStatus::default())),
+        now,
+    };
+    let handle = std::thread::spawn(move || worker.run());
+    while store.job(id).unwrap().unwrap().state.kind() != StateKind::Running {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signals.request_cancel(id);
+    while store.job(id).unwrap().unwrap().state.kind() == StateKind::Running {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        store.job(id).unwrap().unwrap().state.kind(),
+        StateKind::Cancelled
+    );
+    signals.stop();
+    assert_eq!(handle.join().unwrap().unwrap(), Exit::Shutdown);
+}
+
+#[test]
+fn priorities_and_not_before_order_the_queue() {
+    let (_d, store) = temp_store();
+    let mut items = Vec::new();
+    for (name, prio, nb) in [
+        ("low", -1, None),
+        ("high", 5, None),
+        ("later", 9, Some(60_000u64)),
+        ("mid", 0, None),
+    ] {
+        let mut s = spec(name, Task::Summarize, "m.gguf");
+        s.priority = prio;
+        s.not_before = nb;
+        items.push(NewJob {
+            spec: s,
+            text: name.into(),
+        });
+    }
+    store.enqueue(&items, false, 1_000).unwrap();
+    let order: Vec<String> = std::iter::from_fn(|| store.claim(2_000, 1000).unwrap())
+        .map(|j| j.spec.custom_id)
+        .collect();
+    assert_eq!(order, vec!["high", "mid", "low"]);
+    assert_eq!(store.next_due().unwrap(), Some(60_000));
+    let later = store.claim(60_000, 1000).unwrap().unwrap();
+    assert_eq!(later.spec.custom_id, "later");
+}
