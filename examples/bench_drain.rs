@@ -32,7 +32,9 @@ fn bin() -> PathBuf {
 fn gemma() -> PathBuf {
     let cache = std::env::var_os("QWEN3Q_MODEL_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/qwen3q/models"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/qwen3q/models")
+        });
     cache.join("gemma-3-270m-q4_k_m.gguf")
 }
 
@@ -45,7 +47,10 @@ fn doc(i: usize) -> String {
         "The school added evening classes for adult learners.",
         "Local farmers formed a cooperative to share equipment.",
     ];
-    (0..20).map(|k| S[(i + k * 5) % S.len()]).collect::<Vec<_>>().join(" ")
+    (0..20)
+        .map(|k| S[(i + k * 5) % S.len()])
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -58,11 +63,18 @@ fn main() {
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
     let runs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
     let bin = bin();
-    assert!(bin.exists(), "build the binary first: cargo build --release --bins");
+    assert!(
+        bin.exists(),
+        "build the binary first: cargo build --release --bins"
+    );
     let model = gemma();
-    let (mut worker_tps, mut raw_tps, mut dpm, mut ratios) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut worker_tps, mut raw_tps, mut dpm, mut ratios) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..runs {
-        let dir = tempfile::Builder::new().prefix("q3d").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("q3d")
+            .tempdir_in("/tmp")
+            .unwrap();
         let docs = dir.path().join("docs");
         std::fs::create_dir_all(&docs).unwrap();
         for i in 0..n {
@@ -80,11 +92,24 @@ fn main() {
             assert!(st.success(), "qwen3q {args:?}");
         };
         let max = MAX_TOKENS.to_string();
-        q(&["enqueue", docs.to_str().unwrap(), "--model", model.to_str().unwrap(), "--max-tokens", &max, "--temperature", "0"]);
+        q(&[
+            "enqueue",
+            docs.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--max-tokens",
+            &max,
+            "--temperature",
+            "0",
+        ]);
         let t = Instant::now();
         q(&["worker", "--drain"]);
         let worker_secs = t.elapsed().as_secs_f64();
-        let out = Command::new(&bin).args(["results", "--jsonl"]).env("QWEN3Q_HOME", &home).output().unwrap();
+        let out = Command::new(&bin)
+            .args(["results", "--jsonl"])
+            .env("QWEN3Q_HOME", &home)
+            .output()
+            .unwrap();
         let mut worker_tokens = 0u64;
         for line in String::from_utf8(out.stdout).unwrap().lines() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -103,7 +128,9 @@ fn main() {
         let info = engine.load(&mref, 4096).unwrap();
         let mut raw_tokens = 0u64;
         for i in 0..n {
-            let rendered = engine.render(&task_messages(&Task::Summarize, None, &doc(i))).unwrap();
+            let rendered = engine
+                .render(&task_messages(&Task::Summarize, None, &doc(i)))
+                .unwrap();
             let prompt = with_thinking(rendered, false, info.thinking_template);
             let s = Sampling {
                 max_tokens: MAX_TOKENS,
@@ -113,12 +140,21 @@ fn main() {
                 min_p: 0.0,
                 seed: 0,
             };
-            raw_tokens += engine.generate(&prompt, &s, &mut || Control::Continue).unwrap().completion_tokens as u64;
+            raw_tokens += engine
+                .generate(&prompt, &s, &mut || Control::Continue)
+                .unwrap()
+                .completion_tokens as u64;
         }
         let raw_secs = t.elapsed().as_secs_f64();
-        assert_eq!(raw_tokens, worker_tokens, "same prompts, same greedy output, same token counts");
+        assert_eq!(
+            raw_tokens, worker_tokens,
+            "same prompts, same greedy output, same token counts"
+        );
 
-        let (w, r) = (worker_tokens as f64 / worker_secs, raw_tokens as f64 / raw_secs);
+        let (w, r) = (
+            worker_tokens as f64 / worker_secs,
+            raw_tokens as f64 / raw_secs,
+        );
         println!(
             "run {run}: worker {worker_tokens} tokens in {worker_secs:.2} s = {w:.1} tok/s, {:.1} docs/min; raw {r:.1} tok/s; ratio {:.3}",
             n as f64 / worker_secs * 60.0,
@@ -130,7 +166,14 @@ fn main() {
         ratios.push(w / r);
     }
     println!("median of {runs} runs, {n} documents, {MAX_TOKENS} max tokens, gemma-3-270m Q4_K_M:");
-    println!("  worker (end to end)   {:>7.1} generated tok/s, {:>6.1} documents/min", median(worker_tps), median(dpm));
-    println!("  raw engine loop       {:>7.1} generated tok/s", median(raw_tps));
+    println!(
+        "  worker (end to end)   {:>7.1} generated tok/s, {:>6.1} documents/min",
+        median(worker_tps),
+        median(dpm)
+    );
+    println!(
+        "  raw engine loop       {:>7.1} generated tok/s",
+        median(raw_tps)
+    );
     println!("  worker / raw          {:>7.3}", median(ratios));
 }

@@ -26,7 +26,9 @@ fn bin() -> PathBuf {
 fn model() -> PathBuf {
     let cache = std::env::var_os("QWEN3Q_MODEL_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/qwen3q/models"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/qwen3q/models")
+        });
     cache.join("qwen3-tiny.gguf")
 }
 
@@ -45,17 +47,27 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let files: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let runs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
-    assert!(bin().exists(), "build the binary first: cargo build --release --bins ({})", bin().display());
+    assert!(
+        bin().exists(),
+        "build the binary first: cargo build --release --bins ({})",
+        bin().display()
+    );
     let model = model();
     let model = model.to_str().unwrap();
     let (mut base, mut direct, mut socket) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..runs {
-        let dir = tempfile::Builder::new().prefix("q3b").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("q3b")
+            .tempdir_in("/tmp")
+            .unwrap();
         let docs = dir.path().join("docs");
         for i in 0..files {
             let sub = docs.join(format!("{:03}", i % 100));
             std::fs::create_dir_all(&sub).unwrap();
-            let text = format!("Document {i} of the benchmark. {}\n", "Some words to read. ".repeat(10 + i % 40));
+            let text = format!(
+                "Document {i} of the benchmark. {}\n",
+                "Some words to read. ".repeat(10 + i % 40)
+            );
             std::fs::write(sub.join(format!("doc{i:05}.txt")), text).unwrap();
         }
         let docs_s = docs.to_str().unwrap();
@@ -70,22 +82,32 @@ fn main() {
 
         let home = dir.path().join("direct");
         let t = Instant::now();
-        let st = qwen3q(&home, &["enqueue", docs_s, "--model", model]).status().unwrap();
+        let st = qwen3q(&home, &["enqueue", docs_s, "--model", model])
+            .status()
+            .unwrap();
         let d = t.elapsed();
         assert!(st.success());
 
         let home = dir.path().join("socket");
         std::fs::create_dir_all(&home).unwrap();
         assert!(qwen3q(&home, &["pause"]).status().unwrap().success());
-        let mut worker = qwen3q(&home, &["worker"]).stderr(Stdio::null()).spawn().unwrap();
+        let mut worker = qwen3q(&home, &["worker"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         while std::os::unix::net::UnixStream::connect(home.join("qwen3q.sock")).is_err() {
             std::thread::sleep(Duration::from_millis(10));
         }
         let t = Instant::now();
-        let st = qwen3q(&home, &["enqueue", docs_s, "--model", model]).status().unwrap();
+        let st = qwen3q(&home, &["enqueue", docs_s, "--model", model])
+            .status()
+            .unwrap();
         let s = t.elapsed();
         assert!(st.success());
-        Command::new("kill").args(["-TERM", &worker.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &worker.id().to_string()])
+            .status()
+            .unwrap();
         worker.wait().unwrap();
 
         let rate = |d: Duration| files as f64 / d.as_secs_f64();
@@ -104,8 +126,16 @@ fn main() {
     let (b, d, s) = (median(base), median(direct), median(socket));
     println!("median of {runs} runs, {files} files:");
     println!("  baseline (read only)  {b:>9.0} docs/s");
-    println!("  enqueue, direct       {d:>9.0} docs/s  ({:.3}x baseline, {:.2} s)", d / b, files as f64 / d);
-    println!("  enqueue, via socket   {s:>9.0} docs/s  ({:.3}x baseline, {:.2} s)", s / b, files as f64 / s);
+    println!(
+        "  enqueue, direct       {d:>9.0} docs/s  ({:.3}x baseline, {:.2} s)",
+        d / b,
+        files as f64 / d
+    );
+    println!(
+        "  enqueue, via socket   {s:>9.0} docs/s  ({:.3}x baseline, {:.2} s)",
+        s / b,
+        files as f64 / s
+    );
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -348,6 +348,10 @@ pub struct ChunkOutput {
     pub reasoning: Option<String>,
     pub usage: Usage,
     pub millis: u64,
+    /// The plan this chunk belongs to: the context size and the number of chunks. A worker
+    /// restarted with another context size splits differently, and must not mix plans.
+    pub n_ctx: u32,
+    pub chunks_total: u32,
 }
 
 /// What a finished job produced, and what really ran.

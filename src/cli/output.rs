@@ -115,6 +115,28 @@ pub fn openai_error(job: &Job) -> Value {
     })
 }
 
+/// A time as `2026-11-26 05:37:38Z` (UTC), without a date library.
+pub fn utc(ms: Millis) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
 /// `1h 02m`, `3m 20s`, `12s`.
 pub fn human_duration(ms: u64) -> String {
     let s = ms / 1000;
@@ -155,5 +177,8 @@ mod tests {
         assert_eq!(human_duration(3_720_000), "1h 02m");
         assert_eq!(human_bytes(500), "500 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(utc(0), "1970-01-01 00:00:00Z");
+        assert_eq!(utc(1_795_672_495_787), "2026-11-26 05:54:55Z");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00Z");
     }
 }

@@ -437,6 +437,21 @@ impl Store {
         })
     }
 
+    /// Drop a running job's checkpoints (their plan no longer applies), with an event.
+    pub fn discard_checkpoints(&self, id: JobId, now: Millis, reason: &str) -> Result<()> {
+        let checkpoints = self.checkpoint_keys(id)?;
+        self.change_job(id, |tx, job| {
+            for k in &checkpoints {
+                tx.0[t::CHECKPOINTS].remove(&k[..])?;
+            }
+            let mut next = job.state.clone();
+            if let JobState::Running { chunks_done, .. } = &mut next {
+                *chunks_done = 0;
+            }
+            tx.transition(job, next, now, reason.to_string(), None)
+        })
+    }
+
     /// The job succeeded: store its result, drop its checkpoints, flush.
     pub fn complete(&self, id: JobId, result: &JobResult, now: Millis) -> Result<()> {
         let checkpoints = self.checkpoint_keys(id)?;

@@ -138,8 +138,12 @@ impl Worker {
             }
         };
         let status = self.status.clone();
+        let model_name = job.spec.model.name.clone();
+        // Called once the model is loaded and the document planned, then after each chunk.
         let progress = move |done: u32, total: u32| {
-            if let Some(c) = status.lock().unwrap().current.as_mut() {
+            let mut st = status.lock().unwrap();
+            st.loaded_model = Some(model_name.clone());
+            if let Some(c) = st.current.as_mut() {
                 c.chunks_done = done;
                 c.chunks_total = total;
             }

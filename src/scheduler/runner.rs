@@ -93,6 +93,8 @@ struct Runner<'a, 'e> {
     engine: &'e mut dyn Engine,
     job: &'a Job,
     info: ModelInfo,
+    /// Chunks in the plan (0 until the document is split).
+    planned: u32,
     usage: Usage,
     generation_millis: u64,
 }
@@ -158,6 +160,8 @@ impl Runner<'_, '_> {
             reasoning,
             usage,
             millis: generation.millis,
+            n_ctx: self.info.n_ctx,
+            chunks_total: self.planned,
         })
     }
 
@@ -247,14 +251,29 @@ pub fn run_job(env: &RunEnv, engine: &mut dyn Engine, job: &Job) -> Result<JobRe
         engine,
         job,
         info: info.clone(),
+        planned: 0,
         usage: Usage::default(),
         generation_millis: 0,
     };
     let text = env.store.document(job.id)?;
     let chunks = runner.chunk_texts(&text)?;
     let total = chunks.len() as u32;
+    runner.planned = total;
     env.store.set_plan(job.id, total, (env.now)(), lease_ms)?;
     let mut done = env.store.checkpoints(job.id)?;
+    if done
+        .values()
+        .any(|c| c.n_ctx != info.n_ctx || c.chunks_total != total)
+    {
+        // Checkpoints of another plan (the worker's context size changed): their chunks do
+        // not line up with these, so start the document over.
+        env.store.discard_checkpoints(
+            job.id,
+            (env.now)(),
+            "the chunk plan changed (another context size); starting over",
+        )?;
+        done.clear();
+    }
     (env.progress)(done.len() as u32, total);
     let spec = &job.spec;
     for (i, chunk_text) in chunks.iter().enumerate() {

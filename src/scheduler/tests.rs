@@ -266,3 +266,30 @@ fn priorities_and_not_before_order_the_queue() {
     let later = store.claim(60_000, 1000).unwrap().unwrap();
     assert_eq!(later.spec.custom_id, "later");
 }
+
+#[test]
+fn checkpoints_of_another_context_size_are_not_mixed_in() {
+    let (_d, store) = temp_store();
+    let text: String = (0..600u32)
+        .map(|i| char::from(b'a' + ((i * 11 + i / 7) % 26) as u8))
+        .collect();
+    let id = enqueue(&store, "long", &text, Task::Keywords, "m.gguf");
+    let calls = std::cell::Cell::new(0);
+    let stop = || {
+        calls.set(calls.get() + 1);
+        (calls.get() > 25).then_some(Interrupt::Shutdown)
+    };
+    let mut engine = FakeEngine::new(1000);
+    run(&store, &mut engine, 300, &stop).unwrap_err();
+    assert_eq!(store.checkpoints(id).unwrap().len(), 1);
+    store.release(id, now(), "shutdown").unwrap();
+    // Restarted with a larger context: the old chunk does not line up, so all run anew.
+    let mut engine = FakeEngine::new(1000);
+    let result = run(&store, &mut engine, 400, &|| None).unwrap();
+    assert_eq!(engine.prompts.len() as u32, result.chunks);
+    assert!(store
+        .events(id)
+        .unwrap()
+        .iter()
+        .any(|e| e.reason.contains("chunk plan changed")));
+}
