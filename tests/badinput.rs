@@ -178,3 +178,139 @@ fn a_corrupt_store_gives_one_line() {
         "nothing but the one line"
     );
 }
+
+/// A filesystem that fills up: a 3 MiB tmpfs when we may mount one (root on Linux, as in
+/// CI), else a 3 MiB file-size limit on the process (RLIMIT_FSIZE), which fails writes the
+/// same way from the store's point of view.
+struct SmallDisk {
+    home: std::path::PathBuf,
+    mounted: Option<std::path::PathBuf>,
+    /// Whether commands run under the file-size limit (when no tmpfs could be mounted).
+    limited: std::cell::Cell<bool>,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new() -> SmallDisk {
+        let dir = tempfile::Builder::new()
+            .prefix("q3f")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs", s(&mnt)])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|st| st.success())
+            .unwrap_or(false);
+        if mounted {
+            // Ballast, removed later to stand for a person freeing space.
+            std::fs::write(mnt.join("ballast"), vec![0u8; 1 << 20]).unwrap();
+        }
+        SmallDisk {
+            home: mnt.join("home"),
+            mounted: mounted.then_some(mnt),
+            limited: std::cell::Cell::new(!mounted),
+            _dir: dir,
+        }
+    }
+
+    /// Free space: drop the ballast, or lift the file-size limit.
+    fn free_space(&self) {
+        match &self.mounted {
+            Some(m) => std::fs::remove_file(m.join("ballast")).unwrap(),
+            None => self.limited.set(false),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_qwen3q"));
+        c.args(args)
+            .env("QWEN3Q_HOME", &self.home)
+            .env_remove("RUST_LOG");
+        if self.limited.get() {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                c.pre_exec(|| {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    let lim = libc::rlimit {
+                        rlim_cur: 3 << 20,
+                        rlim_max: 3 << 20,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        c
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        if let Some(m) = &self.mounted {
+            let _ = std::process::Command::new("umount").arg(m).status();
+        }
+    }
+}
+
+#[test]
+fn a_full_disk_gives_one_line_and_loses_nothing_stored() {
+    let disk = SmallDisk::new();
+    let h = TestHome::new();
+    let tiny = tiny();
+    let small = h.doc("small.txt", "a small document that fits");
+    let big = h.doc("big.txt", &"word ".repeat(1_000_000));
+    let out = disk
+        .command(&["enqueue", s(&small), "--model", s(&tiny)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = disk
+        .command(&["enqueue", s(&big), "--model", s(&tiny)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("qwen3q:")).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains("no space left")
+            || lines[0].contains("too large")
+            || lines[0].contains("I/O error"),
+        "{stderr}"
+    );
+    // Once there is space again, everything stored before is there, and the store works.
+    disk.free_space();
+    let out = disk.command(&["list", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        jobs.as_array().unwrap().len(),
+        1,
+        "the job stored before is still there: {jobs}"
+    );
+    assert_eq!(jobs[0]["custom_id"], "small.txt");
+    let again = h.doc("again.txt", "another small document");
+    let out = disk
+        .command(&["enqueue", s(&again), "--model", s(&tiny)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

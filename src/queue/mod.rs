@@ -35,8 +35,8 @@ pub enum StoreError {
         found: u8,
         supported: u8,
     },
-    #[error("no space left on the device holding the store: {0}")]
-    DiskFull(String),
+    #[error("no space left on the device holding the store; free some space and try again")]
+    DiskFull,
     #[error("store I/O error: {0}")]
     Io(String),
     #[error("stored data is damaged: {0}")]
@@ -54,11 +54,12 @@ pub enum StoreError {
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
         match e {
-            sled::Error::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => {
-                StoreError::DiskFull(io.to_string())
-            }
-            sled::Error::Io(io) if io.to_string().contains("No space left") => {
-                StoreError::DiskFull(io.to_string())
+            sled::Error::Io(io)
+                if io.raw_os_error() == Some(libc::ENOSPC)
+                    || io.kind() == std::io::ErrorKind::StorageFull
+                    || io.to_string().contains("No space left") =>
+            {
+                StoreError::DiskFull
             }
             sled::Error::Io(io) => StoreError::Io(io.to_string()),
             sled::Error::Corruption { .. } => StoreError::Corrupt {
