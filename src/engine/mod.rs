@@ -107,14 +107,16 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    /// Errors that retrying with the same model cannot fix: the job should not burn attempts
-    /// waiting for them. (Still retried, since a person may fix the file meanwhile.)
-    pub fn is_model_problem(&self) -> bool {
+    /// Errors that no retry can fix, because they follow from the job itself (its prompt
+    /// does not fit the context; the model has no usable template): the job is dead at once
+    /// instead of waiting through its backoffs. A missing or damaged model file is not among
+    /// them: a person may put the file right meanwhile.
+    pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            EngineError::ModelMissing(_)
-                | EngineError::BadModel { .. }
+            EngineError::ContextTooSmall { .. }
                 | EngineError::NoTemplate(_)
+                | EngineError::Template(_)
         )
     }
 }

@@ -473,22 +473,29 @@ impl Store {
         })
     }
 
-    /// The running attempt failed: Failed with a backoff, or Dead after the last attempt.
-    /// `jitter` in [0, 1) spreads retries. Checkpoints stay, so a retry resumes.
-    pub fn fail(&self, id: JobId, error: &str, now: Millis, jitter: f64) -> Result<JobState> {
+    /// The running attempt failed: Failed with a backoff, or Dead after the last attempt (or
+    /// at once when `permanent`: no retry can help). `jitter` in [0, 1) spreads retries.
+    /// Checkpoints stay, so a retry resumes.
+    pub fn fail(
+        &self,
+        id: JobId,
+        error: &str,
+        permanent: bool,
+        now: Millis,
+        jitter: f64,
+    ) -> Result<JobState> {
         self.change_job(id, |tx, job| {
             let attempt = match job.state {
                 JobState::Running { attempt, .. } => attempt,
                 _ => job.attempts + 1,
             };
             job.attempts = attempt;
-            let next = after_failure(
-                attempt,
-                job.spec.max_attempts,
-                error.to_string(),
-                now,
-                jitter,
-            );
+            let max_attempts = if permanent {
+                attempt
+            } else {
+                job.spec.max_attempts
+            };
+            let next = after_failure(attempt, max_attempts, error.to_string(), now, jitter);
             let reason = match &next {
                 JobState::Dead { .. } => format!("attempt {attempt} failed, giving up: {error}"),
                 _ => format!("attempt {attempt} failed: {error}"),

@@ -182,11 +182,16 @@ impl Worker {
                     tracing::info!(job = %id, "cancelled");
                 }
                 _ => {
-                    if let RunError::Store(se) = e {
-                        return Err(se); // the store itself failed: stop the worker
-                    }
+                    let permanent = match e {
+                        // The store itself failed: stop the worker rather than run blind.
+                        RunError::Store(se) => return Err(se),
+                        RunError::Engine(ref ee) => ee.is_permanent(),
+                    };
                     let msg = e.to_string();
-                    match self.store.fail(id, &msg, now(), jitter(id, now()))? {
+                    match self
+                        .store
+                        .fail(id, &msg, permanent, now(), jitter(id, now()))?
+                    {
                         JobState::Dead { .. } => tracing::warn!(job = %id, "dead: {msg}"),
                         _ => tracing::warn!(job = %id, "failed, will retry: {msg}"),
                     }

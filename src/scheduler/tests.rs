@@ -293,3 +293,33 @@ fn checkpoints_of_another_context_size_are_not_mixed_in() {
         .iter()
         .any(|e| e.reason.contains("chunk plan changed")));
 }
+
+#[test]
+fn a_prompt_that_cannot_fit_is_dead_at_once() {
+    let (_d, store) = temp_store();
+    let store = Arc::new(store);
+    // A chat job is not chunked: a conversation longer than the context cannot run.
+    let messages = vec![crate::job::ChatMessage {
+        role: "user".into(),
+        content: "x".repeat(500),
+    }];
+    let id = enqueue(&store, "chat", "x", Task::Chat { messages }, "m.gguf");
+    let worker = Worker {
+        store: store.clone(),
+        engine: Box::new(FakeEngine::new(100)),
+        settings: settings(100),
+        drain: true,
+        signals: Signals::default(),
+        status: Arc::new(Mutex::new(LiveStatus::default())),
+        now,
+    };
+    assert_eq!(worker.run().unwrap(), Exit::Drained { delayed: 0 });
+    let job = store.job(id).unwrap().unwrap();
+    match job.state {
+        JobState::Dead { error, attempts } => {
+            assert_eq!(attempts, 1);
+            assert!(error.contains("context"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
