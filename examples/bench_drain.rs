@@ -9,8 +9,11 @@
 //! documents/min and the worker/raw ratio; the median over runs.
 
 use std::path::{Path, PathBuf};
+
+mod support;
 use std::process::{Command, Stdio};
 use std::time::Instant;
+use support::{bin, median, model};
 
 use qwen3q::engine::llama::{LlamaEngine, LlamaSettings};
 use qwen3q::engine::templates::{task_messages, with_thinking};
@@ -18,25 +21,6 @@ use qwen3q::engine::{Control, Engine, Sampling};
 use qwen3q::job::{ModelRef, Task};
 
 const MAX_TOKENS: u32 = 64;
-
-fn bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("QWEN3Q_BIN") {
-        return p.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("release/qwen3q")
-}
-
-fn gemma() -> PathBuf {
-    let cache = std::env::var_os("QWEN3Q_MODEL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/qwen3q/models")
-        });
-    cache.join("gemma-3-270m-q4_k_m.gguf")
-}
 
 fn doc(i: usize) -> String {
     const S: [&str; 6] = [
@@ -53,11 +37,6 @@ fn doc(i: usize) -> String {
         .join(" ")
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
@@ -67,7 +46,7 @@ fn main() {
         bin.exists(),
         "build the binary first: cargo build --release --bins"
     );
-    let model = gemma();
+    let model = model("gemma-3-270m-q4_k_m.gguf");
     let (mut worker_tps, mut raw_tps, mut dpm, mut ratios) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..runs {

@@ -10,37 +10,16 @@
 //! Prints documents/s for each and the ratio to the baseline; the median over runs.
 
 use std::path::{Path, PathBuf};
+
+mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("QWEN3Q_BIN") {
-        return p.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("release/qwen3q")
-}
-
-fn model() -> PathBuf {
-    let cache = std::env::var_os("QWEN3Q_MODEL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/qwen3q/models")
-        });
-    cache.join("qwen3-tiny.gguf")
-}
+use support::{bin, median, model};
 
 fn qwen3q(home: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(bin());
     c.args(args).env("QWEN3Q_HOME", home).stdout(Stdio::null());
     c
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn main() {
@@ -52,7 +31,7 @@ fn main() {
         "build the binary first: cargo build --release --bins ({})",
         bin().display()
     );
-    let model = model();
+    let model = model("qwen3-tiny.gguf");
     let model = model.to_str().unwrap();
     let (mut base, mut direct, mut socket) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..runs {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::job::ChatMessage;
+use crate::job::{ChatMessage, GenOverrides};
 
 /// Why a document was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -178,12 +178,7 @@ pub fn expand(paths: &[PathBuf], glob: Option<&str>) -> Result<Vec<Found>, PathE
 pub struct BatchItem {
     pub custom_id: String,
     pub messages: Vec<ChatMessage>,
-    pub max_tokens: Option<u32>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub top_k: Option<i32>,
-    pub min_p: Option<f32>,
-    pub seed: Option<u32>,
+    pub gen: GenOverrides,
     /// Body fields not acted on, kept verbatim (JSON text).
     pub extra: Option<String>,
 }
@@ -262,12 +257,14 @@ pub fn parse_batch_line(line: &str) -> Result<BatchItem, String> {
     Ok(BatchItem {
         custom_id,
         messages,
-        max_tokens: max_tokens.map(|n| n as u32),
-        temperature: num("temperature").map(|x| x as f32),
-        top_p: num("top_p").map(|x| x as f32),
-        top_k: num("top_k").map(|x| x as i32),
-        min_p: num("min_p").map(|x| x as f32),
-        seed: num("seed").map(|x| x as u32),
+        gen: GenOverrides {
+            max_tokens: max_tokens.map(|n| n as u32),
+            temperature: num("temperature").map(|x| x as f32),
+            top_p: num("top_p").map(|x| x as f32),
+            top_k: num("top_k").map(|x| x as i32),
+            min_p: num("min_p").map(|x| x as f32),
+            seed: num("seed").map(|x| x as u32),
+        },
         extra: (!extra.is_empty()).then(|| Value::Object(extra).to_string()),
     })
 }
@@ -335,14 +332,14 @@ mod tests {
         let item = parse_batch_line(line).unwrap();
         assert_eq!(item.custom_id, "r1");
         assert_eq!(item.messages.len(), 2);
-        assert_eq!(item.max_tokens, Some(30));
-        assert_eq!(item.temperature, Some(0.2));
-        assert_eq!(item.seed, Some(7));
+        assert_eq!(item.gen.max_tokens, Some(30));
+        assert_eq!(item.gen.temperature, Some(0.2));
+        assert_eq!(item.gen.seed, Some(7));
         assert_eq!(item.extra.as_deref(), Some(r#"{"logprobs":true}"#));
         let legacy = r#"{"custom_id":"r2","body":{"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}],"max_tokens":5}}"#;
         let item = parse_batch_line(legacy).unwrap();
         assert_eq!(item.messages[0].content, "a\nb");
-        assert_eq!(item.max_tokens, Some(5));
+        assert_eq!(item.gen.max_tokens, Some(5));
         assert_eq!(item.extra, None);
     }
 

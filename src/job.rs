@@ -126,6 +126,40 @@ impl GenParams {
     }
 }
 
+/// Generation settings given on a command line or in a batch line; `None` keeps the default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GenOverrides {
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i32>,
+    pub min_p: Option<f32>,
+    pub seed: Option<u32>,
+}
+
+impl GenOverrides {
+    pub fn apply(&self, p: &mut GenParams) {
+        if let Some(v) = self.max_tokens {
+            p.max_tokens = v.max(1);
+        }
+        if let Some(v) = self.temperature {
+            p.temperature = v;
+        }
+        if let Some(v) = self.top_p {
+            p.top_p = v;
+        }
+        if let Some(v) = self.top_k {
+            p.top_k = v;
+        }
+        if let Some(v) = self.min_p {
+            p.min_p = v;
+        }
+        if self.seed.is_some() {
+            p.seed = self.seed;
+        }
+    }
+}
+
 /// Everything a job asks for. Immutable once enqueued.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {

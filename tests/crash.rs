@@ -2,12 +2,12 @@
 //! twice; SIGTERM checkpoints and exits 0.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::common::*;
-use crate::socket::sigterm;
+use crate::socket::{sigterm, wait_exit};
 
 /// (job id, chunk) → how many times the chunk was recorded as finished.
 fn chunk_runs(h: &TestHome, jobs: u64) -> HashMap<(u64, u64), usize> {
@@ -43,16 +43,7 @@ fn kill_9_at_random_moments_loses_nothing_and_repeats_no_finished_chunk() {
         h.doc(&format!("long{i}.txt"), &prose(50 + i, 1800));
     }
     let docs = h.path().join("docs");
-    h.ok(&[
-        "enqueue",
-        s(&docs),
-        "--model",
-        s(&tiny),
-        "--max-tokens",
-        "48",
-        "--temperature",
-        "0",
-    ]);
+    h.enqueue_tiny(&docs, "48");
     let jobs = 12;
 
     let seed = std::time::SystemTime::now()
@@ -133,44 +124,14 @@ fn sigterm_mid_job_checkpoints_exits_zero_and_resumes() {
     let h = TestHome::new();
     let tiny = tiny();
     let long = h.doc("long.txt", &prose(8, 4000));
-    h.ok(&[
-        "enqueue",
-        s(&long),
-        "--model",
-        s(&tiny),
-        "--max-tokens",
-        "64",
-        "--temperature",
-        "0",
-    ]);
+    h.enqueue_tiny(&long, "64");
     let mut worker = h.spawn_worker(&["--n-ctx", "384"]);
     h.wait_for_worker(&mut worker);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let shown = h.show("1");
-        if shown["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["chunk"].is_u64())
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no chunk finished");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let stopped = Instant::now();
+    wait_until(Duration::from_secs(60), "a chunk finishes", || {
+        !chunk_runs(&h, 1).is_empty()
+    });
     sigterm(&worker);
-    let st = loop {
-        if let Some(st) = worker.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(10),
-            "SIGTERM exits within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let st = wait_exit(&mut worker, Duration::from_secs(10)).expect("SIGTERM exits within 10 s");
     assert!(st.success(), "SIGTERM exits 0: {st}");
     let shown = h.show("1");
     assert_eq!(shown["state"], "queued", "released, not failed: {shown}");

@@ -9,16 +9,7 @@ fn enqueue_corpus(h: &TestHome, max_tokens: &str) -> usize {
     h.doc("long.txt", &prose(99, 2600));
     let docs = h.path().join("docs");
     let tiny = tiny();
-    h.ok(&[
-        "enqueue",
-        s(&docs),
-        "--model",
-        s(&tiny),
-        "--max-tokens",
-        max_tokens,
-        "--temperature",
-        "0",
-    ]);
+    h.enqueue_tiny(&docs, max_tokens);
     21
 }
 

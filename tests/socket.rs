@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if let Some(st) = child.try_wait().unwrap() {
@@ -47,16 +50,7 @@ fn every_verb_works_through_a_running_worker() {
     }
     h.doc("long.txt", &prose(77, 2400));
     let docs = h.path().join("docs");
-    h.ok(&[
-        "enqueue",
-        s(&docs),
-        "--model",
-        s(&tiny),
-        "--max-tokens",
-        "24",
-        "--temperature",
-        "0",
-    ]);
+    h.enqueue_tiny(&docs, "24");
     let status = h.status();
     assert_eq!(
         status["worker"]["pid"].as_u64(),
@@ -135,11 +129,9 @@ fn cancelling_a_running_job_stops_it_at_once() {
     ]);
     let mut worker = h.spawn_worker(&["--n-ctx", "512"]);
     h.wait_for_worker(&mut worker);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while h.show("1")["state"] != "running" {
-        assert!(Instant::now() < deadline, "the job never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(30), "the job starts", || {
+        h.show("1")["state"] == "running"
+    });
     let started = Instant::now();
     assert!(h.ok(&["cancel", "1"]).contains("cancelled #1"));
     assert!(started.elapsed() < Duration::from_secs(5));

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::args::{EnqueueArgs, GenArgs, TaskName};
 use super::{code, fail, parse_duration, Coded, Ctx};
 use qwen3q::ingest::{self, Refusal};
-use qwen3q::job::{ChatMessage, GenParams, JobSpec, ModelRef, Task};
+use qwen3q::job::{ChatMessage, GenOverrides, GenParams, JobSpec, ModelRef, Task};
 use qwen3q::protocol::{Request, Response};
 use qwen3q::queue::{EnqueueOutcome, NewJob};
 
@@ -64,22 +64,15 @@ fn task_of(a: &EnqueueArgs) -> Result<Task> {
 
 fn params_of(g: &GenArgs) -> GenParams {
     let mut p = GenParams::qwen3_defaults(g.thinking);
-    if let Some(v) = g.max_tokens {
-        p.max_tokens = v.max(1);
+    GenOverrides {
+        max_tokens: g.max_tokens,
+        temperature: g.temperature,
+        top_p: g.top_p,
+        top_k: g.top_k,
+        min_p: g.min_p,
+        seed: g.seed,
     }
-    if let Some(v) = g.temperature {
-        p.temperature = v;
-    }
-    if let Some(v) = g.top_p {
-        p.top_p = v;
-    }
-    if let Some(v) = g.top_k {
-        p.top_k = v;
-    }
-    if let Some(v) = g.min_p {
-        p.min_p = v;
-    }
-    p.seed = g.seed;
+    .apply(&mut p);
     p
 }
 
@@ -331,25 +324,7 @@ fn batch_items(
         spec.task = Task::Chat {
             messages: item.messages,
         };
-        let p = &mut spec.params;
-        if let Some(v) = item.max_tokens {
-            p.max_tokens = v.max(1);
-        }
-        if let Some(v) = item.temperature {
-            p.temperature = v;
-        }
-        if let Some(v) = item.top_p {
-            p.top_p = v;
-        }
-        if let Some(v) = item.top_k {
-            p.top_k = v;
-        }
-        if let Some(v) = item.min_p {
-            p.min_p = v;
-        }
-        if item.seed.is_some() {
-            p.seed = item.seed;
-        }
+        item.gen.apply(&mut spec.params);
         spec.extra_json = item.extra;
         items.push(NewJob { spec, text: doc });
     }

@@ -65,6 +65,25 @@ fn now() -> u64 {
     5_000
 }
 
+/// A worker over `store` with the fake engine, a fixed clock and the given signals.
+fn worker(
+    store: &Arc<Store>,
+    engine: FakeEngine,
+    now: fn() -> u64,
+    drain: bool,
+    signals: &Signals,
+) -> Worker {
+    Worker {
+        store: store.clone(),
+        engine: Box::new(engine),
+        settings: settings(1000),
+        drain,
+        signals: signals.clone(),
+        status: Arc::new(Mutex::new(LiveStatus::default())),
+        now,
+    }
+}
+
 fn run(
     store: &Store,
     engine: &mut FakeEngine,
@@ -148,16 +167,8 @@ fn failures_back_off_then_die_and_the_worker_keeps_going() {
     let good = enqueue(&store, "good", "this one works", Task::Summarize, "m.gguf");
     let mut engine = FakeEngine::new(1000);
     engine.fail_on = Some("fails".into());
-    let worker = Worker {
-        store: store.clone(),
-        engine: Box::new(engine),
-        settings: settings(1000),
-        drain: true,
-        signals: Signals::default(),
-        status: Arc::new(Mutex::new(LiveStatus::default())),
-        now,
-    };
-    assert_eq!(worker.run().unwrap(), Exit::Drained { delayed: 1 });
+    let w = worker(&store, engine, now, true, &Signals::default());
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 1 });
     match store.job(bad).unwrap().unwrap().state {
         JobState::Failed {
             attempt,
@@ -177,16 +188,8 @@ fn failures_back_off_then_die_and_the_worker_keeps_going() {
     let later = || 5_000 + 3_600_000;
     let mut engine = FakeEngine::new(1000);
     engine.fail_on = Some("fails".into());
-    let worker = Worker {
-        store: store.clone(),
-        engine: Box::new(engine),
-        settings: settings(1000),
-        drain: true,
-        signals: Signals::default(),
-        status: Arc::new(Mutex::new(LiveStatus::default())),
-        now: later,
-    };
-    assert_eq!(worker.run().unwrap(), Exit::Drained { delayed: 0 });
+    let w = worker(&store, engine, later, true, &Signals::default());
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 0 });
     let job = store.job(bad).unwrap().unwrap();
     assert!(
         matches!(job.state, JobState::Dead { attempts: 2, .. }),
@@ -214,16 +217,8 @@ fn shutdown_releases_the_running_job_and_a_cancel_cancels_it() {
     let mut engine = FakeEngine::new(1000);
     engine.token_delay = Duration::from_millis(20);
     let signals = Signals::default();
-    let worker = Worker {
-        store: store.clone(),
-        engine: Box::new(engine),
-        settings: settings(1000),
-        drain: false,
-        signals: signals.clone(),
-        status: Arc::new(Mutex::new(LiveStatus::default())),
-        now,
-    };
-    let handle = std::thread::spawn(move || worker.run());
+    let w = worker(&store, engine, now, false, &signals);
+    let handle = std::thread::spawn(move || w.run());
     while store.job(id).unwrap().unwrap().state.kind() != StateKind::Running {
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -304,16 +299,8 @@ fn a_prompt_that_cannot_fit_is_dead_at_once() {
         content: "x".repeat(500),
     }];
     let id = enqueue(&store, "chat", "x", Task::Chat { messages }, "m.gguf");
-    let worker = Worker {
-        store: store.clone(),
-        engine: Box::new(FakeEngine::new(100)),
-        settings: settings(100),
-        drain: true,
-        signals: Signals::default(),
-        status: Arc::new(Mutex::new(LiveStatus::default())),
-        now,
-    };
-    assert_eq!(worker.run().unwrap(), Exit::Drained { delayed: 0 });
+    let w = worker(&store, FakeEngine::new(100), now, true, &Signals::default());
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 0 });
     let job = store.job(id).unwrap().unwrap();
     match job.state {
         JobState::Dead { error, attempts } => {

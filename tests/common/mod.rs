@@ -150,6 +150,21 @@ impl TestHome {
         v[0].clone()
     }
 
+    /// Enqueue a file or directory on the tiny model, greedy, with a token limit.
+    pub fn enqueue_tiny(&self, path: &Path, max_tokens: &str) -> String {
+        let tiny = tiny();
+        self.ok(&[
+            "enqueue",
+            s(path),
+            "--model",
+            s(&tiny),
+            "--max-tokens",
+            max_tokens,
+            "--temperature",
+            "0",
+        ])
+    }
+
     /// Write a document under the home's `docs/` directory.
     pub fn doc(&self, name: &str, text: &str) -> PathBuf {
         let p = self.path().join("docs").join(name);
@@ -178,6 +193,15 @@ pub fn prose(seed: usize, words: usize) -> String {
         }
     }
     out
+}
+
+/// Poll `done` until it holds; panic naming `what` after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Counts of `status --json`'s per-state numbers.
