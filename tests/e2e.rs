@@ -255,3 +255,62 @@ fn openai_batch_files_go_in_line_by_line() {
     let shown = h.show("req-1");
     assert_eq!(shown["parameters"]["max_tokens"], 12);
 }
+
+/// The prompt the worker sends, from its debug log.
+fn prompts_sent(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("generating"))
+        .filter_map(|l| {
+            let start = l.find("prompt=\"")? + 8;
+            let end = l[start..].find("\" tokens=")? + start;
+            Some(l[start..end].replace("\\n", "\n"))
+        })
+        .collect()
+}
+
+#[test]
+fn qwen3_thinking_off_starts_the_answer_with_an_empty_think_block() {
+    let h = TestHome::new();
+    let tiny = tiny();
+    let doc = h.doc("a.txt", "a short document");
+    h.ok(&["enqueue", s(&doc), "--model", s(&tiny), "--max-tokens", "4"]);
+    h.ok(&[
+        "enqueue",
+        s(&doc),
+        "--model",
+        s(&tiny),
+        "--max-tokens",
+        "4",
+        "--thinking",
+        "--force",
+    ]);
+    let out = h
+        .command(&["worker", "--drain"])
+        .env("RUST_LOG", "qwen3q=debug")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let prompts = prompts_sent(&String::from_utf8_lossy(&out.stderr));
+    assert_eq!(prompts.len(), 2, "{prompts:?}");
+    // The GGUF's own Qwen3 template (ChatML turns), then Qwen3's enable_thinking=false block.
+    assert!(
+        prompts[0].starts_with("<|im_start|>user\n"),
+        "{:?}",
+        prompts[0]
+    );
+    assert!(
+        prompts[0].ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n"),
+        "{:?}",
+        prompts[0]
+    );
+    assert!(
+        prompts[1].ends_with("<|im_start|>assistant\n"),
+        "thinking on: {:?}",
+        prompts[1]
+    );
+    let r = h.results(&[]);
+    assert_eq!(r[0]["parameters"]["temperature"], 0.7);
+    assert_eq!(r[1]["parameters"]["temperature"], 0.6);
+    assert_eq!(r[1]["parameters"]["thinking"], true);
+}

@@ -6,6 +6,11 @@ use serde_json::{json, Value};
 use qwen3q::job::{Job, JobState, Millis, Task};
 use qwen3q::protocol::JobView;
 
+/// An `f32` as JSON the way a person wrote it (`0.7`, not `0.699999988079071`).
+fn f32_json(x: f32) -> Value {
+    serde_json::from_str(&x.to_string()).unwrap_or(Value::Null)
+}
+
 pub fn task_json(task: &Task) -> Value {
     match task {
         Task::Summarize | Task::Keywords => json!({"name": task.name()}),
@@ -43,10 +48,10 @@ pub fn job_json(view: &JobView) -> Value {
         "model_path": r.map(|r| &r.model.path).unwrap_or(&s.model.path),
         "parameters": {
             "max_tokens": s.params.max_tokens,
-            "temperature": s.params.temperature,
-            "top_p": s.params.top_p,
+            "temperature": f32_json(s.params.temperature),
+            "top_p": f32_json(s.params.top_p),
             "top_k": s.params.top_k,
-            "min_p": s.params.min_p,
+            "min_p": f32_json(s.params.min_p),
             "seed": s.params.seed,
             "thinking": s.params.thinking,
             "n_ctx": r.map(|r| r.n_ctx),
