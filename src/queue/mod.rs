@@ -15,7 +15,9 @@ mod write;
 pub use read::{Counts, JobFilter};
 pub use write::{EnqueueOutcome, NewJob, TransitionOutcome};
 
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::job::{JobId, StateKind};
@@ -51,8 +53,17 @@ pub enum StoreError {
     },
 }
 
+/// Set once sled has failed to write in this process (disk full, I/O error). After that,
+/// sled's flush on drop waits forever for a write that will never be stable, so a [`Store`]
+/// being dropped leaks its database instead: the process can still report the error and exit,
+/// and what was flushed before stays on disk.
+static WRITE_FAILED: AtomicBool = AtomicBool::new(false);
+
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
+        if matches!(e, sled::Error::Io(_) | sled::Error::ReportableBug(_)) {
+            WRITE_FAILED.store(true, Ordering::SeqCst);
+        }
         match e {
             sled::Error::Io(io)
                 if io.raw_os_error() == Some(libc::ENOSPC)
@@ -94,12 +105,24 @@ impl Default for OpenOptions {
 
 /// The store. Cheap to share behind an `Arc`: sled is thread-safe.
 pub struct Store {
-    /// Kept for `flush` and id generation; the trees below do the work.
-    db: sled::Db,
+    /// Kept for `flush`; the trees below do the work. Dropped by hand (see `WRITE_FAILED`).
+    db: ManuallyDrop<sled::Db>,
     /// Every tree in the order of `trees::ALL`, so a transaction can span all of them.
     trees: Vec<sled::Tree>,
     /// Where the store lives, for messages.
     path: PathBuf,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if WRITE_FAILED.load(Ordering::SeqCst) {
+            // Leak the trees too: each holds the database and would flush on drop.
+            std::mem::forget(std::mem::take(&mut self.trees));
+            return;
+        }
+        // SAFETY: dropped exactly once, here, and never used again.
+        unsafe { ManuallyDrop::drop(&mut self.db) }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -155,7 +178,7 @@ impl Store {
             .map(|name| db.open_tree(name))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let store = Store {
-            db,
+            db: ManuallyDrop::new(db),
             trees,
             path: dir.to_path_buf(),
         };
