@@ -11,16 +11,24 @@ use crate::socket::{sigterm, wait_exit};
 
 /// (job id, chunk) → how many times the chunk was recorded as finished.
 fn chunk_runs(h: &TestHome, jobs: u64) -> HashMap<(u64, u64), usize> {
+    let ids: Vec<String> = (1..=jobs).map(|i| i.to_string()).collect();
+    let mut args: Vec<&str> = vec!["show", "--json"];
+    args.extend(ids.iter().map(String::as_str));
+    let shown: Value = serde_json::from_str(&h.ok(&args)).unwrap();
     let mut runs = HashMap::new();
-    for id in 1..=jobs {
-        let shown = h.show(&id.to_string());
-        for e in shown["events"].as_array().unwrap() {
+    for job in shown.as_array().unwrap() {
+        let id = job["id"].as_u64().unwrap();
+        for e in job["events"].as_array().unwrap() {
             if let Some(chunk) = e["chunk"].as_u64() {
                 *runs.entry((id, chunk)).or_default() += 1;
             }
         }
     }
     runs
+}
+
+fn chunks_done(h: &TestHome, jobs: u64) -> usize {
+    chunk_runs(h, jobs).values().sum()
 }
 
 fn events_to(shown: &Value, state: &str) -> usize {
@@ -55,9 +63,16 @@ fn kill_9_at_random_moments_loses_nothing_and_repeats_no_finished_chunk() {
     let mut rng = Rng(seed);
     let mut finished_at_kill = Vec::new();
     for _ in 0..10 {
+        let before = chunks_done(&h, jobs);
         let mut worker = h.spawn_worker(&["--n-ctx", "384"]);
         h.wait_for_worker(&mut worker);
-        std::thread::sleep(Duration::from_millis(rng.range(800, 2500)));
+        // A random moment: after 0 to 2 more chunks finished, then 0 to 400 ms into the next
+        // (model load, prompt decode, generation, a checkpoint being written...).
+        let more = rng.range(0, 3) as usize;
+        wait_until(Duration::from_secs(120), "chunks finish", || {
+            chunks_done(&h, jobs) >= before + more
+        });
+        std::thread::sleep(Duration::from_millis(rng.range(0, 400)));
         if worker.try_wait().unwrap().is_some() {
             panic!("the worker exited by itself");
         }
@@ -66,8 +81,7 @@ fn kill_9_at_random_moments_loses_nothing_and_repeats_no_finished_chunk() {
         // With no worker, the CLI opens the store itself (the socket left behind is stale).
         let status = h.status();
         assert!(status["worker"].is_null());
-        let chunks: usize = chunk_runs(&h, jobs).values().sum();
-        finished_at_kill.push((count(&status, "succeeded"), chunks));
+        finished_at_kill.push((count(&status, "succeeded"), chunks_done(&h, jobs)));
     }
     eprintln!("(jobs finished, chunks finished) at each kill: {finished_at_kill:?}");
     assert!(
