@@ -56,7 +56,7 @@ pub fn run(ctx: &Ctx, jobs: &[String], json: bool) -> Result<i32> {
                 let from = e.from.map(|f| f.as_str()).unwrap_or("-");
                 println!(
                     "    {}  {from:>9} -> {:<9}  {}",
-                    e.at,
+                    super::output::utc(e.at),
                     e.to.as_str(),
                     e.reason
                 );
