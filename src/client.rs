@@ -70,7 +70,7 @@ impl Connection {
     /// Send one request and read its answer.
     pub fn call(&mut self, request: Request) -> Result<Response, ClientError> {
         match self {
-            Connection::Direct(store) => Ok(crate::service::handle(
+            Connection::Direct(store) => Ok(crate::handler::handle(
                 store,
                 request,
                 None,

@@ -1,5 +1,5 @@
 //! The worker process, wired together: take the store, serve the socket, run the loop, stop
-//! cleanly. Wiring only: the logic lives in `scheduler`, `service` and `queue`.
+//! cleanly. Wiring only: the logic lives in `scheduler`, `handler` and `queue`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
@@ -10,12 +10,12 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::client::connect_worker;
 use crate::engine::Engine;
+use crate::handler::{handle, WorkerHooks};
 use crate::home::{Home, HomeError};
 use crate::protocol::{Envelope, Response, PROTOCOL_VERSION};
 use crate::queue::{OpenOptions, Store, StoreError};
 use crate::scheduler::runner::RunSettings;
 use crate::scheduler::{Exit, LiveStatus, Signals, Worker};
-use crate::service::{handle, WorkerHooks};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {

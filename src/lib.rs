@@ -9,7 +9,7 @@
 //! - [`scheduler`] — the worker loop (claim → run → record) and the job runner (chunks,
 //!   checkpoints, map-reduce).
 //! - [`protocol`] — the request and response enums the CLI and the worker share.
-//! - [`service`] — requests executed against a store: the same code serves the socket and
+//! - [`handler`] — requests executed against a store: the same code serves the socket and
 //!   the CLI's direct mode, so every verb behaves the same with or without a worker.
 //! - [`daemon`] — the worker process: the socket server plus the loop, wired together.
 //! - [`client`] — the CLI side: the socket when a worker is alive, else the store directly.
@@ -18,10 +18,10 @@
 //!
 //! ## The path a job takes
 //! ```text
-//! enqueue (CLI) ──socket or direct──▶ service ──▶ queue::enqueue (documents, jobs, ready; flushed)
+//! enqueue (CLI) ──socket or direct──▶ handler ──▶ queue::enqueue (documents, jobs, ready; flushed)
 //! worker loop:  claim ─▶ engine.load ─▶ split into chunks ─▶ per chunk: generate ─▶ checkpoint (flushed)
 //!               ─▶ merge or reduce ─▶ complete: result + event (flushed) ─▶ next
-//! results (CLI) ──socket or direct──▶ service ──▶ queue::result ──▶ text | jsonl | openai | files
+//! results (CLI) ──socket or direct──▶ handler ──▶ queue::result ──▶ text | jsonl | openai | files
 //! ```
 //! A `kill -9` at any point loses at most the chunk being generated: at start the worker puts
 //! jobs left Running back in the queue, and they resume after their last checkpoint.
@@ -30,13 +30,13 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod handler;
 pub mod home;
 pub mod ingest;
 pub mod job;
 pub mod protocol;
 pub mod queue;
 pub mod scheduler;
-pub mod service;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> job::Millis {

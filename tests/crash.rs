@@ -43,7 +43,6 @@ fn events_to(shown: &Value, state: &str) -> usize {
 #[test]
 fn kill_9_at_random_moments_loses_nothing_and_repeats_no_finished_chunk() {
     let h = TestHome::new();
-    let tiny = tiny();
     for i in 0..8 {
         h.doc(&format!("short{i}.txt"), &prose(i, 40 + 30 * i));
     }
@@ -136,7 +135,6 @@ fn kill_9_at_random_moments_loses_nothing_and_repeats_no_finished_chunk() {
 #[test]
 fn sigterm_mid_job_checkpoints_exits_zero_and_resumes() {
     let h = TestHome::new();
-    let tiny = tiny();
     let long = h.doc("long.txt", &prose(8, 4000));
     h.enqueue_tiny(&long, "64");
     let mut worker = h.spawn_worker(&["--n-ctx", "384"]);

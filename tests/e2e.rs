@@ -8,7 +8,6 @@ fn enqueue_corpus(h: &TestHome, max_tokens: &str) -> usize {
     }
     h.doc("long.txt", &prose(99, 2600));
     let docs = h.path().join("docs");
-    let tiny = tiny();
     h.enqueue_tiny(&docs, max_tokens);
     21
 }
@@ -313,4 +312,63 @@ fn qwen3_thinking_off_starts_the_answer_with_an_empty_think_block() {
     assert_eq!(r[0]["parameters"]["temperature"], 0.7);
     assert_eq!(r[1]["parameters"]["temperature"], 0.6);
     assert_eq!(r[1]["parameters"]["thinking"], true);
+}
+
+#[test]
+fn a_chunk_past_its_time_limit_fails_the_job() {
+    let h = TestHome::new();
+    let tiny = tiny();
+    let doc = h.doc("slow.txt", &prose(6, 50));
+    h.ok(&[
+        "enqueue",
+        s(&doc),
+        "--model",
+        s(&tiny),
+        "--max-attempts",
+        "1",
+    ]);
+    h.ok(&["worker", "--drain", "--chunk-timeout", "0"]);
+    let shown = h.show("1");
+    assert_eq!(shown["state"], "dead", "{shown}");
+    assert!(
+        shown["error"].as_str().unwrap().contains("time limit"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn list_filters_and_prune_removes_finished_jobs() {
+    let h = TestHome::new();
+    for name in ["alpha.txt", "beta.txt", "alpine.md"] {
+        h.doc(name, &format!("the document called {name}"));
+    }
+    h.enqueue_tiny(&h.path().join("docs"), "4");
+    h.ok(&["cancel", "beta.txt"]);
+    let listed = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["list", "--json"];
+        all.extend_from_slice(args);
+        let v: serde_json::Value = serde_json::from_str(&h.ok(&all)).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["custom_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        listed(&["--custom-id", "alp*"]),
+        vec!["alpha.txt", "alpine.md"]
+    );
+    assert_eq!(listed(&["--state", "cancelled"]), vec!["beta.txt"]);
+    assert_eq!(
+        listed(&["--state", "queued", "--limit", "1"]),
+        vec!["alpha.txt"]
+    );
+    assert_eq!(listed(&["--since", "1h"]).len(), 3);
+    h.ok(&["worker", "--drain"]);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert!(h.ok(&["prune", "--older-than", "0s"]).contains("pruned 3"));
+    assert!(listed(&[]).is_empty());
+    // The pruned job's dedupe entry went with it: the same document is new work again.
+    let again = h.enqueue_tiny(&h.path().join("docs/alpha.txt"), "4");
+    assert!(again.contains("queued #4"), "{again}");
 }

@@ -1,5 +1,6 @@
-//! Executing a [`Request`] against the store. The worker's socket server and the CLI's direct
-//! mode both call [`handle`], so a verb means the same with or without a worker.
+//! Executing a [`Request`] against the store: the one place each verb is carried out. The
+//! worker's socket server and the CLI's direct mode both call [`handle`], so a verb means the
+//! same with or without a worker. (The name `service` is kept for launchd/systemd.)
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
