@@ -18,9 +18,16 @@ export QWEN3Q_MODEL_CACHE
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
-cargo test --locked --all-targets
 
 # macOS code must at least type-check (llama.cpp itself cannot be cross-built here).
 rustup target add aarch64-apple-darwin >/dev/null 2>&1
 cargo check --locked --target aarch64-apple-darwin --no-default-features --all-targets
-echo "test.sh: all checks passed"
+
+# Unit tests (lib and binary), then the one integration-test binary on the real llama.cpp.
+# The examples (benchmark drivers) were compiled by clippy above.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --locked --lib --bins --test main 2>&1 | tee "$log"
+passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s += $1} END {print s + 0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')
+echo "tests: $passed passed, $failed failed"
