@@ -250,6 +250,19 @@ impl SmallDisk {
     }
 }
 
+impl SmallDisk {
+    /// Run and insist on success; returns stdout.
+    fn ok(&self, args: &[&str]) -> Vec<u8> {
+        let out = self.command(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+}
+
 impl Drop for SmallDisk {
     fn drop(&mut self) {
         if let Some(m) = &self.mounted {
@@ -265,15 +278,7 @@ fn a_full_disk_gives_one_line_and_loses_nothing_stored() {
     let tiny = tiny();
     let small = h.doc("small.txt", "a small document that fits");
     let big = h.doc("big.txt", &"word ".repeat(1_000_000));
-    let out = disk
-        .command(&["enqueue", s(&small), "--model", s(&tiny)])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    disk.ok(&["enqueue", s(&small), "--model", s(&tiny)]);
     let out = disk
         .command(&["enqueue", s(&big), "--model", s(&tiny)])
         .output()
@@ -290,13 +295,7 @@ fn a_full_disk_gives_one_line_and_loses_nothing_stored() {
     );
     // Once there is space again, everything stored before is there, and the store works.
     disk.free_space();
-    let out = disk.command(&["list", "--json"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let jobs: serde_json::Value = serde_json::from_slice(&disk.ok(&["list", "--json"])).unwrap();
     let jobs = jobs.as_array().unwrap();
     assert_eq!(
         jobs[0]["custom_id"], "small.txt",
@@ -309,13 +308,5 @@ fn a_full_disk_gives_one_line_and_loses_nothing_stored() {
         assert_eq!(big["custom_id"], "big.txt");
     }
     let again = h.doc("again.txt", "another small document");
-    let out = disk
-        .command(&["enqueue", s(&again), "--model", s(&tiny)])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    disk.ok(&["enqueue", s(&again), "--model", s(&tiny)]);
 }
