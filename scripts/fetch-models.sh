@@ -26,7 +26,9 @@ GGUF_PY_VERSION=0.18.0
 NUMPY_VERSION=2.4.6
 
 say() { echo "fetch-models: $*" >&2; }
-sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+# Portable to macOS, which has shasum but no sha256sum.
+sha256() { if command -v sha256sum >/dev/null; then sha256sum "$1"; else shasum -a 256 "$1"; fi | cut -d' ' -f1; }
+sha_ok() { [ -f "$1" ] && [ "$(sha256 "$1")" = "$2" ]; }
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -43,7 +45,7 @@ else
   [ "$(echo "$parts" | wc -l)" -eq 4 ] || { say "expected 4 parts, found: $parts"; exit 1; }
   # shellcheck disable=SC2086
   cat $parts > "$work/$GEMMA"
-  [ "$(stat -c %s "$work/$GEMMA")" -eq "$GEMMA_SIZE" ] || { say "$GEMMA has the wrong size"; exit 1; }
+  [ "$(wc -c < "$work/$GEMMA" | tr -d ' ')" -eq "$GEMMA_SIZE" ] || { say "$GEMMA has the wrong size"; exit 1; }
   sha_ok "$work/$GEMMA" "$GEMMA_SHA" || { say "$GEMMA: sha256 mismatch"; exit 1; }
   mv "$work/$GEMMA" "$cache/$GEMMA"
 fi
