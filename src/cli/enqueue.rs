@@ -355,9 +355,11 @@ fn progress(len: u64, what: &'static str) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(len);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:>9} [{bar:40}] {human_pos}/{human_len}, {eta} left")
-            .expect("valid template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{msg:>9} [{bar:40}] {human_pos}/{human_len}, {eta} left",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.set_message(what);
     bar
