@@ -51,7 +51,8 @@ fn resolve(store: &Store, selectors: &[Selector]) -> Result<(Vec<JobId>, Vec<Str
             }
         }
     }
-    ids.dedup();
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(*id));
     Ok((ids, missing))
 }
 

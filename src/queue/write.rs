@@ -341,6 +341,13 @@ impl Store {
                     tx.0[t::READY].remove(&first.0)?;
                     return Ok(None);
                 };
+                if job.state != JobState::Queued {
+                    // A stale index entry (cannot happen with transactions, but a worker must
+                    // not stop over one): drop it and look again.
+                    tracing::warn!(job = %id, state = %job.state.kind(), "dropping a stale ready entry");
+                    tx.0[t::READY].remove(&first.0)?;
+                    return Ok(None);
+                }
                 let attempt = job.attempts + 1;
                 let running = JobState::Running {
                     lease_until: now + lease_ms,
@@ -617,5 +624,82 @@ impl Store {
         }
         self.flush()?;
         Ok(pruned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::test_support::temp_store;
+
+    fn spec(name: &str) -> JobSpec {
+        JobSpec {
+            custom_id: name.into(),
+            source: name.into(),
+            doc_sha256: name.into(),
+            doc_bytes: 1,
+            task: crate::job::Task::Summarize,
+            system: None,
+            model: crate::job::ModelRef {
+                name: "m".into(),
+                path: "/m.gguf".into(),
+                template: None,
+            },
+            params: crate::job::GenParams::qwen3_defaults(false),
+            priority: 0,
+            not_before: None,
+            max_attempts: 3,
+            extra_json: None,
+        }
+    }
+
+    #[test]
+    fn a_stale_ready_entry_is_dropped_not_fatal() {
+        let (_d, store) = temp_store();
+        let items: Vec<NewJob> = ["a", "b"]
+            .iter()
+            .map(|n| NewJob {
+                spec: spec(n),
+                text: format!("text {n}"),
+            })
+            .collect();
+        store.enqueue(&items, false, 1).unwrap();
+        let a = store.claim(2, 1000).unwrap().unwrap();
+        // Put a stale entry for the running job back into the ready index.
+        store
+            .tree(t::READY)
+            .insert(keys::ready(0, a.id), &[])
+            .unwrap();
+        let b = store.claim(3, 1000).unwrap().unwrap();
+        assert_eq!(b.spec.custom_id, "b");
+        assert!(store.claim(4, 1000).unwrap().is_none());
+        assert_eq!(
+            store.job(a.id).unwrap().unwrap().state.kind(),
+            StateKind::Running
+        );
+    }
+
+    #[test]
+    fn documents_split_on_character_boundaries_and_come_back_whole() {
+        let (_d, store) = temp_store();
+        let text = "é".repeat(DOCUMENT_PART_BYTES); // two bytes each: several parts
+        assert!(split_parts(&text).len() >= 2);
+        assert!(split_parts(&text)
+            .iter()
+            .all(|p| p.len() <= DOCUMENT_PART_BYTES));
+        let out = store
+            .enqueue(
+                &[NewJob {
+                    spec: spec("big"),
+                    text: text.clone(),
+                }],
+                false,
+                1,
+            )
+            .unwrap();
+        let EnqueueOutcome::Queued(id) = out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(store.document(id).unwrap(), text);
     }
 }
