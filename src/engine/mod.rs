@@ -2,14 +2,16 @@
 //! that sees llama-cpp-2) and by a deterministic fake (`fake.rs`) for fast unit tests.
 //!
 //! Pure helpers live beside it: `chunking` (token-counted chunks, merging chunk outputs),
-//! `templates` (task prompts, Qwen3 thinking, reasoning split) and `gguf` (reading a GGUF's
-//! header without loading it).
+//! `templates` (task prompts, Qwen3 thinking, reasoning split), `gguf` (reading a GGUF's
+//! header without loading it) and `lru` (which models stay loaded; not yet wired in: the
+//! worker holds one model until issue 3's engine uses it).
 
 pub mod chunking;
 pub mod fake;
 pub mod gguf;
 #[cfg(feature = "llama")]
 pub mod llama;
+pub mod lru;
 pub mod templates;
 
 use crate::job::{ChatMessage, ModelRef};
