@@ -372,3 +372,20 @@ fn list_filters_and_prune_removes_finished_jobs() {
     let again = h.enqueue_tiny(&h.path().join("docs/alpha.txt"), "4");
     assert!(again.contains("queued #4"), "{again}");
 }
+
+#[test]
+fn results_wait_rides_out_a_draining_worker_that_exits() {
+    let h = TestHome::new();
+    for i in 0..6 {
+        h.doc(&format!("w{i}.txt"), &prose(i + 30, 60));
+    }
+    h.enqueue_tiny(&h.path().join("docs"), "16");
+    let mut worker = h.spawn_worker(&["--drain"]);
+    h.wait_for_worker(&mut worker);
+    // Polls the worker while it finishes and exits; the last polls reach the store itself.
+    h.ok(&["results", "--wait"]);
+    assert!(worker.wait().unwrap().success());
+    let r = h.results(&[]);
+    assert_eq!(r.len(), 6);
+    assert!(r.iter().all(|r| r["state"] == "succeeded"), "{r:?}");
+}

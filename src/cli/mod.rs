@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use args::{Cli, Command};
-use qwen3q::client::Connection;
+use qwen3q::client::{ClientError, Connection};
 use qwen3q::config::Config;
 use qwen3q::home::Home;
 use qwen3q::protocol::{Request, Response};
@@ -67,15 +67,31 @@ impl Ctx {
     pub fn connect(&self) -> Result<Connection> {
         self.home.ensure()?;
         Connection::open(&self.home, &self.store_options()).map_err(|e| match e {
-            qwen3q::client::ClientError::Busy => Coded(code::BUSY, e.to_string()).into(),
+            ClientError::Busy => Coded(code::BUSY, e.to_string()).into(),
             other => anyhow::Error::from(other),
         })
     }
 
-    /// One request, one answer; a worker's error answer becomes an error.
+    /// One request, one answer; a worker's error answer becomes an error. A read-only request
+    /// whose worker went away mid-call (it was stopping, or `--drain` just finished) is asked
+    /// again, of the next worker or of the store itself.
     pub fn call(&self, request: Request) -> Result<Response> {
+        let read_only = matches!(
+            request,
+            Request::Status | Request::List(_) | Request::Show(_) | Request::Results(_)
+        );
         let mut conn = self.connect()?;
-        match conn.call(request)? {
+        let answer = match conn.call(request.clone()) {
+            Err(ClientError::Socket(..) | ClientError::Protocol(_))
+                if read_only && conn.is_worker() =>
+            {
+                drop(conn);
+                std::thread::sleep(Duration::from_millis(300));
+                self.connect()?.call(request)?
+            }
+            other => other?,
+        };
+        match answer {
             Response::Error(e) => fail(code::FAILURE, e),
             r => Ok(r),
         }
