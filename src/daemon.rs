@@ -120,7 +120,8 @@ pub fn run(
     }
 }
 
-/// SIGTERM and SIGINT: stop claiming, checkpoint, release, exit 0.
+/// SIGTERM and SIGINT: stop claiming, checkpoint, release, exit 0. A second signal while
+/// stopping exits at once (as a crash would: only the chunk in progress is lost).
 async fn stop_on_signals(signals: Signals) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
@@ -136,6 +137,12 @@ async fn stop_on_signals(signals: Signals) {
         _ = signals.shutdown.wait() => return,
     }
     signals.stop();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::warn!("second signal: exiting now; the chunk in progress will run again");
+    std::process::exit(130);
 }
 
 /// Accept connections until shutdown. Each connection is served on its own task.
