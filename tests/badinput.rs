@@ -310,3 +310,43 @@ fn a_full_disk_gives_one_line_and_loses_nothing_stored() {
     let again = h.doc("again.txt", "another small document");
     disk.ok(&["enqueue", s(&again), "--model", s(&tiny)]);
 }
+
+#[test]
+fn models_inspect_reads_the_header_of_real_ggufs_and_refuses_fakes() {
+    let h = TestHome::new();
+    let tiny = tiny();
+    let v: serde_json::Value =
+        serde_json::from_str(&h.ok(&["models", "inspect", s(&tiny), "--json"])).unwrap();
+    assert_eq!(v["architecture"], "qwen3");
+    assert_eq!(v["layers"], 2);
+    assert_eq!(v["heads"], 4);
+    assert_eq!(v["kv_heads"], 2);
+    assert_eq!(v["head_size"], 16);
+    assert_eq!(v["context_length"], 40960);
+    assert_eq!(v["vocab_size"], 151936);
+    assert_eq!(v["quantization"], "F16");
+    assert_eq!(v["chat_template"], true);
+    let gemma = gemma();
+    let v: serde_json::Value =
+        serde_json::from_str(&h.ok(&["models", "inspect", s(&gemma), "--json"])).unwrap();
+    assert_eq!(v["architecture"], "gemma3");
+    assert_eq!(v["layers"], 18);
+    assert_eq!(v["kv_heads"], 1);
+    assert_eq!(v["head_size"], 256);
+    assert_eq!(v["sliding_window"], 512);
+    assert_eq!(v["quantization"], "Q4_K_M");
+    assert_eq!(v["chat_template"], false);
+    assert_eq!(v["file_bytes"], 253_113_024u64);
+    let params = v["parameters"].as_u64().unwrap();
+    assert!(
+        (250_000_000..300_000_000).contains(&params),
+        "Gemma 3 270M: {params}"
+    );
+    let text = h.ok(&["models", "inspect", s(&gemma)]);
+    assert!(text.contains("architecture:  gemma3"), "{text}");
+
+    let fake = h.path().join("fake.gguf");
+    std::fs::write(&fake, "not a model").unwrap();
+    let line = h.fails(&["models", "inspect", s(&fake)], 3);
+    assert!(line.contains("not a GGUF"), "{line}");
+}

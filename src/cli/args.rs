@@ -47,6 +47,21 @@ pub enum Command {
     Resume,
     /// Delete finished jobs older than a duration, with their documents and results.
     Prune(PruneArgs),
+    /// Models: read what a GGUF holds without loading it.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Architecture, size, quantization, layers, heads, context and template of a GGUF,
+    /// read from its header (the weights are not loaded).
+    Inspect {
+        /// A GGUF path or a name from the config's [models].
+        model: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -4,6 +4,7 @@
 pub mod args;
 mod enqueue;
 mod list;
+mod models;
 mod output;
 mod results;
 mod show;
@@ -140,6 +141,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Pause => steer::pause(&ctx, true),
         Command::Resume => steer::pause(&ctx, false),
         Command::Prune(a) => steer::prune(&ctx, a),
+        Command::Models(m) => models::run(&ctx, m),
     }
 }
 

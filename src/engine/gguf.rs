@@ -92,6 +92,118 @@ impl Header {
     }
 }
 
+/// What a person (and memory planning) wants to know of a model, read from its header.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ModelFacts {
+    pub architecture: String,
+    pub name: Option<String>,
+    /// Parameters: elements of all tensors.
+    pub parameters: u64,
+    /// The file type llama.cpp records (`Q4_K_M`, `F16`, ...), else the most common tensor type.
+    pub quantization: String,
+    pub file_bytes: u64,
+    /// Bytes of tensor data (the weights).
+    pub weight_bytes: u64,
+    pub layers: Option<u64>,
+    pub embedding: Option<u64>,
+    pub heads: Option<u64>,
+    pub kv_heads: Option<u64>,
+    /// Size of one attention head's key (and value) vector.
+    pub head_size: Option<u64>,
+    pub context_length: Option<u64>,
+    /// Sliding-window attention size, for models that use it on some layers.
+    pub sliding_window: Option<u64>,
+    pub vocab_size: Option<u64>,
+    pub chat_template: bool,
+}
+
+/// llama.cpp's `general.file_type` names (`llama_ftype`).
+fn file_type_name(t: u64) -> Option<&'static str> {
+    Some(match t {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        19 => "IQ2_XXS",
+        20 => "IQ2_XS",
+        21 => "Q2_K_S",
+        22 => "IQ3_XS",
+        23 => "IQ3_XXS",
+        24 => "IQ1_S",
+        25 => "IQ4_NL",
+        26 => "IQ3_S",
+        27 => "IQ3_M",
+        28 => "IQ2_S",
+        29 => "IQ2_M",
+        30 => "IQ4_XS",
+        31 => "IQ1_M",
+        32 => "BF16",
+        38 => "MXFP4_MOE",
+        _ => return None,
+    })
+}
+
+impl Header {
+    /// The facts of [`ModelFacts`]; `file_bytes` is the file's length.
+    pub fn facts(&self, file_bytes: u64) -> ModelFacts {
+        let arch = self.architecture().unwrap_or("unknown").to_string();
+        let quantization = self
+            .get_u64("general.file_type")
+            .and_then(file_type_name)
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                let mut by_type: BTreeMap<u32, u64> = BTreeMap::new();
+                for t in &self.tensors {
+                    *by_type.entry(t.ggml_type).or_default() += t.elements();
+                }
+                let top = by_type.into_iter().max_by_key(|(_, n)| *n).map(|(t, _)| t);
+                top.map(type_name).unwrap_or("unknown").to_string()
+            });
+        let heads = self.arch_u64("attention.head_count");
+        let embedding = self.arch_u64("embedding_length");
+        let head_size = self
+            .arch_u64("attention.key_length")
+            .or_else(|| Some(embedding? / heads.filter(|h| *h > 0)?));
+        let vocab_size = match self.metadata.get("tokenizer.ggml.tokens") {
+            Some(Value::Array { len, .. }) => Some(*len),
+            _ => self.arch_u64("vocab_size"),
+        };
+        ModelFacts {
+            name: self
+                .metadata
+                .get("general.name")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            architecture: arch,
+            parameters: self.tensors.iter().map(TensorInfo::elements).sum(),
+            quantization,
+            file_bytes,
+            weight_bytes: self.weight_bytes(),
+            layers: self.arch_u64("block_count"),
+            embedding,
+            heads,
+            kv_heads: self.arch_u64("attention.head_count_kv").or(heads),
+            head_size,
+            context_length: self.arch_u64("context_length"),
+            sliding_window: self.arch_u64("attention.sliding_window"),
+            vocab_size,
+            chat_template: self.chat_template().is_some(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
     #[error("cannot read: {0}")]
@@ -382,6 +494,15 @@ mod tests {
         assert_eq!(h.tensors[0].bytes(), Some(32));
         assert_eq!(h.required_size(), Some(h.data_offset + 32));
         assert_eq!(h.weight_bytes(), 32);
+        let f = h.facts(1000);
+        assert_eq!(f.architecture, "qwen3");
+        assert_eq!(f.parameters, 8);
+        assert_eq!(
+            f.quantization, "F32",
+            "no file type: the most common tensor type"
+        );
+        assert_eq!(f.context_length, Some(4096));
+        assert!(!f.chat_template);
     }
 
     #[test]

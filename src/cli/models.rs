@@ -1,0 +1,84 @@
+//! `qwen3q models`: what a GGUF holds, read from its header.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use super::args::ModelsCommand;
+use super::output::human_bytes;
+use super::{code, fail, Ctx};
+use qwen3q::engine::gguf;
+
+pub fn run(ctx: &Ctx, command: ModelsCommand) -> Result<i32> {
+    match command {
+        ModelsCommand::Inspect { model, json } => inspect(ctx, &model, json),
+    }
+}
+
+fn inspect(ctx: &Ctx, model: &str, json: bool) -> Result<i32> {
+    let path = match ctx.config.models.get(model) {
+        Some(entry) => entry.path.clone(),
+        None => PathBuf::from(model),
+    };
+    if !path.is_file() {
+        return fail(
+            code::BAD_INPUT,
+            format!("model file not found: {}", path.display()),
+        );
+    }
+    let header = match gguf::inspect(&path) {
+        Ok(h) => h,
+        Err(e) => {
+            return fail(
+                code::BAD_INPUT,
+                format!("{} is not a usable GGUF model: {e}", path.display()),
+            )
+        }
+    };
+    let file_bytes = std::fs::metadata(&path)?.len();
+    let facts = header.facts(file_bytes);
+    if json {
+        let mut v = serde_json::to_value(&facts)?;
+        v["path"] = serde_json::json!(path.display().to_string());
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let opt = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
+    println!("model:         {}", path.display());
+    if let Some(name) = &facts.name {
+        println!("name:          {name}");
+    }
+    println!("architecture:  {}", facts.architecture);
+    println!(
+        "parameters:    {:.2} B ({})",
+        facts.parameters as f64 / 1e9,
+        facts.parameters
+    );
+    println!("quantization:  {}", facts.quantization);
+    println!("file:          {}", human_bytes(facts.file_bytes));
+    println!("weights:       {}", human_bytes(facts.weight_bytes));
+    println!("layers:        {}", opt(facts.layers));
+    println!(
+        "heads:         {} (KV heads {}, head size {})",
+        opt(facts.heads),
+        opt(facts.kv_heads),
+        opt(facts.head_size)
+    );
+    println!(
+        "context:       {} tokens (trained)",
+        opt(facts.context_length)
+    );
+    if let Some(w) = facts.sliding_window {
+        println!("sliding window: {w} tokens on some layers");
+    }
+    println!("vocabulary:    {}", opt(facts.vocab_size));
+    println!(
+        "chat template: {}",
+        if facts.chat_template {
+            "yes"
+        } else {
+            "no (a built-in one is used; see --template)"
+        }
+    );
+    Ok(0)
+}
