@@ -44,12 +44,6 @@ impl Counts {
     pub fn total(&self) -> u64 {
         StateKind::ALL.iter().map(|k| self.get(*k)).sum()
     }
-
-    /// Jobs that a worker will still run without anyone asking: queued, running, failed
-    /// (awaiting retry).
-    pub fn pending(&self) -> u64 {
-        self.queued + self.running + self.failed
-    }
 }
 
 /// Which jobs `list` returns.
@@ -220,10 +214,5 @@ impl Store {
     /// Jobs waiting for a time: retries after backoff, and not-before times.
     pub fn delayed_count(&self) -> Result<usize> {
         Ok(self.tree(t::DELAYED).len())
-    }
-
-    /// Whether any job could be claimed now or later without a person's action.
-    pub fn has_ready(&self) -> Result<bool> {
-        Ok(!self.tree(t::READY).is_empty())
     }
 }
