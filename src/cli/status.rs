@@ -56,7 +56,11 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<i32> {
         .iter()
         .map(|k| format!("{} {}", report.counts.get(*k), k))
         .collect();
-    println!("jobs:    {}", parts.join(", "));
+    println!(
+        "jobs:    {} ({} in all)",
+        parts.join(", "),
+        report.counts.total()
+    );
     if let Some(due) = report.next_due {
         let when = if due > now {
             format!("in {}", human_duration(due - now))
