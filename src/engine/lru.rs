@@ -101,8 +101,9 @@ impl<K: Eq + Hash + Clone + Ord> Lru<K> {
         self.slots.values().map(Slot::bytes).sum()
     }
 
-    /// Idle, unpinned, loaded models, least recently used first: the eviction order.
-    fn victims(&self) -> Vec<(K, u64)> {
+    /// Idle loaded models (no work in flight), pinned or not as asked, least recently used
+    /// first.
+    fn idle(&self, pinned: bool) -> Vec<(K, u64)> {
         let mut idle: Vec<(K, u64, u64)> = self
             .slots
             .iter()
@@ -111,12 +112,17 @@ impl<K: Eq + Hash + Clone + Ord> Lru<K> {
                     bytes,
                     in_flight: 0,
                     last_used,
-                } if !self.is_pinned(k) => Some((k.clone(), *bytes, *last_used)),
+                } if self.is_pinned(k) == pinned => Some((k.clone(), *bytes, *last_used)),
                 _ => None,
             })
             .collect();
         idle.sort_by(|a, b| a.2.cmp(&b.2).then(a.0.cmp(&b.0)));
         idle.into_iter().map(|(k, b, _)| (k, b)).collect()
+    }
+
+    /// The eviction order: idle, unpinned models, least recently used first.
+    fn victims(&self) -> Vec<(K, u64)> {
+        self.idle(false)
     }
 
     /// Ask to use `key`, whose load is predicted to take `bytes`.
@@ -217,20 +223,7 @@ impl<K: Eq + Hash + Clone + Ord> Lru<K> {
     /// bytes than asked when models with work in flight hold the rest.
     pub fn free(&mut self, bytes: u64) -> Vec<K> {
         let mut order = self.victims();
-        let mut pinned: Vec<(K, u64, u64)> = self
-            .slots
-            .iter()
-            .filter_map(|(k, s)| match s {
-                Slot::Loaded {
-                    bytes,
-                    in_flight: 0,
-                    last_used,
-                } if self.is_pinned(k) => Some((k.clone(), *bytes, *last_used)),
-                _ => None,
-            })
-            .collect();
-        pinned.sort_by(|a, b| a.2.cmp(&b.2).then(a.0.cmp(&b.0)));
-        order.extend(pinned.into_iter().map(|(k, b, _)| (k, b)));
+        order.extend(self.idle(true));
         let mut freed = 0;
         let mut out = Vec::new();
         for (k, b) in order {

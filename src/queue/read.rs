@@ -177,7 +177,12 @@ impl Store {
     }
 
     pub(crate) fn checkpoint_count(&self, id: JobId) -> Result<u32> {
-        Ok(self.checkpoint_keys(id)?.len() as u32)
+        let mut n = 0;
+        for k in self.tree(t::CHECKPOINTS).scan_prefix(keys::job(id)).keys() {
+            k?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     pub fn result(&self, id: JobId) -> Result<Option<JobResult>> {
