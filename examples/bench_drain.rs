@@ -15,7 +15,7 @@ use support::{bin, median, model};
 
 use qwen3q::engine::llama::{LlamaEngine, LlamaSettings};
 use qwen3q::engine::templates::{task_messages, with_thinking};
-use qwen3q::engine::{Control, Engine, Sampling};
+use qwen3q::engine::{Control, Engine, Sampling, Shape};
 use qwen3q::job::{ModelRef, Task};
 
 const MAX_TOKENS: u32 = 64;
@@ -101,7 +101,15 @@ fn main() {
             path: model.to_str().unwrap().into(),
             template: Some("gemma".into()),
         };
-        let info = engine.load(&mref, 4096).unwrap();
+        let info = engine
+            .load(
+                &mref,
+                Shape {
+                    n_ctx: 4096,
+                    n_seq: 1,
+                },
+            )
+            .unwrap();
         let mut raw_tokens = 0u64;
         for i in 0..n {
             let rendered = engine

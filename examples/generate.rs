@@ -4,7 +4,7 @@
 //! cargo run --release --example generate -- MODEL.gguf "The capital of France is" [MAX_TOKENS]
 
 use qwen3q::engine::llama::{LlamaEngine, LlamaSettings};
-use qwen3q::engine::{Control, Engine, Sampling};
+use qwen3q::engine::{Control, Engine, Sampling, Shape};
 use qwen3q::job::ModelRef;
 
 fn main() {
@@ -20,7 +20,15 @@ fn main() {
         path: args[1].clone(),
         template: Some("chatml".into()),
     };
-    let info = engine.load(&model, 2048).expect("load");
+    let info = engine
+        .load(
+            &model,
+            Shape {
+                n_ctx: 2048,
+                n_seq: 1,
+            },
+        )
+        .expect("load");
     eprintln!("{info:?}");
     let sampling = Sampling {
         max_tokens,

@@ -28,6 +28,8 @@ pub struct Config {
     pub models: BTreeMap<String, ModelEntry>,
     /// Context size per sequence (capped at the model's training context).
     pub n_ctx: u32,
+    /// Sequences decoded together (B): chunks of one document or of several.
+    pub parallel: u32,
     /// Decoding threads; 0 means all cores.
     pub threads: u32,
     /// Attempts before a job is Dead.
@@ -46,6 +48,7 @@ impl Default for Config {
             default_model: None,
             models: BTreeMap::new(),
             n_ctx: 4096,
+            parallel: 4,
             threads: 0,
             max_attempts: 3,
             chunk_timeout_secs: 600,
@@ -95,7 +98,7 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
-    /// `QWEN3Q_MODEL`, `QWEN3Q_N_CTX`, `QWEN3Q_THREADS` override the file.
+    /// `QWEN3Q_MODEL`, `QWEN3Q_N_CTX`, `QWEN3Q_PARALLEL`, `QWEN3Q_THREADS` override the file.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(m) = get("QWEN3Q_MODEL").filter(|m| !m.is_empty()) {
             self.default_model = Some(m);
@@ -108,6 +111,9 @@ impl Config {
         };
         if let Some(n) = num("QWEN3Q_N_CTX")? {
             self.n_ctx = n;
+        }
+        if let Some(n) = num("QWEN3Q_PARALLEL")? {
+            self.parallel = n.max(1);
         }
         if let Some(n) = num("QWEN3Q_THREADS")? {
             self.threads = n;

@@ -14,7 +14,7 @@ use crate::handler::{handle, WorkerHooks};
 use crate::home::{Home, HomeError};
 use crate::protocol::{Envelope, Response, PROTOCOL_VERSION};
 use crate::queue::{OpenOptions, Store, StoreError};
-use crate::scheduler::runner::RunSettings;
+use crate::scheduler::RunSettings;
 use crate::scheduler::{Exit, LiveStatus, Signals, Worker};
 
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,7 @@
 mod common;
 
 mod badinput;
+mod batching;
 mod crash;
 mod e2e;
 mod migrations;

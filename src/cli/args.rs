@@ -161,6 +161,10 @@ pub struct WorkerArgs {
     /// Context size per sequence (default from config: 4096).
     #[arg(long)]
     pub n_ctx: Option<u32>,
+    /// Sequences decoded together, from one document's chunks or several documents
+    /// (default from config: 4).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub parallel: Option<u32>,
     /// Decoding threads (default: all cores).
     #[arg(long)]
     pub threads: Option<u32>,

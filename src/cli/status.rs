@@ -27,26 +27,31 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<i32> {
             if let Some(m) = &w.loaded_model {
                 println!("model:   {m} (loaded)");
             }
-            match (&w.current, &w.waiting) {
-                (Some(c), _) => {
-                    let progress = if c.chunks_total > 0 {
-                        format!(
-                            ", chunk {}/{}",
-                            c.chunks_done.min(c.chunks_total),
-                            c.chunks_total
-                        )
-                    } else {
-                        String::new()
-                    };
-                    println!(
-                        "running: #{} {} (started {}{progress})",
-                        c.id,
-                        c.custom_id,
-                        ago(c.started, now)
-                    );
-                }
-                (None, Some(why)) => println!("waiting: {why}"),
-                (None, None) => {}
+            if w.parallel > 0 {
+                println!(
+                    "batch:   {} of {} sequences in flight",
+                    w.in_flight, w.parallel
+                );
+            }
+            for c in &w.running {
+                let progress = if c.chunks_total > 0 {
+                    format!(
+                        ", chunk {}/{}",
+                        c.chunks_done.min(c.chunks_total),
+                        c.chunks_total
+                    )
+                } else {
+                    String::new()
+                };
+                println!(
+                    "running: #{} {} (started {}{progress})",
+                    c.id,
+                    c.custom_id,
+                    ago(c.started, now)
+                );
+            }
+            if let (true, Some(why)) = (w.running.is_empty(), &w.waiting) {
+                println!("waiting: {why}");
             }
             println!("done:    {} jobs since start", w.finished);
         }

@@ -8,7 +8,7 @@ use super::args::WorkerArgs;
 use super::{code, fail, Ctx};
 use qwen3q::daemon::{self, DaemonError, WorkerOptions};
 use qwen3q::engine::Engine;
-use qwen3q::scheduler::runner::RunSettings;
+use qwen3q::scheduler::RunSettings;
 use qwen3q::scheduler::{Exit, Signals};
 
 #[cfg(feature = "llama")]
@@ -31,6 +31,7 @@ fn engine(_: &Ctx, _: &WorkerArgs) -> Result<Box<dyn Engine>> {
 pub fn run(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
     let settings = RunSettings {
         n_ctx: a.n_ctx.unwrap_or(ctx.config.n_ctx),
+        parallel: a.parallel.unwrap_or(ctx.config.parallel).max(1),
         chunk_timeout: Duration::from_secs(
             a.chunk_timeout.unwrap_or(ctx.config.chunk_timeout_secs),
         ),

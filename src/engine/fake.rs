@@ -1,13 +1,14 @@
 //! A deterministic engine for fast unit tests of the code around inference. One character is
 //! one token; the "model" answers with a digest of its prompt. Never used by the binary.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Control, Engine, EngineError, FinishReason, Generation, ModelInfo, Sampling};
+use super::{Engine, EngineError, FinishReason, Generation, ModelInfo, SeqDone, SeqRequest, Shape};
 use crate::job::{ChatMessage, ModelRef};
 
 /// See the module docs. Fields are knobs a test sets.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct FakeEngine {
     /// The context size every model gets.
     pub n_ctx: u32,
@@ -15,9 +16,40 @@ pub struct FakeEngine {
     pub fail_on: Option<String>,
     /// Time per generated token, to make interruptions observable.
     pub token_delay: Duration,
-    /// Every prompt generated from, in order: tests count and inspect them.
-    pub prompts: Vec<String>,
+    /// What the engine saw, shared so a test can read it after the worker took the engine.
+    pub log: Arc<Mutex<FakeLog>>,
+    /// Fail the next step as if the KV cache were full, this many times.
+    pub fail_steps: u32,
+    /// Called with the step's number before each step: tests trigger a shutdown or a cancel
+    /// at a known point.
+    pub on_step: Option<Box<dyn FnMut(u64) + Send>>,
+    steps: u64,
     loaded: Option<ModelRef>,
+    shape: Option<Shape>,
+    /// Sequences in flight: tag, the answer, characters produced so far, max tokens, prompt
+    /// length, and whether the prompt has been "decoded" yet.
+    seqs: Vec<FakeSeq>,
+}
+
+/// What a [`FakeEngine`] saw.
+#[derive(Debug, Default)]
+pub struct FakeLog {
+    /// Every prompt started, in order: tests count and inspect them.
+    pub prompts: Vec<String>,
+    /// The most sequences in flight in one step: tests see batching happen.
+    pub max_in_flight: usize,
+    /// For each step, the tags in flight: tests see slots reused.
+    pub steps: Vec<Vec<u64>>,
+}
+
+#[derive(Debug)]
+struct FakeSeq {
+    tag: u64,
+    answer: Vec<char>,
+    produced: usize,
+    max_tokens: usize,
+    prompt_tokens: u32,
+    prefilled: bool,
 }
 
 impl FakeEngine {
@@ -30,13 +62,22 @@ impl FakeEngine {
 }
 
 impl Engine for FakeEngine {
-    fn load(&mut self, model: &ModelRef, n_ctx: u32) -> Result<ModelInfo, EngineError> {
+    fn load(&mut self, model: &ModelRef, shape: Shape) -> Result<ModelInfo, EngineError> {
         if model.path.contains("missing") {
             return Err(EngineError::ModelMissing(model.path.clone()));
         }
+        let shape = Shape {
+            n_ctx: shape.n_ctx.min(self.n_ctx),
+            n_seq: shape.n_seq.max(1),
+        };
+        if self.loaded.as_ref() != Some(model) || self.shape != Some(shape) {
+            self.seqs.clear();
+        }
         self.loaded = Some(model.clone());
+        self.shape = Some(shape);
         Ok(ModelInfo {
-            n_ctx: n_ctx.min(self.n_ctx),
+            n_ctx: shape.n_ctx,
+            n_seq: shape.n_seq,
             n_ctx_train: self.n_ctx,
             thinking_template: true,
             size_bytes: 1,
@@ -64,17 +105,19 @@ impl Engine for FakeEngine {
         Ok(prompt.chars().count() as u32)
     }
 
-    fn generate(
-        &mut self,
-        prompt: &str,
-        sampling: &Sampling,
-        control: &mut dyn FnMut() -> Control,
-    ) -> Result<Generation, EngineError> {
+    fn start(&mut self, request: SeqRequest) -> Result<(), EngineError> {
+        let shape = self
+            .shape
+            .ok_or_else(|| EngineError::ModelMissing("no model loaded".into()))?;
+        if self.seqs.len() >= shape.n_seq as usize {
+            return Err(EngineError::NoFreeSlot(shape.n_seq));
+        }
+        let prompt = &request.prompt;
         let prompt_tokens = self.prompt_tokens(prompt)?;
-        if prompt_tokens > self.n_ctx {
+        if prompt_tokens >= shape.n_ctx {
             return Err(EngineError::ContextTooSmall {
-                need: prompt_tokens,
-                have: self.n_ctx,
+                need: prompt_tokens + 1,
+                have: shape.n_ctx,
             });
         }
         if let Some(f) = &self.fail_on {
@@ -82,33 +125,93 @@ impl Engine for FakeEngine {
                 return Err(EngineError::Decode(format!("fake failure on {f:?}")));
             }
         }
-        self.prompts.push(prompt.to_string());
+        self.log.lock().unwrap().prompts.push(prompt.clone());
         let digest = prompt.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
         });
-        let answer = format!("answer-{digest:016x}");
-        let mut text = String::new();
-        for c in answer.chars().take(sampling.max_tokens as usize) {
-            if let Control::Stop(why) = control() {
-                return Err(EngineError::Interrupted(why));
-            }
-            if !self.token_delay.is_zero() {
-                std::thread::sleep(self.token_delay);
-            }
-            text.push(c);
-        }
-        let finish = if text.len() < answer.len() {
-            FinishReason::Length
-        } else {
-            FinishReason::Stop
-        };
-        Ok(Generation {
-            completion_tokens: text.chars().count() as u32,
-            text,
+        self.seqs.push(FakeSeq {
+            tag: request.tag,
+            // 11 to 23 characters, so that sequences end at different steps.
+            answer: format!("answer-{digest:016x}")
+                .chars()
+                .take(11 + (digest % 13) as usize)
+                .collect(),
+            produced: 0,
+            max_tokens: request.sampling.max_tokens as usize,
             prompt_tokens,
-            finish,
-            millis: 0,
-        })
+            prefilled: false,
+        });
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<Vec<SeqDone>, EngineError> {
+        if self.seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.fail_steps > 0 {
+            self.fail_steps -= 1;
+            self.seqs.clear();
+            return Err(EngineError::NoKvSlot);
+        }
+        self.steps += 1;
+        if let Some(hook) = self.on_step.as_mut() {
+            hook(self.steps);
+        }
+        {
+            let mut log = self.log.lock().unwrap();
+            log.max_in_flight = log.max_in_flight.max(self.seqs.len());
+            log.steps.push(self.seqs.iter().map(|s| s.tag).collect());
+        }
+        if !self.token_delay.is_zero() {
+            std::thread::sleep(self.token_delay);
+        }
+        let mut done = Vec::new();
+        let mut i = 0;
+        while i < self.seqs.len() {
+            let s = &mut self.seqs[i];
+            if !s.prefilled {
+                s.prefilled = true;
+            } else {
+                s.produced += 1;
+            }
+            let finish = if s.produced >= s.max_tokens {
+                Some(FinishReason::Length)
+            } else if s.produced >= s.answer.len() {
+                Some(FinishReason::Stop)
+            } else {
+                None
+            };
+            match finish {
+                None => i += 1,
+                Some(finish) => {
+                    let s = self.seqs.remove(i);
+                    done.push(SeqDone {
+                        tag: s.tag,
+                        result: Ok(Generation {
+                            text: s.answer[..s.produced].iter().collect(),
+                            prompt_tokens: s.prompt_tokens,
+                            completion_tokens: s.produced as u32,
+                            finish,
+                            millis: 0,
+                        }),
+                    });
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    fn abort(&mut self, tag: u64) {
+        self.seqs.retain(|s| s.tag != tag);
+    }
+
+    fn active(&self) -> usize {
+        self.seqs.len()
+    }
+
+    fn free_slots(&self) -> usize {
+        self.shape
+            .map_or(0, |s| (s.n_seq as usize).saturating_sub(self.seqs.len()))
     }
 
     fn unload(&mut self) {

@@ -70,8 +70,10 @@ pub struct Generation {
 /// Facts about a loaded model that planning needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelInfo {
-    /// The context size the engine runs this model with.
+    /// The context per sequence the engine runs this model with.
     pub n_ctx: u32,
+    /// Sequences the context decodes together.
+    pub n_seq: u32,
     pub n_ctx_train: u32,
     /// The chat template knows Qwen3's `<think>` blocks.
     pub thinking_template: bool,
@@ -98,6 +100,10 @@ pub enum EngineError {
     Template(String),
     #[error("the prompt needs {need} tokens but the context holds {have}")]
     ContextTooSmall { need: u32, have: u32 },
+    #[error("the grammar is not valid GBNF: {0}")]
+    Grammar(String),
+    #[error("no free sequence slot (all {0} are busy)")]
+    NoFreeSlot(u32),
     #[error("no room in the KV cache for the batch")]
     NoKvSlot,
     #[error("llama.cpp decode failed: {0}")]
@@ -119,16 +125,60 @@ impl EngineError {
             EngineError::ContextTooSmall { .. }
                 | EngineError::NoTemplate(_)
                 | EngineError::Template(_)
+                | EngineError::Grammar(_)
+        )
+    }
+
+    /// Errors that a smaller configuration (fewer sequences, a smaller context, fewer loaded
+    /// models) may avoid: the fallback ladder's cue.
+    pub fn is_memory(&self) -> bool {
+        matches!(
+            self,
+            EngineError::LoadFailed { .. }
+                | EngineError::ContextFailed { .. }
+                | EngineError::NoKvSlot
         )
     }
 }
 
-/// An inference engine. One model is current at a time in this version; the engine keeps it
-/// loaded across jobs and reloads only when a job names another model.
+/// How a context is laid out: tokens of context per sequence, and sequences decoded together
+/// (the batch size B).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Context per sequence (capped at the model's training context).
+    pub n_ctx: u32,
+    /// Sequences decoded together, each in its own slot.
+    pub n_seq: u32,
+}
+
+/// A sequence to start in a free slot.
+#[derive(Debug, Clone)]
+pub struct SeqRequest {
+    /// The caller's name for the sequence; [`SeqDone`] and [`Engine::abort`] use it.
+    pub tag: u64,
+    /// The rendered prompt.
+    pub prompt: String,
+    pub sampling: Sampling,
+    /// A GBNF grammar the output must follow (root rule `root`).
+    pub grammar: Option<String>,
+}
+
+/// A sequence that ended, with its generation or why it failed.
+#[derive(Debug)]
+pub struct SeqDone {
+    pub tag: u64,
+    pub result: Result<Generation, EngineError>,
+}
+
+/// An inference engine: one current model with a context of [`Shape`] in which up to `n_seq`
+/// sequences decode together (continuous batching). The caller starts sequences in free slots
+/// ([`Engine::start`]) and calls [`Engine::step`]: one decode call of at most `n_batch` tokens
+/// that carries one generated token of every decoding sequence and, with the room left, pieces
+/// of newcomers' prompts. A sequence that ends frees its slot at once.
 pub trait Engine: Send {
-    /// Make `model` the current model, loading it if needed, with a context of `n_ctx` tokens
-    /// (capped at what the model was trained for).
-    fn load(&mut self, model: &ModelRef, n_ctx: u32) -> Result<ModelInfo, EngineError>;
+    /// Make `model` the current model, loading it if needed, with a context of `shape`. A new
+    /// shape (or model) drops the sequences in flight: call it when none are.
+    fn load(&mut self, model: &ModelRef, shape: Shape) -> Result<ModelInfo, EngineError>;
 
     /// Tokens of plain text (no special tokens parsed, none added).
     fn tokenize(&mut self, text: &str) -> Result<Vec<u32>, EngineError>;
@@ -143,18 +193,59 @@ pub trait Engine: Send {
     /// Count the tokens of a rendered prompt (special tokens parsed, BOS as the model wants).
     fn prompt_tokens(&mut self, prompt: &str) -> Result<u32, EngineError>;
 
-    /// Generate from a rendered prompt. `control` is asked before each decode step and may
-    /// stop the generation ([`EngineError::Interrupted`]).
-    fn generate(
-        &mut self,
-        prompt: &str,
-        sampling: &Sampling,
-        control: &mut dyn FnMut() -> Control,
-    ) -> Result<Generation, EngineError>;
+    /// Start a sequence in a free slot. Errors concern this sequence only (its prompt does not
+    /// fit, its grammar is invalid, no slot is free).
+    fn start(&mut self, request: SeqRequest) -> Result<(), EngineError>;
+
+    /// One decode call; returns the sequences that ended in it. An error concerns the whole
+    /// batch: every sequence in flight is dropped (start them again, perhaps smaller).
+    fn step(&mut self) -> Result<Vec<SeqDone>, EngineError>;
+
+    /// Drop a sequence in flight (cancelled, timed out, shutting down); its slot is free at
+    /// once. Unknown tags are ignored.
+    fn abort(&mut self, tag: u64);
+
+    /// Sequences in flight.
+    fn active(&self) -> usize;
+
+    /// Slots free for [`Engine::start`].
+    fn free_slots(&self) -> usize;
 
     /// Unload the current model (idle, or to free memory).
     fn unload(&mut self);
 
     /// The loaded model, if any.
     fn loaded(&self) -> Option<&ModelRef>;
+
+    /// Generate one sequence alone, from start to end: the B=1 path for tools and examples.
+    /// `control` is asked before each decode step and may stop it. Other sequences must not be
+    /// in flight.
+    fn generate(
+        &mut self,
+        prompt: &str,
+        sampling: &Sampling,
+        control: &mut dyn FnMut() -> Control,
+    ) -> Result<Generation, EngineError> {
+        const TAG: u64 = u64::MAX;
+        if self.active() > 0 {
+            return Err(EngineError::Decode(
+                "generate() needs an idle engine; sequences are in flight".into(),
+            ));
+        }
+        self.start(SeqRequest {
+            tag: TAG,
+            prompt: prompt.to_string(),
+            sampling: sampling.clone(),
+            grammar: None,
+        })?;
+        loop {
+            if let Control::Stop(why) = control() {
+                self.abort(TAG);
+                return Err(EngineError::Interrupted(why));
+            }
+            if let Some(done) = self.step()?.into_iter().find(|d| d.tag == TAG) {
+                return done.result;
+            }
+        }
+    }
 }

@@ -320,32 +320,55 @@ impl Store {
         Ok(moved)
     }
 
-    /// Claim the next runnable job: highest priority, then oldest. It becomes Running with a
-    /// lease; chunks already checkpointed count as done.
+    /// Claim the next ready job (highest priority, then oldest).
     pub fn claim(&self, now: Millis, lease_ms: u64) -> Result<Option<Job>> {
+        self.claim_matching(now, lease_ms, usize::MAX, &|_| true)
+    }
+
+    /// Claim the first of the next `scan` ready jobs whose spec satisfies `wanted` (the
+    /// worker fills a batch with jobs for the model it holds). Jobs passed over stay ready.
+    pub fn claim_matching(
+        &self,
+        now: Millis,
+        lease_ms: u64,
+        scan: usize,
+        wanted: &dyn Fn(&crate::job::JobSpec) -> bool,
+    ) -> Result<Option<Job>> {
         self.promote_due(now)?;
-        loop {
-            let Some(first) = self.tree(t::READY).first()? else {
+        let mut after: Option<Vec<u8>> = None;
+        let mut seen = 0usize;
+        while seen < scan {
+            let next = match &after {
+                None => self.tree(t::READY).first()?,
+                Some(k) => self.tree(t::READY).get_gt(k)?,
+            };
+            let Some((key, _)) = next else {
                 return Ok(None);
             };
-            let Some(id) = keys::ready_job(&first.0) else {
-                self.tree(t::READY).remove(&first.0)?;
+            after = Some(key.to_vec());
+            seen += 1;
+            let Some(id) = keys::ready_job(&key) else {
+                self.tree(t::READY).remove(&key)?;
                 continue;
             };
+            match self.job(id)? {
+                Some(job) if job.state == JobState::Queued && !wanted(&job.spec) => continue,
+                _ => {}
+            }
             let done = self.checkpoint_count(id)?;
             let claimed = self.transact(|tx| {
-                if tx.0[t::READY].get(&first.0)?.is_none() {
+                if tx.0[t::READY].get(&key)?.is_none() {
                     return Ok(None); // taken away meanwhile (cancelled): look again
                 }
                 let Some(mut job) = tx.job(id)? else {
-                    tx.0[t::READY].remove(&first.0)?;
+                    tx.0[t::READY].remove(&key)?;
                     return Ok(None);
                 };
                 if job.state != JobState::Queued {
                     // A stale index entry (cannot happen with transactions, but a worker must
                     // not stop over one): drop it and look again.
                     tracing::warn!(job = %id, state = %job.state.kind(), "dropping a stale ready entry");
-                    tx.0[t::READY].remove(&first.0)?;
+                    tx.0[t::READY].remove(&key)?;
                     return Ok(None);
                 }
                 let attempt = job.attempts + 1;
@@ -369,6 +392,7 @@ impl Store {
                 return Ok(Some(job));
             }
         }
+        Ok(None)
     }
 
     /// Record the number of chunks the document was split into.

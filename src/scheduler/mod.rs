@@ -1,29 +1,71 @@
 //! The worker loop, as a short list of named steps (see [`Worker::run`]). It runs on its own OS
 //! thread (inference blocks; a llama context is not `Sync`) and talks to the socket server only
 //! through the store, a [`Signals`] value and the shared [`LiveStatus`].
+//!
+//! Continuous batching: up to `parallel` sequences decode together in one context. They come
+//! from different jobs or from different chunks of one long document; a finished sequence's slot
+//! takes the next step at once. One batch shares one model: while steps are in flight, only jobs
+//! for the loaded model are claimed. Each job's bookkeeping is a [`jobrun::JobRun`].
 
-pub mod runner;
+mod batch;
+pub mod jobrun;
 mod signals;
 
 pub use signals::{Shutdown, Signals};
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::engine::{Engine, Interrupt};
-use crate::job::{JobId, JobState, Millis};
+use crate::engine::{Engine, EngineError, Interrupt, SeqDone, Shape};
+use crate::job::{Job, JobId, JobState, Millis};
 use crate::queue::{Store, StoreError};
-use runner::{run_job, RunEnv, RunError, RunSettings};
+use batch::Batch;
+use jobrun::{chunk_texts, Ended, JobRun, Next};
+
+/// Settings of the loop that come from the configuration, not from the jobs.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Context per sequence asked of the engine (capped at the model's training context).
+    pub n_ctx: u32,
+    /// Sequences decoded together (B). Halved for the rest of the run when a batch does not
+    /// fit in memory.
+    pub parallel: u32,
+    /// Longest a single step (chunk or reduce prompt) may take.
+    pub chunk_timeout: Duration,
+    /// How long a lease lasts without a heartbeat.
+    pub lease: Duration,
+    /// Tokens kept free in the context beside prompt and answer (tokenization of a chunk's
+    /// text can differ slightly from the count of its window).
+    pub margin: u32,
+    /// How many ready jobs to look through for one that uses the batch's model.
+    pub claim_scan: usize,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        RunSettings {
+            n_ctx: 4096,
+            parallel: 1,
+            chunk_timeout: Duration::from_secs(600),
+            lease: Duration::from_secs(60),
+            margin: 32,
+            claim_scan: 256,
+        }
+    }
+}
 
 /// What the worker is doing, for `status`. Shared with the socket server.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct LiveStatus {
     pub pid: u32,
     pub started: Millis,
-    /// The job being run, with its progress.
-    pub current: Option<CurrentJob>,
+    /// Jobs in the batch, with their progress, in the order they were claimed.
+    pub running: Vec<CurrentJob>,
     /// The model the engine holds.
     pub loaded_model: Option<String>,
+    /// Sequences the batch decodes together now (B), and how many are in flight.
+    pub parallel: u32,
+    pub in_flight: u32,
     /// Jobs finished (any outcome) since the worker started.
     pub finished: u64,
     /// What the loop is waiting for, when it is not running a job.
@@ -61,6 +103,17 @@ pub enum Exit {
     Drained { delayed: usize },
 }
 
+/// Why a job in the batch stops before its result.
+#[derive(Debug)]
+enum Stop {
+    Engine(EngineError),
+    /// A step ran past the time limit.
+    Timeout {
+        step: u32,
+        limit: Duration,
+    },
+}
+
 fn jitter(id: JobId, now: Millis) -> f64 {
     let x = (id.0 ^ now).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (x >> 11) as f64 / (1u64 << 53) as f64
@@ -70,13 +123,19 @@ impl Worker {
     /// The loop:
     /// 1. **recover** — jobs left Running by a dead worker go back to the queue (their
     ///    finished chunks stay, so they resume).
-    /// 2. **stop?** — on shutdown, leave.
-    /// 3. **paused?** — while paused, wait for a wake-up.
-    /// 4. **claim** — the next ready job (promoting delayed jobs that came due); with none,
-    ///    drain-exit or sleep until woken or the next delayed job is due.
-    /// 5. **run** — chunk, generate, checkpoint each chunk.
-    /// 6. **record** — Succeeded with its result, Failed/Dead with backoff, Cancelled, or
-    ///    back to Queued on shutdown; each flushed before the loop moves on.
+    /// 2. **stop?** — on shutdown, release the jobs in the batch (they resume after their last
+    ///    finished chunk) and leave.
+    /// 3. **steer** — cancel requests and step time limits of the jobs in the batch.
+    /// 4. **fill** — every free slot gets a step: first from jobs in the batch (their next
+    ///    chunk or reduce prompt), then from newly claimed jobs for the loaded model (unless
+    ///    paused).
+    /// 5. **idle?** — with nothing in the batch: drain-exit, or sleep until woken or the next
+    ///    delayed job is due.
+    /// 6. **step** — one decode call for the whole batch; a batch that does not fit in memory
+    ///    halves B and starts its steps again.
+    /// 7. **record** — checkpoint each finished chunk; record each job that ended (Succeeded,
+    ///    Failed/Dead with backoff, Cancelled), flushed before the loop moves on.
+    /// 8. **heartbeat** — renew the leases of the jobs in the batch.
     pub fn run(mut self) -> Result<Exit, StoreError> {
         let now = self.now;
         let recovered = self.store.recover(now())?;
@@ -86,119 +145,421 @@ impl Worker {
                 "recovered jobs left running by a dead worker"
             );
         }
+        let mut b = Batch::new(self.settings.parallel.max(1));
+        let mut last_beat = Instant::now();
         loop {
             if self.signals.shutdown.is_triggered() {
+                self.release_all(&mut b)?;
+                self.publish(&b);
                 return Ok(Exit::Shutdown);
             }
-            if self.store.paused()? {
-                self.set_waiting(Some("paused".into()));
-                self.signals.wait(None);
+            self.steer(&mut b)?;
+            self.fill(&mut b)?;
+            self.publish(&b);
+            if b.runs.is_empty() {
+                if let Some(exit) = self.idle()? {
+                    return Ok(exit);
+                }
                 continue;
             }
-            let lease_ms = self.settings.lease.as_millis() as u64;
-            let Some(job) = self.store.claim(now(), lease_ms)? else {
-                let next_due = self.store.next_due()?;
-                if self.drain {
-                    let delayed = self.store.delayed_count()?;
-                    return Ok(Exit::Drained { delayed });
+            if self.engine.active() == 0 {
+                // Jobs without a step to run and none in flight: cannot happen, but never spin.
+                for run in std::mem::take(&mut b.runs) {
+                    let e = EngineError::Decode("internal: the job had no step to run".into());
+                    self.record_stop(&mut b, run, Stop::Engine(e))?;
                 }
-                let wait = next_due.map(|due| Duration::from_millis(due.saturating_sub(now()) + 5));
-                self.set_waiting(Some("idle: nothing queued".into()));
-                self.signals.wait(wait);
                 continue;
-            };
-            self.set_waiting(None);
-            self.run_one(job.clone())?;
+            }
+            match self.engine.step() {
+                Ok(done) => {
+                    for d in done {
+                        self.record(&mut b, d)?;
+                    }
+                }
+                Err(e) => self.batch_failed(&mut b, e)?,
+            }
+            if last_beat.elapsed() > self.settings.lease / 4 {
+                last_beat = Instant::now();
+                self.heartbeat(&b);
+            }
         }
+    }
+
+    /// Nothing in the batch: `Some` to leave (drained), else wait for work.
+    fn idle(&mut self) -> Result<Option<Exit>, StoreError> {
+        if self.store.paused()? {
+            self.set_waiting(Some("paused".into()));
+            self.signals.wait(None);
+            return Ok(None);
+        }
+        let next_due = self.store.next_due()?;
+        if self.drain {
+            let delayed = self.store.delayed_count()?;
+            return Ok(Some(Exit::Drained { delayed }));
+        }
+        let now = (self.now)();
+        let wait = next_due.map(|due| Duration::from_millis(due.saturating_sub(now) + 5));
+        self.set_waiting(Some("idle: nothing queued".into()));
+        self.signals.wait(wait);
+        Ok(None)
     }
 
     fn set_waiting(&self, why: Option<String>) {
         self.status.lock().unwrap().waiting = why;
     }
 
-    fn run_one(&mut self, job: crate::job::Job) -> Result<(), StoreError> {
-        let now = self.now;
-        let id = job.id;
-        tracing::info!(job = %id, custom_id = %job.spec.custom_id, "running");
-        self.status.lock().unwrap().current = Some(CurrentJob {
-            id,
-            custom_id: job.spec.custom_id.clone(),
-            started: now(),
-            chunks_done: 0,
-            chunks_total: 0,
-        });
-        let signals = self.signals.clone();
-        let stop = move || {
-            if signals.shutdown.is_triggered() {
-                Some(Interrupt::Shutdown)
-            } else if signals.is_cancelled(id) {
-                Some(Interrupt::Cancelled)
-            } else {
-                None
-            }
-        };
-        let status = self.status.clone();
-        let model_name = job.spec.model.name.clone();
-        // Called once the model is loaded and the document planned, then after each chunk.
-        let progress = move |done: u32, total: u32| {
-            let mut st = status.lock().unwrap();
-            st.loaded_model = Some(model_name.clone());
-            if let Some(c) = st.current.as_mut() {
-                c.chunks_done = done;
-                c.chunks_total = total;
-            }
-        };
-        let env = RunEnv {
-            store: &self.store,
-            settings: &self.settings,
-            now: &now,
-            stop: &stop,
-            progress: &progress,
-        };
-        let outcome = run_job(&env, self.engine.as_mut(), &job);
-        {
-            let mut st = self.status.lock().unwrap();
-            st.current = None;
-            st.loaded_model = self.engine.loaded().map(|m| m.name.clone());
+    /// Show the batch in [`LiveStatus`].
+    fn publish(&self, b: &Batch) {
+        let mut st = self.status.lock().unwrap();
+        st.running = b
+            .runs
+            .iter()
+            .map(|r| CurrentJob {
+                id: r.job.id,
+                custom_id: r.job.spec.custom_id.clone(),
+                started: match r.job.state {
+                    JobState::Running { started, .. } => started,
+                    _ => 0,
+                },
+                chunks_done: r.done.len() as u32,
+                chunks_total: r.total,
+            })
+            .collect();
+        st.loaded_model = self.engine.loaded().map(|m| m.name.clone());
+        st.parallel = b.n_seq;
+        st.in_flight = self.engine.active() as u32;
+        if !b.runs.is_empty() {
+            st.waiting = None;
         }
-        match outcome {
-            Ok(result) => {
-                self.store.complete(id, &result, now())?;
-                tracing::info!(job = %id, "succeeded");
+    }
+
+    fn lease_ms(&self) -> u64 {
+        self.settings.lease.as_millis() as u64
+    }
+
+    fn heartbeat(&self, b: &Batch) {
+        for run in &b.runs {
+            if let Err(e) = self
+                .store
+                .heartbeat(run.job.id, (self.now)(), self.lease_ms())
+            {
+                tracing::warn!(job = %run.job.id, "heartbeat failed: {e}");
             }
-            Err(e) => match e.interrupt() {
-                Some(Interrupt::Shutdown) => {
-                    self.store.release(
-                        id,
-                        now(),
-                        "worker shutting down; resumes after its last finished chunk",
-                    )?;
-                    tracing::info!(job = %id, "released for shutdown");
-                    return Ok(());
+        }
+    }
+
+    /// Cancel requests and step time limits.
+    fn steer(&mut self, b: &mut Batch) -> Result<(), StoreError> {
+        let mut i = 0;
+        while i < b.runs.len() {
+            let run = &b.runs[i];
+            let limit = self.settings.chunk_timeout;
+            let stop = if self.signals.is_cancelled(run.job.id) {
+                Some(Stop::Engine(EngineError::Interrupted(Interrupt::Cancelled)))
+            } else {
+                run.in_flight()
+                    .find(|(_, at)| at.elapsed() > limit)
+                    .map(|(step, _)| Stop::Timeout { step, limit })
+            };
+            match stop {
+                Some(stop) => {
+                    let run = b.runs.remove(i);
+                    self.record_stop(b, run, stop)?;
                 }
-                Some(Interrupt::Cancelled) => {
-                    self.store.cancel(id, now())?;
-                    self.signals.forget_cancel(id);
-                    tracing::info!(job = %id, "cancelled");
+                None => i += 1,
+            }
+        }
+        Ok(())
+    }
+
+    /// Is there a slot for another step? (With no model loaded, a claim will load one.)
+    fn has_room(&self) -> bool {
+        self.engine.loaded().is_none() || self.engine.free_slots() > 0
+    }
+
+    /// Give every free slot a step: from the jobs in the batch, then from newly claimed jobs.
+    fn fill(&mut self, b: &mut Batch) -> Result<(), StoreError> {
+        loop {
+            self.feed_runs(b)?;
+            if !self.has_room() || self.signals.shutdown.is_triggered() || self.store.paused()? {
+                return Ok(());
+            }
+            let Some(job) = self.claim(b)? else {
+                return Ok(());
+            };
+            self.prepare(b, job)?;
+        }
+    }
+
+    /// Start the next steps of the jobs in the batch while slots are free; record the jobs
+    /// that turn out to be done.
+    fn feed_runs(&mut self, b: &mut Batch) -> Result<(), StoreError> {
+        let mut i = 0;
+        while i < b.runs.len() {
+            if !self.has_room() {
+                // Done jobs need no slot: record them even when the batch is full.
+                if let Some(result) = b.runs[i].try_finish() {
+                    let run = b.runs.remove(i);
+                    self.record_success(run, *result)?;
+                    continue;
                 }
-                _ => {
-                    let permanent = match e {
-                        // The store itself failed: stop the worker rather than run blind.
-                        RunError::Store(se) => return Err(se),
-                        RunError::Engine(ref ee) => ee.is_permanent(),
-                    };
-                    let msg = e.to_string();
-                    match self
-                        .store
-                        .fail(id, &msg, permanent, now(), jitter(id, now()))?
-                    {
-                        JobState::Dead { .. } => tracing::warn!(job = %id, "dead: {msg}"),
-                        _ => tracing::warn!(job = %id, "failed, will retry: {msg}"),
+                i += 1;
+                continue;
+            }
+            match b.runs[i].next(self.engine.as_mut()) {
+                Ok(Next::Work(w)) => {
+                    let id = b.runs[i].job.id;
+                    let request = b.request(id, w);
+                    let tag = request.tag;
+                    let step = b.tags[&tag].1;
+                    match self.engine.start(request) {
+                        Ok(()) => tracing::debug!(job = %id, step, tag, "step started"),
+                        Err(e) => {
+                            b.tags.remove(&tag);
+                            let run = b.runs.remove(i);
+                            self.record_stop(b, run, Stop::Engine(e))?;
+                        }
                     }
                 }
+                Ok(Next::Busy) => i += 1,
+                Ok(Next::Done(result)) => {
+                    let run = b.runs.remove(i);
+                    self.record_success(run, *result)?;
+                }
+                Err(e) => {
+                    let run = b.runs.remove(i);
+                    self.record_stop(b, run, Stop::Engine(e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next ready job: any, if the batch is empty, else one for the batch's model.
+    fn claim(&mut self, b: &Batch) -> Result<Option<Job>, StoreError> {
+        let (now, lease) = ((self.now)(), self.lease_ms());
+        match b.runs.first().map(|r| r.job.spec.model.clone()) {
+            None => self.store.claim(now, lease),
+            Some(model) => {
+                self.store
+                    .claim_matching(now, lease, self.settings.claim_scan, &|spec| {
+                        spec.model == model
+                    })
+            }
+        }
+    }
+
+    /// Load the job's model, split its document, and add it to the batch.
+    fn prepare(&mut self, b: &mut Batch, job: Job) -> Result<(), StoreError> {
+        let (now, lease) = ((self.now)(), self.lease_ms());
+        let id = job.id;
+        tracing::info!(job = %id, custom_id = %job.spec.custom_id, "running");
+        let info = loop {
+            let shape = Shape {
+                n_ctx: self.settings.n_ctx,
+                n_seq: b.n_seq,
+            };
+            match self.engine.load(&job.spec.model, shape) {
+                Ok(info) => break info,
+                Err(e) if e.is_memory() && b.n_seq > 1 && b.runs.is_empty() => {
+                    b.n_seq = (b.n_seq / 2).max(1);
+                    tracing::warn!(parallel = b.n_seq, "{e}; trying fewer sequences");
+                }
+                Err(e) => {
+                    return self.fail_claimed(job, Stop::Engine(e));
+                }
+            }
+        };
+        let text = self.store.document(id)?;
+        let chunks = match chunk_texts(
+            self.engine.as_mut(),
+            &job,
+            &info,
+            self.settings.margin,
+            &text,
+        ) {
+            Ok(c) => c,
+            Err(e) => return self.fail_claimed(job, Stop::Engine(e)),
+        };
+        let total = chunks.len() as u32;
+        self.store.set_plan(id, total, now, lease)?;
+        let mut done = self.store.checkpoints(id)?;
+        if done
+            .values()
+            .any(|c| c.n_ctx != info.n_ctx || c.chunks_total != total)
+        {
+            // Checkpoints of another plan (the worker's context size changed): their chunks
+            // do not line up with these, so start the document over.
+            self.store.discard_checkpoints(
+                id,
+                now,
+                "the chunk plan changed (another context size); starting over",
+            )?;
+            done.clear();
+        }
+        b.runs.push(JobRun::new(
+            job,
+            info,
+            self.settings.margin,
+            now,
+            chunks,
+            done,
+        ));
+        Ok(())
+    }
+
+    /// A claimed job that never joined the batch stops.
+    fn fail_claimed(&mut self, job: Job, stop: Stop) -> Result<(), StoreError> {
+        let run = JobRun::new(
+            job,
+            crate::engine::ModelInfo {
+                n_ctx: 0,
+                n_seq: 0,
+                n_ctx_train: 0,
+                thinking_template: false,
+                size_bytes: 0,
             },
+            0,
+            0,
+            Vec::new(),
+            Default::default(),
+        );
+        let mut none = Batch::new(1);
+        self.record_stop(&mut none, run, stop)
+    }
+
+    /// A sequence ended.
+    fn record(&mut self, b: &mut Batch, done: SeqDone) -> Result<(), StoreError> {
+        let Some((id, step)) = b.tags.remove(&done.tag) else {
+            return Ok(()); // a sequence of a job that already stopped
+        };
+        tracing::debug!(job = %id, step, tag = done.tag, "step ended");
+        let Some(i) = b.runs.iter().position(|r| r.job.id == id) else {
+            return Ok(());
+        };
+        let ended = done
+            .result
+            .and_then(|g| b.runs[i].ended(self.engine.as_mut(), step, g));
+        match ended {
+            Ok(Ended::Chunk(chunk, output)) => {
+                let (now, lease) = ((self.now)(), self.lease_ms());
+                self.store.save_checkpoint(id, chunk, &output, now, lease)?;
+            }
+            Ok(Ended::Reduce) => {}
+            Err(e) => {
+                let run = b.runs.remove(i);
+                return self.record_stop(b, run, Stop::Engine(e));
+            }
+        }
+        if let Some(result) = b.runs[i].try_finish() {
+            let run = b.runs.remove(i);
+            self.record_success(run, *result)?;
+        }
+        Ok(())
+    }
+
+    fn record_success(
+        &mut self,
+        run: JobRun,
+        mut result: crate::job::JobResult,
+    ) -> Result<(), StoreError> {
+        let now = (self.now)();
+        result.finished = now;
+        self.store.complete(run.job.id, &result, now)?;
+        tracing::info!(job = %run.job.id, "succeeded");
+        self.status.lock().unwrap().finished += 1;
+        Ok(())
+    }
+
+    /// Drop the job's sequences in flight.
+    fn abort_steps(&mut self, b: &mut Batch, id: JobId) {
+        for tag in b.tags_of(id) {
+            self.engine.abort(tag);
+            b.tags.remove(&tag);
+        }
+    }
+
+    /// A job leaves the batch without a result: cancelled, failed, or released for shutdown.
+    fn record_stop(&mut self, b: &mut Batch, run: JobRun, stop: Stop) -> Result<(), StoreError> {
+        let id = run.job.id;
+        let now = (self.now)();
+        self.abort_steps(b, id);
+        let e = match stop {
+            Stop::Engine(EngineError::Interrupted(Interrupt::Shutdown)) => {
+                self.store.release(
+                    id,
+                    now,
+                    "worker shutting down; resumes after its last finished chunk",
+                )?;
+                tracing::info!(job = %id, "released for shutdown");
+                return Ok(());
+            }
+            Stop::Engine(EngineError::Interrupted(Interrupt::Cancelled)) => {
+                self.store.cancel(id, now)?;
+                self.signals.forget_cancel(id);
+                tracing::info!(job = %id, "cancelled");
+                self.status.lock().unwrap().finished += 1;
+                return Ok(());
+            }
+            Stop::Timeout { step, limit } => EngineError::Decode(format!(
+                "step {} ran past its time limit of {} s",
+                step + 1,
+                limit.as_secs()
+            )),
+            Stop::Engine(e) => e,
+        };
+        let msg = e.to_string();
+        match self
+            .store
+            .fail(id, &msg, e.is_permanent(), now, jitter(id, now))?
+        {
+            JobState::Dead { .. } => tracing::warn!(job = %id, "dead: {msg}"),
+            _ => tracing::warn!(job = %id, "failed, will retry: {msg}"),
         }
         self.status.lock().unwrap().finished += 1;
+        Ok(())
+    }
+
+    /// Shutdown: every job in the batch goes back to the queue.
+    fn release_all(&mut self, b: &mut Batch) -> Result<(), StoreError> {
+        for run in std::mem::take(&mut b.runs) {
+            self.record_stop(
+                b,
+                run,
+                Stop::Engine(EngineError::Interrupted(Interrupt::Shutdown)),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The whole batch failed in a decode. For lack of memory: halve B and start the steps
+    /// again; otherwise (or already at B = 1) every job in it fails (and retries later).
+    fn batch_failed(&mut self, b: &mut Batch, e: EngineError) -> Result<(), StoreError> {
+        b.tags.clear();
+        if e.is_memory() && b.n_seq > 1 {
+            b.n_seq = (b.n_seq / 2).max(1);
+            tracing::warn!(parallel = b.n_seq, "{e}; decoding fewer sequences together");
+            for run in &mut b.runs {
+                run.drop_all();
+            }
+            if let Some(model) = b.runs.first().map(|r| r.job.spec.model.clone()) {
+                let shape = Shape {
+                    n_ctx: self.settings.n_ctx,
+                    n_seq: b.n_seq,
+                };
+                if let Err(e) = self.engine.load(&model, shape) {
+                    for run in std::mem::take(&mut b.runs) {
+                        let e = EngineError::Decode(e.to_string());
+                        self.record_stop(b, run, Stop::Engine(e))?;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        for run in std::mem::take(&mut b.runs) {
+            let e = EngineError::Decode(e.to_string());
+            self.record_stop(b, run, Stop::Engine(e))?;
+        }
         Ok(())
     }
 }

@@ -4,10 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::runner::{run_job, RunEnv, RunSettings};
-use super::{Exit, LiveStatus, Signals, Worker};
-use crate::engine::fake::FakeEngine;
-use crate::engine::Interrupt;
+use super::{Exit, LiveStatus, RunSettings, Signals, Worker};
+use crate::engine::fake::{FakeEngine, FakeLog};
 use crate::job::{GenParams, JobId, JobSpec, JobState, ModelRef, StateKind, Task};
 use crate::queue::test_support::temp_store;
 use crate::queue::{NewJob, Store};
@@ -73,10 +71,21 @@ fn worker(
     drain: bool,
     signals: &Signals,
 ) -> Worker {
+    worker_with(store, engine, settings(1000), now, drain, signals)
+}
+
+fn worker_with(
+    store: &Arc<Store>,
+    engine: FakeEngine,
+    settings: RunSettings,
+    now: fn() -> u64,
+    drain: bool,
+    signals: &Signals,
+) -> Worker {
     Worker {
         store: store.clone(),
         engine: Box::new(engine),
-        settings: settings(1000),
+        settings,
         drain,
         signals: signals.clone(),
         status: Arc::new(Mutex::new(LiveStatus::default())),
@@ -84,79 +93,180 @@ fn worker(
     }
 }
 
-fn run(
-    store: &Store,
-    engine: &mut FakeEngine,
+/// Drain the queue with a fake engine of context `n_ctx` decoding `parallel` sequences
+/// together; `on_step` may stop the worker. Returns how it ended and what the engine saw.
+fn drain(
+    store: &Arc<Store>,
     n_ctx: u32,
-    stop: &dyn Fn() -> Option<Interrupt>,
-) -> Result<crate::job::JobResult, super::runner::RunError> {
-    let job = store.claim(now(), 60_000).unwrap().expect("a job to claim");
-    let s = settings(n_ctx);
-    let env = RunEnv {
-        store,
-        settings: &s,
-        now: &now,
-        stop,
-        progress: &|_, _| {},
+    parallel: u32,
+    on_step: Option<Box<dyn FnMut(u64, &Signals) + Send>>,
+) -> (Exit, FakeLog) {
+    let signals = Signals::default();
+    let mut engine = FakeEngine::new(n_ctx);
+    let log = engine.log.clone();
+    if let Some(mut hook) = on_step {
+        let s = signals.clone();
+        engine.on_step = Some(Box::new(move |n| hook(n, &s)));
+    }
+    let settings = RunSettings {
+        parallel,
+        ..settings(n_ctx)
     };
-    run_job(&env, engine, &job)
+    let exit = worker_with(store, engine, settings, now, true, &signals)
+        .run()
+        .unwrap();
+    let log = std::mem::take(&mut *log.lock().unwrap());
+    (exit, log)
+}
+
+/// A step hook that shuts the worker down once job `id` has `n` checkpoints.
+fn stop_after_checkpoints(
+    store: &Arc<Store>,
+    id: JobId,
+    n: usize,
+) -> Box<dyn FnMut(u64, &Signals) + Send> {
+    let store = store.clone();
+    Box::new(move |_, s: &Signals| {
+        if store.checkpoints(id).unwrap().len() >= n {
+            s.stop()
+        }
+    })
 }
 
 #[test]
 fn a_long_document_is_chunked_checkpointed_and_reduced() {
-    let (_d, store) = temp_store();
-    let text = "abcdefghij".repeat(60); // 600 "tokens" for the fake
-    let id = enqueue(&store, "long", &text, Task::Summarize, "m.gguf");
-    let mut engine = FakeEngine::new(400);
-    let result = run(&store, &mut engine, 400, &|| None).unwrap();
-    assert!(result.chunks >= 3, "{result:?}");
-    assert!(result.reduced);
-    // One generation per chunk, then at least one reduce.
-    assert!(engine.prompts.len() > result.chunks as usize);
-    assert!(engine.prompts.last().unwrap().contains("Combine them"));
-    store.complete(id, &result, now()).unwrap();
-    assert!(
-        store.checkpoints(id).unwrap().is_empty(),
-        "checkpoints go with success"
-    );
-    let events = store.events(id).unwrap();
-    let chunk_events = events.iter().filter(|e| e.chunk.is_some()).count();
-    assert_eq!(chunk_events, result.chunks as usize);
+    for parallel in [1, 4] {
+        let (_d, store) = temp_store();
+        let store = Arc::new(store);
+        let text = "abcdefghij".repeat(60); // 600 "tokens" for the fake
+        let id = enqueue(&store, "long", &text, Task::Summarize, "m.gguf");
+        let (exit, log) = drain(&store, 400, parallel, None);
+        assert_eq!(exit, Exit::Drained { delayed: 0 });
+        let result = store.result(id).unwrap().expect("a result");
+        assert!(result.chunks >= 3, "{result:?}");
+        assert!(result.reduced);
+        // One generation per chunk, then at least one reduce.
+        assert!(log.prompts.len() > result.chunks as usize);
+        assert!(log.prompts.last().unwrap().contains("Combine them"));
+        assert_eq!(
+            log.max_in_flight,
+            (parallel as usize).min(result.chunks as usize),
+            "chunks of one document decode together"
+        );
+        assert!(
+            store.checkpoints(id).unwrap().is_empty(),
+            "checkpoints go with success"
+        );
+        let events = store.events(id).unwrap();
+        let chunk_events = events.iter().filter(|e| e.chunk.is_some()).count();
+        assert_eq!(chunk_events, result.chunks as usize);
+    }
+}
+
+#[test]
+fn batched_results_equal_one_at_a_time_results() {
+    let answers = |parallel: u32| {
+        let (_d, store) = temp_store();
+        let store = Arc::new(store);
+        let ids: Vec<JobId> = (0..7)
+            .map(|i| {
+                let text = format!("document {i} ").repeat(20 + 13 * i);
+                enqueue(&store, &format!("d{i}"), &text, Task::Summarize, "m.gguf")
+            })
+            .collect();
+        let (_, log) = drain(&store, 300, parallel, None);
+        let answers: Vec<String> = ids
+            .iter()
+            .map(|&id| {
+                store
+                    .result(id)
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("{:?}", store.job(id).unwrap()))
+                    .answer
+            })
+            .collect();
+        (answers, log)
+    };
+    let (one, log1) = answers(1);
+    let (four, log4) = answers(4);
+    assert_eq!(one, four);
+    assert_eq!(log1.max_in_flight, 1);
+    assert_eq!(log4.max_in_flight, 4);
+    // A finished sequence's slot is taken at once: some step runs a sequence that was not in
+    // the step before while another sequence of that step goes on.
+    let reused = log4.steps.windows(2).any(|w| {
+        let (before, after) = (&w[0], &w[1]);
+        after.iter().any(|t| !before.contains(t)) && after.iter().any(|t| before.contains(t))
+    });
+    assert!(reused, "no slot was refilled while others decoded");
 }
 
 #[test]
 fn a_resumed_job_does_not_run_finished_chunks_again() {
     let (_d, store) = temp_store();
+    let store = Arc::new(store);
     // Not periodic, so that no two chunks have the same prompt.
     let text: String = (0..600u32)
         .map(|i| char::from(b'a' + ((i * 7 + i / 13) % 26) as u8))
         .collect();
     let id = enqueue(&store, "long", &text, Task::Keywords, "m.gguf");
-    // First attempt: stop after two chunks, as a shutdown would.
-    let mut engine = FakeEngine::new(300);
-    let calls = std::cell::Cell::new(0);
-    let stop = || {
-        calls.set(calls.get() + 1);
-        // The fake asks once per generated character; 20 per chunk.
-        (calls.get() > 45).then_some(Interrupt::Shutdown)
-    };
-    let err = run(&store, &mut engine, 300, &stop).unwrap_err();
-    assert_eq!(err.interrupt(), Some(Interrupt::Shutdown));
-    let done = store.checkpoints(id).unwrap();
-    assert_eq!(done.len(), 2);
-    store.release(id, now(), "shutdown").unwrap();
+    // First attempt: shut down once two chunks are checkpointed.
+    let (exit, first) = drain(&store, 300, 1, Some(stop_after_checkpoints(&store, id, 2)));
+    assert_eq!(exit, Exit::Shutdown);
+    assert_eq!(store.checkpoints(id).unwrap().len(), 2);
+    assert_eq!(store.job(id).unwrap().unwrap().state, JobState::Queued);
 
-    let mut engine2 = FakeEngine::new(300);
-    let result = run(&store, &mut engine2, 300, &|| None).unwrap();
+    let (_, second) = drain(&store, 300, 1, None);
+    let result = store.result(id).unwrap().expect("a result");
     assert_eq!(
-        engine2.prompts.len() as u32,
+        second.prompts.len() as u32,
         result.chunks - 2,
         "only the missing chunks ran"
     );
-    for p in &engine.prompts[..2] {
-        assert!(!engine2.prompts.contains(p), "chunk prompt ran twice");
+    for p in &first.prompts[..2] {
+        assert!(!second.prompts.contains(p), "chunk prompt ran twice");
     }
     assert!(!result.reduced, "keywords merge without a reduce prompt");
+}
+
+#[test]
+fn a_batch_that_does_not_fit_halves_and_runs_its_steps_again() {
+    let (_d, store) = temp_store();
+    let store = Arc::new(store);
+    let ids: Vec<JobId> = (0..4)
+        .map(|i| {
+            enqueue(
+                &store,
+                &format!("d{i}"),
+                &format!("text {i}"),
+                Task::Summarize,
+                "m.gguf",
+            )
+        })
+        .collect();
+    let signals = Signals::default();
+    let mut engine = FakeEngine::new(1000);
+    engine.fail_steps = 2;
+    let status = Arc::new(Mutex::new(LiveStatus::default()));
+    let mut w = worker_with(
+        &store,
+        engine,
+        RunSettings {
+            parallel: 4,
+            ..settings(1000)
+        },
+        now,
+        true,
+        &signals,
+    );
+    w.status = status.clone();
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 0 });
+    for id in ids {
+        let job = store.job(id).unwrap().unwrap();
+        assert_eq!(job.state.kind(), StateKind::Succeeded, "{job:?}");
+        assert_eq!(job.attempts, 1, "a memory failure costs no attempt");
+    }
+    assert_eq!(status.lock().unwrap().parallel, 1, "4 → 2 → 1");
 }
 
 #[test]
@@ -265,23 +375,17 @@ fn priorities_and_not_before_order_the_queue() {
 #[test]
 fn checkpoints_of_another_context_size_are_not_mixed_in() {
     let (_d, store) = temp_store();
+    let store = Arc::new(store);
     let text: String = (0..600u32)
         .map(|i| char::from(b'a' + ((i * 11 + i / 7) % 26) as u8))
         .collect();
     let id = enqueue(&store, "long", &text, Task::Keywords, "m.gguf");
-    let calls = std::cell::Cell::new(0);
-    let stop = || {
-        calls.set(calls.get() + 1);
-        (calls.get() > 25).then_some(Interrupt::Shutdown)
-    };
-    let mut engine = FakeEngine::new(1000);
-    run(&store, &mut engine, 300, &stop).unwrap_err();
+    drain(&store, 300, 1, Some(stop_after_checkpoints(&store, id, 1)));
     assert_eq!(store.checkpoints(id).unwrap().len(), 1);
-    store.release(id, now(), "shutdown").unwrap();
     // Restarted with a larger context: the old chunk does not line up, so all run anew.
-    let mut engine = FakeEngine::new(1000);
-    let result = run(&store, &mut engine, 400, &|| None).unwrap();
-    assert_eq!(engine.prompts.len() as u32, result.chunks);
+    let (_, log) = drain(&store, 400, 1, None);
+    let result = store.result(id).unwrap().expect("a result");
+    assert_eq!(log.prompts.len() as u32, result.chunks);
     assert!(store
         .events(id)
         .unwrap()

@@ -1,21 +1,20 @@
 //! The llama.cpp engine: the only code that sees llama-cpp-2 types.
 //!
 //! One `LlamaBackend` per process (llama.cpp's global state), with llama.cpp's logs sent to
-//! tracing. A model stays loaded across jobs; a context is made for each generation (this
-//! version decodes one sequence at a time).
+//! tracing. A model stays loaded across jobs, with one context ([`session::Session`]) in
+//! which up to `n_seq` sequences decode together.
 //!
 //! Two llama.cpp traps handled here: a decode with more tokens than `n_batch` aborts the
-//! whole process (an assertion, not an error), so prompts are fed in slices of `n_batch`; and
-//! a prompt that does not fit the context is refused before any decode.
+//! whole process (an assertion, not an error), so a step never adds more; and a prompt that
+//! does not fit the context is refused before any decode.
 
-use std::num::NonZeroU32;
+mod session;
+
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
@@ -23,9 +22,10 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{send_logs_to_tracing, DecodeError, LogOptions};
 
 use super::{
-    gguf, templates, Control, Engine, EngineError, FinishReason, Generation, ModelInfo, Sampling,
+    gguf, templates, Engine, EngineError, ModelInfo, Sampling, SeqDone, SeqRequest, Shape,
 };
 use crate::job::{ChatMessage, ModelRef};
+use session::Session;
 
 /// llama.cpp's process-wide backend, initialised once.
 fn backend() -> &'static LlamaBackend {
@@ -56,7 +56,8 @@ impl Default for LlamaSettings {
 
 /// A loaded model with what generation needs of it.
 struct Loaded {
-    model: LlamaModel,
+    /// Shared with the session's context, which borrows it.
+    model: Arc<LlamaModel>,
     /// Which model this is, to reuse it when the next job names the same one.
     model_ref: ModelRef,
     template: LlamaChatTemplate,
@@ -67,6 +68,8 @@ struct Loaded {
 pub struct LlamaEngine {
     settings: LlamaSettings,
     loaded: Option<Loaded>,
+    /// The context of the loaded model, with its sequences in flight.
+    session: Option<Session>,
 }
 
 impl LlamaEngine {
@@ -75,6 +78,7 @@ impl LlamaEngine {
         LlamaEngine {
             settings,
             loaded: None,
+            session: None,
         }
     }
 
@@ -94,54 +98,15 @@ impl LlamaEngine {
             .ok_or_else(|| EngineError::ModelMissing("no model loaded".into()))
     }
 
-    fn tokens_of_prompt(&self, prompt: &str) -> Result<Vec<LlamaToken>, EngineError> {
-        Ok(self
-            .current()?
-            .model
-            .vocab()
-            .tokenize(prompt.as_bytes(), true, true))
+    fn session_mut(&mut self) -> Result<&mut Session, EngineError> {
+        self.session
+            .as_mut()
+            .ok_or_else(|| EngineError::ModelMissing("no model loaded".into()))
     }
-}
 
-fn to_u32(t: LlamaToken) -> u32 {
-    t.0 as u32
-}
-
-fn decode_err(e: DecodeError) -> EngineError {
-    match e {
-        DecodeError::NoKvCacheSlot => EngineError::NoKvSlot,
-        other => EngineError::Decode(other.to_string()),
-    }
-}
-
-fn sampler(s: &Sampling) -> LlamaSampler {
-    if s.temperature <= 0.0 {
-        return LlamaSampler::greedy();
-    }
-    let mut chain = Vec::new();
-    if s.top_k > 0 {
-        chain.push(LlamaSampler::top_k(s.top_k));
-    }
-    if s.top_p < 1.0 {
-        chain.push(LlamaSampler::top_p(s.top_p, 1));
-    }
-    if s.min_p > 0.0 {
-        chain.push(LlamaSampler::min_p(s.min_p, 1));
-    }
-    chain.push(LlamaSampler::temp(s.temperature));
-    chain.push(LlamaSampler::dist(s.seed));
-    LlamaSampler::chain_simple(chain)
-}
-
-impl Engine for LlamaEngine {
-    fn load(&mut self, model_ref: &ModelRef, n_ctx: u32) -> Result<ModelInfo, EngineError> {
-        if let Some(l) = &mut self.loaded {
-            if l.model_ref == *model_ref {
-                l.info.n_ctx = n_ctx.min(l.info.n_ctx_train);
-                return Ok(l.info.clone());
-            }
-        }
-        self.loaded = None; // free the old model before loading the next
+    /// Read the GGUF's header (refusing fake or truncated files before llama.cpp sees them),
+    /// load the weights and pick the chat template.
+    fn load_model(&self, model_ref: &ModelRef) -> Result<Loaded, EngineError> {
         let path = Path::new(&model_ref.path);
         if !path.exists() {
             return Err(EngineError::ModelMissing(model_ref.path.clone()));
@@ -172,7 +137,8 @@ impl Engine for LlamaEngine {
         };
         let n_ctx_train = model.n_ctx_train().max(1);
         let info = ModelInfo {
-            n_ctx: n_ctx.min(n_ctx_train),
+            n_ctx: n_ctx_train,
+            n_seq: 1,
             n_ctx_train,
             thinking_template,
             size_bytes: model.size(),
@@ -184,13 +150,78 @@ impl Engine for LlamaEngine {
             millis = started.elapsed().as_millis() as u64,
             "model loaded"
         );
-        self.loaded = Some(Loaded {
-            model,
+        Ok(Loaded {
+            model: Arc::new(model),
             model_ref: model_ref.clone(),
             template,
-            info: info.clone(),
-        });
-        Ok(info)
+            info,
+        })
+    }
+}
+
+fn to_u32(t: LlamaToken) -> u32 {
+    t.0 as u32
+}
+
+pub(super) fn decode_err(e: DecodeError) -> EngineError {
+    match e {
+        DecodeError::NoKvCacheSlot => EngineError::NoKvSlot,
+        other => EngineError::Decode(other.to_string()),
+    }
+}
+
+pub(super) fn sampler(s: &Sampling) -> LlamaSampler {
+    if s.temperature <= 0.0 {
+        return LlamaSampler::greedy();
+    }
+    let mut chain = Vec::new();
+    if s.top_k > 0 {
+        chain.push(LlamaSampler::top_k(s.top_k));
+    }
+    if s.top_p < 1.0 {
+        chain.push(LlamaSampler::top_p(s.top_p, 1));
+    }
+    if s.min_p > 0.0 {
+        chain.push(LlamaSampler::min_p(s.min_p, 1));
+    }
+    chain.push(LlamaSampler::temp(s.temperature));
+    chain.push(LlamaSampler::dist(s.seed));
+    LlamaSampler::chain_simple(chain)
+}
+
+impl Engine for LlamaEngine {
+    fn load(&mut self, model_ref: &ModelRef, shape: Shape) -> Result<ModelInfo, EngineError> {
+        let same_model = self
+            .loaded
+            .as_ref()
+            .is_some_and(|l| l.model_ref == *model_ref);
+        if !same_model {
+            // Free the old model (and its context) before loading the next.
+            self.session = None;
+            self.loaded = None;
+            self.loaded = Some(self.load_model(model_ref)?);
+        }
+        let threads = self.threads();
+        let n_batch = self.settings.n_batch.max(1);
+        let l = self.loaded.as_mut().expect("loaded above");
+        let shape = Shape {
+            n_ctx: shape.n_ctx.min(l.info.n_ctx_train).max(1),
+            n_seq: shape.n_seq.max(1),
+        };
+        if self.session.as_ref().map(|s| s.shape) != Some(shape) {
+            self.session = None; // free the old context first
+            let started = Instant::now();
+            self.session = Some(Session::new(l.model.clone(), shape, n_batch, threads)?);
+            tracing::info!(
+                n_ctx = shape.n_ctx,
+                n_seq = shape.n_seq,
+                millis = started.elapsed().as_millis() as u64,
+                "context ready"
+            );
+        }
+        l.info.n_ctx = shape.n_ctx;
+        l.info.n_seq = shape.n_seq;
+        Ok(l.info.clone())
     }
 
     fn tokenize(&mut self, text: &str) -> Result<Vec<u32>, EngineError> {
@@ -226,97 +257,39 @@ impl Engine for LlamaEngine {
     }
 
     fn prompt_tokens(&mut self, prompt: &str) -> Result<u32, EngineError> {
-        Ok(self.tokens_of_prompt(prompt)?.len() as u32)
+        let l = self.current()?;
+        Ok(l.model
+            .vocab()
+            .tokenize(prompt.as_bytes(), true, true)
+            .len() as u32)
     }
 
-    fn generate(
-        &mut self,
-        prompt: &str,
-        sampling: &Sampling,
-        control: &mut dyn FnMut() -> Control,
-    ) -> Result<Generation, EngineError> {
-        let started = Instant::now();
-        let tokens = self.tokens_of_prompt(prompt)?;
-        tracing::debug!(prompt, tokens = ?tokens.iter().map(|t| t.0).collect::<Vec<_>>(), "generating");
-        let threads = self.threads();
-        let n_batch = self.settings.n_batch.max(1);
-        let l = self.current()?;
-        let n_ctx = l.info.n_ctx;
-        if tokens.len() as u32 >= n_ctx {
-            return Err(EngineError::ContextTooSmall {
-                need: tokens.len() as u32 + 1,
-                have: n_ctx,
-            });
-        }
-        let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(n_ctx))
-            .with_n_batch(n_batch)
-            .with_n_ubatch(n_batch)
-            .with_n_seq_max(1)
-            .with_n_threads(threads)
-            .with_n_threads_batch(threads);
-        let mut ctx = l
-            .model
-            .new_context(backend(), params)
-            .map_err(|_| EngineError::ContextFailed { n_ctx })?;
-        let vocab = l.model.vocab();
+    fn start(&mut self, request: SeqRequest) -> Result<(), EngineError> {
+        let model = self.current()?.model.clone();
+        self.session_mut()?.start(&model, request)
+    }
 
-        // Feed the prompt in slices of at most n_batch tokens.
-        let mut batch = LlamaBatch::new(n_batch as usize, 1);
-        let last = tokens.len() - 1;
-        for (slice_no, slice) in tokens.chunks(n_batch as usize).enumerate() {
-            if let Control::Stop(why) = control() {
-                return Err(EngineError::Interrupted(why));
-            }
-            batch.clear();
-            for (j, &t) in slice.iter().enumerate() {
-                let pos = slice_no * n_batch as usize + j;
-                batch
-                    .add(t, pos as i32, &[0], pos == last)
-                    .map_err(|e| EngineError::Decode(e.to_string()))?;
-            }
-            ctx.decode(&mut batch).map_err(decode_err)?;
-        }
+    fn step(&mut self) -> Result<Vec<SeqDone>, EngineError> {
+        let model = self.current()?.model.clone();
+        self.session_mut()?.step(&model)
+    }
 
-        let mut sampler = sampler(sampling);
-        let mut out = Vec::new();
-        let mut n_cur = tokens.len() as u32;
-        let mut generated = 0u32;
-        let finish = loop {
-            if generated >= sampling.max_tokens {
-                break FinishReason::Length;
-            }
-            if n_cur >= n_ctx {
-                break FinishReason::ContextFull;
-            }
-            if let Control::Stop(why) = control() {
-                return Err(EngineError::Interrupted(why));
-            }
-            let token = sampler.sample(&ctx, batch.n_tokens() - 1);
-            if vocab.is_eog(token) {
-                break FinishReason::Stop;
-            }
-            generated += 1;
-            let piece = vocab.token_to_piece(token, false, None);
-            tracing::trace!(token = token.0, piece = %String::from_utf8_lossy(&piece), "sampled");
-            out.extend(piece);
-            batch.clear();
-            batch
-                .add(token, n_cur as i32, &[0], true)
-                .map_err(|e| EngineError::Decode(e.to_string()))?;
-            n_cur += 1;
-            ctx.decode(&mut batch).map_err(decode_err)?;
-        };
-        Ok(Generation {
-            text: String::from_utf8_lossy(&out).into_owned(),
-            prompt_tokens: tokens.len() as u32,
-            completion_tokens: generated,
-            finish,
-            millis: started.elapsed().as_millis() as u64,
-        })
+    fn abort(&mut self, tag: u64) {
+        if let Some(s) = self.session.as_mut() {
+            s.abort(tag);
+        }
+    }
+
+    fn active(&self) -> usize {
+        self.session.as_ref().map_or(0, Session::active)
+    }
+
+    fn free_slots(&self) -> usize {
+        self.session.as_ref().map_or(0, Session::free_slots)
     }
 
     fn unload(&mut self) {
+        self.session = None;
         self.loaded = None;
     }
 

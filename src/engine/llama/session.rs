@@ -1,0 +1,276 @@
+//! A context in which up to `n_seq` sequences decode together: the continuous batch.
+//!
+//! Each slot is one sequence id with its own KV stream (`kv_unified = false`), so a sequence's
+//! attention runs over its own cells exactly as it would alone: greedy output does not depend on
+//! who shares the batch. A step builds one `llama_batch` of at most `n_batch` tokens: first the
+//! token each decoding sequence sampled last, then prompt pieces of newcomers in the order they
+//! came. After the decode every sequence whose logits were asked samples with its own chain; a
+//! sequence that ends clears its KV cells and frees its slot for the next one.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+
+use super::{decode_err, sampler};
+use crate::engine::{EngineError, FinishReason, Generation, SeqDone, SeqRequest, Shape};
+
+/// One sequence in flight.
+struct Slot {
+    /// The caller's name for it.
+    tag: u64,
+    /// Order of arrival: prompts are fed first come, first served.
+    arrival: u64,
+    sampler: LlamaSampler,
+    /// The prompt's tokens; `fed` of them are decoded.
+    prompt: Vec<LlamaToken>,
+    fed: usize,
+    /// The token sampled last, to decode next (None while the prompt is being fed).
+    next: Option<LlamaToken>,
+    /// Position of the next token to decode.
+    pos: i32,
+    /// Index in the current batch whose logits this slot samples after the decode.
+    logits_at: Option<i32>,
+    /// Bytes generated so far (pieces can split a UTF-8 character).
+    out: Vec<u8>,
+    generated: u32,
+    max_tokens: u32,
+    started: Instant,
+}
+
+/// A context with its slots. The context borrows the model, which `_model` keeps alive.
+pub(super) struct Session {
+    // Fields drop in declaration order: the context (and the batch) before the model.
+    ctx: LlamaContext<'static>,
+    batch: LlamaBatch<'static>,
+    slots: Vec<Option<Slot>>,
+    pub(super) shape: Shape,
+    n_batch: usize,
+    arrivals: u64,
+    _model: Arc<LlamaModel>,
+}
+
+impl Session {
+    /// Make a context of `shape` for `model`.
+    pub(super) fn new(
+        model: Arc<LlamaModel>,
+        shape: Shape,
+        n_batch: u32,
+        threads: i32,
+    ) -> Result<Self, EngineError> {
+        let n_total = shape.n_ctx.saturating_mul(shape.n_seq);
+        let params = llama_cpp_2::context::params::LlamaContextParams::default()
+            .with_n_ctx(std::num::NonZeroU32::new(n_total))
+            .with_n_batch(n_batch)
+            .with_n_ubatch(n_batch)
+            .with_n_seq_max(shape.n_seq)
+            .with_kv_unified(false)
+            .with_swa_full(false)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        // SAFETY: the context borrows the model for as long as it lives. The model sits in an
+        // Arc that this Session holds in `_model`, which is declared after `ctx` and `batch` and
+        // so dropped after them; the reference never leaves the Session.
+        let model_ref: &'static LlamaModel = unsafe { &*Arc::as_ptr(&model) };
+        let ctx = model_ref
+            .new_context(super::backend(), params)
+            .map_err(|_| EngineError::ContextFailed { n_ctx: n_total })?;
+        Ok(Session {
+            ctx,
+            batch: LlamaBatch::new(n_batch as usize, 1),
+            slots: (0..shape.n_seq).map(|_| None).collect(),
+            shape,
+            n_batch: n_batch as usize,
+            arrivals: 0,
+            _model: model,
+        })
+    }
+
+    pub(super) fn active(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    pub(super) fn free_slots(&self) -> usize {
+        self.slots.len() - self.active()
+    }
+
+    pub(super) fn start(
+        &mut self,
+        model: &LlamaModel,
+        request: SeqRequest,
+    ) -> Result<(), EngineError> {
+        let Some(free) = self.slots.iter().position(|s| s.is_none()) else {
+            return Err(EngineError::NoFreeSlot(self.shape.n_seq));
+        };
+        let prompt = model
+            .vocab()
+            .tokenize(request.prompt.as_bytes(), true, true);
+        if prompt.is_empty() {
+            return Err(EngineError::Decode("the prompt has no tokens".into()));
+        }
+        if prompt.len() as u32 >= self.shape.n_ctx {
+            return Err(EngineError::ContextTooSmall {
+                need: prompt.len() as u32 + 1,
+                have: self.shape.n_ctx,
+            });
+        }
+        let mut chain = Vec::new();
+        if let Some(g) = &request.grammar {
+            chain.push(
+                LlamaSampler::grammar(model, g, "root")
+                    .map_err(|e| EngineError::Grammar(e.to_string()))?,
+            );
+        }
+        chain.push(sampler(&request.sampling));
+        let sampler = if chain.len() == 1 {
+            chain.pop().expect("one sampler")
+        } else {
+            LlamaSampler::chain_simple(chain)
+        };
+        self.arrivals += 1;
+        self.slots[free] = Some(Slot {
+            tag: request.tag,
+            arrival: self.arrivals,
+            sampler,
+            prompt,
+            fed: 0,
+            next: None,
+            pos: 0,
+            logits_at: None,
+            out: Vec::new(),
+            generated: 0,
+            max_tokens: request.sampling.max_tokens,
+            started: Instant::now(),
+        });
+        Ok(())
+    }
+
+    pub(super) fn abort(&mut self, tag: u64) {
+        if let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.tag == tag))
+        {
+            self.free(i);
+        }
+    }
+
+    /// Free slot `i` and its KV cells.
+    fn free(&mut self, i: usize) {
+        self.slots[i] = None;
+        // Removing a whole sequence cannot fail for a valid id.
+        let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+    }
+
+    /// Drop every sequence (after a failed decode the cache holds half-written cells).
+    fn free_all(&mut self) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].is_some() {
+                self.free(i);
+            }
+        }
+    }
+
+    pub(super) fn step(&mut self, model: &LlamaModel) -> Result<Vec<SeqDone>, EngineError> {
+        self.batch.clear();
+        let add_err =
+            |e: llama_cpp_2::llama_batch::BatchAddError| EngineError::Decode(e.to_string());
+        // 1. One token for every decoding sequence.
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(slot) = slot else { continue };
+            if let Some(t) = slot.next.take() {
+                self.batch
+                    .add(t, slot.pos, &[i as i32], true)
+                    .map_err(add_err)?;
+                slot.logits_at = Some(self.batch.n_tokens() - 1);
+                slot.pos += 1;
+            }
+        }
+        // 2. Prompt pieces with the room left, first come first served.
+        let mut feeding: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| {
+                self.slots[i]
+                    .as_ref()
+                    .is_some_and(|s| s.fed < s.prompt.len())
+            })
+            .collect();
+        feeding.sort_by_key(|&i| self.slots[i].as_ref().map(|s| s.arrival));
+        for i in feeding {
+            let room = self.n_batch - self.batch.n_tokens() as usize;
+            if room == 0 {
+                break;
+            }
+            let slot = self.slots[i].as_mut().expect("feeding slot exists");
+            let take = room.min(slot.prompt.len() - slot.fed);
+            for k in slot.fed..slot.fed + take {
+                let last = k + 1 == slot.prompt.len();
+                self.batch
+                    .add(slot.prompt[k], k as i32, &[i as i32], last)
+                    .map_err(add_err)?;
+                if last {
+                    slot.logits_at = Some(self.batch.n_tokens() - 1);
+                }
+            }
+            slot.fed += take;
+            slot.pos = slot.fed as i32;
+        }
+        if self.batch.n_tokens() == 0 {
+            return Ok(Vec::new());
+        }
+        // 3. Decode.
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
+            self.free_all();
+            return Err(decode_err(e));
+        }
+        // 4. Sample, and end the sequences that are done.
+        let vocab = model.vocab();
+        let n_ctx = self.shape.n_ctx as i32;
+        let mut done = Vec::new();
+        for i in 0..self.slots.len() {
+            let Some(slot) = self.slots[i].as_mut() else {
+                continue;
+            };
+            let Some(at) = slot.logits_at.take() else {
+                continue;
+            };
+            let finish = if slot.max_tokens == 0 {
+                Some(FinishReason::Length)
+            } else {
+                let token = slot.sampler.sample(&self.ctx, at);
+                if vocab.is_eog(token) {
+                    Some(FinishReason::Stop)
+                } else {
+                    slot.generated += 1;
+                    vocab.token_to_piece_into(token, &mut slot.out, false, None);
+                    if slot.generated >= slot.max_tokens {
+                        Some(FinishReason::Length)
+                    } else if slot.pos >= n_ctx {
+                        Some(FinishReason::ContextFull)
+                    } else {
+                        slot.next = Some(token);
+                        None
+                    }
+                }
+            };
+            if let Some(finish) = finish {
+                let slot = self.slots[i].take().expect("slot exists");
+                let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+                done.push(SeqDone {
+                    tag: slot.tag,
+                    result: Ok(Generation {
+                        text: String::from_utf8_lossy(&slot.out).into_owned(),
+                        prompt_tokens: slot.prompt.len() as u32,
+                        completion_tokens: slot.generated,
+                        finish,
+                        millis: slot.started.elapsed().as_millis() as u64,
+                    }),
+                });
+            }
+        }
+        Ok(done)
+    }
+}

@@ -1,0 +1,51 @@
+//! The worker's batch: the jobs with steps to run, and which engine sequence is which step.
+
+use std::collections::HashMap;
+
+use super::jobrun::{JobRun, Work};
+use crate::engine::SeqRequest;
+use crate::job::JobId;
+
+pub(super) struct Batch {
+    /// Jobs with steps to run or in flight, in the order they were claimed (earlier jobs get
+    /// free slots first, so documents finish in order rather than all at the end).
+    pub runs: Vec<JobRun>,
+    /// Engine sequence tag → the job and step it runs.
+    pub tags: HashMap<u64, (JobId, u32)>,
+    /// Tags are never reused, so a late report of an aborted sequence cannot be mistaken.
+    next_tag: u64,
+    /// Sequences decoded together now: the configured `parallel`, halved by memory failures.
+    pub n_seq: u32,
+}
+
+impl Batch {
+    pub fn new(n_seq: u32) -> Self {
+        Batch {
+            runs: Vec::new(),
+            tags: HashMap::new(),
+            next_tag: 0,
+            n_seq,
+        }
+    }
+
+    /// The engine request for job `id`'s step `work`, under a fresh tag.
+    pub fn request(&mut self, id: JobId, work: Work) -> SeqRequest {
+        self.next_tag += 1;
+        self.tags.insert(self.next_tag, (id, work.step));
+        SeqRequest {
+            tag: self.next_tag,
+            prompt: work.prompt,
+            sampling: work.sampling,
+            grammar: work.grammar,
+        }
+    }
+
+    /// Tags of job `id`'s sequences in flight.
+    pub fn tags_of(&self, id: JobId) -> Vec<u64> {
+        self.tags
+            .iter()
+            .filter(|(_, (j, _))| *j == id)
+            .map(|(t, _)| *t)
+            .collect()
+    }
+}
