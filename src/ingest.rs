@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::job::{ChatMessage, GenOverrides};
+use crate::job::{ChatMessage, Constraint, GenOverrides};
 
 /// Why a document was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -181,6 +181,8 @@ pub struct BatchItem {
     pub gen: GenOverrides,
     /// Body fields not acted on, kept verbatim (JSON text).
     pub extra: Option<String>,
+    /// `response_format`: a JSON schema (or any JSON object) the answer must follow.
+    pub constraint: Option<Constraint>,
 }
 
 /// Parse one line of a batch file: `{"custom_id", "method": "POST", "url":
@@ -248,7 +250,12 @@ pub fn parse_batch_line(line: &str) -> Result<BatchItem, String> {
         "min_p",
         "seed",
         "model",
+        "response_format",
     ];
+    let constraint = match body.get("response_format") {
+        None | Some(Value::Null) => None,
+        Some(rf) => response_format(rf)?,
+    };
     let extra: serde_json::Map<String, Value> = body
         .iter()
         .filter(|(k, _)| !known.contains(&k.as_str()))
@@ -266,7 +273,28 @@ pub fn parse_batch_line(line: &str) -> Result<BatchItem, String> {
             seed: num("seed").map(|x| x as u32),
         },
         extra: (!extra.is_empty()).then(|| Value::Object(extra).to_string()),
+        constraint,
     })
+}
+
+/// OpenAI's `response_format`: `{"type": "text"}`, `{"type": "json_object"}` (any JSON
+/// object) or `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`.
+fn response_format(rf: &Value) -> Result<Option<Constraint>, String> {
+    match rf.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Constraint::JsonSchema(r#"{"type":"object"}"#.into()))),
+        Some("json_schema") => {
+            let schema = rf
+                .get("json_schema")
+                .and_then(|j| j.get("schema"))
+                .ok_or("response_format json_schema has no json_schema.schema")?;
+            Constraint::json_schema(&schema.to_string()).map(Some)
+        }
+        Some(other) => Err(format!(
+            "response_format type {other:?} (text, json_object or json_schema)"
+        )),
+        None => Err("response_format has no type".into()),
+    }
 }
 
 #[cfg(test)]

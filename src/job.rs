@@ -186,6 +186,41 @@ pub struct JobSpec {
     /// OpenAI batch body fields this version does not act on, kept as JSON text so that
     /// nothing the user wrote is lost.
     pub extra_json: Option<String>,
+    /// A grammar every generation of the job must follow (schema v2).
+    pub constraint: Option<Constraint>,
+}
+
+/// What a job's output must look like.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Constraint {
+    /// A JSON schema (its JSON text): the answer is JSON that follows it, and the result
+    /// stores it parsed.
+    JsonSchema(String),
+    /// A GBNF grammar (llama.cpp's), root rule `root`.
+    Grammar(String),
+}
+
+impl Constraint {
+    /// A JSON schema as given by a user: it must be a JSON object (`{}` for "any JSON").
+    pub fn json_schema(text: &str) -> Result<Constraint, String> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("the JSON schema is not JSON: {e}"))?;
+        if !v.is_object() {
+            return Err("the JSON schema must be a JSON object".into());
+        }
+        Ok(Constraint::JsonSchema(v.to_string()))
+    }
+
+    /// A GBNF grammar as given by a user: it must define `root`.
+    pub fn grammar(text: &str) -> Result<Constraint, String> {
+        let defines_root = text
+            .lines()
+            .any(|l| l.trim_start().starts_with("root") && l.contains("::="));
+        if !defines_root {
+            return Err("the grammar has no `root ::= …` rule".into());
+        }
+        Ok(Constraint::Grammar(text.to_string()))
+    }
 }
 
 /// A model as named by the user and where it resolved to.
@@ -408,6 +443,10 @@ pub struct JobResult {
     /// Time spent generating, summed over chunks (a resumed job counts only what ran).
     pub generation_millis: u64,
     pub attempts: u32,
+    /// Sequences decoded together when the job finished (B; schema v2).
+    pub n_seq: u32,
+    /// The answer parsed as JSON (compact text), for a job with a JSON schema (schema v2).
+    pub json: Option<String>,
 }
 
 /// Exponential backoff with jitter for a failed attempt: 30 s × 2^(attempt−1), at most an hour,

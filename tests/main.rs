@@ -9,3 +9,4 @@ mod crash;
 mod e2e;
 mod migrations;
 mod socket;
+mod structured;

@@ -22,6 +22,10 @@ fn a_store_written_by_schema_v1_opens_with_its_jobs() {
     assert_eq!(results[0]["custom_id"], "fx-a.txt");
     assert!(results[0]["usage"]["completion_tokens"].as_u64().unwrap() > 0);
     assert!(results[0]["answer"].is_string());
+    // Fields schema 2 added: the upgrade fills them in.
+    assert_eq!(results[0]["parameters"]["n_seq"], 1);
+    assert!(results[0]["json"].is_null());
+    assert!(results[0]["constraint"].is_null());
     let shown = h.show("2");
     assert_eq!(shown["state"], "queued");
     assert!(!shown["events"].as_array().unwrap().is_empty());

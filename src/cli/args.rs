@@ -127,6 +127,13 @@ pub struct EnqueueArgs {
     /// Refuse documents larger than this many bytes (default from config: 50 MB).
     #[arg(long)]
     pub max_file_bytes: Option<u64>,
+    /// Constrain every answer to JSON that follows this JSON schema (the result stores it
+    /// parsed).
+    #[arg(long, value_name = "FILE")]
+    pub json_schema: Option<std::path::PathBuf>,
+    /// Constrain every answer to this GBNF grammar (llama.cpp's format, rule `root`).
+    #[arg(long, value_name = "FILE")]
+    pub grammar: Option<std::path::PathBuf>,
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::args::{EnqueueArgs, GenArgs, TaskName};
 use super::{code, fail, parse_duration, Coded, Ctx};
 use qwen3q::ingest::{self, Refusal};
-use qwen3q::job::{ChatMessage, GenOverrides, GenParams, JobSpec, ModelRef, Task};
+use qwen3q::job::{ChatMessage, Constraint, GenOverrides, GenParams, JobSpec, ModelRef, Task};
 use qwen3q::protocol::{Request, Response};
 use qwen3q::queue::{EnqueueOutcome, NewJob};
 
@@ -62,6 +62,29 @@ fn task_of(a: &EnqueueArgs) -> Result<Task> {
     })
 }
 
+/// `--json-schema FILE` or `--grammar FILE`, read and checked now: a bad file is refused
+/// before anything is stored.
+fn constraint_of(a: &EnqueueArgs) -> Result<Option<Constraint>> {
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .map_err(|e| Coded(code::BAD_INPUT, format!("cannot read {}: {e}", p.display())))
+    };
+    let checked = |r: Result<Constraint, String>, p: &std::path::Path| {
+        r.map_err(|e| Coded(code::BAD_INPUT, format!("{}: {e}", p.display())))
+    };
+    Ok(match (&a.json_schema, &a.grammar) {
+        (Some(p), None) => Some(checked(Constraint::json_schema(&read(p)?), p)?),
+        (None, Some(p)) => Some(checked(Constraint::grammar(&read(p)?), p)?),
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return fail(
+                code::BAD_INPUT,
+                "--json-schema and --grammar exclude each other",
+            )
+        }
+    })
+}
+
 fn params_of(g: &GenArgs) -> GenParams {
     let mut p = GenParams::qwen3_defaults(g.thinking);
     GenOverrides {
@@ -98,6 +121,7 @@ struct Template {
     priority: i32,
     not_before: Option<u64>,
     max_attempts: u32,
+    constraint: Option<Constraint>,
 }
 
 impl Template {
@@ -115,6 +139,7 @@ impl Template {
             not_before: self.not_before,
             max_attempts: self.max_attempts,
             extra_json: None,
+            constraint: self.constraint.clone(),
         }
     }
 }
@@ -153,6 +178,7 @@ pub fn run(ctx: &Ctx, a: EnqueueArgs) -> Result<i32> {
         priority: a.priority,
         not_before: not_before(&a.not_before)?,
         max_attempts: a.max_attempts.unwrap_or(ctx.config.max_attempts).max(1),
+        constraint: constraint_of(&a)?,
     };
     let limit = a.max_file_bytes.unwrap_or(ctx.config.max_file_bytes);
     let mut tally = Tally::default();
@@ -326,6 +352,9 @@ fn batch_items(
         };
         item.gen.apply(&mut spec.params);
         spec.extra_json = item.extra;
+        if item.constraint.is_some() {
+            spec.constraint = item.constraint;
+        }
         items.push(NewJob { spec, text: doc });
     }
     if bad > 0 {

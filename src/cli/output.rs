@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use qwen3q::job::{Job, JobState, Millis, Task};
+use qwen3q::job::{Constraint, Job, JobState, Millis, Task};
 use qwen3q::protocol::JobView;
 
 /// An `f32` as JSON the way a person wrote it (`0.7`, not `0.699999988079071`).
@@ -55,8 +55,17 @@ pub fn job_json(view: &JobView) -> Value {
             "seed": s.params.seed,
             "thinking": s.params.thinking,
             "n_ctx": r.map(|r| r.n_ctx),
+            "n_seq": r.map(|r| r.n_seq),
+        },
+        "constraint": match &s.constraint {
+            None => Value::Null,
+            Some(Constraint::JsonSchema(_)) => json!("json_schema"),
+            Some(Constraint::Grammar(_)) => json!("grammar"),
         },
         "answer": r.map(|r| &r.answer),
+        "json": r
+            .and_then(|r| r.json.as_deref())
+            .and_then(|j| serde_json::from_str::<Value>(j).ok()),
         "reasoning": r.and_then(|r| r.reasoning.as_ref()),
         "usage": r.map(|r| json!({
             "prompt_tokens": r.usage.prompt_tokens,

@@ -14,7 +14,7 @@ pub mod llama;
 pub mod lru;
 pub mod templates;
 
-use crate::job::{ChatMessage, ModelRef};
+use crate::job::{ChatMessage, Constraint, ModelRef};
 
 /// Why a generation was stopped from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +102,8 @@ pub enum EngineError {
     ContextTooSmall { need: u32, have: u32 },
     #[error("the grammar is not valid GBNF: {0}")]
     Grammar(String),
+    #[error("{0}")]
+    BadOutput(String),
     #[error("no free sequence slot (all {0} are busy)")]
     NoFreeSlot(u32),
     #[error("no room in the KV cache for the batch")]
@@ -126,6 +128,7 @@ impl EngineError {
                 | EngineError::NoTemplate(_)
                 | EngineError::Template(_)
                 | EngineError::Grammar(_)
+                | EngineError::BadOutput(_)
         )
     }
 
@@ -159,8 +162,8 @@ pub struct SeqRequest {
     /// The rendered prompt.
     pub prompt: String,
     pub sampling: Sampling,
-    /// A GBNF grammar the output must follow (root rule `root`).
-    pub grammar: Option<String>,
+    /// A JSON schema or GBNF grammar the output must follow.
+    pub grammar: Option<Constraint>,
 }
 
 /// A sequence that ended, with its generation or why it failed.

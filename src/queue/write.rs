@@ -57,12 +57,17 @@ pub(crate) fn dedupe_key(spec: &JobSpec) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(spec.doc_sha256.as_bytes());
     h.update([0]);
-    // The task with its arguments; bincode of a value is stable for a schema version.
-    h.update(codec::encode(&spec.task).unwrap_or_default());
+    // The task with its arguments (bincode, without the schema byte: stable across versions).
+    h.update(codec::encode_body(&spec.task).unwrap_or_default());
     h.update([0]);
     h.update(spec.system.as_deref().unwrap_or("").as_bytes());
     h.update([0]);
     h.update(spec.model.path.as_bytes());
+    if let Some(c) = &spec.constraint {
+        // Only when present, so that keys of jobs without one stay as they were.
+        h.update([0]);
+        h.update(codec::encode_body(c).unwrap_or_default());
+    }
     h.finalize().into()
 }
 
@@ -674,6 +679,7 @@ mod tests {
             not_before: None,
             max_attempts: 3,
             extra_json: None,
+            constraint: None,
         }
     }
 

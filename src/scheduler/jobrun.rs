@@ -14,7 +14,7 @@ use crate::engine::chunking::{self, chunk_budget, plan};
 use crate::engine::templates::{reduce_messages, split_reasoning, task_messages, with_thinking};
 use crate::engine::{Engine, EngineError, Generation, ModelInfo, Sampling};
 use crate::job::{
-    ChatMessage, ChunkOutput, Job, JobResult, JobState, MergeKind, Millis, Task, Usage,
+    ChatMessage, ChunkOutput, Constraint, Job, JobResult, JobState, MergeKind, Millis, Task, Usage,
 };
 
 /// A generation to start.
@@ -23,7 +23,7 @@ pub struct Work {
     pub step: u32,
     pub prompt: String,
     pub sampling: Sampling,
-    pub grammar: Option<String>,
+    pub grammar: Option<Constraint>,
 }
 
 /// What a job wants next.
@@ -207,7 +207,7 @@ impl JobRun {
             step,
             prompt: render(engine, &self.job, &self.info, messages)?,
             sampling: sampling(&self.job, step),
-            grammar: None,
+            grammar: self.job.spec.constraint.clone(),
         })
     }
 
@@ -230,17 +230,38 @@ impl JobRun {
             return Ok(Next::Work(w));
         }
         match self.try_finish() {
-            Some(result) => Ok(Next::Done(result)),
+            Some(Ok(result)) => Ok(Next::Done(result)),
+            Some(Err(e)) => Err(e),
             None => Ok(Next::Busy),
         }
     }
 
-    /// The result, if every step ran.
-    pub fn try_finish(&self) -> Option<Box<JobResult>> {
+    /// The result, if every step ran; an error if the answer breaks the job's JSON schema.
+    pub fn try_finish(&self) -> Option<Result<Box<JobResult>, EngineError>> {
         let all_ran = self.in_flight.is_empty()
             && self.todo.is_empty()
             && self.done.len() as u32 == self.total;
-        all_ran.then(|| self.result()).flatten().map(Box::new)
+        let mut result = all_ran.then(|| self.result()).flatten()?;
+        if let Some(Constraint::JsonSchema(_)) = &self.job.spec.constraint {
+            match serde_json::from_str::<serde_json::Value>(result.answer.trim()) {
+                Ok(v) => result.json = Some(v.to_string()),
+                Err(e) => {
+                    return Some(Err(EngineError::BadOutput(format!(
+                        "the answer is not complete JSON ({e}); a larger --max-tokens may help"
+                    ))))
+                }
+            }
+        }
+        Some(Ok(Box::new(result)))
+    }
+
+    /// How chunk answers combine. A constrained job reduces (its reduce prompt follows the
+    /// same grammar) unless it extracts fields, which merge as JSON.
+    fn merge_kind(&self) -> MergeKind {
+        match (self.job.spec.task.merge_kind(), &self.job.spec.constraint) {
+            (MergeKind::MergeJson, _) | (_, None) => self.job.spec.task.merge_kind(),
+            (_, Some(_)) => MergeKind::Reduce,
+        }
     }
 
     /// The first chunk neither done nor decoding.
@@ -257,7 +278,7 @@ impl JobRun {
 
     /// With every chunk done: the next reduce step, if the task reduces.
     fn next_merge(&mut self, engine: &mut dyn Engine) -> Result<Option<Work>, EngineError> {
-        if self.total == 1 || self.job.spec.task.merge_kind() != MergeKind::Reduce {
+        if self.total == 1 || self.merge_kind() != MergeKind::Reduce {
             return Ok(None);
         }
         if self.reduce.is_none() && self.reduced.is_none() {
@@ -426,7 +447,7 @@ impl JobRun {
         let (answer, reasoning, reduced) = if self.total == 1 {
             (answers[0].clone(), reasonings.first().cloned(), false)
         } else {
-            match spec.task.merge_kind() {
+            match self.merge_kind() {
                 MergeKind::Reduce => {
                     let out = self.reduced.as_ref()?;
                     (out.text.clone(), out.reasoning.clone(), true)
@@ -467,6 +488,8 @@ impl JobRun {
             finished: 0, // the worker stamps it when it records the result
             generation_millis: self.generation_millis,
             attempts,
+            n_seq: self.info.n_seq,
+            json: None,
         })
     }
 }

@@ -298,9 +298,9 @@ impl Worker {
         while i < b.runs.len() {
             if !self.has_room() {
                 // Done jobs need no slot: record them even when the batch is full.
-                if let Some(result) = b.runs[i].try_finish() {
+                if let Some(outcome) = b.runs[i].try_finish() {
                     let run = b.runs.remove(i);
-                    self.record_success(run, *result)?;
+                    self.record_end(b, run, outcome)?;
                     continue;
                 }
                 i += 1;
@@ -451,11 +451,23 @@ impl Worker {
                 return self.record_stop(b, run, Stop::Engine(e));
             }
         }
-        if let Some(result) = b.runs[i].try_finish() {
+        if let Some(outcome) = b.runs[i].try_finish() {
             let run = b.runs.remove(i);
-            self.record_success(run, *result)?;
+            self.record_end(b, run, outcome)?;
         }
         Ok(())
+    }
+
+    fn record_end(
+        &mut self,
+        b: &mut Batch,
+        run: JobRun,
+        outcome: Result<Box<crate::job::JobResult>, EngineError>,
+    ) -> Result<(), StoreError> {
+        match outcome {
+            Ok(result) => self.record_success(run, *result),
+            Err(e) => self.record_stop(b, run, Stop::Engine(e)),
+        }
     }
 
     fn record_success(

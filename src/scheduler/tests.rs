@@ -31,6 +31,7 @@ fn spec(custom_id: &str, task: Task, model: &str) -> JobSpec {
         not_before: None,
         max_attempts: 2,
         extra_json: None,
+        constraint: None,
     }
 }
 
@@ -93,13 +94,16 @@ fn worker_with(
     }
 }
 
+/// Called before each engine step with its number; may stop the worker.
+type StepHook = Box<dyn FnMut(u64, &Signals) + Send>;
+
 /// Drain the queue with a fake engine of context `n_ctx` decoding `parallel` sequences
 /// together; `on_step` may stop the worker. Returns how it ended and what the engine saw.
 fn drain(
     store: &Arc<Store>,
     n_ctx: u32,
     parallel: u32,
-    on_step: Option<Box<dyn FnMut(u64, &Signals) + Send>>,
+    on_step: Option<StepHook>,
 ) -> (Exit, FakeLog) {
     let signals = Signals::default();
     let mut engine = FakeEngine::new(n_ctx);
@@ -124,7 +128,7 @@ fn stop_after_checkpoints(
     store: &Arc<Store>,
     id: JobId,
     n: usize,
-) -> Box<dyn FnMut(u64, &Signals) + Send> {
+) -> StepHook {
     let store = store.clone();
     Box::new(move |_, s: &Signals| {
         if store.checkpoints(id).unwrap().len() >= n {

@@ -18,6 +18,7 @@ use llama_cpp_2::token::LlamaToken;
 
 use super::{decode_err, sampler};
 use crate::engine::{EngineError, FinishReason, Generation, SeqDone, SeqRequest, Shape};
+use crate::job::Constraint;
 
 /// One sequence in flight.
 struct Slot {
@@ -109,6 +110,8 @@ impl Session {
         let prompt = model
             .vocab()
             .tokenize(request.prompt.as_bytes(), true, true);
+        let prompt_text = request.prompt.as_str();
+        tracing::debug!(prompt = prompt_text, tokens = ?prompt.iter().map(|t| t.0).collect::<Vec<_>>(), "generating");
         if prompt.is_empty() {
             return Err(EngineError::Decode("the prompt has no tokens".into()));
         }
@@ -119,9 +122,14 @@ impl Session {
             });
         }
         let mut chain = Vec::new();
-        if let Some(g) = &request.grammar {
+        if let Some(c) = &request.grammar {
+            let gbnf = match c {
+                Constraint::Grammar(g) => g.clone(),
+                Constraint::JsonSchema(schema) => llama_cpp_2::json_schema_to_grammar(schema)
+                    .map_err(|e| EngineError::Grammar(format!("JSON schema: {e}")))?,
+            };
             chain.push(
-                LlamaSampler::grammar(model, g, "root")
+                LlamaSampler::grammar(model, &gbnf, "root")
                     .map_err(|e| EngineError::Grammar(e.to_string()))?,
             );
         }

@@ -4,6 +4,8 @@
 //! initial layout; each later version has a [`Step`] here that rewrites a store of the version
 //! before it. A store from a newer version is refused, never guessed at.
 
+mod v2;
+
 use super::codec::SCHEMA_VERSION;
 use super::trees::{meta, t};
 use super::{Result, Store, StoreError};
@@ -15,8 +17,12 @@ pub struct Step {
     pub run: fn(&Store) -> Result<()>,
 }
 
-/// Steps to versions 2, 3, …, in order. Empty while version 1 is the only layout.
-pub const STEPS: &[Step] = &[];
+/// Steps to versions 2, 3, …, in order.
+pub const STEPS: &[Step] = &[Step {
+    to: 2,
+    name: "structured output and batch size",
+    run: v2::run,
+}];
 
 /// The schema version recorded in the store, if any. Stored as a single raw byte so that every
 /// version of qwen3q can read it.
