@@ -37,9 +37,37 @@ fn inspect(ctx: &Ctx, model: &str, json: bool) -> Result<i32> {
     };
     let file_bytes = std::fs::metadata(&path)?.len();
     let facts = header.facts(file_bytes);
+    // Predicted memory for a few context shapes (n_ubatch 512, as the worker runs).
+    let trained = facts.context_length.unwrap_or(4096).max(1);
+    let mut shapes: Vec<(u64, u64)> = Vec::new();
+    for n_ctx in [2048u64, 4096, 8192, 32768] {
+        for n_seq in [1u64, 4, 8] {
+            shapes.push((n_ctx.min(trained), n_seq));
+        }
+    }
+    shapes.dedup();
+    let predictions: Vec<_> = shapes
+        .iter()
+        .map(|&(n_ctx, n_seq)| (n_ctx, n_seq, facts.predict(n_ctx, n_seq, 512)))
+        .collect();
     if json {
         let mut v = serde_json::to_value(&facts)?;
         v["path"] = serde_json::json!(path.display().to_string());
+        v["memory"] = predictions
+            .iter()
+            .map(|(n_ctx, n_seq, p)| {
+                serde_json::json!({
+                    "n_ctx": n_ctx,
+                    "n_seq": n_seq,
+                    "predicted": {
+                        "weights": p.weights,
+                        "kv_cache": p.kv_cache,
+                        "compute": p.compute,
+                        "total": p.total(),
+                    },
+                })
+            })
+            .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
@@ -80,5 +108,19 @@ fn inspect(ctx: &Ctx, model: &str, json: bool) -> Result<i32> {
             "no (a built-in one is used; see --template)"
         }
     );
+    println!("\npredicted memory (n_ubatch 512; n_ctx per sequence):");
+    println!(
+        "{:>7} {:>5} {:>10} {:>10} {:>10} {:>10}",
+        "n_ctx", "n_seq", "weights", "KV cache", "compute", "total"
+    );
+    for (n_ctx, n_seq, p) in &predictions {
+        println!(
+            "{n_ctx:>7} {n_seq:>5} {:>10} {:>10} {:>10} {:>10}",
+            human_bytes(p.weights),
+            human_bytes(p.kv_cache),
+            human_bytes(p.compute),
+            human_bytes(p.total())
+        );
+    }
     Ok(0)
 }

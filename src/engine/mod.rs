@@ -12,6 +12,7 @@ pub mod gguf;
 #[cfg(feature = "llama")]
 pub mod llama;
 pub mod lru;
+pub mod memory;
 pub mod templates;
 
 use crate::job::{ChatMessage, Constraint, ModelRef};

@@ -1,0 +1,207 @@
+//! Benchmark: the worker's continuous batching against a raw batched decode of the same shapes
+//! (the method of llama.cpp's `llama-batched-bench`), on gemma, at B = 1, 2, 4, 8.
+//!
+//! cargo build --release --bins && cargo run --release --example bench_batch -- [DOCS] [RUNS] [TG]
+//!
+//! Each run and B: a fresh home; `qwen3q enqueue` of DOCS documents (not timed); then
+//! `qwen3q worker --drain --parallel B`. The worker's time runs from the first claim to the last
+//! result (`started_ms`/`finished_ms` in the results) less the one-time model load and context
+//! creation (from its log): queue, store writes and checkpoints are all inside. Then the raw
+//! anchor decodes B sequences of the same mean prompt and answer lengths in this process; DOCS/B
+//! such waves are the raw time. Reports total tokens/s (prompt + generated) of both and the
+//! ratio worker/raw per B (median over runs), the time from worker start to its first generated
+//! token, and the worker's peak RSS beyond the model file and the KV cache.
+
+mod support;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+use support::{bin, median, model};
+
+use qwen3q::engine::gguf;
+use qwen3q::engine::llama::anchor::Anchor;
+use qwen3q::engine::Shape;
+
+const N_CTX: u32 = 1024;
+
+fn doc(i: usize) -> String {
+    const S: [&str; 6] = [
+        "The committee reviewed the budget for the coming year.",
+        "Rainfall in the region was well below the seasonal average.",
+        "A new bridge will connect the two halves of the town.",
+        "Volunteers planted three hundred trees along the river.",
+        "The school added evening classes for adult learners.",
+        "Local farmers formed a cooperative to share equipment.",
+    ];
+    // Numbered, so that no two documents are the same job.
+    let body: Vec<&str> = (0..12).map(|k| S[(i + k * 5) % S.len()]).collect();
+    format!("Report number {i}. {}", body.join(" "))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Run a command to its end; its exit status and peak RSS in bytes (wait4's ru_maxrss).
+fn run_measured(cmd: &mut Command) -> (std::process::ExitStatus, u64, String) {
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id() as i32;
+    let mut stderr = child.stderr.unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut s).unwrap();
+        s
+    });
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid);
+    let log = reader.join().unwrap();
+    (
+        std::process::ExitStatus::from_raw(status),
+        usage.ru_maxrss as u64 * 1024,
+        log,
+    )
+}
+
+/// The first `key=N` number on a log line containing `what`.
+fn log_number(log: &str, what: &str, key: &str) -> u64 {
+    log.lines()
+        .find(|l| l.contains(what))
+        .and_then(|l| l.split(&format!("{key}=")).nth(1))
+        .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} on a {what:?} line in the worker log:\n{log}"))
+}
+
+struct WorkerRun {
+    tokens: u64,
+    mean_pp: f64,
+    mean_tg: f64,
+    secs: f64,
+    peak_rss: u64,
+}
+
+fn worker_run(bin: &std::path::Path, model: &std::path::Path, n: usize, tg: u32, b: u32) -> WorkerRun {
+    let dir = tempfile::Builder::new().prefix("q3b").tempdir_in("/tmp").unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    for i in 0..n {
+        std::fs::write(docs.join(format!("doc{i:03}.txt")), doc(i)).unwrap();
+    }
+    let home = dir.path().join("home");
+    let q = |args: &[&str]| {
+        Command::new(bin)
+            .args(args)
+            .env("QWEN3Q_HOME", &home)
+            .output()
+            .unwrap()
+    };
+    let tg_s = tg.to_string();
+    let out = q(&[
+        "enqueue", docs.to_str().unwrap(), "--model", model.to_str().unwrap(), "--max-tokens",
+        &tg_s, "--temperature", "0",
+    ]);
+    assert!(out.status.success());
+    let (status, peak_rss, log) = run_measured(
+        Command::new(bin)
+            .args(["worker", "--drain", "--n-ctx", &N_CTX.to_string(), "--parallel", &b.to_string()])
+            .env("QWEN3Q_HOME", &home)
+            .env("RUST_LOG", "qwen3q=info"),
+    );
+    assert!(status.success(), "{log}");
+    let load_ms = log_number(&log, "model loaded", "millis") + log_number(&log, "context ready", "millis");
+    let out = q(&["results", "--jsonl"]);
+    let (mut tokens, mut pp, mut gen, mut first, mut last) = (0u64, 0u64, 0u64, u64::MAX, 0u64);
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["state"], "succeeded");
+        let p = v["usage"]["prompt_tokens"].as_u64().unwrap();
+        let g = v["usage"]["completion_tokens"].as_u64().unwrap();
+        tokens += p + g;
+        pp += p;
+        gen += g;
+        first = first.min(v["timings"]["started_ms"].as_u64().unwrap());
+        last = last.max(v["timings"]["finished_ms"].as_u64().unwrap());
+    }
+    WorkerRun {
+        tokens,
+        mean_pp: pp as f64 / n as f64,
+        mean_tg: gen as f64 / n as f64,
+        secs: (last - first).saturating_sub(load_ms) as f64 / 1000.0,
+        peak_rss,
+    }
+}
+
+/// Spawn → the result of a one-token job: the time to the first generated token, with process
+/// start, store open, model load and prefill inside.
+fn first_token_ms(bin: &std::path::Path, model: &std::path::Path) -> u64 {
+    let dir = tempfile::Builder::new().prefix("q3f").tempdir_in("/tmp").unwrap();
+    let d = dir.path().join("d.txt");
+    std::fs::write(&d, doc(0)).unwrap();
+    let home = dir.path().join("home");
+    let q = |args: &[&str]| {
+        let out = Command::new(bin).args(args).env("QWEN3Q_HOME", &home).output().unwrap();
+        assert!(out.status.success());
+        out
+    };
+    q(&["enqueue", d.to_str().unwrap(), "--model", model.to_str().unwrap(), "--max-tokens", "1"]);
+    let spawned = now_ms();
+    q(&["worker", "--drain"]);
+    let out = q(&["results", "--jsonl"]);
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().next().unwrap()).unwrap();
+    v["timings"]["finished_ms"].as_u64().unwrap() - spawned
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(16);
+    let runs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let tg: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(64);
+    let bin = bin();
+    let model = model("gemma-3-270m-q4_k_m.gguf");
+    let facts = gguf::inspect(&model)
+        .unwrap()
+        .facts(std::fs::metadata(&model).unwrap().len());
+    let anchor = Anchor::load(&model, 512, 0).unwrap();
+    println!("gemma-3-270m Q4_K_M, {n} docs, up to {tg} generated tokens each, n_ctx {N_CTX} per sequence, {runs} runs");
+    println!("| B | worker tok/s | raw tok/s | worker/raw | mean prompt | mean answer | worker peak RSS | RSS beyond model+KV |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for b in [1u32, 2, 4, 8] {
+        let (mut ws, mut rs, mut ratios, mut rss) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut mpp, mut mtg) = (0.0, 0.0);
+        for _ in 0..runs {
+            let w = worker_run(&bin, &model, n, tg, b);
+            let (pp, tgm) = (w.mean_pp.round() as u32, w.mean_tg.round() as u32);
+            let raw = anchor.run(Shape { n_ctx: N_CTX, n_seq: b }, pp, tgm).unwrap();
+            let wave_secs = raw.pp_secs + raw.tg_secs;
+            let raw_tps = (raw.pp_tokens + raw.tg_tokens) as f64 / wave_secs;
+            let worker_tps = w.tokens as f64 / w.secs;
+            eprintln!(
+                "B={b}: worker {worker_tps:.1} tok/s ({} tokens in {:.2} s), raw {raw_tps:.1} tok/s, ratio {:.3}",
+                w.tokens,
+                w.secs,
+                worker_tps / raw_tps
+            );
+            ws.push(worker_tps);
+            rs.push(raw_tps);
+            ratios.push(worker_tps / raw_tps);
+            rss.push(w.peak_rss as f64);
+            mpp = w.mean_pp;
+            mtg = w.mean_tg;
+        }
+        let kv = facts.kv_cache_bytes(N_CTX as u64 * b as u64, 512, b as u64);
+        let peak = median(rss);
+        println!(
+            "| {b} | {:.0} | {:.0} | {:.3} | {mpp:.0} | {mtg:.0} | {:.0} MiB | {:.0} MiB |",
+            median(ws),
+            median(rs),
+            median(ratios),
+            peak / 1048576.0,
+            (peak - facts.file_bytes as f64 - kv as f64) / 1048576.0
+        );
+    }
+    let ttft: Vec<f64> = (0..runs).map(|_| first_token_ms(&bin, &model) as f64).collect();
+    println!("time from worker start to first generated token: {:.0} ms (median of {runs})", median(ttft));
+}
