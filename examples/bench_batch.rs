@@ -1,7 +1,7 @@
 //! Benchmark: the worker's continuous batching against a raw batched decode of the same shapes
 //! (the method of llama.cpp's `llama-batched-bench`), on gemma, at B = 1, 2, 4, 8.
 //!
-//! cargo build --release --bins && cargo run --release --example bench_batch -- [DOCS] [RUNS] [TG]
+//! cargo build --release --bins && cargo run --release --example bench_batch -- [DOCS] [RUNS] [TG] [B,B,…]
 //!
 //! Each run and B: a fresh home; `qwen3q enqueue` of DOCS documents (not timed); then
 //! `qwen3q worker --drain --parallel B`. The worker's time runs from the first claim to the last
@@ -39,12 +39,21 @@ fn doc(i: usize) -> String {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 /// Run a command to its end; its exit status and peak RSS in bytes (wait4's ru_maxrss).
+// The child is reaped by wait4 (which std's Child::wait cannot do with rusage).
+#[allow(clippy::zombie_processes)]
 fn run_measured(cmd: &mut Command) -> (std::process::ExitStatus, u64, String) {
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid = child.id() as i32;
     let mut stderr = child.stderr.unwrap();
     let reader = std::thread::spawn(move || {
@@ -82,8 +91,17 @@ struct WorkerRun {
     peak_rss: u64,
 }
 
-fn worker_run(bin: &std::path::Path, model: &std::path::Path, n: usize, tg: u32, b: u32) -> WorkerRun {
-    let dir = tempfile::Builder::new().prefix("q3b").tempdir_in("/tmp").unwrap();
+fn worker_run(
+    bin: &std::path::Path,
+    model: &std::path::Path,
+    n: usize,
+    tg: u32,
+    b: u32,
+) -> WorkerRun {
+    let dir = tempfile::Builder::new()
+        .prefix("q3b")
+        .tempdir_in("/tmp")
+        .unwrap();
     let docs = dir.path().join("docs");
     std::fs::create_dir_all(&docs).unwrap();
     for i in 0..n {
@@ -99,18 +117,32 @@ fn worker_run(bin: &std::path::Path, model: &std::path::Path, n: usize, tg: u32,
     };
     let tg_s = tg.to_string();
     let out = q(&[
-        "enqueue", docs.to_str().unwrap(), "--model", model.to_str().unwrap(), "--max-tokens",
-        &tg_s, "--temperature", "0",
+        "enqueue",
+        docs.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--max-tokens",
+        &tg_s,
+        "--temperature",
+        "0",
     ]);
     assert!(out.status.success());
     let (status, peak_rss, log) = run_measured(
         Command::new(bin)
-            .args(["worker", "--drain", "--n-ctx", &N_CTX.to_string(), "--parallel", &b.to_string()])
+            .args([
+                "worker",
+                "--drain",
+                "--n-ctx",
+                &N_CTX.to_string(),
+                "--parallel",
+                &b.to_string(),
+            ])
             .env("QWEN3Q_HOME", &home)
             .env("RUST_LOG", "qwen3q=info"),
     );
     assert!(status.success(), "{log}");
-    let load_ms = log_number(&log, "model loaded", "millis") + log_number(&log, "context ready", "millis");
+    let load_ms =
+        log_number(&log, "model loaded", "millis") + log_number(&log, "context ready", "millis");
     let out = q(&["results", "--jsonl"]);
     let (mut tokens, mut pp, mut gen, mut first, mut last) = (0u64, 0u64, 0u64, u64::MAX, 0u64);
     for line in String::from_utf8(out.stdout).unwrap().lines() {
@@ -136,21 +168,41 @@ fn worker_run(bin: &std::path::Path, model: &std::path::Path, n: usize, tg: u32,
 /// Spawn → the result of a one-token job: the time to the first generated token, with process
 /// start, store open, model load and prefill inside.
 fn first_token_ms(bin: &std::path::Path, model: &std::path::Path) -> u64 {
-    let dir = tempfile::Builder::new().prefix("q3f").tempdir_in("/tmp").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("q3f")
+        .tempdir_in("/tmp")
+        .unwrap();
     let d = dir.path().join("d.txt");
     std::fs::write(&d, doc(0)).unwrap();
     let home = dir.path().join("home");
     let q = |args: &[&str]| {
-        let out = Command::new(bin).args(args).env("QWEN3Q_HOME", &home).output().unwrap();
+        let out = Command::new(bin)
+            .args(args)
+            .env("QWEN3Q_HOME", &home)
+            .output()
+            .unwrap();
         assert!(out.status.success());
         out
     };
-    q(&["enqueue", d.to_str().unwrap(), "--model", model.to_str().unwrap(), "--max-tokens", "1"]);
+    q(&[
+        "enqueue",
+        d.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--max-tokens",
+        "1",
+    ]);
     let spawned = now_ms();
     q(&["worker", "--drain"]);
     let out = q(&["results", "--jsonl"]);
-    let v: serde_json::Value =
-        serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().next().unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
     v["timings"]["finished_ms"].as_u64().unwrap() - spawned
 }
 
@@ -159,6 +211,10 @@ fn main() {
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(16);
     let runs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
     let tg: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(64);
+    let bs: Vec<u32> = args
+        .get(4)
+        .map(|s| s.split(',').map(|b| b.parse().unwrap()).collect())
+        .unwrap_or_else(|| vec![1, 2, 4, 8]);
     let bin = bin();
     let model = model("gemma-3-270m-q4_k_m.gguf");
     let facts = gguf::inspect(&model)
@@ -168,13 +224,23 @@ fn main() {
     println!("gemma-3-270m Q4_K_M, {n} docs, up to {tg} generated tokens each, n_ctx {N_CTX} per sequence, {runs} runs");
     println!("| B | worker tok/s | raw tok/s | worker/raw | mean prompt | mean answer | worker peak RSS | RSS beyond model+KV |");
     println!("|---|---|---|---|---|---|---|---|");
-    for b in [1u32, 2, 4, 8] {
-        let (mut ws, mut rs, mut ratios, mut rss) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for b in bs {
+        let (mut ws, mut rs, mut ratios, mut rss) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut mpp, mut mtg) = (0.0, 0.0);
         for _ in 0..runs {
             let w = worker_run(&bin, &model, n, tg, b);
             let (pp, tgm) = (w.mean_pp.round() as u32, w.mean_tg.round() as u32);
-            let raw = anchor.run(Shape { n_ctx: N_CTX, n_seq: b }, pp, tgm).unwrap();
+            let raw = anchor
+                .run(
+                    Shape {
+                        n_ctx: N_CTX,
+                        n_seq: b,
+                    },
+                    pp,
+                    tgm,
+                )
+                .unwrap();
             let wave_secs = raw.pp_secs + raw.tg_secs;
             let raw_tps = (raw.pp_tokens + raw.tg_tokens) as f64 / wave_secs;
             let worker_tps = w.tokens as f64 / w.secs;
@@ -191,7 +257,7 @@ fn main() {
             mpp = w.mean_pp;
             mtg = w.mean_tg;
         }
-        let kv = facts.kv_cache_bytes(N_CTX as u64 * b as u64, 512, b as u64);
+        let kv = facts.kv_cache_bytes(N_CTX as u64, 512, b as u64);
         let peak = median(rss);
         println!(
             "| {b} | {:.0} | {:.0} | {:.3} | {mpp:.0} | {mtg:.0} | {:.0} MiB | {:.0} MiB |",
@@ -202,6 +268,11 @@ fn main() {
             (peak - facts.file_bytes as f64 - kv as f64) / 1048576.0
         );
     }
-    let ttft: Vec<f64> = (0..runs).map(|_| first_token_ms(&bin, &model) as f64).collect();
-    println!("time from worker start to first generated token: {:.0} ms (median of {runs})", median(ttft));
+    let ttft: Vec<f64> = (0..runs)
+        .map(|_| first_token_ms(&bin, &model) as f64)
+        .collect();
+    println!(
+        "time from worker start to first generated token: {:.0} ms (median of {runs})",
+        median(ttft)
+    );
 }

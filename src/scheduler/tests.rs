@@ -124,11 +124,7 @@ fn drain(
 }
 
 /// A step hook that shuts the worker down once job `id` has `n` checkpoints.
-fn stop_after_checkpoints(
-    store: &Arc<Store>,
-    id: JobId,
-    n: usize,
-) -> StepHook {
+fn stop_after_checkpoints(store: &Arc<Store>, id: JobId, n: usize) -> StepHook {
     let store = store.clone();
     Box::new(move |_, s: &Signals| {
         if store.checkpoints(id).unwrap().len() >= n {

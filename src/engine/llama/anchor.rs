@@ -61,7 +61,8 @@ impl Anchor {
         let b = shape.n_seq as usize;
         let n_batch = self.n_batch as usize;
         let mut batch = LlamaBatch::new(n_batch, 1);
-        let add_err = |e: llama_cpp_2::llama_batch::BatchAddError| EngineError::Decode(e.to_string());
+        let add_err =
+            |e: llama_cpp_2::llama_batch::BatchAddError| EngineError::Decode(e.to_string());
         // Prompts: B × pp tokens, every sequence's last token asking for logits.
         let token = LlamaToken(0); // as llama-batched-bench feeds
         let started = Instant::now();
