@@ -40,6 +40,8 @@ pub struct Config {
     pub max_file_bytes: u64,
     /// sled's cache, in MiB. Small: the store must not crowd out a model.
     pub store_cache_mb: u64,
+    /// More folders `models scan` looks through.
+    pub scan_dirs: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             chunk_timeout_secs: 600,
             max_file_bytes: 50_000_000,
             store_cache_mb: 32,
+            scan_dirs: Vec::new(),
         }
     }
 }
@@ -70,7 +73,7 @@ pub enum ConfigError {
         "no model given: pass --model PATH or NAME, set QWEN3Q_MODEL, or set default_model in {0}"
     )]
     NoModel(PathBuf),
-    #[error("model {0:?} is neither a file nor a name in [models] of the config")]
+    #[error("model {0:?} is neither a file, a name in [models] of the config, nor a registered model (qwen3q models add)")]
     UnknownModel(String),
     #[error("model file not found: {0}")]
     ModelMissing(PathBuf),
@@ -129,16 +132,23 @@ impl Config {
         named: Option<&str>,
         template: Option<&str>,
         config_path: &Path,
+        registry: &dyn Fn(&str) -> Option<ModelEntry>,
     ) -> Result<ModelRef, ConfigError> {
         let name = named
             .map(str::to_string)
             .or_else(|| self.default_model.clone())
             .ok_or_else(|| ConfigError::NoModel(config_path.to_path_buf()))?;
-        let (path, entry_template) = match self.models.get(&name) {
+        let looks_like_path = name.contains('/') || name.ends_with(".gguf");
+        let entry = match self.models.get(&name) {
+            Some(e) => Some(e.clone()),
+            None if !looks_like_path => registry(&name),
+            None => None,
+        };
+        let named_entry = entry.is_some();
+        let (path, entry_template) = match entry {
             Some(e) => (e.path.clone(), e.template.clone()),
             None => {
                 let p = PathBuf::from(&name);
-                let looks_like_path = name.contains('/') || name.ends_with(".gguf");
                 if !p.exists() && !looks_like_path {
                     return Err(ConfigError::UnknownModel(name));
                 }
@@ -161,7 +171,7 @@ impl Config {
                 None => return Err(ConfigError::NoTemplate(path)),
             },
         };
-        let display = if self.models.contains_key(&name) {
+        let display = if named_entry {
             name
         } else {
             path.file_stem()
@@ -237,22 +247,22 @@ mod tests {
         let c = Config::default();
         let p = Path::new("/cfg");
         assert!(matches!(
-            c.resolve_model(None, None, p),
+            c.resolve_model(None, None, p, &|_| None),
             Err(ConfigError::NoModel(_))
         ));
         assert!(matches!(
-            c.resolve_model(Some("nosuchname"), None, p),
+            c.resolve_model(Some("nosuchname"), None, p, &|_| None),
             Err(ConfigError::UnknownModel(_))
         ));
         assert!(matches!(
-            c.resolve_model(Some("/no/such.gguf"), None, p),
+            c.resolve_model(Some("/no/such.gguf"), None, p, &|_| None),
             Err(ConfigError::ModelMissing(_))
         ));
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("fake.gguf");
         std::fs::write(&fake, "not a model").unwrap();
         let err = c
-            .resolve_model(Some(fake.to_str().unwrap()), None, p)
+            .resolve_model(Some(fake.to_str().unwrap()), None, p, &|_| None)
             .unwrap_err();
         assert!(matches!(err, ConfigError::BadModel(..)), "{err}");
         assert!(err.to_string().contains("not a GGUF"));

@@ -114,6 +114,14 @@ fn handle_inner(
         }
     };
     Ok(match request {
+        Request::ModelAdd(m) => {
+            store.add_model(&m)?;
+            Response::Done
+        }
+        Request::ModelList => Response::Models(store.models()?),
+        Request::ModelRemove(name) => Response::Removed(store.remove_model(&name)?),
+        Request::ModelGet(name) => Response::Model(store.model(&name)?),
+        Request::ModelMemory(path) => Response::Memory(store.memory_of(&path)?),
         Request::Enqueue { items, force } => {
             let outcomes = store.enqueue(&items, force, now)?;
             wake();

@@ -36,6 +36,7 @@ pub mod ingest;
 pub mod job;
 pub mod protocol;
 pub mod queue;
+pub mod registry;
 pub mod scheduler;
 
 /// Milliseconds since the Unix epoch, now.

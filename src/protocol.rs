@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::{Event, Job, JobId, JobResult, Millis};
 use crate::queue::{Counts, EnqueueOutcome, JobFilter, NewJob, TransitionOutcome};
+use crate::registry::{MemoryRecord, RegisteredModel};
 use crate::scheduler::LiveStatus;
 
 /// Bumped on any change to [`Request`] or [`Response`]. A mismatch is refused with a message
@@ -58,6 +59,15 @@ pub enum Request {
     Prune {
         before: Millis,
     },
+    /// Register (or replace) a model.
+    ModelAdd(RegisteredModel),
+    ModelList,
+    /// Forget a registered model by name.
+    ModelRemove(String),
+    /// A registered model by name.
+    ModelGet(String),
+    /// Measured memory of real loads of the model at this path.
+    ModelMemory(String),
 }
 
 /// A job and what it produced, for `results` and `show`.
@@ -97,6 +107,10 @@ pub enum Response {
     },
     Done,
     Pruned(usize),
+    Models(Vec<RegisteredModel>),
+    Model(Option<RegisteredModel>),
+    Removed(bool),
+    Memory(Vec<MemoryRecord>),
     Error(String),
 }
 

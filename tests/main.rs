@@ -8,5 +8,6 @@ mod batching;
 mod crash;
 mod e2e;
 mod migrations;
+mod registry;
 mod socket;
 mod structured;

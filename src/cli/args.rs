@@ -47,18 +47,47 @@ pub enum Command {
     Resume,
     /// Delete finished jobs older than a duration, with their documents and results.
     Prune(PruneArgs),
-    /// Models: read what a GGUF holds without loading it.
+    /// Models: register, list, scan for, and inspect GGUFs.
     #[command(subcommand)]
     Models(ModelsCommand),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
-    /// Architecture, size, quantization, layers, heads, context and template of a GGUF,
-    /// read from its header (the weights are not loaded).
+    /// Architecture, size, quantization, layers, heads, context and template of a GGUF, read
+    /// from its header (the weights are not loaded), and the memory it needs: predicted, and
+    /// measured where the worker has run it.
     Inspect {
-        /// A GGUF path or a name from the config's [models].
+        /// A GGUF path, a registered model or a name from the config's [models].
         model: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register a GGUF under a name (checked now: a truncated or fake file is refused).
+    Add {
+        /// The GGUF (for a split model, any of its parts).
+        path: std::path::PathBuf,
+        /// Default: the file name without `.gguf` and split suffix.
+        #[arg(long)]
+        name: Option<String>,
+        /// Built-in llama.cpp chat template for a GGUF without one.
+        #[arg(long)]
+        template: Option<String>,
+    },
+    /// Registered models.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a registered model (the file stays).
+    Rm { name: String },
+    /// Find GGUFs where they usually are (LM Studio, the Hugging Face cache, llama.cpp's cache,
+    /// the config's scan_dirs) and in DIRS.
+    Scan {
+        dirs: Vec<std::path::PathBuf>,
+        /// Register every complete model found that is not registered yet.
+        #[arg(long)]
+        add: bool,
         #[arg(long)]
         json: bool,
     },

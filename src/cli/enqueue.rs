@@ -168,6 +168,7 @@ pub fn run(ctx: &Ctx, a: EnqueueArgs) -> Result<i32> {
             a.model.as_deref(),
             a.template.as_deref(),
             &ctx.home.config(),
+            &|name| ctx.registered(name),
         )
         .map_err(|e| Coded(code::BAD_INPUT, e.to_string()))?;
     let tpl = Template {

@@ -73,13 +73,30 @@ impl Ctx {
         })
     }
 
+    /// A registered model as a config entry, if the store knows the name.
+    pub fn registered(&self, name: &str) -> Option<qwen3q::config::ModelEntry> {
+        match self.call(Request::ModelGet(name.to_string())) {
+            Ok(Response::Model(Some(m))) => Some(qwen3q::config::ModelEntry {
+                path: m.path.into(),
+                template: m.template,
+            }),
+            _ => None,
+        }
+    }
+
     /// One request, one answer; a worker's error answer becomes an error. A read-only request
     /// whose worker went away mid-call (it was stopping, or `--drain` just finished) is asked
     /// again, of the next worker or of the store itself.
     pub fn call(&self, request: Request) -> Result<Response> {
         let read_only = matches!(
             request,
-            Request::Status | Request::List(_) | Request::Show(_) | Request::Results(_)
+            Request::Status
+                | Request::List(_)
+                | Request::Show(_)
+                | Request::Results(_)
+                | Request::ModelList
+                | Request::ModelGet(_)
+                | Request::ModelMemory(_)
         );
         let mut conn = self.connect()?;
         let answer = match conn.call(request.clone()) {

@@ -81,6 +81,7 @@ impl Engine for FakeEngine {
             n_ctx_train: self.n_ctx,
             thinking_template: true,
             size_bytes: 1,
+            memory: None,
         })
     }
 

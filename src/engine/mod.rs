@@ -80,6 +80,9 @@ pub struct ModelInfo {
     pub thinking_template: bool,
     /// Bytes of weights.
     pub size_bytes: u64,
+    /// What creating this context took, measured: set by the `load` that created it (the
+    /// worker stores it beside the prediction).
+    pub memory: Option<crate::registry::MemoryRecord>,
 }
 
 /// Errors of an engine. No llama-cpp-2 type crosses this boundary.

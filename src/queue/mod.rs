@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod keys;
 pub mod migrate;
+mod models;
 mod read;
 pub mod trees;
 mod write;

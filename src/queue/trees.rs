@@ -1,4 +1,4 @@
-//! Tree names in one place, and the layout of each (schema version 1; see `migrations/`).
+//! Tree names in one place, and the layout of each (schema version 2; see `migrations/`).
 
 /// Store-wide settings and counters: `schema_version`, `next_job_id`, `event_seq`, `paused`.
 pub const META: &str = "meta";
@@ -23,8 +23,13 @@ pub const RESULTS: &str = "results";
 /// (job id, sequence) → `Event`. Append-only log of every state change, with time and reason.
 pub const EVENTS: &str = "events";
 
+/// model name → `RegisteredModel` (schema 2). The model registry.
+pub const MODELS: &str = "models";
+/// (model path, 0x00, n_ctx u32, n_seq u32) → `MemoryRecord` (schema 2). What a real load took.
+pub const MODEL_MEMORY: &str = "model_memory";
+
 /// Every tree the store opens, in the order of [`T`]'s indexes.
-pub const ALL: [&str; 11] = [
+pub const ALL: [&str; 13] = [
     META,
     JOBS,
     READY,
@@ -36,6 +41,8 @@ pub const ALL: [&str; 11] = [
     CHECKPOINTS,
     RESULTS,
     EVENTS,
+    MODELS,
+    MODEL_MEMORY,
 ];
 
 /// Indexes into [`ALL`] (and into a transaction's tree list).
@@ -51,6 +58,8 @@ pub mod t {
     pub const CHECKPOINTS: usize = 8;
     pub const RESULTS: usize = 9;
     pub const EVENTS: usize = 10;
+    pub const MODELS: usize = 11;
+    pub const MODEL_MEMORY: usize = 12;
 }
 
 /// Keys in [`META`].

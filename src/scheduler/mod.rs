@@ -370,6 +370,9 @@ impl Worker {
                 }
             }
         };
+        if let Some(record) = &info.memory {
+            self.store.record_memory(&job.spec.model.path, record)?;
+        }
         let text = self.store.document(id)?;
         let chunks = match chunk_texts(
             self.engine.as_mut(),
@@ -418,6 +421,7 @@ impl Worker {
                 n_ctx_train: 0,
                 thinking_template: false,
                 size_bytes: 0,
+                memory: None,
             },
             0,
             0,

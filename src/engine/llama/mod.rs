@@ -143,6 +143,7 @@ impl LlamaEngine {
             n_ctx_train,
             thinking_template,
             size_bytes: model.size(),
+            memory: None,
         };
         tracing::info!(
             model = %model_ref.path,
@@ -162,6 +163,22 @@ impl LlamaEngine {
 
 fn to_u32(t: LlamaToken) -> u32 {
     t.0 as u32
+}
+
+/// This process's (resident, virtual) memory in bytes.
+fn own_memory() -> (u64, u64) {
+    use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+    let pid = Pid::from_u32(std::process::id());
+    let Ok(mut sys) = System::new() else {
+        return (0, 0);
+    };
+    sys.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        false,
+        ProcessRefreshKind::nothing().with_memory(),
+    );
+    sys.process(pid)
+        .map_or((0, 0), |p| (p.memory(), p.virtual_memory()))
 }
 
 pub(super) fn decode_err(e: DecodeError) -> EngineError {
@@ -209,16 +226,30 @@ impl Engine for LlamaEngine {
             n_ctx: shape.n_ctx.min(l.info.n_ctx_train).max(1),
             n_seq: shape.n_seq.max(1),
         };
+        l.info.memory = None;
         if self.session.as_ref().map(|s| s.shape) != Some(shape) {
             self.session = None; // free the old context first
             let started = Instant::now();
+            let before = own_memory();
             self.session = Some(Session::new(l.model.clone(), shape, n_batch, threads)?);
+            let after = own_memory();
+            let record = crate::registry::MemoryRecord {
+                n_ctx: shape.n_ctx,
+                n_seq: shape.n_seq,
+                weights: l.model.size(),
+                context_allocated: after.1.saturating_sub(before.1),
+                context_resident: after.0.saturating_sub(before.0),
+                at: crate::now_ms(),
+            };
             tracing::info!(
                 n_ctx = shape.n_ctx,
                 n_seq = shape.n_seq,
                 millis = started.elapsed().as_millis() as u64,
+                allocated = record.context_allocated,
+                resident = record.context_resident,
                 "context ready"
             );
+            l.info.memory = Some(record);
         }
         l.info.n_ctx = shape.n_ctx;
         l.info.n_seq = shape.n_seq;

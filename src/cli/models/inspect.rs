@@ -1,24 +1,22 @@
-//! `qwen3q models`: what a GGUF holds, read from its header.
+//! `qwen3q models inspect`: what a GGUF holds, read from its header, and the memory it needs:
+//! predicted from the header, and measured where the worker has loaded it.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::args::ModelsCommand;
-use super::output::human_bytes;
-use super::{code, fail, Ctx};
+use super::super::output::human_bytes;
+use super::super::{code, fail, Ctx};
 use qwen3q::engine::gguf;
+use qwen3q::protocol::{Request, Response};
 
-pub fn run(ctx: &Ctx, command: ModelsCommand) -> Result<i32> {
-    match command {
-        ModelsCommand::Inspect { model, json } => inspect(ctx, &model, json),
-    }
-}
-
-fn inspect(ctx: &Ctx, model: &str, json: bool) -> Result<i32> {
+pub fn run(ctx: &Ctx, model: &str, json: bool) -> Result<i32> {
     let path = match ctx.config.models.get(model) {
         Some(entry) => entry.path.clone(),
-        None => PathBuf::from(model),
+        None => match ctx.registered(model) {
+            Some(entry) if !model.contains('/') => entry.path,
+            _ => PathBuf::from(model),
+        },
     };
     if !path.is_file() {
         return fail(
@@ -37,7 +35,13 @@ fn inspect(ctx: &Ctx, model: &str, json: bool) -> Result<i32> {
     };
     let file_bytes = std::fs::metadata(&path)?.len();
     let facts = header.facts(file_bytes);
-    // Predicted memory for a few context shapes (n_ubatch 512, as the worker runs).
+    // Predicted memory for a few context shapes (n_ubatch 512, as the worker runs) and for
+    // every shape the worker measured.
+    let canonical = path.canonicalize()?.display().to_string();
+    let measured = match ctx.call(Request::ModelMemory(canonical))? {
+        Response::Memory(m) => m,
+        other => return fail(code::FAILURE, format!("unexpected answer: {other:?}")),
+    };
     let trained = facts.context_length.unwrap_or(4096).max(1);
     let mut shapes: Vec<(u64, u64)> = Vec::new();
     for n_ctx in [2048u64, 4096, 8192, 32768] {
@@ -45,17 +49,24 @@ fn inspect(ctx: &Ctx, model: &str, json: bool) -> Result<i32> {
             shapes.push((n_ctx.min(trained), n_seq));
         }
     }
+    shapes.extend(measured.iter().map(|m| (m.n_ctx as u64, m.n_seq as u64)));
+    shapes.sort();
     shapes.dedup();
     let predictions: Vec<_> = shapes
         .iter()
-        .map(|&(n_ctx, n_seq)| (n_ctx, n_seq, facts.predict(n_ctx, n_seq, 512)))
+        .map(|&(n_ctx, n_seq)| {
+            let m = measured
+                .iter()
+                .find(|m| (m.n_ctx as u64, m.n_seq as u64) == (n_ctx, n_seq));
+            (n_ctx, n_seq, facts.predict(n_ctx, n_seq, 512), m)
+        })
         .collect();
     if json {
         let mut v = serde_json::to_value(&facts)?;
         v["path"] = serde_json::json!(path.display().to_string());
         v["memory"] = predictions
             .iter()
-            .map(|(n_ctx, n_seq, p)| {
+            .map(|(n_ctx, n_seq, p, m)| {
                 serde_json::json!({
                     "n_ctx": n_ctx,
                     "n_seq": n_seq,
@@ -65,6 +76,13 @@ fn inspect(ctx: &Ctx, model: &str, json: bool) -> Result<i32> {
                         "compute": p.compute,
                         "total": p.total(),
                     },
+                    "measured": m.map(|m| serde_json::json!({
+                        "weights": m.weights,
+                        "context_allocated": m.context_allocated,
+                        "context_resident": m.context_resident,
+                        "total": m.total(),
+                        "at": m.at,
+                    })),
                 })
             })
             .collect();
@@ -108,14 +126,24 @@ fn inspect(ctx: &Ctx, model: &str, json: bool) -> Result<i32> {
             "no (a built-in one is used; see --template)"
         }
     );
-    println!("\npredicted memory (n_ubatch 512; n_ctx per sequence):");
+    println!("\nmemory (n_ubatch 512; n_ctx per sequence; measured = weights + what the context allocated):");
     println!(
-        "{:>7} {:>5} {:>10} {:>10} {:>10} {:>10}",
-        "n_ctx", "n_seq", "weights", "KV cache", "compute", "total"
+        "{:>7} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>7}",
+        "n_ctx", "n_seq", "weights", "KV cache", "compute", "predicted", "measured", "diff"
     );
-    for (n_ctx, n_seq, p) in &predictions {
+    for (n_ctx, n_seq, p, m) in &predictions {
+        let (measured, diff) = match m {
+            Some(m) => (
+                human_bytes(m.total()),
+                format!(
+                    "{:+.1}%",
+                    (p.total() as f64 - m.total() as f64) / m.total() as f64 * 100.0
+                ),
+            ),
+            None => ("-".into(), String::new()),
+        };
         println!(
-            "{n_ctx:>7} {n_seq:>5} {:>10} {:>10} {:>10} {:>10}",
+            "{n_ctx:>7} {n_seq:>5} {:>10} {:>10} {:>10} {:>10} {measured:>10} {diff:>7}",
             human_bytes(p.weights),
             human_bytes(p.kv_cache),
             human_bytes(p.compute),
