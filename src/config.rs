@@ -42,6 +42,15 @@ pub struct Config {
     pub store_cache_mb: u64,
     /// More folders `models scan` looks through.
     pub scan_dirs: Vec<PathBuf>,
+    /// Bytes (MiB) all loaded models may take together, contexts included; 0 means three
+    /// quarters of physical memory.
+    pub model_budget_mb: u64,
+    /// Most models loaded at once.
+    pub max_models: usize,
+    /// An idle model unloads after this many seconds.
+    pub keep_alive_secs: u64,
+    /// Models (names or paths) that stay loaded however long they idle.
+    pub pin: Vec<String>,
 }
 
 impl Default for Config {
@@ -57,6 +66,10 @@ impl Default for Config {
             max_file_bytes: 50_000_000,
             store_cache_mb: 32,
             scan_dirs: Vec::new(),
+            model_budget_mb: 0,
+            max_models: 2,
+            keep_alive_secs: 300,
+            pin: Vec::new(),
         }
     }
 }

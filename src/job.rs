@@ -180,7 +180,8 @@ pub struct JobSpec {
     pub params: GenParams,
     /// Higher runs first.
     pub priority: i32,
-    /// Do not start before this time.
+    /// Do not start before this time (set by the user, or moved later by the worker when the
+    /// job waits for memory).
     pub not_before: Option<Millis>,
     pub max_attempts: u32,
     /// OpenAI batch body fields this version does not act on, kept as JSON text so that
@@ -188,6 +189,9 @@ pub struct JobSpec {
     pub extra_json: Option<String>,
     /// A grammar every generation of the job must follow (schema v2).
     pub constraint: Option<Constraint>,
+    /// Smaller models to run the job on when its model cannot fit in memory, in order
+    /// (`--fallback`; schema v2).
+    pub fallback: Vec<ModelRef>,
 }
 
 /// What a job's output must look like.

@@ -156,6 +156,11 @@ pub struct EnqueueArgs {
     /// Refuse documents larger than this many bytes (default from config: 50 MB).
     #[arg(long)]
     pub max_file_bytes: Option<u64>,
+    /// Models to run on instead when the model cannot fit in memory, in order (names or
+    /// paths, comma-separated), or `auto`: the registered models of the same architecture
+    /// with fewer parameters, largest first.
+    #[arg(long, value_name = "MODEL,…|auto")]
+    pub fallback: Option<String>,
     /// Constrain every answer to JSON that follows this JSON schema (the result stores it
     /// parsed).
     #[arg(long, value_name = "FILE")]

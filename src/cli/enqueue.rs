@@ -12,6 +12,7 @@ use qwen3q::ingest::{self, Refusal};
 use qwen3q::job::{ChatMessage, Constraint, GenOverrides, GenParams, JobSpec, ModelRef, Task};
 use qwen3q::protocol::{Request, Response};
 use qwen3q::queue::{EnqueueOutcome, NewJob};
+use qwen3q::registry::RegisteredModel;
 
 /// Documents per request: each batch is one transaction and one flush.
 const BATCH: usize = 500;
@@ -85,6 +86,48 @@ fn constraint_of(a: &EnqueueArgs) -> Result<Option<Constraint>> {
     })
 }
 
+/// `--fallback MODEL,…` (each resolved and checked now) or `--fallback auto`: the registered
+/// models of the same architecture with fewer parameters, largest first.
+fn fallback_of(ctx: &Ctx, a: &EnqueueArgs, primary: &ModelRef) -> Result<Vec<ModelRef>> {
+    let Some(list) = &a.fallback else {
+        return Ok(Vec::new());
+    };
+    if list.trim() == "auto" {
+        let facts = qwen3q::engine::gguf::inspect(Path::new(&primary.path))
+            .map_err(|e| Coded(code::BAD_INPUT, format!("{}: {e}", primary.path)))?
+            .facts(0);
+        let mut smaller: Vec<RegisteredModel> = match ctx.call(Request::ModelList)? {
+            Response::Models(m) => m
+                .into_iter()
+                .filter(|m| {
+                    m.architecture == facts.architecture
+                        && m.parameters < facts.parameters
+                        && m.path != primary.path
+                })
+                .collect(),
+            other => return fail(code::FAILURE, format!("unexpected answer: {other:?}")),
+        };
+        smaller.sort_by_key(|m| std::cmp::Reverse(m.parameters));
+        return Ok(smaller
+            .into_iter()
+            .map(|m| ModelRef {
+                name: m.name,
+                path: m.path,
+                template: m.template,
+            })
+            .collect());
+    }
+    list.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|name| {
+            ctx.config
+                .resolve_model(Some(name), None, &ctx.home.config(), &|n| ctx.registered(n))
+                .map_err(|e| Coded(code::BAD_INPUT, format!("--fallback: {e}")).into())
+        })
+        .collect()
+}
+
 fn params_of(g: &GenArgs) -> GenParams {
     let mut p = GenParams::qwen3_defaults(g.thinking);
     GenOverrides {
@@ -122,6 +165,7 @@ struct Template {
     not_before: Option<u64>,
     max_attempts: u32,
     constraint: Option<Constraint>,
+    fallback: Vec<ModelRef>,
 }
 
 impl Template {
@@ -140,6 +184,7 @@ impl Template {
             max_attempts: self.max_attempts,
             extra_json: None,
             constraint: self.constraint.clone(),
+            fallback: self.fallback.clone(),
         }
     }
 }
@@ -171,6 +216,7 @@ pub fn run(ctx: &Ctx, a: EnqueueArgs) -> Result<i32> {
             &|name| ctx.registered(name),
         )
         .map_err(|e| Coded(code::BAD_INPUT, e.to_string()))?;
+    let fallback = fallback_of(ctx, &a, &model)?;
     let tpl = Template {
         task,
         system: a.system.clone(),
@@ -180,6 +226,7 @@ pub fn run(ctx: &Ctx, a: EnqueueArgs) -> Result<i32> {
         not_before: not_before(&a.not_before)?,
         max_attempts: a.max_attempts.unwrap_or(ctx.config.max_attempts).max(1),
         constraint: constraint_of(&a)?,
+        fallback,
     };
     let limit = a.max_file_bytes.unwrap_or(ctx.config.max_file_bytes);
     let mut tally = Tally::default();

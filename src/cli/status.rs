@@ -24,8 +24,18 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<i32> {
                 w.pid,
                 human_duration(now.saturating_sub(w.started))
             );
-            if let Some(m) = &w.loaded_model {
-                println!("model:   {m} (loaded)");
+            for m in &w.models {
+                let role = if m.current {
+                    "in use".to_string()
+                } else {
+                    format!("idle, last used {}", ago(m.last_used, now))
+                };
+                let pin = if m.pinned { ", pinned" } else { "" };
+                println!(
+                    "model:   {} ({}, {role}{pin})",
+                    m.name,
+                    human_bytes(m.bytes)
+                );
             }
             if w.parallel > 0 {
                 println!(

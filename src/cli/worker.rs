@@ -12,10 +12,58 @@ use qwen3q::scheduler::RunSettings;
 use qwen3q::scheduler::{Exit, Signals};
 
 #[cfg(feature = "llama")]
+/// What may stay loaded, from the config: the byte budget (0: three quarters of physical
+/// memory), the model count, the keep-alive.
+fn limits(ctx: &Ctx) -> qwen3q::engine::lru::Limits {
+    let budget_bytes = if ctx.config.model_budget_mb > 0 {
+        ctx.config.model_budget_mb * 1024 * 1024
+    } else {
+        use sysinfo::{MemoryRefreshKind, RefreshKind, System};
+        let total = System::new_with_specifics(
+            RefreshKind::nothing().with_memory(MemoryRefreshKind::nothing().with_ram()),
+        )
+        .map(|s| s.total_memory())
+        .unwrap_or(0);
+        if total > 0 {
+            total / 4 * 3
+        } else {
+            u64::MAX
+        }
+    };
+    qwen3q::engine::lru::Limits {
+        budget_bytes,
+        max_models: ctx.config.max_models.max(1),
+        keep_alive_ms: ctx.config.keep_alive_secs * 1000,
+    }
+}
+
+#[cfg(feature = "llama")]
+/// Pinned models as paths: config names, registered names or paths.
+fn pins(ctx: &Ctx) -> Vec<String> {
+    ctx.config
+        .pin
+        .iter()
+        .map(|p| {
+            let path = match ctx.config.models.get(p) {
+                Some(e) => e.path.clone(),
+                None => ctx
+                    .registered(p)
+                    .map(|e| e.path)
+                    .unwrap_or_else(|| p.into()),
+            };
+            let path = path.canonicalize().unwrap_or(path);
+            path.display().to_string()
+        })
+        .collect()
+}
+
+#[cfg(feature = "llama")]
 fn engine(ctx: &Ctx, a: &WorkerArgs) -> Result<Box<dyn Engine>> {
     use qwen3q::engine::llama::{LlamaEngine, LlamaSettings};
     Ok(Box::new(LlamaEngine::new(LlamaSettings {
         threads: a.threads.unwrap_or(ctx.config.threads),
+        limits: limits(ctx),
+        pins: pins(ctx),
         ..LlamaSettings::default()
     })))
 }

@@ -1,14 +1,16 @@
 //! A deterministic engine for fast unit tests of the code around inference. One character is
 //! one token; the "model" answers with a digest of its prompt. Never used by the binary.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::cache::{LoadedModel, ModelCache};
+use super::lru::Limits;
 use super::{Engine, EngineError, FinishReason, Generation, ModelInfo, SeqDone, SeqRequest, Shape};
-use crate::job::{ChatMessage, ModelRef};
+use crate::job::{ChatMessage, Millis, ModelRef};
 
 /// See the module docs. Fields are knobs a test sets.
-#[derive(Default)]
 pub struct FakeEngine {
     /// The context size every model gets.
     pub n_ctx: u32,
@@ -20,11 +22,17 @@ pub struct FakeEngine {
     pub log: Arc<Mutex<FakeLog>>,
     /// Fail the next step as if the KV cache were full, this many times.
     pub fail_steps: u32,
+    /// Fail this many loads of a model not loaded yet, as if memory were short.
+    pub fail_loads: u32,
     /// Called with the step's number before each step: tests trigger a shutdown or a cancel
     /// at a known point.
     pub on_step: Option<Box<dyn FnMut(u64) + Send>>,
     steps: u64,
-    loaded: Option<ModelRef>,
+    /// Bytes each model (by path) takes; 1 for models not named. With `cache` they drive
+    /// the same LRU decisions as the real engine.
+    pub model_bytes: HashMap<String, u64>,
+    /// Loaded models under the budget.
+    pub cache: ModelCache<()>,
     shape: Option<Shape>,
     /// Sequences in flight: tag, the answer, characters produced so far, max tokens, prompt
     /// length, and whether the prompt has been "decoded" yet.
@@ -40,6 +48,8 @@ pub struct FakeLog {
     pub max_in_flight: usize,
     /// For each step, the tags in flight: tests see slots reused.
     pub steps: Vec<Vec<u64>>,
+    /// Every model load (not counting reuse of a loaded model), by name.
+    pub loads: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -54,9 +64,30 @@ struct FakeSeq {
 
 impl FakeEngine {
     pub fn new(n_ctx: u32) -> Self {
+        Self::with_limits(
+            n_ctx,
+            Limits {
+                budget_bytes: u64::MAX,
+                max_models: 2,
+                keep_alive_ms: 300_000,
+            },
+        )
+    }
+
+    pub fn with_limits(n_ctx: u32, limits: Limits) -> Self {
         FakeEngine {
             n_ctx,
-            ..Default::default()
+            fail_on: None,
+            token_delay: Duration::ZERO,
+            log: Arc::default(),
+            fail_steps: 0,
+            fail_loads: 0,
+            on_step: None,
+            steps: 0,
+            model_bytes: HashMap::new(),
+            cache: ModelCache::new(limits, &[]),
+            shape: None,
+            seqs: Vec::new(),
         }
     }
 }
@@ -70,17 +101,29 @@ impl Engine for FakeEngine {
             n_ctx: shape.n_ctx.min(self.n_ctx),
             n_seq: shape.n_seq.max(1),
         };
-        if self.loaded.as_ref() != Some(model) || self.shape != Some(shape) {
+        if self.fail_loads > 0 && self.cache.current().map(|(r, _)| r) != Some(model) {
+            self.fail_loads -= 1;
+            return Err(EngineError::LoadFailed {
+                path: model.path.clone(),
+            });
+        }
+        let switching = self.cache.current().map(|(r, _)| r) != Some(model);
+        if switching || self.shape != Some(shape) {
             self.seqs.clear();
         }
-        self.loaded = Some(model.clone());
+        let bytes = self.model_bytes.get(&model.path).copied().unwrap_or(1);
+        let log = self.log.clone();
+        self.cache.make_current(model, bytes, crate::now_ms(), || {
+            log.lock().unwrap().loads.push(model.name.clone());
+            Ok(((), bytes))
+        })?;
         self.shape = Some(shape);
         Ok(ModelInfo {
             n_ctx: shape.n_ctx,
             n_seq: shape.n_seq,
             n_ctx_train: self.n_ctx,
             thinking_template: true,
-            size_bytes: 1,
+            size_bytes: bytes,
             memory: None,
         })
     }
@@ -216,10 +259,26 @@ impl Engine for FakeEngine {
     }
 
     fn unload(&mut self) {
-        self.loaded = None;
+        self.seqs.clear();
+        self.cache.clear(crate::now_ms());
     }
 
     fn loaded(&self) -> Option<&ModelRef> {
-        self.loaded.as_ref()
+        self.cache.current().map(|(r, _)| r)
+    }
+
+    fn maintain(&mut self, now: Millis) -> Vec<String> {
+        if self.seqs.is_empty() {
+            self.cache.release_current(now);
+        }
+        self.cache.expire(now)
+    }
+
+    fn free_memory(&mut self, bytes: u64) -> u64 {
+        self.cache.free(bytes)
+    }
+
+    fn models(&self) -> Vec<LoadedModel> {
+        self.cache.loaded()
     }
 }

@@ -185,6 +185,18 @@ impl<K: Eq + Hash + Clone + Ord> Lru<K> {
         }
     }
 
+    /// What a loaded model takes changed (its context was created or dropped).
+    pub fn resize(&mut self, key: &K, new_bytes: u64) {
+        if let Some(Slot::Loaded { bytes, .. }) = self.slots.get_mut(key) {
+            *bytes = new_bytes;
+        }
+    }
+
+    /// Forget `key` (it was unloaded from outside the LRU's own decisions).
+    pub fn forget(&mut self, key: &K) {
+        self.slots.remove(key);
+    }
+
     /// Done using `key`.
     pub fn release(&mut self, key: &K, now: u64) {
         if let Some(Slot::Loaded {

@@ -6,6 +6,7 @@
 //! header without loading it) and `lru` (which models stay loaded; not yet wired in: the
 //! worker holds one model until issue 3's engine uses it).
 
+pub mod cache;
 pub mod chunking;
 pub mod fake;
 pub mod gguf;
@@ -15,7 +16,7 @@ pub mod lru;
 pub mod memory;
 pub mod templates;
 
-use crate::job::{ChatMessage, Constraint, ModelRef};
+use crate::job::{ChatMessage, Constraint, Millis, ModelRef};
 
 /// Why a generation was stopped from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +111,8 @@ pub enum EngineError {
     BadOutput(String),
     #[error("no free sequence slot (all {0} are busy)")]
     NoFreeSlot(u32),
+    #[error("the model needs {} MiB with its context but at most {} MiB of the model budget can be made free", needed / 1048576, available / 1048576)]
+    NoRoom { needed: u64, available: u64 },
     #[error("no room in the KV cache for the batch")]
     NoKvSlot,
     #[error("llama.cpp decode failed: {0}")]
@@ -133,6 +136,7 @@ impl EngineError {
                 | EngineError::Template(_)
                 | EngineError::Grammar(_)
                 | EngineError::BadOutput(_)
+                | EngineError::NoRoom { .. }
         )
     }
 
@@ -144,6 +148,7 @@ impl EngineError {
             EngineError::LoadFailed { .. }
                 | EngineError::ContextFailed { .. }
                 | EngineError::NoKvSlot
+                | EngineError::NoRoom { .. }
         )
     }
 }
@@ -218,11 +223,22 @@ pub trait Engine: Send {
     /// Slots free for [`Engine::start`].
     fn free_slots(&self) -> usize;
 
-    /// Unload the current model (idle, or to free memory).
+    /// Unload every model.
     fn unload(&mut self);
 
-    /// The loaded model, if any.
+    /// The current model (the batch's), if any.
     fn loaded(&self) -> Option<&ModelRef>;
+
+    /// Housekeeping while the worker is idle: with no sequence in flight the current model's
+    /// context is dropped (its memory given back) and it becomes idle; idle models past their
+    /// keep-alive are unloaded. Returns the names of the models unloaded.
+    fn maintain(&mut self, now: Millis) -> Vec<String>;
+
+    /// Unload idle models until `bytes` are freed (the memory gate's lever); bytes freed.
+    fn free_memory(&mut self, bytes: u64) -> u64;
+
+    /// The loaded models, most recently used first.
+    fn models(&self) -> Vec<cache::LoadedModel>;
 
     /// Generate one sequence alone, from start to end: the B=1 path for tools and examples.
     /// `control` is asked before each decode step and may stop it. Other sequences must not be

@@ -549,6 +549,17 @@ impl Store {
         })
     }
 
+    /// A running job that cannot run now (no memory for it yet) goes back to the queue, to be
+    /// claimed again from `until` on. No attempt is counted: waiting is not failing.
+    pub fn defer(&self, id: JobId, now: Millis, until: Millis, reason: &str) -> Result<()> {
+        self.change_job(id, |tx, job| {
+            // Index under the new time: unindex happens inside transition with the old state
+            // (Running holds no time index), then the Queued job is indexed as delayed.
+            job.spec.not_before = Some(until);
+            tx.transition(job, JobState::Queued, now, reason.to_string(), None)
+        })
+    }
+
     /// At worker start: every job left Running by a dead worker goes back to the queue.
     pub fn recover(&self, now: Millis) -> Result<Vec<JobId>> {
         let running = self.ids_in_state(StateKind::Running)?;
@@ -680,6 +691,7 @@ mod tests {
             max_attempts: 3,
             extra_json: None,
             constraint: None,
+            fallback: Vec::new(),
         }
     }
 

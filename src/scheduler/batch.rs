@@ -16,15 +16,18 @@ pub(super) struct Batch {
     next_tag: u64,
     /// Sequences decoded together now: the configured `parallel`, halved by memory failures.
     pub n_seq: u32,
+    /// Context per sequence now: the configured `n_ctx`, shrunk by the fallback ladder.
+    pub n_ctx: u32,
 }
 
 impl Batch {
-    pub fn new(n_seq: u32) -> Self {
+    pub fn new(n_seq: u32, n_ctx: u32) -> Self {
         Batch {
             runs: Vec::new(),
             tags: HashMap::new(),
             next_tag: 0,
             n_seq,
+            n_ctx,
         }
     }
 

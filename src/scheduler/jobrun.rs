@@ -14,7 +14,8 @@ use crate::engine::chunking::{self, chunk_budget, plan};
 use crate::engine::templates::{reduce_messages, split_reasoning, task_messages, with_thinking};
 use crate::engine::{Engine, EngineError, Generation, ModelInfo, Sampling};
 use crate::job::{
-    ChatMessage, ChunkOutput, Constraint, Job, JobResult, JobState, MergeKind, Millis, Task, Usage,
+    ChatMessage, ChunkOutput, Constraint, Job, JobResult, JobState, MergeKind, Millis, ModelRef,
+    Task, Usage,
 };
 
 /// A generation to start.
@@ -66,6 +67,8 @@ struct Round {
 /// One job in the batch. See the module docs.
 pub struct JobRun {
     pub job: Job,
+    /// The model that runs the job: its own, or a fallback.
+    model: ModelRef,
     /// The model as loaded for this job (context per sequence, template facts).
     info: ModelInfo,
     /// Tokens kept free in the context beside prompt and answer.
@@ -167,6 +170,7 @@ impl JobRun {
     /// to this plan.
     pub fn new(
         job: Job,
+        model: ModelRef,
         info: ModelInfo,
         margin: u32,
         claimed_at: Millis,
@@ -176,6 +180,7 @@ impl JobRun {
         let total = chunks.len() as u32;
         JobRun {
             job,
+            model,
             info,
             margin,
             claimed_at,
@@ -480,7 +485,7 @@ impl JobRun {
             answer,
             reasoning,
             usage,
-            model: spec.model.clone(),
+            model: self.model.clone(),
             n_ctx: self.info.n_ctx,
             chunks: self.total,
             reduced,

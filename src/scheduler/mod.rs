@@ -61,8 +61,10 @@ pub struct LiveStatus {
     pub started: Millis,
     /// Jobs in the batch, with their progress, in the order they were claimed.
     pub running: Vec<CurrentJob>,
-    /// The model the engine holds.
+    /// The batch's model.
     pub loaded_model: Option<String>,
+    /// Every loaded model, with its bytes and when it was last used.
+    pub models: Vec<crate::engine::cache::LoadedModel>,
     /// Sequences the batch decodes together now (B), and how many are in flight.
     pub parallel: u32,
     pub in_flight: u32,
@@ -114,6 +116,25 @@ enum Stop {
     },
 }
 
+/// How a job that could not be loaded ends this time.
+enum Ladder {
+    /// It cannot run: fail it (an error of the job, or no configuration fits the budget).
+    Fail(EngineError),
+    /// It could run when memory frees up: back to the queue for a while.
+    Wait(EngineError),
+}
+
+/// How long a job waits for memory before it is tried again.
+const MEMORY_WAIT: Duration = Duration::from_secs(60);
+
+/// The smallest context the fallback ladder shrinks to for `job`: room for its answer and a
+/// useful piece of document, as a power of two.
+fn min_context(job: &Job, margin: u32) -> u32 {
+    (job.spec.params.max_tokens + margin + 512)
+        .next_power_of_two()
+        .max(1024)
+}
+
 fn jitter(id: JobId, now: Millis) -> f64 {
     let x = (id.0 ^ now).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (x >> 11) as f64 / (1u64 << 53) as f64
@@ -145,7 +166,7 @@ impl Worker {
                 "recovered jobs left running by a dead worker"
             );
         }
-        let mut b = Batch::new(self.settings.parallel.max(1));
+        let mut b = Batch::new(self.settings.parallel.max(1), self.settings.n_ctx);
         let mut last_beat = Instant::now();
         loop {
             if self.signals.shutdown.is_triggered() {
@@ -185,11 +206,20 @@ impl Worker {
         }
     }
 
-    /// Nothing in the batch: `Some` to leave (drained), else wait for work.
+    /// Nothing in the batch: `Some` to leave (drained), else wait for work. Idle models are
+    /// looked after meanwhile: the context of the last batch is given back, and models past
+    /// their keep-alive are unloaded.
     fn idle(&mut self) -> Result<Option<Exit>, StoreError> {
+        let now = (self.now)();
+        for name in self.engine.maintain(now) {
+            tracing::info!(model = %name, "unloaded after its keep-alive");
+        }
+        self.publish_models();
+        // While models are loaded, look again within half a minute to unload expired ones.
+        let housekeeping = (!self.engine.models().is_empty()).then_some(Duration::from_secs(30));
         if self.store.paused()? {
             self.set_waiting(Some("paused".into()));
-            self.signals.wait(None);
+            self.signals.wait(housekeeping);
             return Ok(None);
         }
         let next_due = self.store.next_due()?;
@@ -197,11 +227,18 @@ impl Worker {
             let delayed = self.store.delayed_count()?;
             return Ok(Some(Exit::Drained { delayed }));
         }
-        let now = (self.now)();
-        let wait = next_due.map(|due| Duration::from_millis(due.saturating_sub(now) + 5));
+        let due = next_due.map(|due| Duration::from_millis(due.saturating_sub(now) + 5));
+        let wait = match (due, housekeeping) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.set_waiting(Some("idle: nothing queued".into()));
         self.signals.wait(wait);
         Ok(None)
+    }
+
+    fn publish_models(&self) {
+        self.status.lock().unwrap().models = self.engine.models();
     }
 
     fn set_waiting(&self, why: Option<String>) {
@@ -226,6 +263,7 @@ impl Worker {
             })
             .collect();
         st.loaded_model = self.engine.loaded().map(|m| m.name.clone());
+        st.models = self.engine.models();
         st.parallel = b.n_seq;
         st.in_flight = self.engine.active() as u32;
         if !b.runs.is_empty() {
@@ -335,10 +373,16 @@ impl Worker {
         Ok(())
     }
 
-    /// The next ready job: any, if the batch is empty, else one for the batch's model.
+    /// The next ready job: any, if the batch is empty, else one for the model the batch runs
+    /// on (which may be a fallback of its jobs' own model).
     fn claim(&mut self, b: &Batch) -> Result<Option<Job>, StoreError> {
         let (now, lease) = ((self.now)(), self.lease_ms());
-        match b.runs.first().map(|r| r.job.spec.model.clone()) {
+        let running = if b.runs.is_empty() {
+            None
+        } else {
+            self.engine.loaded().cloned()
+        };
+        match running {
             None => self.store.claim(now, lease),
             Some(model) => {
                 self.store
@@ -349,29 +393,33 @@ impl Worker {
         }
     }
 
-    /// Load the job's model, split its document, and add it to the batch.
+    /// Load the job's model (down the fallback ladder if it does not fit), split its document,
+    /// and add it to the batch.
     fn prepare(&mut self, b: &mut Batch, job: Job) -> Result<(), StoreError> {
         let (now, lease) = ((self.now)(), self.lease_ms());
         let id = job.id;
         tracing::info!(job = %id, custom_id = %job.spec.custom_id, "running");
-        let info = loop {
-            let shape = Shape {
-                n_ctx: self.settings.n_ctx,
-                n_seq: b.n_seq,
-            };
-            match self.engine.load(&job.spec.model, shape) {
-                Ok(info) => break info,
-                Err(e) if e.is_memory() && b.n_seq > 1 && b.runs.is_empty() => {
-                    b.n_seq = (b.n_seq / 2).max(1);
-                    tracing::warn!(parallel = b.n_seq, "{e}; trying fewer sequences");
-                }
-                Err(e) => {
-                    return self.fail_claimed(job, Stop::Engine(e));
-                }
+        if b.runs.is_empty() {
+            // A new batch starts at the configured size; the ladder shrinks it if need be.
+            b.n_seq = self.settings.parallel.max(1);
+            b.n_ctx = self.settings.n_ctx;
+        }
+        let (model, info) = match self.load_with_fallback(b, &job) {
+            Ok(loaded) => loaded,
+            Err(Ladder::Fail(e)) => return self.fail_claimed(job, Stop::Engine(e)),
+            Err(Ladder::Wait(e)) => {
+                let until = now + MEMORY_WAIT.as_millis() as u64;
+                tracing::warn!(job = %id, "waiting for memory: {e}");
+                return self.store.defer(
+                    id,
+                    now,
+                    until,
+                    &format!("waiting for memory ({e}); tries again in a minute"),
+                );
             }
         };
         if let Some(record) = &info.memory {
-            self.store.record_memory(&job.spec.model.path, record)?;
+            self.store.record_memory(&model.path, record)?;
         }
         let text = self.store.document(id)?;
         let chunks = match chunk_texts(
@@ -402,6 +450,7 @@ impl Worker {
         }
         b.runs.push(JobRun::new(
             job,
+            model,
             info,
             self.settings.margin,
             now,
@@ -411,10 +460,80 @@ impl Worker {
         Ok(())
     }
 
+    /// Load a model for `job` within memory: its own model at the batch's shape, else, for
+    /// lack of memory, down the ladder — (1) halve B, (2) halve the context down to what the
+    /// job needs, (3) evict the other loaded models, (4) the job's fallback models in order,
+    /// each from the top of the ladder. The model that loaded, and how.
+    fn load_with_fallback(
+        &mut self,
+        b: &mut Batch,
+        job: &Job,
+    ) -> Result<(crate::job::ModelRef, crate::engine::ModelInfo), Ladder> {
+        let fresh = b.runs.is_empty();
+        let min_ctx = min_context(job, self.settings.margin);
+        let candidates =
+            std::iter::once(job.spec.model.clone()).chain(job.spec.fallback.iter().cloned());
+        let mut last = None;
+        // Whether every model failed only because it cannot fit the budget even alone.
+        let mut never_fits = true;
+        for model in candidates {
+            let mut shape = Shape {
+                n_ctx: b.n_ctx,
+                n_seq: b.n_seq,
+            };
+            let mut evicted = false;
+            loop {
+                match self.engine.load(&model, shape) {
+                    Ok(info) => {
+                        if fresh {
+                            (b.n_seq, b.n_ctx) = (info.n_seq, info.n_ctx);
+                        }
+                        if model != job.spec.model {
+                            tracing::warn!(job = %job.id, model = %model.name, "running on a fallback model");
+                        }
+                        return Ok((model, info));
+                    }
+                    Err(e) if e.is_memory() => {
+                        if fresh && shape.n_seq > 1 {
+                            shape.n_seq /= 2;
+                            tracing::warn!(parallel = shape.n_seq, "{e}; trying fewer sequences");
+                        } else if fresh && shape.n_ctx / 2 >= min_ctx {
+                            shape.n_ctx /= 2;
+                            tracing::warn!(n_ctx = shape.n_ctx, "{e}; trying a smaller context");
+                        } else if !evicted && fresh && self.engine.free_memory(u64::MAX) > 0 {
+                            evicted = true;
+                            tracing::warn!("{e}; unloaded the other models");
+                        } else {
+                            never_fits &= matches!(e, EngineError::NoRoom { .. });
+                            last = Some(e);
+                            break;
+                        }
+                    }
+                    Err(e) if model == job.spec.model => return Err(Ladder::Fail(e)),
+                    Err(e) => {
+                        // A fallback model that is gone or broken: the next one may do.
+                        tracing::warn!(model = %model.name, "fallback model unusable: {e}");
+                        never_fits = false;
+                        last = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        let e = last.expect("at least the job's own model was tried");
+        if never_fits {
+            Err(Ladder::Fail(e))
+        } else {
+            Err(Ladder::Wait(e))
+        }
+    }
+
     /// A claimed job that never joined the batch stops.
     fn fail_claimed(&mut self, job: Job, stop: Stop) -> Result<(), StoreError> {
+        let model = job.spec.model.clone();
         let run = JobRun::new(
             job,
+            model,
             crate::engine::ModelInfo {
                 n_ctx: 0,
                 n_seq: 0,
@@ -428,7 +547,7 @@ impl Worker {
             Vec::new(),
             Default::default(),
         );
-        let mut none = Batch::new(1);
+        let mut none = Batch::new(1, 0);
         self.record_stop(&mut none, run, stop)
     }
 
@@ -558,9 +677,9 @@ impl Worker {
             for run in &mut b.runs {
                 run.drop_all();
             }
-            if let Some(model) = b.runs.first().map(|r| r.job.spec.model.clone()) {
+            if let Some(model) = self.engine.loaded().cloned() {
                 let shape = Shape {
-                    n_ctx: self.settings.n_ctx,
+                    n_ctx: b.n_ctx,
                     n_seq: b.n_seq,
                 };
                 if let Err(e) = self.engine.load(&model, shape) {

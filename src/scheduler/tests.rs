@@ -32,6 +32,7 @@ fn spec(custom_id: &str, task: Task, model: &str) -> JobSpec {
         max_attempts: 2,
         extra_json: None,
         constraint: None,
+        fallback: Vec::new(),
     }
 }
 
@@ -413,4 +414,121 @@ fn a_prompt_that_cannot_fit_is_dead_at_once() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+fn model(name: &str) -> crate::job::ModelRef {
+    crate::job::ModelRef {
+        name: name.into(),
+        path: format!("{name}.gguf"),
+        template: None,
+    }
+}
+
+/// A fake engine under a budget of 100 bytes with models of the given sizes.
+fn budget_engine(sizes: &[(&str, u64)]) -> FakeEngine {
+    let mut e = FakeEngine::with_limits(
+        1000,
+        crate::engine::lru::Limits {
+            budget_bytes: 100,
+            max_models: 4,
+            keep_alive_ms: 300_000,
+        },
+    );
+    for (name, bytes) in sizes {
+        e.model_bytes.insert(format!("{name}.gguf"), *bytes);
+    }
+    e
+}
+
+#[test]
+fn the_least_recently_used_idle_model_is_evicted_for_the_next() {
+    let (_d, store) = temp_store();
+    let store = Arc::new(store);
+    for (i, m) in ["a", "b", "a"].iter().enumerate() {
+        let mut s = spec(&format!("j{i}"), Task::Summarize, &format!("{m}.gguf"));
+        s.model = model(m);
+        s.priority = 10 - i as i32; // claimed in this order
+        store
+            .enqueue(
+                &[NewJob {
+                    spec: s,
+                    text: format!("text {i}"),
+                }],
+                true,
+                1_000,
+            )
+            .unwrap();
+    }
+    let engine = budget_engine(&[("a", 60), ("b", 60)]);
+    let log = engine.log.clone();
+    let w = worker(&store, engine, now, true, &Signals::default());
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 0 });
+    // a and b cannot both fit in 100 bytes: each load evicts the other (idle) one.
+    assert_eq!(log.lock().unwrap().loads, ["a", "b", "a"]);
+    assert_eq!(store.ids_in_state(StateKind::Succeeded).unwrap().len(), 3);
+}
+
+#[test]
+fn a_model_that_cannot_fit_falls_back_or_waits_and_never_fails_for_memory() {
+    let (_d, store) = temp_store();
+    let store = Arc::new(store);
+    let mut with_fallback = spec("fb", Task::Summarize, "big.gguf");
+    with_fallback.model = model("big");
+    with_fallback.fallback = vec![model("small")];
+    let mut alone = spec("alone", Task::Summarize, "big.gguf");
+    alone.model = model("big");
+    store
+        .enqueue(
+            &[
+                NewJob {
+                    spec: with_fallback,
+                    text: "one".into(),
+                },
+                NewJob {
+                    spec: alone,
+                    text: "two".into(),
+                },
+            ],
+            false,
+            1_000,
+        )
+        .unwrap();
+    let w = worker(
+        &store,
+        budget_engine(&[("big", 150), ("small", 50)]),
+        now,
+        true,
+        &Signals::default(),
+    );
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 0 });
+    let fb = store
+        .result(JobId(1))
+        .unwrap()
+        .unwrap_or_else(|| panic!("{:?}", store.job(JobId(1)).unwrap()));
+    assert_eq!(
+        fb.model.name, "small",
+        "the result records the model that ran"
+    );
+    // No configuration of `big` fits 100 bytes and it has no fallback: dead, saying why.
+    match store.job(JobId(2)).unwrap().unwrap().state {
+        JobState::Dead { error, .. } => assert!(error.contains("model budget"), "{error}"),
+        other => panic!("{other:?}"),
+    }
+
+    // A load that fails for memory now (not for the budget) waits, costing no attempt.
+    let (_d, store) = temp_store();
+    let store = Arc::new(store);
+    let id = enqueue(&store, "w", "text", Task::Summarize, "m.gguf");
+    let mut engine = FakeEngine::new(1000);
+    engine.fail_loads = 100;
+    let w = worker(&store, engine, now, true, &Signals::default());
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 1 });
+    let job = store.job(id).unwrap().unwrap();
+    assert_eq!((job.state.kind(), job.attempts), (StateKind::Queued, 0));
+    assert_eq!(job.spec.not_before, Some(now() + 60_000));
+    assert!(store
+        .events(id)
+        .unwrap()
+        .iter()
+        .any(|e| e.reason.contains("waiting for memory")));
 }

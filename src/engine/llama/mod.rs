@@ -22,6 +22,8 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{send_logs_to_tracing, DecodeError, LogOptions};
 
+use super::cache::{LoadedModel, ModelCache};
+use super::lru::Limits;
 use super::{
     gguf, templates, Engine, EngineError, ModelInfo, Sampling, SeqDone, SeqRequest, Shape,
 };
@@ -44,6 +46,10 @@ pub struct LlamaSettings {
     pub threads: u32,
     /// Most tokens in one decode call.
     pub n_batch: u32,
+    /// What may stay loaded: byte budget, model count, keep-alive.
+    pub limits: Limits,
+    /// Model paths kept loaded whatever their idle time.
+    pub pins: Vec<String>,
 }
 
 impl Default for LlamaSettings {
@@ -51,6 +57,12 @@ impl Default for LlamaSettings {
         LlamaSettings {
             threads: 0,
             n_batch: 512,
+            limits: Limits {
+                budget_bytes: u64::MAX,
+                max_models: 2,
+                keep_alive_ms: 300_000,
+            },
+            pins: Vec::new(),
         }
     }
 }
@@ -59,8 +71,6 @@ impl Default for LlamaSettings {
 struct Loaded {
     /// Shared with the session's context, which borrows it.
     model: Arc<LlamaModel>,
-    /// Which model this is, to reuse it when the next job names the same one.
-    model_ref: ModelRef,
     template: LlamaChatTemplate,
     info: ModelInfo,
 }
@@ -68,8 +78,9 @@ struct Loaded {
 /// The real engine. See the module docs.
 pub struct LlamaEngine {
     settings: LlamaSettings,
-    loaded: Option<Loaded>,
-    /// The context of the loaded model, with its sequences in flight.
+    /// Loaded models under the byte budget; the current one is the batch's.
+    cache: ModelCache<Loaded>,
+    /// The context of the current model, with its sequences in flight.
     session: Option<Session>,
 }
 
@@ -77,8 +88,8 @@ impl LlamaEngine {
     pub fn new(settings: LlamaSettings) -> Self {
         backend();
         LlamaEngine {
+            cache: ModelCache::new(settings.limits.clone(), &settings.pins),
             settings,
-            loaded: None,
             session: None,
         }
     }
@@ -94,8 +105,9 @@ impl LlamaEngine {
     }
 
     fn current(&self) -> Result<&Loaded, EngineError> {
-        self.loaded
-            .as_ref()
+        self.cache
+            .current()
+            .map(|(_, l)| l)
             .ok_or_else(|| EngineError::ModelMissing("no model loaded".into()))
     }
 
@@ -104,18 +116,27 @@ impl LlamaEngine {
             .as_mut()
             .ok_or_else(|| EngineError::ModelMissing("no model loaded".into()))
     }
+}
 
-    /// Read the GGUF's header (refusing fake or truncated files before llama.cpp sees them),
-    /// load the weights and pick the chat template.
-    fn load_model(&self, model_ref: &ModelRef) -> Result<Loaded, EngineError> {
+/// Read the GGUF's header (refusing fake or truncated files before llama.cpp sees them).
+fn facts_of(model_ref: &ModelRef) -> Result<(gguf::Header, gguf::ModelFacts), EngineError> {
+    let path = Path::new(&model_ref.path);
+    let bad = |e: &dyn std::fmt::Display| EngineError::BadModel {
+        path: model_ref.path.clone(),
+        reason: e.to_string(),
+    };
+    let file_bytes = std::fs::metadata(path)
+        .map_err(|_| EngineError::ModelMissing(model_ref.path.clone()))?
+        .len();
+    let header = gguf::inspect(path).map_err(|e| bad(&e))?;
+    let facts = header.facts(file_bytes);
+    Ok((header, facts))
+}
+
+/// Load the weights and pick the chat template.
+fn load_model(model_ref: &ModelRef, header: &gguf::Header) -> Result<Loaded, EngineError> {
+    {
         let path = Path::new(&model_ref.path);
-        if !path.exists() {
-            return Err(EngineError::ModelMissing(model_ref.path.clone()));
-        }
-        let header = gguf::inspect(path).map_err(|e| EngineError::BadModel {
-            path: model_ref.path.clone(),
-            reason: e.to_string(),
-        })?;
         let started = Instant::now();
         let model = LlamaModel::load_from_file(backend(), path, &LlamaModelParams::default())
             .map_err(|_| EngineError::LoadFailed {
@@ -154,7 +175,6 @@ impl LlamaEngine {
         );
         Ok(Loaded {
             model: Arc::new(model),
-            model_ref: model_ref.clone(),
             template,
             info,
         })
@@ -209,19 +229,24 @@ pub(super) fn sampler(s: &Sampling) -> LlamaSampler {
 
 impl Engine for LlamaEngine {
     fn load(&mut self, model_ref: &ModelRef, shape: Shape) -> Result<ModelInfo, EngineError> {
-        let same_model = self
-            .loaded
-            .as_ref()
-            .is_some_and(|l| l.model_ref == *model_ref);
-        if !same_model {
-            // Free the old model (and its context) before loading the next.
+        let now = crate::now_ms();
+        let n_batch = self.settings.n_batch.max(1);
+        if self.cache.current().map(|(r, _)| r) != Some(model_ref) {
+            // Free the old context before anything else: the next model may need its memory.
             self.session = None;
-            self.loaded = None;
-            self.loaded = Some(self.load_model(model_ref)?);
+            let (header, facts) = facts_of(model_ref)?;
+            let n_ctx = (shape.n_ctx as u64).min(facts.context_length.unwrap_or(u64::MAX));
+            let predicted = facts
+                .predict(n_ctx, shape.n_seq.max(1) as u64, n_batch as u64)
+                .total();
+            self.cache.make_current(model_ref, predicted, now, || {
+                let l = load_model(model_ref, &header)?;
+                let weights = l.model.size();
+                Ok((l, weights))
+            })?;
         }
         let threads = self.threads();
-        let n_batch = self.settings.n_batch.max(1);
-        let l = self.loaded.as_mut().expect("loaded above");
+        let l = self.cache.current_mut().expect("made current above");
         let shape = Shape {
             n_ctx: shape.n_ctx.min(l.info.n_ctx_train).max(1),
             n_seq: shape.n_seq.max(1),
@@ -250,7 +275,10 @@ impl Engine for LlamaEngine {
                 "context ready"
             );
             l.info.memory = Some(record);
+            let bytes = record.total();
+            self.cache.resize_current(bytes);
         }
+        let l = self.cache.current_mut().expect("made current above");
         l.info.n_ctx = shape.n_ctx;
         l.info.n_seq = shape.n_seq;
         Ok(l.info.clone())
@@ -322,10 +350,26 @@ impl Engine for LlamaEngine {
 
     fn unload(&mut self) {
         self.session = None;
-        self.loaded = None;
+        self.cache.clear(crate::now_ms());
     }
 
     fn loaded(&self) -> Option<&ModelRef> {
-        self.loaded.as_ref().map(|l| &l.model_ref)
+        self.cache.current().map(|(r, _)| r)
+    }
+
+    fn maintain(&mut self, now: crate::job::Millis) -> Vec<String> {
+        if self.active() == 0 && self.session.is_some() {
+            self.session = None;
+            self.cache.release_current(now);
+        }
+        self.cache.expire(now)
+    }
+
+    fn free_memory(&mut self, bytes: u64) -> u64 {
+        self.cache.free(bytes)
+    }
+
+    fn models(&self) -> Vec<LoadedModel> {
+        self.cache.loaded()
     }
 }

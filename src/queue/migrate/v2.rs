@@ -79,6 +79,7 @@ fn job_v2(old: JobV1) -> Job {
             max_attempts: s.max_attempts,
             extra_json: s.extra_json,
             constraint: None,
+            fallback: Vec::new(),
         },
         state: old.state,
         attempts: old.attempts,
