@@ -6,9 +6,9 @@
 //! Each run and B: a fresh home; `qwen3q enqueue` of DOCS documents (not timed); then
 //! `qwen3q worker --drain --parallel B`. The worker's time runs from the first claim to the last
 //! result (`started_ms`/`finished_ms` in the results) less the one-time model load and context
-//! creation (from its log): queue, store writes and checkpoints are all inside. Then the raw
-//! anchor decodes B sequences of the same mean prompt and answer lengths in this process; DOCS/B
-//! such waves are the raw time. Reports total tokens/s (prompt + generated) of both and the
+//! creation (from its log): queue, store writes and checkpoints are all inside. The raw anchor
+//! decodes DOCS/B waves of B sequences of the same mean prompt and answer lengths in this
+//! process, right before and right after the worker; the two rates are averaged. Reports total tokens/s (prompt + generated) of both and the
 //! ratio worker/raw per B (median over runs), the time from worker start to its first generated
 //! token, and the worker's peak RSS beyond the model file and the KV cache.
 
@@ -227,25 +227,39 @@ fn main() {
     for b in bs {
         let (mut ws, mut rs, mut ratios, mut rss) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut mpp, mut mtg) = (0.0, 0.0);
+        let (mut mpp, mut mtg) = (0.0f64, 0.0f64);
         for _ in 0..runs {
+            // The anchor runs as many waves as the worker's documents make, right before and
+            // right after the worker (the same shapes: the worker's mean lengths from its
+            // previous run, or a first guess), and the two are averaged: this machine's speed
+            // drifts within a minute, and a ratio must compare like with like.
+            let shape = Shape {
+                n_ctx: N_CTX,
+                n_seq: b,
+            };
+            let waves = n.div_ceil(b as usize);
+            let raw_tps_now = |pp: u32, tg: u32| {
+                let (mut tokens, mut secs) = (0u64, 0f64);
+                for _ in 0..waves {
+                    let r = anchor.run(shape, pp, tg).unwrap();
+                    tokens += r.pp_tokens + r.tg_tokens;
+                    secs += r.pp_secs + r.tg_secs;
+                }
+                tokens as f64 / secs
+            };
+            let (pp0, tg0) = if mpp > 0.0 {
+                (mpp.round() as u32, mtg.round() as u32)
+            } else {
+                (151, tg)
+            };
+            let before = raw_tps_now(pp0, tg0);
             let w = worker_run(&bin, &model, n, tg, b);
             let (pp, tgm) = (w.mean_pp.round() as u32, w.mean_tg.round() as u32);
-            let raw = anchor
-                .run(
-                    Shape {
-                        n_ctx: N_CTX,
-                        n_seq: b,
-                    },
-                    pp,
-                    tgm,
-                )
-                .unwrap();
-            let wave_secs = raw.pp_secs + raw.tg_secs;
-            let raw_tps = (raw.pp_tokens + raw.tg_tokens) as f64 / wave_secs;
+            let after = raw_tps_now(pp, tgm);
+            let raw_tps = (before + after) / 2.0;
             let worker_tps = w.tokens as f64 / w.secs;
             eprintln!(
-                "B={b}: worker {worker_tps:.1} tok/s ({} tokens in {:.2} s), raw {raw_tps:.1} tok/s, ratio {:.3}",
+                "B={b}: worker {worker_tps:.1} tok/s ({} tokens in {:.2} s), raw {before:.1} before / {after:.1} after, ratio {:.3}",
                 w.tokens,
                 w.secs,
                 worker_tps / raw_tps

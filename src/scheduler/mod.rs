@@ -668,32 +668,44 @@ impl Worker {
     }
 
     /// The whole batch failed in a decode. For lack of memory: halve B and start the steps
-    /// again; otherwise (or already at B = 1) every job in it fails (and retries later).
+    /// again, or at B = 1 put the jobs back to wait for memory; for another reason every job
+    /// in it fails (and retries later).
     fn batch_failed(&mut self, b: &mut Batch, e: EngineError) -> Result<(), StoreError> {
         b.tags.clear();
-        if e.is_memory() && b.n_seq > 1 {
+        if !e.is_memory() {
+            for run in std::mem::take(&mut b.runs) {
+                let e = EngineError::Decode(e.to_string());
+                self.record_stop(b, run, Stop::Engine(e))?;
+            }
+            return Ok(());
+        }
+        if b.n_seq > 1 {
             b.n_seq = (b.n_seq / 2).max(1);
             tracing::warn!(parallel = b.n_seq, "{e}; decoding fewer sequences together");
             for run in &mut b.runs {
                 run.drop_all();
             }
-            if let Some(model) = self.engine.loaded().cloned() {
-                let shape = Shape {
-                    n_ctx: b.n_ctx,
-                    n_seq: b.n_seq,
-                };
-                if let Err(e) = self.engine.load(&model, shape) {
-                    for run in std::mem::take(&mut b.runs) {
-                        let e = EngineError::Decode(e.to_string());
-                        self.record_stop(b, run, Stop::Engine(e))?;
-                    }
-                }
+            let shape = Shape {
+                n_ctx: b.n_ctx,
+                n_seq: b.n_seq,
+            };
+            match self.engine.loaded().cloned() {
+                Some(model) if self.engine.load(&model, shape).is_ok() => return Ok(()),
+                _ => {}
             }
-            return Ok(());
         }
+        // Even one sequence does not fit now: the jobs wait for memory (their finished
+        // chunks are kept), costing no attempt.
+        let now = (self.now)();
+        let until = now + MEMORY_WAIT.as_millis() as u64;
         for run in std::mem::take(&mut b.runs) {
-            let e = EngineError::Decode(e.to_string());
-            self.record_stop(b, run, Stop::Engine(e))?;
+            self.abort_steps(b, run.job.id);
+            self.store.defer(
+                run.job.id,
+                now,
+                until,
+                &format!("waiting for memory ({e}); tries again in a minute"),
+            )?;
         }
         Ok(())
     }

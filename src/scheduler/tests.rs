@@ -268,6 +268,17 @@ fn a_batch_that_does_not_fit_halves_and_runs_its_steps_again() {
         assert_eq!(job.attempts, 1, "a memory failure costs no attempt");
     }
     assert_eq!(status.lock().unwrap().parallel, 1, "4 → 2 → 1");
+
+    // At B = 1 a batch that still does not fit waits for memory instead of failing.
+    let (_d, store) = temp_store();
+    let store = Arc::new(store);
+    let id = enqueue(&store, "w", "text", Task::Summarize, "m.gguf");
+    let mut engine = FakeEngine::new(1000);
+    engine.fail_steps = 1;
+    let w = worker(&store, engine, now, true, &Signals::default());
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 1 });
+    let job = store.job(id).unwrap().unwrap();
+    assert_eq!((job.state.kind(), job.attempts), (StateKind::Queued, 0));
 }
 
 #[test]
