@@ -105,6 +105,25 @@ fn every_verb_works_through_a_running_worker() {
     let missing = h.fails(&["show", "no-such-job"], 5);
     assert!(missing.contains("no job no-such-job"), "{missing}");
 
+    // The idle worker still holds the model, and says so (with its bytes and last use).
+    wait_until(Duration::from_secs(10), "the worker idles", || {
+        h.status()["worker"]["waiting"].is_string()
+    });
+    let status = h.status();
+    let models = status["worker"]["models"].as_array().unwrap();
+    assert_eq!(models.len(), 1, "{status}");
+    assert_eq!(models[0]["name"], "qwen3-tiny");
+    assert!(
+        models[0]["bytes"].as_u64().unwrap() > 30_000_000,
+        "{status}"
+    );
+    assert!(models[0]["last_used"].as_u64().unwrap() > 0);
+    let text = h.ok(&["status"]);
+    assert!(
+        text.contains("model:   qwen3-tiny") && text.contains("idle, last used"),
+        "{text}"
+    );
+
     // SIGTERM: exit 0 within 10 s, socket gone, nothing lost.
     sigterm(&worker);
     let st = wait_exit(&mut worker, Duration::from_secs(10))
