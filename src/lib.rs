@@ -4,10 +4,15 @@
 //! - [`job`] — what a job asks for and where it stands; the legal state moves. Pure.
 //! - [`queue`] — the durable queue in sled; the only code that sees sled. Every state change
 //!   is one transaction, flushed before anyone is told.
-//! - [`engine`] — the inference seam (trait [`engine::Engine`]); `engine::llama` is the only
-//!   code that sees llama-cpp-2. Chunking, prompt templates and GGUF header reading are pure.
-//! - [`scheduler`] — the worker loop (claim → run → record) and the job runner (chunks,
-//!   checkpoints, map-reduce).
+//! - [`engine`] — the inference seam (trait [`engine::Engine`]: a batch of sequences decoded
+//!   together); `engine::llama` is the only code that sees llama-cpp-2 (`session`: the batch
+//!   context, `anchor`: the benchmark's raw decode). `engine::cache` keeps loaded models under
+//!   the pure LRU (`engine::lru`); chunking, templates, GGUF headers and memory prediction
+//!   (`engine::memory`) are pure.
+//! - [`scheduler`] — the worker loop (recover → steer → fill → step → record): continuous
+//!   batching over jobs (`jobrun`: one job's chunks, reduce rounds, result), the fallback ladder
+//!   (`ladder`), recording outcomes (`record`).
+//! - [`registry`] — registered models, measured memory records, finding GGUFs on disk.
 //! - [`protocol`] — the request and response enums the CLI and the worker share.
 //! - [`handler`] — requests executed against a store: the same code serves the socket and
 //!   the CLI's direct mode, so every verb behaves the same with or without a worker.
@@ -19,8 +24,10 @@
 //! ## The path a job takes
 //! ```text
 //! enqueue (CLI) ──socket or direct──▶ handler ──▶ queue::enqueue (documents, jobs, ready; flushed)
-//! worker loop:  claim ─▶ engine.load ─▶ split into chunks ─▶ per chunk: generate ─▶ checkpoint (flushed)
-//!               ─▶ merge or reduce ─▶ complete: result + event (flushed) ─▶ next
+//! worker loop:  claim (same model as the batch) ─▶ engine.load (LRU; fallback ladder if it
+//!               does not fit) ─▶ split into chunks ─▶ chunks take free slots of the batch ─▶
+//!               each decode step advances every slot ─▶ a finished chunk: checkpoint (flushed),
+//!               its slot takes the next chunk ─▶ merge or reduce ─▶ result + event (flushed)
 //! results (CLI) ──socket or direct──▶ handler ──▶ queue::result ──▶ text | jsonl | openai | files
 //! ```
 //! A `kill -9` at any point loses at most the chunk being generated: at start the worker puts

@@ -9,6 +9,8 @@
 
 mod batch;
 pub mod jobrun;
+mod ladder;
+mod record;
 mod signals;
 
 pub use signals::{Shutdown, Signals};
@@ -16,11 +18,13 @@ pub use signals::{Shutdown, Signals};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::engine::{Engine, EngineError, Interrupt, SeqDone, Shape};
+use crate::engine::{Engine, EngineError, Interrupt};
 use crate::job::{Job, JobId, JobState, Millis};
 use crate::queue::{Store, StoreError};
 use batch::Batch;
-use jobrun::{chunk_texts, Ended, JobRun, Next};
+use jobrun::{chunk_texts, JobRun, Next};
+use ladder::{Ladder, MEMORY_WAIT};
+use record::Stop;
 
 /// Settings of the loop that come from the configuration, not from the jobs.
 #[derive(Debug, Clone)]
@@ -103,41 +107,6 @@ pub enum Exit {
     Shutdown,
     /// `--drain`: nothing runnable is left. Delayed jobs (awaiting a retry) remain.
     Drained { delayed: usize },
-}
-
-/// Why a job in the batch stops before its result.
-#[derive(Debug)]
-enum Stop {
-    Engine(EngineError),
-    /// A step ran past the time limit.
-    Timeout {
-        step: u32,
-        limit: Duration,
-    },
-}
-
-/// How a job that could not be loaded ends this time.
-enum Ladder {
-    /// It cannot run: fail it (an error of the job, or no configuration fits the budget).
-    Fail(EngineError),
-    /// It could run when memory frees up: back to the queue for a while.
-    Wait(EngineError),
-}
-
-/// How long a job waits for memory before it is tried again.
-const MEMORY_WAIT: Duration = Duration::from_secs(60);
-
-/// The smallest context the fallback ladder shrinks to for `job`: room for its answer and a
-/// useful piece of document, as a power of two.
-fn min_context(job: &Job, margin: u32) -> u32 {
-    (job.spec.params.max_tokens + margin + 512)
-        .next_power_of_two()
-        .max(1024)
-}
-
-fn jitter(id: JobId, now: Millis) -> f64 {
-    let x = (id.0 ^ now).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
 impl Worker {
@@ -457,256 +426,6 @@ impl Worker {
             chunks,
             done,
         ));
-        Ok(())
-    }
-
-    /// Load a model for `job` within memory: its own model at the batch's shape, else, for
-    /// lack of memory, down the ladder — (1) halve B, (2) halve the context down to what the
-    /// job needs, (3) evict the other loaded models, (4) the job's fallback models in order,
-    /// each from the top of the ladder. The model that loaded, and how.
-    fn load_with_fallback(
-        &mut self,
-        b: &mut Batch,
-        job: &Job,
-    ) -> Result<(crate::job::ModelRef, crate::engine::ModelInfo), Ladder> {
-        let fresh = b.runs.is_empty();
-        let min_ctx = min_context(job, self.settings.margin);
-        let candidates =
-            std::iter::once(job.spec.model.clone()).chain(job.spec.fallback.iter().cloned());
-        let mut last = None;
-        // Whether every model failed only because it cannot fit the budget even alone.
-        let mut never_fits = true;
-        for model in candidates {
-            let mut shape = Shape {
-                n_ctx: b.n_ctx,
-                n_seq: b.n_seq,
-            };
-            let mut evicted = false;
-            loop {
-                match self.engine.load(&model, shape) {
-                    Ok(info) => {
-                        if fresh {
-                            (b.n_seq, b.n_ctx) = (info.n_seq, info.n_ctx);
-                        }
-                        if model != job.spec.model {
-                            tracing::warn!(job = %job.id, model = %model.name, "running on a fallback model");
-                        }
-                        return Ok((model, info));
-                    }
-                    Err(e) if e.is_memory() => {
-                        if fresh && shape.n_seq > 1 {
-                            shape.n_seq /= 2;
-                            tracing::warn!(parallel = shape.n_seq, "{e}; trying fewer sequences");
-                        } else if fresh && shape.n_ctx / 2 >= min_ctx {
-                            shape.n_ctx /= 2;
-                            tracing::warn!(n_ctx = shape.n_ctx, "{e}; trying a smaller context");
-                        } else if !evicted && fresh && self.engine.free_memory(u64::MAX) > 0 {
-                            evicted = true;
-                            tracing::warn!("{e}; unloaded the other models");
-                        } else {
-                            never_fits &= matches!(e, EngineError::NoRoom { .. });
-                            last = Some(e);
-                            break;
-                        }
-                    }
-                    Err(e) if model == job.spec.model => return Err(Ladder::Fail(e)),
-                    Err(e) => {
-                        // A fallback model that is gone or broken: the next one may do.
-                        tracing::warn!(model = %model.name, "fallback model unusable: {e}");
-                        never_fits = false;
-                        last = Some(e);
-                        break;
-                    }
-                }
-            }
-        }
-        let e = last.expect("at least the job's own model was tried");
-        if never_fits {
-            Err(Ladder::Fail(e))
-        } else {
-            Err(Ladder::Wait(e))
-        }
-    }
-
-    /// A claimed job that never joined the batch stops.
-    fn fail_claimed(&mut self, job: Job, stop: Stop) -> Result<(), StoreError> {
-        let model = job.spec.model.clone();
-        let run = JobRun::new(
-            job,
-            model,
-            crate::engine::ModelInfo {
-                n_ctx: 0,
-                n_seq: 0,
-                n_ctx_train: 0,
-                thinking_template: false,
-                size_bytes: 0,
-                memory: None,
-            },
-            0,
-            0,
-            Vec::new(),
-            Default::default(),
-        );
-        let mut none = Batch::new(1, 0);
-        self.record_stop(&mut none, run, stop)
-    }
-
-    /// A sequence ended.
-    fn record(&mut self, b: &mut Batch, done: SeqDone) -> Result<(), StoreError> {
-        let Some((id, step)) = b.tags.remove(&done.tag) else {
-            return Ok(()); // a sequence of a job that already stopped
-        };
-        tracing::debug!(job = %id, step, tag = done.tag, "step ended");
-        let Some(i) = b.runs.iter().position(|r| r.job.id == id) else {
-            return Ok(());
-        };
-        let ended = done
-            .result
-            .and_then(|g| b.runs[i].ended(self.engine.as_mut(), step, g));
-        match ended {
-            Ok(Ended::Chunk(chunk, output)) => {
-                let (now, lease) = ((self.now)(), self.lease_ms());
-                self.store.save_checkpoint(id, chunk, &output, now, lease)?;
-            }
-            Ok(Ended::Reduce) => {}
-            Err(e) => {
-                let run = b.runs.remove(i);
-                return self.record_stop(b, run, Stop::Engine(e));
-            }
-        }
-        if let Some(outcome) = b.runs[i].try_finish() {
-            let run = b.runs.remove(i);
-            self.record_end(b, run, outcome)?;
-        }
-        Ok(())
-    }
-
-    fn record_end(
-        &mut self,
-        b: &mut Batch,
-        run: JobRun,
-        outcome: Result<Box<crate::job::JobResult>, EngineError>,
-    ) -> Result<(), StoreError> {
-        match outcome {
-            Ok(result) => self.record_success(run, *result),
-            Err(e) => self.record_stop(b, run, Stop::Engine(e)),
-        }
-    }
-
-    fn record_success(
-        &mut self,
-        run: JobRun,
-        mut result: crate::job::JobResult,
-    ) -> Result<(), StoreError> {
-        let now = (self.now)();
-        result.finished = now;
-        self.store.complete(run.job.id, &result, now)?;
-        tracing::info!(job = %run.job.id, "succeeded");
-        self.status.lock().unwrap().finished += 1;
-        Ok(())
-    }
-
-    /// Drop the job's sequences in flight.
-    fn abort_steps(&mut self, b: &mut Batch, id: JobId) {
-        for tag in b.tags_of(id) {
-            self.engine.abort(tag);
-            b.tags.remove(&tag);
-        }
-    }
-
-    /// A job leaves the batch without a result: cancelled, failed, or released for shutdown.
-    fn record_stop(&mut self, b: &mut Batch, run: JobRun, stop: Stop) -> Result<(), StoreError> {
-        let id = run.job.id;
-        let now = (self.now)();
-        self.abort_steps(b, id);
-        let e = match stop {
-            Stop::Engine(EngineError::Interrupted(Interrupt::Shutdown)) => {
-                self.store.release(
-                    id,
-                    now,
-                    "worker shutting down; resumes after its last finished chunk",
-                )?;
-                tracing::info!(job = %id, "released for shutdown");
-                return Ok(());
-            }
-            Stop::Engine(EngineError::Interrupted(Interrupt::Cancelled)) => {
-                self.store.cancel(id, now)?;
-                self.signals.forget_cancel(id);
-                tracing::info!(job = %id, "cancelled");
-                self.status.lock().unwrap().finished += 1;
-                return Ok(());
-            }
-            Stop::Timeout { step, limit } => EngineError::Decode(format!(
-                "step {} ran past its time limit of {} s",
-                step + 1,
-                limit.as_secs()
-            )),
-            Stop::Engine(e) => e,
-        };
-        let msg = e.to_string();
-        match self
-            .store
-            .fail(id, &msg, e.is_permanent(), now, jitter(id, now))?
-        {
-            JobState::Dead { .. } => tracing::warn!(job = %id, "dead: {msg}"),
-            _ => tracing::warn!(job = %id, "failed, will retry: {msg}"),
-        }
-        self.status.lock().unwrap().finished += 1;
-        Ok(())
-    }
-
-    /// Shutdown: every job in the batch goes back to the queue.
-    fn release_all(&mut self, b: &mut Batch) -> Result<(), StoreError> {
-        for run in std::mem::take(&mut b.runs) {
-            self.record_stop(
-                b,
-                run,
-                Stop::Engine(EngineError::Interrupted(Interrupt::Shutdown)),
-            )?;
-        }
-        Ok(())
-    }
-
-    /// The whole batch failed in a decode. For lack of memory: halve B and start the steps
-    /// again, or at B = 1 put the jobs back to wait for memory; for another reason every job
-    /// in it fails (and retries later).
-    fn batch_failed(&mut self, b: &mut Batch, e: EngineError) -> Result<(), StoreError> {
-        b.tags.clear();
-        if !e.is_memory() {
-            for run in std::mem::take(&mut b.runs) {
-                let e = EngineError::Decode(e.to_string());
-                self.record_stop(b, run, Stop::Engine(e))?;
-            }
-            return Ok(());
-        }
-        if b.n_seq > 1 {
-            b.n_seq = (b.n_seq / 2).max(1);
-            tracing::warn!(parallel = b.n_seq, "{e}; decoding fewer sequences together");
-            for run in &mut b.runs {
-                run.drop_all();
-            }
-            let shape = Shape {
-                n_ctx: b.n_ctx,
-                n_seq: b.n_seq,
-            };
-            match self.engine.loaded().cloned() {
-                Some(model) if self.engine.load(&model, shape).is_ok() => return Ok(()),
-                _ => {}
-            }
-        }
-        // Even one sequence does not fit now: the jobs wait for memory (their finished
-        // chunks are kept), costing no attempt.
-        let now = (self.now)();
-        let until = now + MEMORY_WAIT.as_millis() as u64;
-        for run in std::mem::take(&mut b.runs) {
-            self.abort_steps(b, run.job.id);
-            self.store.defer(
-                run.job.id,
-                now,
-                until,
-                &format!("waiting for memory ({e}); tries again in a minute"),
-            )?;
-        }
         Ok(())
     }
 }

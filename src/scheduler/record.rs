@@ -1,0 +1,172 @@
+//! Recording how steps and jobs end: checkpoints, results, failures, cancels, releases.
+
+use std::time::Duration;
+
+use super::batch::Batch;
+use super::jobrun::{Ended, JobRun};
+use super::Worker;
+use crate::engine::{EngineError, Interrupt, SeqDone};
+use crate::job::{Job, JobId, JobState, Millis};
+use crate::queue::StoreError;
+
+/// Why a job in the batch stops before its result.
+#[derive(Debug)]
+pub(super) enum Stop {
+    Engine(EngineError),
+    /// A step ran past the time limit.
+    Timeout {
+        step: u32,
+        limit: Duration,
+    },
+}
+
+fn jitter(id: JobId, now: Millis) -> f64 {
+    let x = (id.0 ^ now).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl Worker {
+    /// A claimed job that never joined the batch stops.
+    pub(super) fn fail_claimed(&mut self, job: Job, stop: Stop) -> Result<(), StoreError> {
+        let model = job.spec.model.clone();
+        let run = JobRun::new(
+            job,
+            model,
+            crate::engine::ModelInfo {
+                n_ctx: 0,
+                n_seq: 0,
+                n_ctx_train: 0,
+                thinking_template: false,
+                size_bytes: 0,
+                memory: None,
+            },
+            0,
+            0,
+            Vec::new(),
+            Default::default(),
+        );
+        let mut none = Batch::new(1, 0);
+        self.record_stop(&mut none, run, stop)
+    }
+
+    /// A sequence ended.
+    pub(super) fn record(&mut self, b: &mut Batch, done: SeqDone) -> Result<(), StoreError> {
+        let Some((id, step)) = b.tags.remove(&done.tag) else {
+            return Ok(()); // a sequence of a job that already stopped
+        };
+        tracing::debug!(job = %id, step, tag = done.tag, "step ended");
+        let Some(i) = b.runs.iter().position(|r| r.job.id == id) else {
+            return Ok(());
+        };
+        let ended = done
+            .result
+            .and_then(|g| b.runs[i].ended(self.engine.as_mut(), step, g));
+        match ended {
+            Ok(Ended::Chunk(chunk, output)) => {
+                let (now, lease) = ((self.now)(), self.lease_ms());
+                self.store.save_checkpoint(id, chunk, &output, now, lease)?;
+            }
+            Ok(Ended::Reduce) => {}
+            Err(e) => {
+                let run = b.runs.remove(i);
+                return self.record_stop(b, run, Stop::Engine(e));
+            }
+        }
+        if let Some(outcome) = b.runs[i].try_finish() {
+            let run = b.runs.remove(i);
+            self.record_end(b, run, outcome)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn record_end(
+        &mut self,
+        b: &mut Batch,
+        run: JobRun,
+        outcome: Result<Box<crate::job::JobResult>, EngineError>,
+    ) -> Result<(), StoreError> {
+        match outcome {
+            Ok(result) => self.record_success(run, *result),
+            Err(e) => self.record_stop(b, run, Stop::Engine(e)),
+        }
+    }
+
+    pub(super) fn record_success(
+        &mut self,
+        run: JobRun,
+        mut result: crate::job::JobResult,
+    ) -> Result<(), StoreError> {
+        let now = (self.now)();
+        result.finished = now;
+        self.store.complete(run.job.id, &result, now)?;
+        tracing::info!(job = %run.job.id, "succeeded");
+        self.status.lock().unwrap().finished += 1;
+        Ok(())
+    }
+
+    /// Drop the job's sequences in flight.
+    pub(super) fn abort_steps(&mut self, b: &mut Batch, id: JobId) {
+        for tag in b.tags_of(id) {
+            self.engine.abort(tag);
+            b.tags.remove(&tag);
+        }
+    }
+
+    /// A job leaves the batch without a result: cancelled, failed, or released for shutdown.
+    pub(super) fn record_stop(
+        &mut self,
+        b: &mut Batch,
+        run: JobRun,
+        stop: Stop,
+    ) -> Result<(), StoreError> {
+        let id = run.job.id;
+        let now = (self.now)();
+        self.abort_steps(b, id);
+        let e = match stop {
+            Stop::Engine(EngineError::Interrupted(Interrupt::Shutdown)) => {
+                self.store.release(
+                    id,
+                    now,
+                    "worker shutting down; resumes after its last finished chunk",
+                )?;
+                tracing::info!(job = %id, "released for shutdown");
+                return Ok(());
+            }
+            Stop::Engine(EngineError::Interrupted(Interrupt::Cancelled)) => {
+                self.store.cancel(id, now)?;
+                self.signals.forget_cancel(id);
+                tracing::info!(job = %id, "cancelled");
+                self.status.lock().unwrap().finished += 1;
+                return Ok(());
+            }
+            Stop::Timeout { step, limit } => EngineError::Decode(format!(
+                "step {} ran past its time limit of {} s",
+                step + 1,
+                limit.as_secs()
+            )),
+            Stop::Engine(e) => e,
+        };
+        let msg = e.to_string();
+        match self
+            .store
+            .fail(id, &msg, e.is_permanent(), now, jitter(id, now))?
+        {
+            JobState::Dead { .. } => tracing::warn!(job = %id, "dead: {msg}"),
+            _ => tracing::warn!(job = %id, "failed, will retry: {msg}"),
+        }
+        self.status.lock().unwrap().finished += 1;
+        Ok(())
+    }
+
+    /// Shutdown: every job in the batch goes back to the queue.
+    pub(super) fn release_all(&mut self, b: &mut Batch) -> Result<(), StoreError> {
+        for run in std::mem::take(&mut b.runs) {
+            self.record_stop(
+                b,
+                run,
+                Stop::Engine(EngineError::Interrupted(Interrupt::Shutdown)),
+            )?;
+        }
+        Ok(())
+    }
+}
