@@ -41,6 +41,7 @@ pub mod handler;
 pub mod home;
 pub mod ingest;
 pub mod job;
+pub mod monitor;
 pub mod protocol;
 pub mod queue;
 pub mod registry;

@@ -7,7 +7,9 @@
 //! takes the next step at once. One batch shares one model: while steps are in flight, only jobs
 //! for the loaded model are claimed. Each job's bookkeeping is a [`jobrun::JobRun`].
 
+pub mod admission;
 mod batch;
+pub mod batch_size;
 pub mod jobrun;
 mod ladder;
 mod record;

@@ -1,0 +1,194 @@
+//! The adaptive batch size: a controller that sets B (sequences decoded together) from the
+//! readings it is given. Pure.
+//!
+//! - It starts from a calibrated B (the knee of a measured throughput-by-B curve) or an
+//!   estimate.
+//! - It grows B by one while generated tokens/s improves and memory stays under the warning
+//!   threshold; when a step up brings no gain it goes back and holds.
+//! - It halves B when memory use jumps by more than 10 points of total in one interval, when an
+//!   allocation fails (no KV slot, context or load failure), or when pressure turns critical;
+//!   a halving lets it try growing again later.
+//! - Long inputs lower the ceiling: over 16k tokens a quarter, over 8k a half.
+
+use crate::monitor::Pressure;
+
+/// One interval's readings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    /// Share of total memory in use, in percent.
+    pub used_percent: f64,
+    pub pressure: Pressure,
+    /// Generated tokens per second over the interval, at the current B.
+    pub tokens_per_sec: f64,
+    /// An allocation failed in the interval.
+    pub alloc_failure: bool,
+    /// The longest input (prompt tokens) among the sequences in flight.
+    pub longest_input: u32,
+}
+
+/// See the module docs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Controller {
+    b: u32,
+    /// The configured most.
+    max_b: u32,
+    warn_percent: f64,
+    /// Memory use at the previous reading (for jumps).
+    last_used: Option<f64>,
+    /// B and its throughput before the last step up: where to go back if the step brought no
+    /// gain.
+    before_growth: Option<(u32, f64)>,
+    /// Growing brought nothing: hold until the next halving.
+    holding: bool,
+}
+
+/// A step up must improve throughput by this factor to be kept.
+const GAIN: f64 = 1.02;
+
+impl Controller {
+    pub fn new(start: u32, max_b: u32, warn_percent: f64) -> Self {
+        let max_b = max_b.max(1);
+        Controller {
+            b: start.clamp(1, max_b),
+            max_b,
+            warn_percent,
+            last_used: None,
+            before_growth: None,
+            holding: false,
+        }
+    }
+
+    pub fn b(&self) -> u32 {
+        self.b
+    }
+
+    /// The most B may be for inputs of `longest_input` tokens.
+    pub fn ceiling(&self, longest_input: u32) -> u32 {
+        let c = if longest_input > 16_384 {
+            self.max_b / 4
+        } else if longest_input > 8_192 {
+            self.max_b / 2
+        } else {
+            self.max_b
+        };
+        c.max(1)
+    }
+
+    /// Take an interval's readings; the B for the next interval.
+    pub fn update(&mut self, r: &Reading) -> u32 {
+        let jump = self.last_used.is_some_and(|u| r.used_percent - u > 10.0);
+        self.last_used = Some(r.used_percent);
+        let ceiling = self.ceiling(r.longest_input);
+        if r.alloc_failure || jump || r.pressure == Pressure::Critical {
+            self.b = (self.b / 2).max(1);
+            self.before_growth = None;
+            self.holding = false;
+        } else if let Some((prev_b, prev_tps)) = self.before_growth.take() {
+            if r.tokens_per_sec < prev_tps * GAIN {
+                // The step up brought nothing: go back and hold.
+                self.b = prev_b;
+                self.holding = true;
+            } else {
+                self.grow(r, ceiling);
+            }
+        } else {
+            self.grow(r, ceiling);
+        }
+        self.b = self.b.min(ceiling);
+        self.b
+    }
+
+    fn grow(&mut self, r: &Reading, ceiling: u32) {
+        let room = r.used_percent < self.warn_percent && r.pressure == Pressure::Normal;
+        if !self.holding && room && self.b < ceiling {
+            self.before_growth = Some((self.b, r.tokens_per_sec));
+            self.b += 1;
+        }
+    }
+}
+
+/// The knee of a throughput-by-B curve: the smallest B that reaches 90 % of the best
+/// throughput (more sequences beyond it cost memory for little gain).
+pub fn knee(curve: &[(u32, f64)]) -> Option<u32> {
+    let best = curve.iter().map(|c| c.1).fold(0.0, f64::max);
+    let mut points: Vec<(u32, f64)> = curve.to_vec();
+    points.sort_by_key(|p| p.0);
+    points
+        .into_iter()
+        .find(|p| p.1 >= 0.9 * best && best > 0.0)
+        .map(|p| p.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(used: f64, tps: f64) -> Reading {
+        Reading {
+            used_percent: used,
+            pressure: Pressure::Normal,
+            tokens_per_sec: tps,
+            alloc_failure: false,
+            longest_input: 500,
+        }
+    }
+
+    #[test]
+    fn grows_while_throughput_improves_then_goes_back_and_holds() {
+        let mut c = Controller::new(1, 8, 80.0);
+        // Throughput of each B: it improves up to 4, then flattens.
+        let tps = |b: u32| [0.0, 40.0, 70.0, 90.0, 100.0, 100.5, 100.0, 99.0, 98.0][b as usize];
+        let mut seen = vec![c.b()];
+        for _ in 0..8 {
+            let b = c.b();
+            seen.push(c.update(&reading(40.0, tps(b))));
+        }
+        assert_eq!(&seen[..5], &[1, 2, 3, 4, 5], "grows by one");
+        assert_eq!(seen[5], 4, "5 brought nothing: back to 4");
+        assert!(seen[5..].iter().all(|&b| b == 4), "then holds: {seen:?}");
+    }
+
+    #[test]
+    fn halves_on_a_jump_a_failure_or_critical_pressure_and_stops_at_warning() {
+        let mut c = Controller::new(8, 8, 80.0);
+        assert_eq!(c.update(&reading(50.0, 100.0)), 8);
+        assert_eq!(c.update(&reading(65.0, 100.0)), 4, "a jump of 15 points");
+        let fail = Reading {
+            alloc_failure: true,
+            ..reading(65.0, 100.0)
+        };
+        assert_eq!(c.update(&fail), 2);
+        let critical = Reading {
+            pressure: Pressure::Critical,
+            ..reading(66.0, 100.0)
+        };
+        assert_eq!(c.update(&critical), 1);
+        assert_eq!(c.update(&critical), 1, "never below one");
+        // Above the warning threshold it does not grow.
+        assert_eq!(c.update(&reading(85.0, 100.0)), 1);
+        assert_eq!(c.update(&reading(60.0, 100.0)), 2, "room again: grows");
+    }
+
+    #[test]
+    fn long_inputs_lower_the_ceiling() {
+        let mut c = Controller::new(8, 8, 80.0);
+        let long = Reading {
+            longest_input: 10_000,
+            ..reading(40.0, 10.0)
+        };
+        assert_eq!(c.update(&long), 4);
+        let longer = Reading {
+            longest_input: 20_000,
+            ..reading(40.0, 10.0)
+        };
+        assert_eq!(c.update(&longer), 2);
+        assert_eq!(Controller::new(2, 2, 80.0).ceiling(20_000), 1);
+    }
+
+    #[test]
+    fn the_knee_is_the_smallest_b_near_the_best() {
+        let curve = [(1, 40.0), (2, 70.0), (4, 95.0), (8, 100.0)];
+        assert_eq!(knee(&curve), Some(4));
+        assert_eq!(knee(&[]), None);
+    }
+}
