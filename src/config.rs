@@ -51,6 +51,12 @@ pub struct Config {
     pub keep_alive_secs: u64,
     /// Models (names or paths) that stay loaded however long they idle.
     pub pin: Vec<String>,
+    /// Memory left to the system (MiB); 0 means 12.5 % of RAM (at least 4 GiB on a Mac).
+    pub memory_reserve_mb: u64,
+    /// Memory use (percent of total) at which the worker stops growing its batch.
+    pub memory_warn_percent: f64,
+    /// Memory use (percent of total) at which the worker sheds load.
+    pub memory_critical_percent: f64,
 }
 
 impl Default for Config {
@@ -70,6 +76,9 @@ impl Default for Config {
             max_models: 2,
             keep_alive_secs: 300,
             pin: Vec::new(),
+            memory_reserve_mb: 0,
+            memory_warn_percent: 80.0,
+            memory_critical_percent: 90.0,
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct WorkerOptions {
     pub settings: RunSettings,
     pub drain: bool,
     pub store: OpenOptions,
+    /// How memory is split and when pressure is a warning or critical.
+    pub budget: crate::scheduler::admission::Budget,
 }
 
 /// Run a worker until `signals` says stop (or, with `drain`, until nothing is ready).
@@ -45,6 +47,7 @@ pub struct WorkerOptions {
 pub fn run(
     home: &Home,
     engine: Box<dyn Engine>,
+    probe: Box<dyn crate::monitor::MemoryProbe>,
     options: WorkerOptions,
     signals: Signals,
 ) -> Result<Exit, DaemonError> {
@@ -98,6 +101,8 @@ pub fn run(
     let worker = Worker {
         store: store.clone(),
         engine,
+        probe,
+        budget: options.budget,
         settings: options.settings,
         drain: options.drain,
         signals: signals.clone(),

@@ -63,6 +63,17 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<i32> {
             if let (true, Some(why)) = (w.running.is_empty(), &w.waiting) {
                 println!("waiting: {why}");
             }
+            if let Some((at, why)) = &w.memory_wait {
+                println!("memory:  {why} ({})", ago(*at, now));
+            }
+            if let Some((at, step)) = w.sheds.last() {
+                println!(
+                    "shed:    {} under critical memory pressure ({}; {} in all)",
+                    serde_json::to_value(step)?.as_str().unwrap_or("?"),
+                    ago(*at, now),
+                    w.sheds.len()
+                );
+            }
             println!("done:    {} jobs since start", w.finished);
         }
         None => println!("worker:  not running"),

@@ -76,6 +76,21 @@ fn engine(_: &Ctx, _: &WorkerArgs) -> Result<Box<dyn Engine>> {
     )
 }
 
+/// The memory budget: defaults from this machine's memory, then the config.
+fn budget(
+    ctx: &Ctx,
+    probe: &mut dyn qwen3q::monitor::MemoryProbe,
+) -> qwen3q::scheduler::admission::Budget {
+    let total = probe.sample(qwen3q::now_ms()).effective_total();
+    let mut b = qwen3q::scheduler::admission::Budget::from_total(total, cfg!(target_os = "macos"));
+    if ctx.config.memory_reserve_mb > 0 {
+        b.reserve = ctx.config.memory_reserve_mb * 1024 * 1024;
+    }
+    b.warn_percent = ctx.config.memory_warn_percent;
+    b.critical_percent = ctx.config.memory_critical_percent;
+    b
+}
+
 pub fn run(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
     let settings = RunSettings {
         n_ctx: a.n_ctx.unwrap_or(ctx.config.n_ctx),
@@ -86,13 +101,26 @@ pub fn run(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
         ..RunSettings::default()
     };
     let engine = engine(ctx, &a)?;
+    #[cfg(feature = "llama")]
+    let devices: Option<fn() -> Vec<qwen3q::monitor::DeviceMemory>> =
+        Some(qwen3q::engine::llama::device_memory);
+    #[cfg(not(feature = "llama"))]
+    let devices = None;
+    let mut probe = qwen3q::monitor::system::SystemProbe::new(devices);
     let options = WorkerOptions {
         settings,
         drain: a.drain,
         store: ctx.store_options(),
+        budget: budget(ctx, &mut probe),
     };
     tracing::info!(home = %ctx.home.dir.display(), pid = std::process::id(), "worker starting");
-    match daemon::run(&ctx.home, engine, options, Signals::default()) {
+    match daemon::run(
+        &ctx.home,
+        engine,
+        Box::new(probe),
+        options,
+        Signals::default(),
+    ) {
         Ok(Exit::Shutdown) => {
             tracing::info!("worker stopped");
             Ok(0)

@@ -113,6 +113,8 @@ pub enum EngineError {
     NoFreeSlot(u32),
     #[error("the model needs {} MiB with its context but at most {} MiB of the model budget can be made free", needed / 1048576, available / 1048576)]
     NoRoom { needed: u64, available: u64 },
+    #[error("waiting for memory: needs {:.1} GiB, {:.1} GiB free", *need as f64 / 1073741824.0, *free as f64 / 1073741824.0)]
+    NoMemory { need: u64, free: u64 },
     #[error("no room in the KV cache for the batch")]
     NoKvSlot,
     #[error("llama.cpp decode failed: {0}")]
@@ -149,6 +151,7 @@ impl EngineError {
                 | EngineError::ContextFailed { .. }
                 | EngineError::NoKvSlot
                 | EngineError::NoRoom { .. }
+                | EngineError::NoMemory { .. }
         )
     }
 }

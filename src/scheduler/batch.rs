@@ -18,6 +18,11 @@ pub(super) struct Batch {
     pub n_seq: u32,
     /// Context per sequence now: the configured `n_ctx`, shrunk by the fallback ladder.
     pub n_ctx: u32,
+    /// False while claiming is paused for critical memory pressure (not the person's pause).
+    pub claiming: bool,
+    /// When memory was last read, and load last shed (readings need time to show a shed).
+    pub last_reading: Option<std::time::Instant>,
+    pub last_shed: Option<std::time::Instant>,
 }
 
 impl Batch {
@@ -28,6 +33,9 @@ impl Batch {
             next_tag: 0,
             n_seq,
             n_ctx,
+            claiming: true,
+            last_reading: None,
+            last_shed: None,
         }
     }
 

@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
+use super::admission::{admit, pressure, shed, Admit, Shed, Sheddable};
 use super::batch::Batch;
 use super::record::Stop;
 use super::Worker;
-use crate::engine::{EngineError, Shape};
+use crate::engine::{gguf, EngineError, Shape};
 use crate::job::Job;
+use crate::monitor::Pressure;
 use crate::queue::StoreError;
 
 /// How a job that could not be loaded ends this time.
@@ -29,6 +31,54 @@ fn min_context(job: &Job, margin: u32) -> u32 {
 }
 
 impl Worker {
+    /// The admission gate: may `model` with a context of `shape` load now? Its predicted
+    /// need (the measured figures of an earlier load first) must fit in the memory available
+    /// beyond the reserve. A model already loaded needs only its context; the batch's own model
+    /// with its context in place needs nothing.
+    fn gate(
+        &mut self,
+        model: &crate::job::ModelRef,
+        shape: Shape,
+        fresh: bool,
+    ) -> Result<(), EngineError> {
+        if !fresh && self.engine.loaded() == Some(model) {
+            return Ok(());
+        }
+        let (total, weights) = self.predicted_need(model, shape);
+        let loaded = self.engine.models().iter().any(|m| m.path == model.path);
+        let need = if loaded {
+            total.saturating_sub(weights)
+        } else {
+            total
+        };
+        let snapshot = self.probe.sample((self.now)());
+        match admit(&snapshot, need, &self.budget) {
+            Admit::Yes => Ok(()),
+            Admit::Wait { need, free } => Err(EngineError::NoMemory { need, free }),
+        }
+    }
+
+    /// What `model` takes with a context of `shape`, and its weights: as measured by an
+    /// earlier load of that shape, else as predicted from its header (0 when unreadable: the
+    /// load itself will say what is wrong).
+    fn predicted_need(&self, model: &crate::job::ModelRef, shape: Shape) -> (u64, u64) {
+        let measured = self.store.memory_of(&model.path).ok().and_then(|records| {
+            records
+                .into_iter()
+                .find(|m| m.n_ctx == shape.n_ctx && m.n_seq == shape.n_seq)
+        });
+        if let Some(m) = measured {
+            return (m.total(), m.weights);
+        }
+        let path = std::path::Path::new(&model.path);
+        let predicted = gguf::inspect(path).ok().map(|h| {
+            let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+            h.facts(bytes)
+                .predict(shape.n_ctx as u64, shape.n_seq as u64, 512)
+        });
+        predicted.map_or((0, 0), |p| (p.total(), p.weights))
+    }
+
     /// Load a model for `job` within memory: its own model at the batch's shape, else, for
     /// lack of memory, down the ladder — (1) halve B, (2) halve the context down to what the
     /// job needs, (3) evict the other loaded models, (4) the job's fallback models in order,
@@ -52,7 +102,10 @@ impl Worker {
             };
             let mut evicted = false;
             loop {
-                match self.engine.load(&model, shape) {
+                let attempt = self
+                    .gate(&model, shape, fresh)
+                    .and_then(|()| self.engine.load(&model, shape));
+                match attempt {
                     Ok(info) => {
                         if fresh {
                             (b.n_seq, b.n_ctx) = (info.n_seq, info.n_ctx);
@@ -136,6 +189,59 @@ impl Worker {
                 until,
                 &format!("waiting for memory ({e}); tries again in a minute"),
             )?;
+        }
+        Ok(())
+    }
+
+    /// Under critical pressure shed load, one step at a time, each recorded: shrink the batch,
+    /// unload idle models, pause claiming. Claiming resumes once pressure is normal again.
+    /// Memory is read at most every `pressure_interval`, and after a shed the next waits
+    /// `shed_interval`.
+    pub(super) fn watch_pressure(&mut self, b: &mut Batch) -> Result<(), StoreError> {
+        let now_i = std::time::Instant::now();
+        let every = self.settings.pressure_interval;
+        if b.last_reading
+            .is_some_and(|t| now_i.duration_since(t) < every)
+        {
+            return Ok(());
+        }
+        b.last_reading = Some(now_i);
+        let now = (self.now)();
+        let level = pressure(&self.probe.sample(now), &self.budget);
+        if level == Pressure::Normal && !b.claiming {
+            b.claiming = true;
+            tracing::info!("memory pressure is normal again: claiming resumes");
+        }
+        let wait = self.settings.shed_interval;
+        if b.last_shed.is_some_and(|t| now_i.duration_since(t) < wait) {
+            return Ok(());
+        }
+        let idle_models = self.engine.models().iter().filter(|m| !m.current).count();
+        let can = Sheddable {
+            batch: b.n_seq,
+            idle_models,
+            claiming: b.claiming,
+        };
+        let Some(step) = shed(level, can) else {
+            return Ok(());
+        };
+        b.last_shed = Some(now_i);
+        tracing::warn!(?step, "critical memory pressure: shedding load");
+        {
+            let mut st = self.status.lock().unwrap();
+            st.sheds.push((now, step));
+            let excess = st.sheds.len().saturating_sub(20);
+            st.sheds.drain(..excess);
+        }
+        match step {
+            Shed::ShrinkBatch => {
+                let e = EngineError::NoMemory { need: 0, free: 0 };
+                self.batch_failed(b, e)?;
+            }
+            Shed::UnloadIdle => {
+                self.engine.free_memory(u64::MAX);
+            }
+            Shed::PauseClaiming => b.claiming = false,
         }
         Ok(())
     }

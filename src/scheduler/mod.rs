@@ -45,6 +45,10 @@ pub struct RunSettings {
     pub margin: u32,
     /// How many ready jobs to look through for one that uses the batch's model.
     pub claim_scan: usize,
+    /// How often memory pressure is read while the batch runs.
+    pub pressure_interval: Duration,
+    /// After shedding load, how long readings get to show its effect before the next shed.
+    pub shed_interval: Duration,
 }
 
 impl Default for RunSettings {
@@ -56,6 +60,8 @@ impl Default for RunSettings {
             lease: Duration::from_secs(60),
             margin: 32,
             claim_scan: 256,
+            pressure_interval: Duration::from_secs(1),
+            shed_interval: Duration::from_secs(5),
         }
     }
 }
@@ -78,6 +84,10 @@ pub struct LiveStatus {
     pub finished: u64,
     /// What the loop is waiting for, when it is not running a job.
     pub waiting: Option<String>,
+    /// The admission gate's last refusal (time, why), until a job is admitted.
+    pub memory_wait: Option<(Millis, String)>,
+    /// Load shed under critical pressure, most recent last (at most 20).
+    pub sheds: Vec<(Millis, admission::Shed)>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -93,6 +103,9 @@ pub struct CurrentJob {
 pub struct Worker {
     pub store: Arc<Store>,
     pub engine: Box<dyn Engine>,
+    /// Memory readings for the admission gate and load shedding.
+    pub probe: Box<dyn crate::monitor::MemoryProbe>,
+    pub budget: admission::Budget,
     pub settings: RunSettings,
     /// Exit once nothing is ready to run (`worker --drain`).
     pub drain: bool,
@@ -117,10 +130,13 @@ impl Worker {
     ///    finished chunks stay, so they resume).
     /// 2. **stop?** — on shutdown, release the jobs in the batch (they resume after their last
     ///    finished chunk) and leave.
-    /// 3. **steer** — cancel requests and step time limits of the jobs in the batch.
+    /// 3. **steer** — cancel requests and step time limits of the jobs in the batch; under
+    ///    critical memory pressure, shed load (shrink the batch, unload idle models, pause
+    ///    claiming).
     /// 4. **fill** — every free slot gets a step: first from jobs in the batch (their next
     ///    chunk or reduce prompt), then from newly claimed jobs for the loaded model (unless
-    ///    paused).
+    ///    paused); a model loads only through the admission gate (its predicted need must fit
+    ///    in free memory beyond the reserve) and down the fallback ladder, else the job waits.
     /// 5. **idle?** — with nothing in the batch: drain-exit, or sleep until woken or the next
     ///    delayed job is due.
     /// 6. **step** — one decode call for the whole batch; a batch that does not fit in memory
@@ -146,8 +162,15 @@ impl Worker {
                 return Ok(Exit::Shutdown);
             }
             self.steer(&mut b)?;
+            self.watch_pressure(&mut b)?;
             self.fill(&mut b)?;
             self.publish(&b);
+            if b.runs.is_empty() && !b.claiming {
+                // Claiming paused for critical pressure: look at memory again shortly.
+                self.set_waiting(Some("claiming paused: critical memory pressure".into()));
+                self.signals.wait(Some(Duration::from_secs(2)));
+                continue;
+            }
             if b.runs.is_empty() {
                 if let Some(exit) = self.idle()? {
                     return Ok(exit);
@@ -203,7 +226,11 @@ impl Worker {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        self.set_waiting(Some("idle: nothing queued".into()));
+        let why = match self.status.lock().unwrap().memory_wait.clone() {
+            Some((_, why)) => why,
+            None => "idle: nothing queued".into(),
+        };
+        self.set_waiting(Some(why));
         self.signals.wait(wait);
         Ok(None)
     }
@@ -290,7 +317,11 @@ impl Worker {
     fn fill(&mut self, b: &mut Batch) -> Result<(), StoreError> {
         loop {
             self.feed_runs(b)?;
-            if !self.has_room() || self.signals.shutdown.is_triggered() || self.store.paused()? {
+            if !self.has_room()
+                || !b.claiming
+                || self.signals.shutdown.is_triggered()
+                || self.store.paused()?
+            {
                 return Ok(());
             }
             let Some(job) = self.claim(b)? else {
@@ -380,15 +411,21 @@ impl Worker {
             Err(Ladder::Fail(e)) => return self.fail_claimed(job, Stop::Engine(e)),
             Err(Ladder::Wait(e)) => {
                 let until = now + MEMORY_WAIT.as_millis() as u64;
-                tracing::warn!(job = %id, "waiting for memory: {e}");
+                let why = match e {
+                    EngineError::NoMemory { .. } => e.to_string(),
+                    _ => format!("waiting for memory ({e})"),
+                };
+                tracing::warn!(job = %id, "{why}");
+                self.status.lock().unwrap().memory_wait = Some((now, why.clone()));
                 return self.store.defer(
                     id,
                     now,
                     until,
-                    &format!("waiting for memory ({e}); tries again in a minute"),
+                    &format!("{why}; tries again in a minute"),
                 );
             }
         };
+        self.status.lock().unwrap().memory_wait = None;
         if let Some(record) = &info.memory {
             self.store.record_memory(&model.path, record)?;
         }

@@ -65,6 +65,24 @@ fn now() -> u64 {
     5_000
 }
 
+/// A probe that always reads 16 GiB total with 12 GiB available.
+fn plenty_of_memory() -> crate::monitor::ScriptedProbe {
+    crate::monitor::ScriptedProbe::new(vec![memory(16 << 30, 12 << 30)])
+}
+
+fn memory(total: u64, available: u64) -> crate::monitor::MemorySnapshot {
+    crate::monitor::MemorySnapshot {
+        at: 0,
+        total,
+        available,
+        process_rss: 0,
+        free_percent: None,
+        os_pressure: None,
+        cgroup: None,
+        devices: vec![],
+    }
+}
+
 /// A worker over `store` with the fake engine, a fixed clock and the given signals.
 fn worker(
     store: &Arc<Store>,
@@ -87,6 +105,8 @@ fn worker_with(
     Worker {
         store: store.clone(),
         engine: Box::new(engine),
+        probe: Box::new(plenty_of_memory()),
+        budget: crate::scheduler::admission::Budget::from_total(16 << 30, false),
         settings,
         drain,
         signals: signals.clone(),
@@ -542,4 +562,110 @@ fn a_model_that_cannot_fit_falls_back_or_waits_and_never_fails_for_memory() {
         .unwrap()
         .iter()
         .any(|e| e.reason.contains("waiting for memory")));
+}
+
+#[test]
+fn a_job_that_cannot_fit_waits_and_is_reported_then_runs_once_memory_frees() {
+    let (_d, store) = temp_store();
+    let store = Arc::new(store);
+    let id = enqueue(&store, "big", "text", Task::Summarize, "big.gguf");
+    // An earlier load measured 2 GiB for this model and shape.
+    let record = crate::registry::MemoryRecord {
+        n_ctx: 1000,
+        n_seq: 1,
+        weights: 1 << 30,
+        context_allocated: 1 << 30,
+        context_resident: 0,
+        at: 1,
+    };
+    store.record_memory("big.gguf", &record).unwrap();
+    // 16 GiB, 3 GiB available, a 2 GiB reserve: 1 GiB free for it.
+    let status = Arc::new(Mutex::new(LiveStatus::default()));
+    let mut w = worker(
+        &store,
+        FakeEngine::new(1000),
+        now,
+        true,
+        &Signals::default(),
+    );
+    w.probe = Box::new(crate::monitor::ScriptedProbe::new(vec![memory(
+        16 << 30,
+        3 << 30,
+    )]));
+    w.status = status.clone();
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 1 });
+    let job = store.job(id).unwrap().unwrap();
+    assert_eq!((job.state.kind(), job.attempts), (StateKind::Queued, 0));
+    let (_, why) = status
+        .lock()
+        .unwrap()
+        .memory_wait
+        .clone()
+        .expect("reported");
+    assert_eq!(why, "waiting for memory: needs 2.0 GiB, 1.0 GiB free");
+    assert!(store
+        .events(id)
+        .unwrap()
+        .iter()
+        .any(|e| e.reason.contains("needs 2.0 GiB")));
+
+    // A minute later memory has freed: it runs.
+    let later = || 5_000 + 61_000;
+    let w = worker(
+        &store,
+        FakeEngine::new(1000),
+        later,
+        true,
+        &Signals::default(),
+    );
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 0 });
+    assert_eq!(
+        store.job(id).unwrap().unwrap().state.kind(),
+        StateKind::Succeeded
+    );
+}
+
+#[test]
+fn critical_pressure_sheds_the_batch_then_pauses_claiming_and_recovers() {
+    let (_d, store) = temp_store();
+    let store = Arc::new(store);
+    let ids: Vec<JobId> = (0..6)
+        .map(|i| {
+            enqueue(
+                &store,
+                &format!("d{i}"),
+                &"x".repeat(40 + i),
+                Task::Summarize,
+                "m.gguf",
+            )
+        })
+        .collect();
+    let mut engine = FakeEngine::new(1000);
+    engine.token_delay = Duration::from_millis(2);
+    let status = Arc::new(Mutex::new(LiveStatus::default()));
+    let settings = RunSettings {
+        parallel: 4,
+        pressure_interval: Duration::ZERO,
+        shed_interval: Duration::ZERO,
+        ..settings(1000)
+    };
+    let mut w = worker_with(&store, engine, settings, now, true, &Signals::default());
+    // The gate reads first (plenty), then pressure is critical for a while, then normal.
+    let mut readings = vec![memory(16 << 30, 12 << 30)];
+    readings.extend(std::iter::repeat_n(memory(16 << 30, 1 << 29), 40));
+    readings.push(memory(16 << 30, 12 << 30));
+    w.probe = Box::new(crate::monitor::ScriptedProbe::new(readings));
+    w.status = status.clone();
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 0 });
+    let sheds: Vec<_> = status.lock().unwrap().sheds.iter().map(|s| s.1).collect();
+    use crate::scheduler::admission::Shed;
+    assert_eq!(
+        sheds,
+        [Shed::ShrinkBatch, Shed::ShrinkBatch, Shed::PauseClaiming],
+        "4 → 2 → 1, no idle model to unload, then claiming pauses"
+    );
+    for id in ids {
+        let job = store.job(id).unwrap().unwrap();
+        assert_eq!((job.state.kind(), job.attempts), (StateKind::Succeeded, 1));
+    }
 }

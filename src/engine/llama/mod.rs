@@ -185,6 +185,20 @@ fn to_u32(t: LlamaToken) -> u32 {
     t.0 as u32
 }
 
+/// llama.cpp's devices with their free and total memory (the CPU; Metal on Apple Silicon;
+/// CUDA or Vulkan when built with them).
+pub fn device_memory() -> Vec<crate::monitor::DeviceMemory> {
+    backend();
+    llama_cpp_2::list_llama_ggml_backend_devices()
+        .into_iter()
+        .map(|d| crate::monitor::DeviceMemory {
+            name: format!("{} ({})", d.name, d.backend),
+            free: d.memory_free as u64,
+            total: d.memory_total as u64,
+        })
+        .collect()
+}
+
 /// This process's (resident, virtual) memory in bytes.
 fn own_memory() -> (u64, u64) {
     use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
