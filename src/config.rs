@@ -57,6 +57,10 @@ pub struct Config {
     pub memory_warn_percent: f64,
     /// Memory use (percent of total) at which the worker sheds load.
     pub memory_critical_percent: f64,
+    /// Claim jobs only in this window: a five-field crontab pattern for when it opens…
+    pub window: Option<String>,
+    /// …and the local time (HH:MM) it closes.
+    pub until: Option<String>,
 }
 
 impl Default for Config {
@@ -79,6 +83,8 @@ impl Default for Config {
             memory_reserve_mb: 0,
             memory_warn_percent: 80.0,
             memory_critical_percent: 90.0,
+            window: None,
+            until: None,
         }
     }
 }

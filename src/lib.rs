@@ -45,6 +45,7 @@ pub mod monitor;
 pub mod protocol;
 pub mod queue;
 pub mod registry;
+pub mod schedule;
 pub mod scheduler;
 
 /// Milliseconds since the Unix epoch, now.

@@ -350,3 +350,39 @@ fn models_inspect_reads_the_header_of_real_ggufs_and_refuses_fakes() {
     let line = h.fails(&["models", "inspect", s(&fake)], 3);
     assert!(line.contains("not a GGUF"), "{line}");
 }
+
+#[test]
+fn bad_schedule_windows_are_refused_before_the_worker_starts() {
+    let h = TestHome::new();
+    let err = h.fails(
+        &[
+            "worker",
+            "--drain",
+            "--window",
+            "0 0 22 * * *",
+            "--until",
+            "07:00",
+        ],
+        3,
+    );
+    assert!(
+        err.contains("five fields") && err.lines().count() == 1,
+        "{err}"
+    );
+    let err = h.fails(
+        &[
+            "worker",
+            "--drain",
+            "--window",
+            "0 22 * * *",
+            "--until",
+            "7am",
+        ],
+        3,
+    );
+    assert!(err.contains("HH:MM"), "{err}");
+    // Half a window is a usage error (clap's, several lines).
+    let out = h.run(&["worker", "--drain", "--window", "0 22 * * *"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--until"));
+}

@@ -212,6 +212,13 @@ pub struct WorkerArgs {
     /// Longest one chunk may generate, in seconds (default from config: 600).
     #[arg(long)]
     pub chunk_timeout: Option<u64>,
+    /// Claim jobs only in a window that opens at this crontab pattern (five fields, local
+    /// time; e.g. "0 22 * * 1-5")…
+    #[arg(long, requires = "until")]
+    pub window: Option<String>,
+    /// …and closes at this local time (HH:MM).
+    #[arg(long, requires = "window")]
+    pub until: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

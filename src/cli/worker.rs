@@ -76,6 +76,22 @@ fn engine(_: &Ctx, _: &WorkerArgs) -> Result<Box<dyn Engine>> {
     )
 }
 
+/// The schedule window, from the flags or else the config; both halves or neither.
+fn window(ctx: &Ctx, a: &WorkerArgs) -> Result<Option<qwen3q::schedule::Window>> {
+    let (pattern, until) = match (&a.window, &a.until) {
+        (Some(w), Some(u)) => (w.clone(), u.clone()),
+        _ => match (&ctx.config.window, &ctx.config.until) {
+            (Some(w), Some(u)) => (w.clone(), u.clone()),
+            (None, None) => return Ok(None),
+            _ => return fail(code::BAD_INPUT, "the config needs both window and until"),
+        },
+    };
+    match qwen3q::schedule::Window::parse(&pattern, &until) {
+        Ok(w) => Ok(Some(w)),
+        Err(e) => fail(code::BAD_INPUT, e),
+    }
+}
+
 /// The memory budget: defaults from this machine's memory, then the config.
 fn budget(
     ctx: &Ctx,
@@ -95,6 +111,7 @@ pub fn run(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
     let settings = RunSettings {
         n_ctx: a.n_ctx.unwrap_or(ctx.config.n_ctx),
         parallel: a.parallel.unwrap_or(ctx.config.parallel).max(1),
+        window: window(ctx, &a)?,
         chunk_timeout: Duration::from_secs(
             a.chunk_timeout.unwrap_or(ctx.config.chunk_timeout_secs),
         ),

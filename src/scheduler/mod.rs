@@ -49,6 +49,8 @@ pub struct RunSettings {
     pub pressure_interval: Duration,
     /// After shedding load, how long readings get to show its effect before the next shed.
     pub shed_interval: Duration,
+    /// Claim only inside this window (`--window … --until …`), local time.
+    pub window: Option<crate::schedule::Window>,
 }
 
 impl Default for RunSettings {
@@ -62,6 +64,7 @@ impl Default for RunSettings {
             claim_scan: 256,
             pressure_interval: Duration::from_secs(1),
             shed_interval: Duration::from_secs(5),
+            window: None,
         }
     }
 }
@@ -200,6 +203,19 @@ impl Worker {
         }
     }
 
+    /// When the schedule window is closed now: when it opens (local time).
+    fn window_closed(&self) -> Option<chrono::DateTime<chrono::Local>> {
+        use chrono::TimeZone;
+        let window = self.settings.window.as_ref()?;
+        let now = chrono::Local
+            .timestamp_millis_opt((self.now)() as i64)
+            .single()?;
+        match window.state(&now) {
+            crate::schedule::WindowState::Closed { opens } => Some(opens),
+            crate::schedule::WindowState::Open { .. } => None,
+        }
+    }
+
     /// Nothing in the batch: `Some` to leave (drained), else wait for work. Idle models are
     /// looked after meanwhile: the context of the last batch is given back, and models past
     /// their keep-alive are unloaded.
@@ -214,6 +230,25 @@ impl Worker {
         if self.store.paused()? {
             self.set_waiting(Some("paused".into()));
             self.signals.wait(housekeeping);
+            return Ok(None);
+        }
+        if let Some(opens) = self.window_closed() {
+            if self.drain {
+                let delayed = self.store.delayed_count()?;
+                return Ok(Some(Exit::Drained { delayed }));
+            }
+            // Sleep in steps of at most a minute, reading the wall clock each time: monotonic
+            // time stops while a Mac sleeps.
+            self.set_waiting(Some(format!(
+                "outside the window {:?}; opens {}",
+                self.settings
+                    .window
+                    .as_ref()
+                    .map(|w| w.pattern())
+                    .unwrap_or(""),
+                opens.format("%a %Y-%m-%d %H:%M")
+            )));
+            self.signals.wait(Some(Duration::from_secs(60)));
             return Ok(None);
         }
         let next_due = self.store.next_due()?;
@@ -319,6 +354,7 @@ impl Worker {
             self.feed_runs(b)?;
             if !self.has_room()
                 || !b.claiming
+                || self.window_closed().is_some()
                 || self.signals.shutdown.is_triggered()
                 || self.store.paused()?
             {

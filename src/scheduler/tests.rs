@@ -669,3 +669,55 @@ fn critical_pressure_sheds_the_batch_then_pauses_claiming_and_recovers() {
         assert_eq!((job.state.kind(), job.attempts), (StateKind::Succeeded, 1));
     }
 }
+
+#[test]
+fn jobs_are_claimed_only_inside_the_schedule_window() {
+    use chrono::{TimeZone, Timelike};
+    let hour = chrono::Local
+        .timestamp_millis_opt(now() as i64)
+        .unwrap()
+        .hour();
+    let window = |opens: u32, closes: u32| {
+        crate::schedule::Window::parse(
+            &format!("0 {} * * *", opens % 24),
+            &format!("{:02}:00", closes % 24),
+        )
+        .unwrap()
+    };
+    let (_d, store) = temp_store();
+    let store = Arc::new(store);
+    let id = enqueue(&store, "w", "text", Task::Summarize, "m.gguf");
+    // A window that opens in two hours: nothing is claimed, the job stays queued.
+    let closed = RunSettings {
+        window: Some(window(hour + 2, hour + 3)),
+        ..settings(1000)
+    };
+    let w = worker_with(
+        &store,
+        FakeEngine::new(1000),
+        closed,
+        now,
+        true,
+        &Signals::default(),
+    );
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 0 });
+    assert_eq!(store.job(id).unwrap().unwrap().state, JobState::Queued);
+    // A window that opened an hour ago and closes in an hour: it runs.
+    let open = RunSettings {
+        window: Some(window(hour + 23, hour + 1)),
+        ..settings(1000)
+    };
+    let w = worker_with(
+        &store,
+        FakeEngine::new(1000),
+        open,
+        now,
+        true,
+        &Signals::default(),
+    );
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 0 });
+    assert_eq!(
+        store.job(id).unwrap().unwrap().state.kind(),
+        StateKind::Succeeded
+    );
+}
