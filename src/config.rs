@@ -61,6 +61,12 @@ pub struct Config {
     pub window: Option<String>,
     /// …and the local time (HH:MM) it closes.
     pub until: Option<String>,
+    /// The memory history: a sample this often (seconds)…
+    pub history_sample_secs: f64,
+    /// …kept at full resolution this long (hours), then as one-minute averages…
+    pub history_full_hours: u64,
+    /// …for this long (days).
+    pub history_keep_days: u64,
 }
 
 impl Default for Config {
@@ -85,6 +91,9 @@ impl Default for Config {
             memory_critical_percent: 90.0,
             window: None,
             until: None,
+            history_sample_secs: 1.0,
+            history_full_hours: 24,
+            history_keep_days: 30,
         }
     }
 }

@@ -40,6 +40,112 @@ pub struct WorkerOptions {
     pub store: OpenOptions,
     /// How memory is split and when pressure is a warning or critical.
     pub budget: crate::scheduler::admission::Budget,
+    /// The memory history: the sampler's own probe (none: no history), and its timing.
+    pub history_probe: Option<Box<dyn crate::monitor::MemoryProbe>>,
+    pub history: HistorySettings,
+}
+
+/// How the memory history is kept.
+#[derive(Debug, Clone)]
+pub struct HistorySettings {
+    /// A sample this often.
+    pub every: Duration,
+    /// Full resolution this long, then one-minute averages…
+    pub full: Duration,
+    /// …kept this long.
+    pub keep: Duration,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        HistorySettings {
+            every: Duration::from_secs(1),
+            full: Duration::from_secs(24 * 3600),
+            keep: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// Every `every`, one memory sample into the store; every minute, the retention pass. Stops
+/// with the shutdown. Samples are flushed every ten (losing a few seconds of history in a
+/// crash costs nothing).
+async fn sample_memory(
+    store: Arc<Store>,
+    status: Arc<Mutex<LiveStatus>>,
+    mut probe: Box<dyn crate::monitor::MemoryProbe>,
+    budget: crate::scheduler::admission::Budget,
+    history: HistorySettings,
+    shutdown: crate::scheduler::Shutdown,
+) {
+    use crate::monitor::history::Sample;
+    let mut tick = tokio::time::interval(history.every);
+    let mut last: Option<(std::time::Instant, u64)> = None;
+    let (mut depth, mut depth_read): (u64, Option<std::time::Instant>) = (0, None);
+    let mut compacted: Option<std::time::Instant> = None;
+    let mut count = 0u64;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = tick.tick() => {}
+        }
+        let now = crate::now_ms();
+        let snap = probe.sample(now);
+        let (batch, models, generated) = {
+            let st = status.lock().unwrap();
+            let models = st
+                .models
+                .iter()
+                .map(|m| (m.name.clone(), m.bytes))
+                .collect();
+            (st.parallel, models, st.generated_tokens)
+        };
+        let tokens_per_sec = match last {
+            Some((at, before)) => {
+                generated.saturating_sub(before) as f64 / at.elapsed().as_secs_f64().max(1e-3)
+            }
+            None => 0.0,
+        };
+        last = Some((std::time::Instant::now(), generated));
+        if depth_read.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            depth = store.counts().map_or(depth, |c| c.queued);
+            depth_read = Some(std::time::Instant::now());
+        }
+        let device_free = snap
+            .devices
+            .iter()
+            .find(|d| !d.name.contains("CPU"))
+            .or(snap.devices.first())
+            .map(|d| d.free);
+        let sample = Sample {
+            at: now,
+            total: snap.effective_total(),
+            available: snap.effective_available(),
+            used_percent: snap.used_percent(),
+            pressure: crate::scheduler::admission::pressure(&snap, &budget),
+            process_rss: snap.process_rss,
+            device_free,
+            models,
+            batch,
+            tokens_per_sec,
+            queue_depth: depth,
+        };
+        if let Err(e) = store.record_sample(&sample) {
+            tracing::warn!("memory history: {e}");
+            continue;
+        }
+        count += 1;
+        if count % 10 == 0 {
+            let _ = store.flush();
+        }
+        if compacted.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            compacted = Some(std::time::Instant::now());
+            let full = history.full.as_millis() as u64;
+            let keep = history.keep.as_millis() as u64;
+            if let Err(e) = store.compact_history(now, full, keep) {
+                tracing::warn!("memory history retention: {e}");
+            }
+        }
+    }
 }
 
 /// Run a worker until `signals` says stop (or, with `drain`, until nothing is ready).
@@ -96,6 +202,16 @@ pub fn run(
         status: status.clone(),
     };
     runtime.spawn(serve(listener, store.clone(), hooks));
+    if let Some(probe) = options.history_probe {
+        runtime.spawn(sample_memory(
+            store.clone(),
+            status.clone(),
+            probe,
+            options.budget.clone(),
+            options.history.clone(),
+            signals.shutdown.clone(),
+        ));
+    }
     runtime.spawn(stop_on_signals(signals.clone()));
 
     let worker = Worker {

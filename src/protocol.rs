@@ -68,6 +68,10 @@ pub enum Request {
     ModelGet(String),
     /// Measured memory of real loads of the model at this path.
     ModelMemory(String),
+    /// The memory history from this time on.
+    MemoryHistory {
+        since: Millis,
+    },
 }
 
 /// A job and what it produced, for `results` and `show`.
@@ -111,6 +115,7 @@ pub enum Response {
     Model(Option<RegisteredModel>),
     Removed(bool),
     Memory(Vec<MemoryRecord>),
+    History(Vec<crate::monitor::history::Sample>),
     Error(String),
 }
 

@@ -160,3 +160,52 @@ fn cancelling_a_running_job_stops_it_at_once() {
         .unwrap()
         .success());
 }
+
+#[test]
+fn the_worker_records_memory_history_and_memory_reports_it() {
+    let h = TestHome::new();
+    std::fs::write(h.path().join("config.toml"), "history_sample_secs = 0.2\n").unwrap();
+    let tiny = tiny();
+    let doc = h.doc("m.txt", &prose(3, 200));
+    h.ok(&[
+        "enqueue",
+        s(&doc),
+        "--model",
+        s(&tiny),
+        "--max-tokens",
+        "32",
+    ]);
+    let mut worker = h.spawn_worker(&[]);
+    h.wait_for_worker(&mut worker);
+    h.ok(&["results", "--wait"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let v: serde_json::Value =
+        serde_json::from_str(&h.ok(&["memory", "--window", "1h", "--json"])).unwrap();
+    let n = v["samples"].as_u64().unwrap();
+    assert!(n >= 5, "samples every 0.2 s: {v}");
+    assert!(v["current"]["total"].as_u64().unwrap() > 0);
+    let latest = &v["latest"];
+    assert!(
+        latest["process_rss"].as_u64().unwrap() > 10_000_000,
+        "{latest}"
+    );
+    assert_eq!(latest["models"][0][0], "qwen3-tiny", "{latest}");
+    assert!(
+        ["increasing", "decreasing", "stable"].contains(&v["trend"]["direction"].as_str().unwrap())
+    );
+    assert!(!v["sparkline"].as_str().unwrap().is_empty());
+    // The text form, then the same history with no worker (the command opens the store).
+    let text = h.ok(&["memory"]);
+    assert!(
+        text.contains("trend:") && text.contains("worker:   B="),
+        "{text}"
+    );
+    sigterm(&worker);
+    wait_exit(&mut worker, Duration::from_secs(10)).expect("worker exits");
+    let v: serde_json::Value =
+        serde_json::from_str(&h.ok(&["memory", "--window", "1h", "--json"])).unwrap();
+    assert!(
+        v["samples"].as_u64().unwrap() >= n,
+        "history outlives the worker: {v}"
+    );
+}

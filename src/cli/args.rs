@@ -50,6 +50,17 @@ pub enum Command {
     /// Models: register, list, scan for, and inspect GGUFs.
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// Memory now, its trend over a window (from the worker's history), and advice.
+    Memory(MemoryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MemoryArgs {
+    /// The window the trend covers: 30s, 5m, 2h, 7d.
+    #[arg(long, default_value = "5m")]
+    pub window: String,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

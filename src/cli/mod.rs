@@ -4,6 +4,7 @@
 pub mod args;
 mod enqueue;
 mod list;
+mod memory;
 mod models;
 mod output;
 mod results;
@@ -97,6 +98,7 @@ impl Ctx {
                 | Request::ModelList
                 | Request::ModelGet(_)
                 | Request::ModelMemory(_)
+                | Request::MemoryHistory { .. }
         );
         let mut conn = self.connect()?;
         let answer = match conn.call(request.clone()) {
@@ -159,6 +161,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Resume => steer::pause(&ctx, false),
         Command::Prune(a) => steer::prune(&ctx, a),
         Command::Models(m) => models::run(&ctx, m),
+        Command::Memory(a) => memory::run(&ctx, a),
     }
 }
 

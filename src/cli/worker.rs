@@ -124,11 +124,20 @@ pub fn run(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
     #[cfg(not(feature = "llama"))]
     let devices = None;
     let mut probe = qwen3q::monitor::system::SystemProbe::new(devices);
+    let history_probe = qwen3q::monitor::system::SystemProbe::new(devices);
     let options = WorkerOptions {
         settings,
         drain: a.drain,
         store: ctx.store_options(),
         budget: budget(ctx, &mut probe),
+        history_probe: Some(Box::new(history_probe)),
+        history: qwen3q::daemon::HistorySettings {
+            every: Duration::from_millis(
+                (ctx.config.history_sample_secs * 1000.0).max(100.0) as u64
+            ),
+            full: Duration::from_secs(ctx.config.history_full_hours * 3600),
+            keep: Duration::from_secs(ctx.config.history_keep_days * 86_400),
+        },
     };
     tracing::info!(home = %ctx.home.dir.display(), pid = std::process::id(), "worker starting");
     match daemon::run(

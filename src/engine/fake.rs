@@ -34,6 +34,8 @@ pub struct FakeEngine {
     /// Loaded models under the budget.
     pub cache: ModelCache<()>,
     shape: Option<Shape>,
+    /// Tokens generated so far.
+    generated: u64,
     /// Sequences in flight: tag, the answer, characters produced so far, max tokens, prompt
     /// length, and whether the prompt has been "decoded" yet.
     seqs: Vec<FakeSeq>,
@@ -87,6 +89,7 @@ impl FakeEngine {
             model_bytes: HashMap::new(),
             cache: ModelCache::new(limits, &[]),
             shape: None,
+            generated: 0,
             seqs: Vec::new(),
         }
     }
@@ -217,6 +220,7 @@ impl Engine for FakeEngine {
                 s.prefilled = true;
             } else {
                 s.produced += 1;
+                self.generated += 1;
             }
             let finish = if s.produced >= s.max_tokens {
                 Some(FinishReason::Length)
@@ -251,6 +255,10 @@ impl Engine for FakeEngine {
 
     fn active(&self) -> usize {
         self.seqs.len()
+    }
+
+    fn generated_tokens(&self) -> u64 {
+        self.generated
     }
 
     fn free_slots(&self) -> usize {

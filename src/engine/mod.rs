@@ -223,6 +223,9 @@ pub trait Engine: Send {
     /// Sequences in flight.
     fn active(&self) -> usize;
 
+    /// Tokens generated since the engine started (for tokens/s readings).
+    fn generated_tokens(&self) -> u64;
+
     /// Slots free for [`Engine::start`].
     fn free_slots(&self) -> usize;
 

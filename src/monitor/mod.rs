@@ -3,6 +3,7 @@
 //! platforms report (`/proc/meminfo`, cgroup v1 and v2 files, macOS sysctl values) lives in pure
 //! functions in [`parse`], unit-tested on every platform.
 
+pub mod history;
 pub mod parse;
 pub mod system;
 

@@ -6,6 +6,7 @@
 //! (`write.rs`) are split; keys (`keys.rs`) and value encoding (`codec.rs`) are pure.
 
 pub mod codec;
+mod history;
 pub mod keys;
 pub mod migrate;
 mod models;

@@ -28,8 +28,13 @@ pub const MODELS: &str = "models";
 /// (model path, 0x00, n_ctx u32, n_seq u32) → `MemoryRecord` (schema 2). What a real load took.
 pub const MODEL_MEMORY: &str = "model_memory";
 
+/// sample time ms `u64` → `Sample` (schema 2). Memory history at full resolution (24 h).
+pub const MEMORY_SAMPLES: &str = "memory_samples";
+/// minute start ms `u64` → `Sample` (schema 2). One-minute averages of older samples (30 days).
+pub const MEMORY_MINUTES: &str = "memory_minutes";
+
 /// Every tree the store opens, in the order of [`T`]'s indexes.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 15] = [
     META,
     JOBS,
     READY,
@@ -43,6 +48,8 @@ pub const ALL: [&str; 13] = [
     EVENTS,
     MODELS,
     MODEL_MEMORY,
+    MEMORY_SAMPLES,
+    MEMORY_MINUTES,
 ];
 
 /// Indexes into [`ALL`] (and into a transaction's tree list).
@@ -60,6 +67,8 @@ pub mod t {
     pub const EVENTS: usize = 10;
     pub const MODELS: usize = 11;
     pub const MODEL_MEMORY: usize = 12;
+    pub const MEMORY_SAMPLES: usize = 13;
+    pub const MEMORY_MINUTES: usize = 14;
 }
 
 /// Keys in [`META`].

@@ -91,6 +91,8 @@ pub struct LiveStatus {
     pub memory_wait: Option<(Millis, String)>,
     /// Load shed under critical pressure, most recent last (at most 20).
     pub sheds: Vec<(Millis, admission::Shed)>,
+    /// Tokens generated since the worker started (the sampler derives tokens/s).
+    pub generated_tokens: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -299,6 +301,7 @@ impl Worker {
         st.models = self.engine.models();
         st.parallel = b.n_seq;
         st.in_flight = self.engine.active() as u32;
+        st.generated_tokens = self.engine.generated_tokens();
         if !b.runs.is_empty() {
             st.waiting = None;
         }

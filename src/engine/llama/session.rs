@@ -57,6 +57,8 @@ pub(super) struct Session {
     pub(super) shape: Shape,
     n_batch: usize,
     arrivals: u64,
+    /// Tokens generated in this context.
+    pub(super) generated: u64,
     _model: Arc<LlamaModel>,
 }
 
@@ -92,6 +94,7 @@ impl Session {
             shape,
             n_batch: n_batch as usize,
             arrivals: 0,
+            generated: 0,
             _model: model,
         })
     }
@@ -269,6 +272,7 @@ impl Session {
                     Some(FinishReason::Stop)
                 } else {
                     slot.generated += 1;
+                    self.generated += 1;
                     vocab.token_to_piece_into(token, &mut slot.out, false, None);
                     if slot.generated >= slot.max_tokens {
                         Some(FinishReason::Length)

@@ -1,0 +1,113 @@
+//! `qwen3q memory`: the reading now (this process's own probe), the trend over a window from
+//! the worker's history, a sparkline, and advice.
+
+use anyhow::Result;
+
+use super::args::MemoryArgs;
+use super::output::human_bytes;
+use super::{code, fail, parse_duration, Ctx};
+use qwen3q::monitor::history::{recommendations, sparkline, trend};
+use qwen3q::monitor::{system::SystemProbe, MemoryProbe};
+use qwen3q::protocol::{Request, Response};
+use qwen3q::scheduler::admission::{pressure, Budget};
+
+pub fn run(ctx: &Ctx, a: MemoryArgs) -> Result<i32> {
+    let window = parse_duration(&a.window)?;
+    let now = qwen3q::now_ms();
+    let snap = SystemProbe::new(None).sample(now);
+    let mut budget = Budget::from_total(snap.effective_total(), cfg!(target_os = "macos"));
+    if ctx.config.memory_reserve_mb > 0 {
+        budget.reserve = ctx.config.memory_reserve_mb * 1024 * 1024;
+    }
+    budget.warn_percent = ctx.config.memory_warn_percent;
+    budget.critical_percent = ctx.config.memory_critical_percent;
+    let since = now.saturating_sub(window.as_millis() as u64);
+    let samples = match ctx.call(Request::MemoryHistory { since })? {
+        Response::History(s) => s,
+        other => return fail(code::FAILURE, format!("unexpected answer: {other:?}")),
+    };
+    let level = pressure(&snap, &budget);
+    let t = trend(&samples);
+    let used: Vec<f64> = samples.iter().map(|s| s.used_percent).collect();
+    let spark = sparkline(&used, 60);
+    let advice = match (&t, samples.last()) {
+        (Some(t), Some(latest)) => {
+            recommendations(t, latest, budget.warn_percent, budget.critical_percent)
+        }
+        _ => Vec::new(),
+    };
+    if a.json {
+        let v = serde_json::json!({
+            "current": snap,
+            "pressure": level,
+            "reserve": budget.reserve,
+            "window_ms": window.as_millis() as u64,
+            "samples": samples.len(),
+            "trend": t,
+            "sparkline": spark,
+            "latest": samples.last(),
+            "recommendations": advice,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let total = snap.effective_total();
+    let avail = snap.effective_available();
+    println!(
+        "now:      {} of {} in use ({:.0} %), {} available, pressure {level:?}",
+        human_bytes(total.saturating_sub(avail)),
+        human_bytes(total),
+        snap.used_percent(),
+        human_bytes(avail)
+    );
+    if let Some(cg) = snap.cgroup {
+        println!(
+            "cgroup:   limit {}, in use {}",
+            human_bytes(cg.limit),
+            human_bytes(cg.usage)
+        );
+    }
+    if let Some(p) = snap.free_percent {
+        println!("macOS:    {p} % free (kern.memorystatus_level)");
+    }
+    println!(
+        "reserve:  {} kept for the system",
+        human_bytes(budget.reserve)
+    );
+    match &t {
+        None => println!(
+            "history:  none in the last {} (the worker records it while it runs)",
+            a.window
+        ),
+        Some(t) => {
+            println!(
+                "trend:    last {}, {} samples: average {:.0} %, peak {:.0} %, minimum {:.0} %, now {:.0} % — {:?}",
+                a.window, t.samples, t.average, t.peak, t.minimum, t.current, t.direction
+            );
+            println!("          {spark}");
+        }
+    }
+    if let Some(s) = samples.last() {
+        let models: Vec<String> = s
+            .models
+            .iter()
+            .map(|(n, b)| format!("{n} {}", human_bytes(*b)))
+            .collect();
+        println!(
+            "worker:   B={}, {:.1} tok/s, {} queued, RSS {}{}",
+            s.batch,
+            s.tokens_per_sec,
+            s.queue_depth,
+            human_bytes(s.process_rss),
+            if models.is_empty() {
+                String::new()
+            } else {
+                format!(", models: {}", models.join(", "))
+            }
+        );
+    }
+    for r in &advice {
+        println!("advice:   {r}");
+    }
+    Ok(0)
+}
