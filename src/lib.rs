@@ -47,6 +47,7 @@ pub mod queue;
 pub mod registry;
 pub mod schedule;
 pub mod scheduler;
+pub mod service;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> job::Millis {

@@ -386,3 +386,27 @@ fn bad_schedule_windows_are_refused_before_the_worker_starts() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--until"));
 }
+
+#[test]
+fn service_install_runs_where_systemctl_user_works_and_says_why_where_it_does_not() {
+    let h = TestHome::new();
+    let user_manager = std::process::Command::new("systemctl")
+        .args(["--user", "show-environment"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if user_manager {
+        h.ok(&["service", "install", "--", "--parallel", "2"]);
+        assert!(h.ok(&["service", "status"]).contains("qwen3q.service"));
+        assert!(h.ok(&["service", "uninstall"]).contains("uninstalled"));
+    } else {
+        let err = h.fails(&["service", "install"], 1);
+        assert!(err.contains("systemctl --user is not available"), "{err}");
+        let err = h.fails(&["service", "status"], 1);
+        assert!(err.contains("systemctl --user is not available"), "{err}");
+    }
+    // Logs: a worker run leaves a daily log file; `service logs` shows its tail.
+    h.ok(&["worker", "--drain"]);
+    let out = h.ok(&["service", "logs", "-n", "3"]);
+    assert!(!out.is_empty() && out.lines().count() <= 3, "{out}");
+    assert!(out.contains("worker") || out.contains("drain"), "{out}");
+}

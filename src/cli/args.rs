@@ -52,6 +52,43 @@ pub enum Command {
     Models(ModelsCommand),
     /// Memory now, its trend over a window (from the worker's history), and advice.
     Memory(MemoryArgs),
+    /// Run the worker as a service: launchd on macOS, a systemd user unit on Linux.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Write the service definition, load it, and start the worker.
+    Install {
+        /// macOS: a LaunchDaemon that starts at boot without a login (runs as you).
+        #[arg(long)]
+        system: bool,
+        /// launchd ProcessType: standard, background (efficiency cores on Apple Silicon),
+        /// adaptive, interactive. On Linux, background lowers the worker's priority.
+        #[arg(long, default_value = "standard")]
+        process_type: String,
+        /// Worker flags for the service, after `--` (e.g. -- --parallel 8 --window "0 22 * * *" --until 07:00).
+        #[arg(last = true)]
+        worker_args: Vec<String>,
+    },
+    /// Stop the worker and remove the service definition.
+    Uninstall {
+        #[arg(long)]
+        system: bool,
+    },
+    /// What launchd or systemd says about the service.
+    Status {
+        #[arg(long)]
+        system: bool,
+    },
+    /// The worker's log: the last lines, and with -f everything that follows.
+    Logs {
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ mod memory;
 mod models;
 mod output;
 mod results;
+mod service;
 mod show;
 mod status;
 mod steer;
@@ -162,6 +163,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Prune(a) => steer::prune(&ctx, a),
         Command::Models(m) => models::run(&ctx, m),
         Command::Memory(a) => memory::run(&ctx, a),
+        Command::Service(c) => service::run(&ctx, c),
     }
 }
 
