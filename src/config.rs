@@ -67,6 +67,8 @@ pub struct Config {
     pub history_full_hours: u64,
     /// …for this long (days).
     pub history_keep_days: u64,
+    /// Claim jobs only on AC power.
+    pub ac_only: bool,
 }
 
 impl Default for Config {
@@ -94,6 +96,7 @@ impl Default for Config {
             history_sample_secs: 1.0,
             history_full_hours: 24,
             history_keep_days: 30,
+            ac_only: false,
         }
     }
 }

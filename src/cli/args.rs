@@ -267,6 +267,9 @@ pub struct WorkerArgs {
     /// …and closes at this local time (HH:MM).
     #[arg(long, requires = "window")]
     pub until: Option<String>,
+    /// Claim jobs only on AC power; on battery the worker finishes what runs and waits.
+    #[arg(long)]
+    pub ac_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -74,6 +74,12 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<i32> {
                     w.sheds.len()
                 );
             }
+            if w.keep_awake {
+                println!("power:   keeping the machine awake while jobs run");
+            }
+            if w.on_battery == Some(true) {
+                println!("power:   on battery");
+            }
             println!("done:    {} jobs since start", w.finished);
         }
         None => println!("worker:  not running"),

@@ -112,6 +112,7 @@ pub fn run(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
         n_ctx: a.n_ctx.unwrap_or(ctx.config.n_ctx),
         parallel: a.parallel.unwrap_or(ctx.config.parallel).max(1),
         window: window(ctx, &a)?,
+        ac_only: a.ac_only || ctx.config.ac_only,
         chunk_timeout: Duration::from_secs(
             a.chunk_timeout.unwrap_or(ctx.config.chunk_timeout_secs),
         ),

@@ -23,6 +23,11 @@ pub(super) struct Batch {
     /// When memory was last read, and load last shed (readings need time to show a shed).
     pub last_reading: Option<std::time::Instant>,
     pub last_shed: Option<std::time::Instant>,
+    /// The assertion against idle sleep, held while jobs run.
+    pub awake: crate::service::power::KeepAwake,
+    /// On battery (`--ac-only` pauses claiming then), and when that was last read.
+    pub on_battery: Option<bool>,
+    pub power_read: Option<std::time::Instant>,
 }
 
 impl Batch {
@@ -36,6 +41,9 @@ impl Batch {
             claiming: true,
             last_reading: None,
             last_shed: None,
+            awake: Default::default(),
+            on_battery: None,
+            power_read: None,
         }
     }
 

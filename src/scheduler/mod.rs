@@ -51,6 +51,8 @@ pub struct RunSettings {
     pub shed_interval: Duration,
     /// Claim only inside this window (`--window … --until …`), local time.
     pub window: Option<crate::schedule::Window>,
+    /// Claim only on AC power (`--ac-only`).
+    pub ac_only: bool,
 }
 
 impl Default for RunSettings {
@@ -65,6 +67,7 @@ impl Default for RunSettings {
             pressure_interval: Duration::from_secs(1),
             shed_interval: Duration::from_secs(5),
             window: None,
+            ac_only: false,
         }
     }
 }
@@ -93,6 +96,10 @@ pub struct LiveStatus {
     pub sheds: Vec<(Millis, admission::Shed)>,
     /// Tokens generated since the worker started (the sampler derives tokens/s).
     pub generated_tokens: u64,
+    /// An assertion against idle sleep is held (jobs are running).
+    pub keep_awake: bool,
+    /// On battery power (known only where the platform says).
+    pub on_battery: Option<bool>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -169,11 +176,26 @@ impl Worker {
             self.steer(&mut b)?;
             self.watch_pressure(&mut b)?;
             self.fill(&mut b)?;
+            // Keep the machine awake while jobs run; let it sleep when idle.
+            if b.runs.is_empty() {
+                b.awake.release();
+            } else {
+                b.awake.hold();
+            }
             self.publish(&b);
             if b.runs.is_empty() && !b.claiming {
                 // Claiming paused for critical pressure: look at memory again shortly.
                 self.set_waiting(Some("claiming paused: critical memory pressure".into()));
                 self.signals.wait(Some(Duration::from_secs(2)));
+                continue;
+            }
+            if b.runs.is_empty() && self.battery_holds(&mut b) {
+                if self.drain {
+                    let delayed = self.store.delayed_count()?;
+                    return Ok(Exit::Drained { delayed });
+                }
+                self.set_waiting(Some("on battery: claiming paused (--ac-only)".into()));
+                self.signals.wait(Some(Duration::from_secs(30)));
                 continue;
             }
             if b.runs.is_empty() {
@@ -203,6 +225,24 @@ impl Worker {
                 self.heartbeat(&b);
             }
         }
+    }
+
+    /// `--ac-only` and on battery: no claiming (power read at most every 30 s).
+    fn battery_holds(&self, b: &mut Batch) -> bool {
+        if !self.settings.ac_only {
+            return false;
+        }
+        if b.power_read
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
+        {
+            b.power_read = Some(Instant::now());
+            let now = crate::service::power::on_battery();
+            if now != b.on_battery {
+                tracing::info!(on_battery = ?now, "power source changed");
+            }
+            b.on_battery = now;
+        }
+        b.on_battery == Some(true)
     }
 
     /// When the schedule window is closed now: when it opens (local time).
@@ -302,6 +342,8 @@ impl Worker {
         st.parallel = b.n_seq;
         st.in_flight = self.engine.active() as u32;
         st.generated_tokens = self.engine.generated_tokens();
+        st.keep_awake = b.awake.held();
+        st.on_battery = b.on_battery;
         if !b.runs.is_empty() {
             st.waiting = None;
         }
@@ -358,6 +400,7 @@ impl Worker {
             if !self.has_room()
                 || !b.claiming
                 || self.window_closed().is_some()
+                || self.battery_holds(b)
                 || self.signals.shutdown.is_triggered()
                 || self.store.paused()?
             {

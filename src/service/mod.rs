@@ -3,6 +3,7 @@
 //! calls `launchctl` or `systemctl --user`.
 
 pub mod launchd;
+pub mod power;
 pub mod systemd;
 
 use std::path::PathBuf;
