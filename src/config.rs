@@ -69,6 +69,8 @@ pub struct Config {
     pub history_keep_days: u64,
     /// Claim jobs only on AC power.
     pub ac_only: bool,
+    /// Let the worker size its batch (up to `parallel`) from throughput and memory.
+    pub adaptive: bool,
 }
 
 impl Default for Config {
@@ -97,6 +99,7 @@ impl Default for Config {
             history_full_hours: 24,
             history_keep_days: 30,
             ac_only: false,
+            adaptive: false,
         }
     }
 }

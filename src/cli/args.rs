@@ -270,6 +270,11 @@ pub struct WorkerArgs {
     /// Claim jobs only on AC power; on battery the worker finishes what runs and waits.
     #[arg(long)]
     pub ac_only: bool,
+    /// Size the batch adaptively, up to --parallel: grow while tokens/s improves and memory
+    /// stays under the warning level, halve on a memory jump, a failed allocation or critical
+    /// pressure.
+    #[arg(long)]
+    pub adaptive: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -113,6 +113,7 @@ pub fn run(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
         parallel: a.parallel.unwrap_or(ctx.config.parallel).max(1),
         window: window(ctx, &a)?,
         ac_only: a.ac_only || ctx.config.ac_only,
+        adaptive: a.adaptive || ctx.config.adaptive,
         chunk_timeout: Duration::from_secs(
             a.chunk_timeout.unwrap_or(ctx.config.chunk_timeout_secs),
         ),

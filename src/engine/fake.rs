@@ -52,6 +52,8 @@ pub struct FakeLog {
     pub steps: Vec<Vec<u64>>,
     /// Every model load (not counting reuse of a loaded model), by name.
     pub loads: Vec<String>,
+    /// Every new context shape, by its number of sequences.
+    pub shapes: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -113,6 +115,7 @@ impl Engine for FakeEngine {
         let switching = self.cache.current().map(|(r, _)| r) != Some(model);
         if switching || self.shape != Some(shape) {
             self.seqs.clear();
+            self.log.lock().unwrap().shapes.push(shape.n_seq);
         }
         let bytes = self.model_bytes.get(&model.path).copied().unwrap_or(1);
         let log = self.log.clone();

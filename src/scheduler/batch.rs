@@ -28,6 +28,12 @@ pub(super) struct Batch {
     /// On battery (`--ac-only` pauses claiming then), and when that was last read.
     pub on_battery: Option<bool>,
     pub power_read: Option<std::time::Instant>,
+    /// The adaptive batch size (`--adaptive`), its last reading (time, tokens generated), an
+    /// allocation failure since, and a larger B waiting for the sequences in flight to end.
+    pub controller: Option<super::batch_size::Controller>,
+    pub adapt_read: Option<(std::time::Instant, u64)>,
+    pub alloc_failed: bool,
+    pub grow_to: Option<u32>,
 }
 
 impl Batch {
@@ -44,6 +50,10 @@ impl Batch {
             awake: Default::default(),
             on_battery: None,
             power_read: None,
+            controller: None,
+            adapt_read: None,
+            alloc_failed: false,
+            grow_to: None,
         }
     }
 

@@ -155,6 +155,9 @@ impl Worker {
     /// in it fails (and retries later).
     pub(super) fn batch_failed(&mut self, b: &mut Batch, e: EngineError) -> Result<(), StoreError> {
         b.tags.clear();
+        if e.is_memory() {
+            b.alloc_failed = true;
+        }
         if !e.is_memory() {
             for run in std::mem::take(&mut b.runs) {
                 let e = EngineError::Decode(e.to_string());
@@ -244,5 +247,70 @@ impl Worker {
             Shed::PauseClaiming => b.claiming = false,
         }
         Ok(())
+    }
+
+    /// The adaptive batch size: every `adapt_interval`, readings (memory use and pressure,
+    /// generated tokens/s, an allocation failure) go to the controller; a smaller B applies at
+    /// once (the steps in flight start again), a larger one once the sequences in flight end.
+    pub(super) fn adapt(&mut self, b: &mut Batch) {
+        let Some(controller) = b.controller.as_mut() else {
+            return;
+        };
+        let generated = self.engine.generated_tokens();
+        let Some((since, before)) = b.adapt_read else {
+            b.adapt_read = Some((std::time::Instant::now(), generated));
+            return;
+        };
+        if since.elapsed() < self.settings.adapt_interval {
+            return;
+        }
+        let snapshot = self.probe.sample((self.now)());
+        let reading = super::batch_size::Reading {
+            used_percent: snapshot.used_percent(),
+            pressure: pressure(&snapshot, &self.budget),
+            tokens_per_sec: generated.saturating_sub(before) as f64
+                / since.elapsed().as_secs_f64().max(1e-3),
+            alloc_failure: std::mem::take(&mut b.alloc_failed),
+            longest_input: 0,
+        };
+        b.adapt_read = Some((std::time::Instant::now(), generated));
+        let next = controller.update(&reading);
+        tracing::debug!(?reading, b = next, "batch size controller");
+        if next < b.n_seq {
+            tracing::info!(from = b.n_seq, to = next, "batch size: shrinking");
+            self.resize(b, next);
+        } else if next > b.n_seq && b.grow_to.is_none() {
+            tracing::info!(
+                from = b.n_seq,
+                to = next,
+                "batch size: growing once the sequences in flight end"
+            );
+            b.grow_to = Some(next);
+        }
+    }
+
+    /// Decode `n_seq` sequences together from now on: the steps in flight start again in the
+    /// new context.
+    pub(super) fn resize(&mut self, b: &mut Batch, n_seq: u32) {
+        b.n_seq = n_seq.max(1);
+        // The next reading measures the new size only.
+        b.adapt_read = None;
+        for run in &mut b.runs {
+            run.drop_all();
+        }
+        for tag in b.tags.keys().copied().collect::<Vec<_>>() {
+            self.engine.abort(tag);
+        }
+        b.tags.clear();
+        if let Some(model) = self.engine.loaded().cloned() {
+            let shape = Shape {
+                n_ctx: b.n_ctx,
+                n_seq: b.n_seq,
+            };
+            if let Err(e) = self.engine.load(&model, shape) {
+                tracing::warn!("resizing the batch: {e}");
+                b.alloc_failed = true;
+            }
+        }
     }
 }

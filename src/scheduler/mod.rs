@@ -53,6 +53,10 @@ pub struct RunSettings {
     pub window: Option<crate::schedule::Window>,
     /// Claim only on AC power (`--ac-only`).
     pub ac_only: bool,
+    /// Let a controller set B (up to `parallel`) from throughput and memory readings.
+    pub adaptive: bool,
+    /// How often the controller takes readings.
+    pub adapt_interval: Duration,
 }
 
 impl Default for RunSettings {
@@ -68,6 +72,8 @@ impl Default for RunSettings {
             shed_interval: Duration::from_secs(5),
             window: None,
             ac_only: false,
+            adaptive: false,
+            adapt_interval: Duration::from_secs(10),
         }
     }
 }
@@ -166,6 +172,17 @@ impl Worker {
             );
         }
         let mut b = Batch::new(self.settings.parallel.max(1), self.settings.n_ctx);
+        if self.settings.adaptive {
+            // No calibration yet: start at half the ceiling, the estimate.
+            let max = self.settings.parallel.max(1);
+            let start = (max / 2).max(1);
+            b.controller = Some(batch_size::Controller::new(
+                start,
+                max,
+                self.budget.warn_percent,
+            ));
+            b.n_seq = start;
+        }
         let mut last_beat = Instant::now();
         loop {
             if self.signals.shutdown.is_triggered() {
@@ -220,6 +237,7 @@ impl Worker {
                 }
                 Err(e) => self.batch_failed(&mut b, e)?,
             }
+            self.adapt(&mut b);
             if last_beat.elapsed() > self.settings.lease / 4 {
                 last_beat = Instant::now();
                 self.heartbeat(&b);
@@ -416,6 +434,14 @@ impl Worker {
     /// Start the next steps of the jobs in the batch while slots are free; record the jobs
     /// that turn out to be done.
     fn feed_runs(&mut self, b: &mut Batch) -> Result<(), StoreError> {
+        if let Some(grow) = b.grow_to {
+            // A larger B needs a new context: start nothing until the sequences in flight end.
+            if self.engine.active() > 0 {
+                return Ok(());
+            }
+            b.grow_to = None;
+            self.resize(b, grow);
+        }
         let mut i = 0;
         while i < b.runs.len() {
             if !self.has_room() {
@@ -485,7 +511,10 @@ impl Worker {
         tracing::info!(job = %id, custom_id = %job.spec.custom_id, "running");
         if b.runs.is_empty() {
             // A new batch starts at the configured size; the ladder shrinks it if need be.
-            b.n_seq = self.settings.parallel.max(1);
+            b.n_seq = match &b.controller {
+                Some(c) => c.b(),
+                None => self.settings.parallel.max(1),
+            };
             b.n_ctx = self.settings.n_ctx;
         }
         let (model, info) = match self.load_with_fallback(b, &job) {

@@ -721,3 +721,52 @@ fn jobs_are_claimed_only_inside_the_schedule_window() {
         StateKind::Succeeded
     );
 }
+
+#[test]
+fn the_adaptive_batch_grows_while_throughput_improves_then_halves_on_a_memory_jump() {
+    let (_d, store) = temp_store();
+    let store = Arc::new(store);
+    for i in 0..40 {
+        enqueue(
+            &store,
+            &format!("d{i}"),
+            &format!("document {i}"),
+            Task::Summarize,
+            "m.gguf",
+        );
+    }
+    let mut engine = FakeEngine::new(1000);
+    // Each step takes the same time whatever B: throughput grows with B.
+    engine.token_delay = Duration::from_millis(5);
+    let log = engine.log.clone();
+    let settings = RunSettings {
+        parallel: 6,
+        adaptive: true,
+        adapt_interval: Duration::from_millis(100),
+        pressure_interval: Duration::from_secs(3600),
+        ..settings(1000)
+    };
+    let mut w = worker_with(&store, engine, settings, now, true, &Signals::default());
+    // Memory is steady at 40 % for six readings (the gate's and the pressure watch's first,
+    // then the controller's while it grows 3 → 6 and holds), then jumps to 60 %.
+    let mut readings = vec![memory(100 << 30, 60 << 30); 6];
+    readings.push(memory(100 << 30, 40 << 30));
+    w.probe = Box::new(crate::monitor::ScriptedProbe::new(readings));
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 0 });
+    let shapes = log.lock().unwrap().shapes.clone();
+    assert_eq!(shapes[0], 3, "starts at half the ceiling: {shapes:?}");
+    let peak = shapes
+        .iter()
+        .position(|&b| b == 6)
+        .unwrap_or_else(|| panic!("grows to the ceiling: {shapes:?}"));
+    assert!(
+        shapes[..=peak].windows(2).all(|w| w[1] == w[0] + 1),
+        "one at a time: {shapes:?}"
+    );
+    assert!(
+        shapes[peak..].contains(&3),
+        "halves after the jump: {shapes:?}"
+    );
+    let counts = store.counts().unwrap();
+    assert_eq!(counts.succeeded, 40, "{counts:?}");
+}
