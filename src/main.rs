@@ -10,8 +10,8 @@ use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 
 use cli::args::{Cli, Command};
 
-/// Logs: stderr for every verb; the worker also writes daily files under `<home>/logs`.
-/// `RUST_LOG` overrides the levels.
+/// Logs: stderr for every verb; the worker also writes daily files under `<home>/logs` (14
+/// kept), as JSON lines with `QWEN3Q_LOG_JSON=1`. `RUST_LOG` overrides the levels.
 fn init_logging(cli: &Cli) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     let is_worker = matches!(cli.command, Command::Worker(_));
     let base = match (is_worker, cli.verbose) {
@@ -45,12 +45,15 @@ fn init_logging(cli: &Cli) -> Option<tracing_appender::non_blocking::WorkerGuard
                     .ok()?;
                 let (writer, g) = tracing_appender::non_blocking(appender);
                 guard = Some(g);
-                Some(
-                    fmt::layer()
-                        .with_writer(writer)
-                        .with_ansi(false)
-                        .with_filter(filter()),
-                )
+                // JSON lines on request (QWEN3Q_LOG_JSON=1), for log shippers.
+                let json = std::env::var("QWEN3Q_LOG_JSON").is_ok_and(|v| v == "1" || v == "true");
+                let layer = fmt::layer().with_writer(writer).with_ansi(false);
+                let layer: Box<dyn tracing_subscriber::Layer<_> + Send + Sync> = if json {
+                    Box::new(layer.json().with_filter(filter()))
+                } else {
+                    Box::new(layer.with_filter(filter()))
+                };
+                Some(layer)
             })
     } else {
         None

@@ -404,9 +404,21 @@ fn service_install_runs_where_systemctl_user_works_and_says_why_where_it_does_no
         let err = h.fails(&["service", "status"], 1);
         assert!(err.contains("systemctl --user is not available"), "{err}");
     }
-    // Logs: a worker run leaves a daily log file; `service logs` shows its tail.
-    h.ok(&["worker", "--drain"]);
+    // Logs: a worker run leaves a daily log file (JSON lines on request); `service logs` shows
+    // its tail.
+    let ran = h
+        .command(&["worker", "--drain"])
+        .env("QWEN3Q_LOG_JSON", "1")
+        .output()
+        .unwrap();
+    assert!(ran.status.success());
     let out = h.ok(&["service", "logs", "-n", "3"]);
     assert!(!out.is_empty() && out.lines().count() <= 3, "{out}");
-    assert!(out.contains("worker") || out.contains("drain"), "{out}");
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{v}"
+        );
+    }
 }
