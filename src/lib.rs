@@ -13,6 +13,12 @@
 //!   batching over jobs (`jobrun`: one job's chunks, reduce rounds, result), the fallback ladder
 //!   (`ladder`), recording outcomes (`record`).
 //! - [`registry`] — registered models, measured memory records, finding GGUFs on disk.
+//! - [`monitor`] — memory readings (trait `MemoryProbe`: sysinfo, cgroups, macOS sysctl,
+//!   llama.cpp devices) and the memory history's maths; `scheduler::admission` (budget, gate,
+//!   shedding) and `scheduler::batch_size` (the adaptive B controller) decide from them. Pure
+//!   where they can be.
+//! - [`schedule`] — overnight windows (crontab via croner, DST-safe).
+//! - [`service`] — launchd / systemd definitions and management; keeping the machine awake.
 //! - [`protocol`] — the request and response enums the CLI and the worker share.
 //! - [`handler`] — requests executed against a store: the same code serves the socket and
 //!   the CLI's direct mode, so every verb behaves the same with or without a worker.
@@ -28,6 +34,7 @@
 //!               does not fit) ─▶ split into chunks ─▶ chunks take free slots of the batch ─▶
 //!               each decode step advances every slot ─▶ a finished chunk: checkpoint (flushed),
 //!               its slot takes the next chunk ─▶ merge or reduce ─▶ result + event (flushed)
+//! sampler (in the worker): memory every second ─▶ store: memory history (24 h, then minutes)
 //! results (CLI) ──socket or direct──▶ handler ──▶ queue::result ──▶ text | jsonl | openai | files
 //! ```
 //! A `kill -9` at any point loses at most the chunk being generated: at start the worker puts
