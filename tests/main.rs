@@ -5,6 +5,7 @@ mod common;
 
 mod badinput;
 mod batching;
+mod cgroup;
 mod crash;
 mod e2e;
 mod migrations;

@@ -46,6 +46,17 @@ pub fn run(ctx: &Ctx, a: MemoryArgs) -> Result<i32> {
             "trend": t,
             "sparkline": spark,
             "latest": samples.last(),
+            // At most 300 samples, evenly spaced: enough to plot or to see B adapt.
+            "series": samples
+                .iter()
+                .step_by(samples.len().div_ceil(300).max(1))
+                .map(|s| serde_json::json!({
+                    "at": s.at,
+                    "used_percent": s.used_percent,
+                    "batch": s.batch,
+                    "tokens_per_sec": s.tokens_per_sec,
+                }))
+                .collect::<Vec<_>>(),
             "recommendations": advice,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
