@@ -194,6 +194,18 @@ fn the_worker_records_memory_history_and_memory_reports_it() {
         ["increasing", "decreasing", "stable"].contains(&v["trend"]["direction"].as_str().unwrap())
     );
     assert!(!v["sparkline"].as_str().unwrap().is_empty());
+    // A plot of it.
+    let svg = h.path().join("memory.svg");
+    assert!(h
+        .ok(&["memory", "--window", "1h", "--plot", s(&svg)])
+        .contains("wrote"));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.starts_with("<svg") && text.contains("<polyline"),
+        "{}",
+        &text[..200]
+    );
+    h.fails(&["memory", "--plot", "memory.png"], 3);
     // The text form, then the same history with no worker (the command opens the store).
     let text = h.ok(&["memory"]);
     assert!(

@@ -98,6 +98,10 @@ pub struct MemoryArgs {
     pub window: String,
     #[arg(long)]
     pub json: bool,
+    /// Draw memory use, B and tokens/s over the window, with the gate's waits and sheds, into
+    /// this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

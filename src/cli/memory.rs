@@ -26,6 +26,9 @@ pub fn run(ctx: &Ctx, a: MemoryArgs) -> Result<i32> {
         Response::History(s) => s,
         other => return fail(code::FAILURE, format!("unexpected answer: {other:?}")),
     };
+    if let Some(path) = &a.plot {
+        return plot(ctx, &samples, path);
+    }
     let level = pressure(&snap, &budget);
     let t = trend(&samples);
     let used: Vec<f64> = samples.iter().map(|s| s.used_percent).collect();
@@ -121,4 +124,48 @@ pub fn run(ctx: &Ctx, a: MemoryArgs) -> Result<i32> {
         println!("advice:   {r}");
     }
     Ok(0)
+}
+
+/// `--plot FILE.svg`: the window's samples, with the running worker's gate waits and sheds.
+fn plot(
+    ctx: &Ctx,
+    samples: &[qwen3q::monitor::history::Sample],
+    path: &std::path::Path,
+) -> Result<i32> {
+    let svg = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    if !svg {
+        return fail(
+            code::BAD_INPUT,
+            format!(
+                "{}: plots are written as SVG (name the file .svg)",
+                path.display()
+            ),
+        );
+    }
+    let mut marks = Vec::new();
+    if let Response::Status(report) = ctx.call(Request::Status)? {
+        if let Some(w) = report.worker {
+            for (at, step) in &w.sheds {
+                marks.push((
+                    *at,
+                    format!(
+                        "shed: {}",
+                        serde_json::to_value(step)?.as_str().unwrap_or("?")
+                    ),
+                ));
+            }
+            if let Some((at, why)) = w.memory_wait {
+                marks.push((at, why));
+            }
+        }
+    }
+    match qwen3q::monitor::plot::svg(samples, &marks, path) {
+        Ok(()) => {
+            println!("wrote {} ({} samples)", path.display(), samples.len());
+            Ok(0)
+        }
+        Err(e) => fail(code::NOT_FOUND, e),
+    }
 }

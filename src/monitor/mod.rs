@@ -5,6 +5,7 @@
 
 pub mod history;
 pub mod parse;
+pub mod plot;
 pub mod system;
 
 use serde::{Deserialize, Serialize};
