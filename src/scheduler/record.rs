@@ -26,27 +26,9 @@ fn jitter(id: JobId, now: Millis) -> f64 {
 }
 
 impl Worker {
-    /// A claimed job that never joined the batch stops.
+    /// A claimed job that never joined the batch stops (it has no steps to abort).
     pub(super) fn fail_claimed(&mut self, job: Job, stop: Stop) -> Result<(), StoreError> {
-        let model = job.spec.model.clone();
-        let run = JobRun::new(
-            job,
-            model,
-            crate::engine::ModelInfo {
-                n_ctx: 0,
-                n_seq: 0,
-                n_ctx_train: 0,
-                thinking_template: false,
-                size_bytes: 0,
-                memory: None,
-            },
-            0,
-            0,
-            Vec::new(),
-            Default::default(),
-        );
-        let mut none = Batch::new(1, 0);
-        self.record_stop(&mut none, run, stop)
+        self.record_outcome(job.id, stop)
     }
 
     /// A sequence ended.
@@ -119,9 +101,13 @@ impl Worker {
         run: JobRun,
         stop: Stop,
     ) -> Result<(), StoreError> {
-        let id = run.job.id;
+        self.abort_steps(b, run.job.id);
+        self.record_outcome(run.job.id, stop)
+    }
+
+    /// Record in the store how a job ended without a result.
+    fn record_outcome(&mut self, id: JobId, stop: Stop) -> Result<(), StoreError> {
         let now = (self.now)();
-        self.abort_steps(b, id);
         let e = match stop {
             Stop::Engine(EngineError::Interrupted(Interrupt::Shutdown)) => {
                 self.store.release(
