@@ -155,9 +155,6 @@ impl Worker {
     /// in it fails (and retries later).
     pub(super) fn batch_failed(&mut self, b: &mut Batch, e: EngineError) -> Result<(), StoreError> {
         b.tags.clear();
-        if e.is_memory() {
-            b.alloc_failed = true;
-        }
         if !e.is_memory() {
             for run in std::mem::take(&mut b.runs) {
                 let e = EngineError::Decode(e.to_string());
@@ -165,19 +162,12 @@ impl Worker {
             }
             return Ok(());
         }
+        b.alloc_failed = true;
         if b.n_seq > 1 {
-            b.n_seq = (b.n_seq / 2).max(1);
-            tracing::warn!(parallel = b.n_seq, "{e}; decoding fewer sequences together");
-            for run in &mut b.runs {
-                run.drop_all();
-            }
-            let shape = Shape {
-                n_ctx: b.n_ctx,
-                n_seq: b.n_seq,
-            };
-            match self.engine.loaded().cloned() {
-                Some(model) if self.engine.load(&model, shape).is_ok() => return Ok(()),
-                _ => {}
+            let half = b.n_seq / 2;
+            tracing::warn!(parallel = half, "{e}; decoding fewer sequences together");
+            if self.resize(b, half) {
+                return Ok(());
             }
         }
         // Even one sequence does not fit now: the jobs wait for memory (their finished
@@ -290,8 +280,8 @@ impl Worker {
     }
 
     /// Decode `n_seq` sequences together from now on: the steps in flight start again in the
-    /// new context.
-    pub(super) fn resize(&mut self, b: &mut Batch, n_seq: u32) {
+    /// new context. Whether the context is ready.
+    pub(super) fn resize(&mut self, b: &mut Batch, n_seq: u32) -> bool {
         b.n_seq = n_seq.max(1);
         // The next reading measures the new size only.
         b.adapt_read = None;
@@ -302,14 +292,19 @@ impl Worker {
             self.engine.abort(tag);
         }
         b.tags.clear();
-        if let Some(model) = self.engine.loaded().cloned() {
-            let shape = Shape {
-                n_ctx: b.n_ctx,
-                n_seq: b.n_seq,
-            };
-            if let Err(e) = self.engine.load(&model, shape) {
+        let Some(model) = self.engine.loaded().cloned() else {
+            return false;
+        };
+        let shape = Shape {
+            n_ctx: b.n_ctx,
+            n_seq: b.n_seq,
+        };
+        match self.engine.load(&model, shape) {
+            Ok(_) => true,
+            Err(e) => {
                 tracing::warn!("resizing the batch: {e}");
                 b.alloc_failed = true;
+                false
             }
         }
     }
