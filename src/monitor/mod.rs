@@ -86,6 +86,21 @@ impl MemorySnapshot {
     }
 }
 
+/// A reading with only total and available memory, for tests.
+#[cfg(test)]
+pub(crate) fn plain_snapshot(total: u64, available: u64) -> MemorySnapshot {
+    MemorySnapshot {
+        at: 0,
+        total,
+        available,
+        process_rss: 0,
+        free_percent: None,
+        os_pressure: None,
+        cgroup: None,
+        devices: vec![],
+    }
+}
+
 /// Where memory readings come from.
 pub trait MemoryProbe: Send {
     fn sample(&mut self, now: Millis) -> MemorySnapshot;
@@ -119,18 +134,7 @@ mod tests {
 
     const GIB: u64 = 1 << 30;
 
-    fn snap(total: u64, available: u64) -> MemorySnapshot {
-        MemorySnapshot {
-            at: 0,
-            total,
-            available,
-            process_rss: 0,
-            free_percent: None,
-            os_pressure: None,
-            cgroup: None,
-            devices: vec![],
-        }
-    }
+    use super::plain_snapshot as snap;
 
     #[test]
     fn a_cgroup_limit_and_the_macos_free_share_bound_what_is_available() {

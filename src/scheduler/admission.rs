@@ -120,18 +120,7 @@ pub fn shed(pressure: Pressure, can: Sheddable) -> Option<Shed> {
 mod tests {
     use super::*;
 
-    fn snap(total: u64, available: u64) -> MemorySnapshot {
-        MemorySnapshot {
-            at: 0,
-            total,
-            available,
-            process_rss: 0,
-            free_percent: None,
-            os_pressure: None,
-            cgroup: None,
-            devices: vec![],
-        }
-    }
+    use crate::monitor::plain_snapshot as snap;
 
     #[test]
     fn defaults_follow_total_memory() {

@@ -70,18 +70,7 @@ fn plenty_of_memory() -> crate::monitor::ScriptedProbe {
     crate::monitor::ScriptedProbe::new(vec![memory(16 << 30, 12 << 30)])
 }
 
-fn memory(total: u64, available: u64) -> crate::monitor::MemorySnapshot {
-    crate::monitor::MemorySnapshot {
-        at: 0,
-        total,
-        available,
-        process_rss: 0,
-        free_percent: None,
-        os_pressure: None,
-        cgroup: None,
-        devices: vec![],
-    }
-}
+use crate::monitor::plain_snapshot as memory;
 
 /// A worker over `store` with the fake engine, a fixed clock and the given signals.
 fn worker(
