@@ -22,16 +22,7 @@ pub fn run(ctx: &Ctx, command: ModelsCommand) -> Result<i32> {
             template,
         } => {
             let m = checked(ctx, &path, name, template.as_deref())?;
-            if let Response::Model(Some(old)) = ctx.call(Request::ModelGet(m.name.clone()))? {
-                return fail(
-                    code::BAD_INPUT,
-                    format!(
-                        "{} is already registered ({}); qwen3q models rm {} first",
-                        old.name, old.path, old.name
-                    ),
-                );
-            }
-            ctx.call(Request::ModelAdd(m.clone()))?;
+            register(ctx, &m)?;
             println!("added {} ({})", m.name, m.path);
             Ok(0)
         }
@@ -122,6 +113,21 @@ fn checked(
     ))
 }
 
+/// Register `m` under its name, unless the name is taken.
+fn register(ctx: &Ctx, m: &RegisteredModel) -> Result<()> {
+    if let Response::Model(Some(old)) = ctx.call(Request::ModelGet(m.name.clone()))? {
+        return fail(
+            code::BAD_INPUT,
+            format!(
+                "{} is already registered ({}); qwen3q models rm {} first",
+                old.name, old.path, old.name
+            ),
+        );
+    }
+    ctx.call(Request::ModelAdd(m.clone()))?;
+    Ok(())
+}
+
 fn registered(ctx: &Ctx) -> Result<Vec<RegisteredModel>> {
     match ctx.call(Request::ModelList)? {
         Response::Models(m) => Ok(m),
@@ -191,12 +197,7 @@ fn scan(ctx: &Ctx, dirs: &[PathBuf], add: bool, json: bool) -> Result<i32> {
         } else if is_known(&f.path) {
             "registered"
         } else if add {
-            match checked(ctx, &f.path, None, None).and_then(|m| {
-                if let Response::Model(Some(_)) = ctx.call(Request::ModelGet(m.name.clone()))? {
-                    return fail(code::BAD_INPUT, format!("the name {} is taken", m.name));
-                }
-                ctx.call(Request::ModelAdd(m))
-            }) {
+            match checked(ctx, &f.path, None, None).and_then(|m| register(ctx, &m)) {
                 Ok(_) => {
                     added += 1;
                     "added"
