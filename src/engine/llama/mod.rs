@@ -114,7 +114,7 @@ impl LlamaEngine {
             .ok_or_else(|| EngineError::ModelMissing("no model loaded".into()))
     }
 
-    /// Drop the context (its tokens still count).
+    /// Drop the context (its generated tokens still count).
     fn drop_session(&mut self) {
         if let Some(s) = self.session.take() {
             self.generated_before += s.generated;
@@ -270,17 +270,17 @@ impl Engine for LlamaEngine {
             })?;
         }
         let threads = self.threads();
-        let l = self.cache.current_mut().expect("made current above");
         let shape = Shape {
-            n_ctx: shape.n_ctx.min(l.info.n_ctx_train).max(1),
+            n_ctx: shape.n_ctx.min(self.current()?.info.n_ctx_train).max(1),
             n_seq: shape.n_seq.max(1),
         };
+        let new_context = self.session.as_ref().map(|s| s.shape) != Some(shape);
+        if new_context {
+            self.drop_session(); // free the old context first
+        }
+        let l = self.cache.current_mut().expect("made current above");
         l.info.memory = None;
-        if self.session.as_ref().map(|s| s.shape) != Some(shape) {
-            // Free the old context first (its tokens still count).
-            if let Some(old) = self.session.take() {
-                self.generated_before += old.generated;
-            }
+        if new_context {
             let started = Instant::now();
             let before = own_memory();
             self.session = Some(Session::new(l.model.clone(), shape, n_batch, threads)?);

@@ -182,11 +182,11 @@ impl Session {
         }
     }
 
-    /// Free slot `i` and its KV cells.
-    fn free(&mut self, i: usize) {
-        self.slots[i] = None;
+    /// Free slot `i` and its KV cells; the sequence that held it.
+    fn free(&mut self, i: usize) -> Option<Slot> {
         // Removing a whole sequence cannot fail for a valid id.
         let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+        self.slots[i].take()
     }
 
     /// Drop every sequence (after a failed decode the cache holds half-written cells).
@@ -285,8 +285,7 @@ impl Session {
                 }
             };
             if let Some(finish) = finish {
-                let slot = self.slots[i].take().expect("slot exists");
-                let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+                let slot = self.free(i).expect("slot exists");
                 done.push(SeqDone {
                     tag: slot.tag,
                     result: Ok(Generation {
