@@ -83,6 +83,7 @@ async fn sample_memory(
     let (mut depth, mut depth_read): (u64, Option<std::time::Instant>) = (0, None);
     let mut compacted: Option<std::time::Instant> = None;
     let mut count = 0u64;
+    let mut last_at: Option<crate::job::Millis> = None;
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
@@ -90,15 +91,24 @@ async fn sample_memory(
         }
         let now = crate::now_ms();
         let snap = probe.sample(now);
-        let (batch, models, generated) = {
+        let (batch, models, generated, waiting_for, sheds) = {
             let st = status.lock().unwrap();
             let models = st
                 .models
                 .iter()
                 .map(|m| (m.name.clone(), m.bytes))
                 .collect();
-            (st.parallel, models, st.generated_tokens)
+            let waiting_for = st.memory_wait.as_ref().map(|w| w.model.clone());
+            // Sheds since the previous sample (the status keeps the last 20 with their times).
+            let since = last_at.unwrap_or(now);
+            let sheds = st
+                .sheds
+                .iter()
+                .filter(|(at, _)| *at > since && *at <= now)
+                .count() as u32;
+            (st.parallel, models, st.generated_tokens, waiting_for, sheds)
         };
+        last_at = Some(now);
         let tokens_per_sec = match last {
             Some((at, before)) => {
                 generated.saturating_sub(before) as f64 / at.elapsed().as_secs_f64().max(1e-3)
@@ -128,6 +138,8 @@ async fn sample_memory(
             batch,
             tokens_per_sec,
             queue_depth: depth,
+            waiting_for,
+            sheds,
         };
         if let Err(e) = store.record_sample(&sample) {
             tracing::warn!("memory history: {e}");

@@ -192,6 +192,44 @@ pub struct JobSpec {
     /// Smaller models to run the job on when its model cannot fit in memory, in order
     /// (`--fallback`; schema v2).
     pub fallback: Vec<ModelRef>,
+    /// `--model auto --quality …`: the worker picks the model from the registry when it
+    /// claims the job, by the memory free then (`model` is a placeholder named `auto`;
+    /// schema v3).
+    pub auto: Option<Quality>,
+}
+
+/// How `--model auto` trades answer quality against memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quality {
+    /// The smallest adequate model (at least 4 bits a weight) that fits.
+    Low,
+    /// Between: the middle of the adequate models that fit.
+    Medium,
+    /// The largest model that fits.
+    High,
+}
+
+impl Quality {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Low => "low",
+            Quality::Medium => "medium",
+            Quality::High => "high",
+        }
+    }
+}
+
+impl std::str::FromStr for Quality {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "low" => Ok(Quality::Low),
+            "medium" => Ok(Quality::Medium),
+            "high" => Ok(Quality::High),
+            _ => Err(format!("unknown quality {s:?} (low, medium or high)")),
+        }
+    }
 }
 
 /// What a job's output must look like.
@@ -234,6 +272,17 @@ pub struct ModelRef {
     pub path: String,
     /// Built-in llama.cpp chat template to use when the GGUF has none (e.g. `gemma`).
     pub template: Option<String>,
+}
+
+impl ModelRef {
+    /// The placeholder of a `--model auto` job: the worker picks the real model.
+    pub fn auto() -> ModelRef {
+        ModelRef {
+            name: "auto".into(),
+            path: String::new(),
+            template: None,
+        }
+    }
 }
 
 /// Token counts, as in OpenAI's `usage`.
@@ -425,6 +474,10 @@ pub struct ChunkOutput {
     /// restarted with another context size splits differently, and must not mix plans.
     pub n_ctx: u32,
     pub chunks_total: u32,
+    /// The path of the model that wrote it: a job resumed on another model (an `auto` pick,
+    /// a fallback) must not mix its answers with this one's. Empty when unknown (a checkpoint
+    /// of schema 2 or before; schema v3).
+    pub model: String,
 }
 
 /// What a finished job produced, and what really ran.
@@ -451,6 +504,9 @@ pub struct JobResult {
     pub n_seq: u32,
     /// The answer parsed as JSON (compact text), for a job with a JSON schema (schema v2).
     pub json: Option<String>,
+    /// Why this model ran, when the worker chose it (`--model auto`) or fell back from the
+    /// job's own (schema v3).
+    pub choice: Option<String>,
 }
 
 /// Exponential backoff with jitter for a failed attempt: 30 s × 2^(attempt−1), at most an hour,

@@ -51,6 +51,37 @@ impl MemoryRecord {
     }
 }
 
+/// A model's generated tokens/s by B (sequences decoded together) at one context size per
+/// sequence, measured by `qwen3q calibrate`. The adaptive batch size starts at its knee.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub n_ctx: u32,
+    /// In order of B.
+    pub points: Vec<CurvePoint>,
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    pub n_seq: u32,
+    /// Generated tokens per second, all sequences together.
+    pub tokens_per_sec: f64,
+    /// Weights plus what the context allocated at this B.
+    pub memory: u64,
+}
+
+impl Calibration {
+    /// The smallest B that reaches 90 % of the best throughput.
+    pub fn knee(&self) -> Option<u32> {
+        let curve: Vec<(u32, f64)> = self
+            .points
+            .iter()
+            .map(|p| (p.n_seq, p.tokens_per_sec))
+            .collect();
+        crate::scheduler::batch_size::knee(&curve)
+    }
+}
+
 /// The default name of a model file: its stem without a split suffix (`-00001-of-00003`).
 pub fn default_name(path: &Path) -> String {
     let stem = path

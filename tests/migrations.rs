@@ -36,3 +36,54 @@ fn a_store_written_by_schema_v1_opens_with_its_jobs() {
         .ok(&["enqueue", s(&doc), "--model", s(&tiny)])
         .contains("queued #4"));
 }
+
+#[test]
+fn a_store_written_by_schema_v2_opens_with_its_jobs_models_and_history() {
+    let h = TestHome::new();
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v2.tar.gz");
+    let ok = std::process::Command::new("tar")
+        .args(["xzf", s(&fixture), "-C", s(h.path())])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "unpack the fixture");
+    let status = h.status();
+    assert_eq!(count(&status, "succeeded"), 1, "{status}");
+    assert_eq!(count(&status, "queued"), 1);
+    assert_eq!(count(&status, "cancelled"), 1);
+    let results = h.results(&[]);
+    assert_eq!(results[0]["custom_id"], "fx-a.txt");
+    assert_eq!(results[0]["model"], "fx-tiny");
+    assert!(results[0]["answer"].is_string());
+    // Fields schema 3 added: the upgrade fills them in.
+    assert!(results[0]["choice"].is_null());
+    assert!(results[0]["quality"].is_null());
+    // The registry and its measured load survived (inspect reads the model file, which the
+    // fixture names at /tmp/fixture-model.gguf: put the tiny model there, atomically).
+    let at = std::path::Path::new("/tmp/fixture-model.gguf");
+    if !at.exists() {
+        let tmp = h.path().join("fixture-model.gguf");
+        std::fs::copy(tiny(), &tmp).unwrap();
+        std::fs::rename(&tmp, at)
+            .or_else(|_| std::fs::copy(&tmp, at).map(|_| ()))
+            .unwrap();
+    }
+    let models: serde_json::Value =
+        serde_json::from_str(&h.ok(&["models", "list", "--json"])).unwrap();
+    assert_eq!(models[0]["name"], "fx-tiny", "{models}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&h.ok(&["models", "inspect", "fx-tiny", "--json"])).unwrap();
+    assert!(
+        inspect["memory"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["measured"].is_object()),
+        "{inspect}"
+    );
+    // The memory history decodes (its samples are from 2026-11-26; a window of a year).
+    let mem: serde_json::Value =
+        serde_json::from_str(&h.ok(&["memory", "--window", "8760h", "--json"])).unwrap();
+    assert!(mem["samples"].as_u64().unwrap() >= 1, "{mem}");
+}

@@ -182,9 +182,15 @@ pub struct EnqueueArgs {
     /// A system prompt.
     #[arg(long)]
     pub system: Option<String>,
-    /// Model: a GGUF path or a name from the config's [models].
+    /// Model: a GGUF path, a name from the config's [models] or the registry, or `auto`: the
+    /// worker picks a registered model by the memory free when it starts the job (see
+    /// --quality).
     #[arg(long, short)]
     pub model: Option<String>,
+    /// With `--model auto`: `high` takes the largest registered model that fits the memory
+    /// free, `low` the smallest adequate one (at least 4 bits a weight), `medium` one between.
+    #[arg(long, value_name = "low|medium|high")]
+    pub quality: Option<qwen3q::job::Quality>,
     /// Built-in llama.cpp chat template for a GGUF without one (gemma, chatml, llama3, …).
     #[arg(long)]
     pub template: Option<String>,

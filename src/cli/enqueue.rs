@@ -9,7 +9,9 @@ use sha2::{Digest, Sha256};
 use super::args::{EnqueueArgs, GenArgs, TaskName};
 use super::{code, fail, parse_duration, Coded, Ctx};
 use qwen3q::ingest::{self, Refusal};
-use qwen3q::job::{ChatMessage, Constraint, GenOverrides, GenParams, JobSpec, ModelRef, Task};
+use qwen3q::job::{
+    ChatMessage, Constraint, GenOverrides, GenParams, JobSpec, ModelRef, Quality, Task,
+};
 use qwen3q::protocol::{Request, Response};
 use qwen3q::queue::{EnqueueOutcome, NewJob};
 use qwen3q::registry::RegisteredModel;
@@ -84,6 +86,34 @@ fn constraint_of(a: &EnqueueArgs) -> Result<Option<Constraint>> {
             )
         }
     })
+}
+
+/// `--model auto [--quality Q]`: the quality (medium unless given). The registry must hold a
+/// model to choose from; `--fallback` and `--template` make no sense with it.
+fn auto_of(ctx: &Ctx, a: &EnqueueArgs) -> Result<Option<Quality>> {
+    if a.model.as_deref() != Some("auto") {
+        if a.quality.is_some() {
+            return fail(code::BAD_INPUT, "--quality goes with --model auto");
+        }
+        return Ok(None);
+    }
+    if a.fallback.is_some() || a.template.is_some() {
+        return fail(
+            code::BAD_INPUT,
+            "--model auto chooses among registered models: --fallback and --template do not apply",
+        );
+    }
+    let registered = match ctx.call(Request::ModelList)? {
+        Response::Models(m) => m,
+        other => return fail(code::FAILURE, format!("unexpected answer: {other:?}")),
+    };
+    if registered.is_empty() {
+        return fail(
+            code::BAD_INPUT,
+            "--model auto chooses among registered models, and none is registered (qwen3q models add FILE, or models scan --add)",
+        );
+    }
+    Ok(Some(a.quality.unwrap_or(Quality::Medium)))
 }
 
 /// `--fallback MODEL,…` (each resolved and checked now) or `--fallback auto`: the registered
@@ -166,6 +196,7 @@ struct Template {
     max_attempts: u32,
     constraint: Option<Constraint>,
     fallback: Vec<ModelRef>,
+    auto: Option<Quality>,
 }
 
 impl Template {
@@ -185,6 +216,7 @@ impl Template {
             extra_json: None,
             constraint: self.constraint.clone(),
             fallback: self.fallback.clone(),
+            auto: self.auto,
         }
     }
 }
@@ -207,16 +239,23 @@ pub fn run(ctx: &Ctx, a: EnqueueArgs) -> Result<i32> {
         );
     }
     let task = task_of(&a)?;
-    let model = ctx
-        .config
-        .resolve_model(
-            a.model.as_deref(),
-            a.template.as_deref(),
-            &ctx.home.config(),
-            &|name| ctx.registered(name),
-        )
-        .map_err(|e| Coded(code::BAD_INPUT, e.to_string()))?;
-    let fallback = fallback_of(ctx, &a, &model)?;
+    let auto = auto_of(ctx, &a)?;
+    let (model, fallback) = match auto {
+        Some(_) => (ModelRef::auto(), Vec::new()),
+        None => {
+            let model = ctx
+                .config
+                .resolve_model(
+                    a.model.as_deref(),
+                    a.template.as_deref(),
+                    &ctx.home.config(),
+                    &|name| ctx.registered(name),
+                )
+                .map_err(|e| Coded(code::BAD_INPUT, e.to_string()))?;
+            let fallback = fallback_of(ctx, &a, &model)?;
+            (model, fallback)
+        }
+    };
     let tpl = Template {
         task,
         system: a.system.clone(),
@@ -227,6 +266,7 @@ pub fn run(ctx: &Ctx, a: EnqueueArgs) -> Result<i32> {
         max_attempts: a.max_attempts.unwrap_or(ctx.config.max_attempts).max(1),
         constraint: constraint_of(&a)?,
         fallback,
+        auto,
     };
     let limit = a.max_file_bytes.unwrap_or(ctx.config.max_file_bytes);
     let mut tally = Tally::default();

@@ -6,10 +6,34 @@ use anyhow::Result;
 use super::args::MemoryArgs;
 use super::output::human_bytes;
 use super::{code, fail, parse_duration, Ctx};
-use qwen3q::monitor::history::{recommendations, sparkline, trend};
+use qwen3q::monitor::history::{
+    recommendations, sparkline, trend, wait_advice, waits_by_model, Sample,
+};
 use qwen3q::monitor::{system::SystemProbe, MemoryProbe};
 use qwen3q::protocol::{Request, Response};
 use qwen3q::scheduler::admission::{pressure, Budget};
+
+/// One line for each model that waited for memory in the window (a minute or more), with a
+/// variant that would have fit the memory typically free.
+fn wait_advices(ctx: &Ctx, samples: &[Sample], budget: &Budget) -> Result<Vec<String>> {
+    // Minute averages are 60 s apart: a longer gap is time the worker was not running.
+    let waits = waits_by_model(samples, 120_000);
+    if waits.iter().all(|w| w.1 < 60_000) {
+        return Ok(Vec::new());
+    }
+    let registry = match ctx.call(Request::ModelList)? {
+        Response::Models(m) => m,
+        other => return fail(code::FAILURE, format!("unexpected answer: {other:?}")),
+    };
+    let mut free: Vec<u64> = samples.iter().map(|s| s.available).collect();
+    free.sort_unstable();
+    let typical = free[free.len() / 2].saturating_sub(budget.reserve);
+    Ok(waits
+        .iter()
+        .filter(|w| w.1 >= 60_000)
+        .map(|(model, ms)| wait_advice(model, *ms, &registry, typical))
+        .collect())
+}
 
 pub fn run(ctx: &Ctx, a: MemoryArgs) -> Result<i32> {
     let window = parse_duration(&a.window)?;
@@ -27,18 +51,19 @@ pub fn run(ctx: &Ctx, a: MemoryArgs) -> Result<i32> {
         other => return fail(code::FAILURE, format!("unexpected answer: {other:?}")),
     };
     if let Some(path) = &a.plot {
-        return plot(ctx, &samples, path);
+        return plot(&samples, path);
     }
     let level = pressure(&snap, &budget);
     let t = trend(&samples);
     let used: Vec<f64> = samples.iter().map(|s| s.used_percent).collect();
     let spark = sparkline(&used, 60);
-    let advice = match (&t, samples.last()) {
+    let mut advice = match (&t, samples.last()) {
         (Some(t), Some(latest)) => {
             recommendations(t, latest, budget.warn_percent, budget.critical_percent)
         }
         _ => Vec::new(),
     };
+    advice.extend(wait_advices(ctx, &samples, &budget)?);
     if a.json {
         let v = serde_json::json!({
             "current": snap,
@@ -58,7 +83,13 @@ pub fn run(ctx: &Ctx, a: MemoryArgs) -> Result<i32> {
                     "used_percent": s.used_percent,
                     "batch": s.batch,
                     "tokens_per_sec": s.tokens_per_sec,
+                    "waiting_for": s.waiting_for,
+                    "sheds": s.sheds,
                 }))
+                .collect::<Vec<_>>(),
+            "waits": waits_by_model(&samples, 120_000)
+                .into_iter()
+                .map(|(model, ms)| serde_json::json!({"model": model, "waited_ms": ms}))
                 .collect::<Vec<_>>(),
             "recommendations": advice,
         });
@@ -126,42 +157,16 @@ pub fn run(ctx: &Ctx, a: MemoryArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// `--plot FILE.svg`: the window's samples, with the running worker's gate waits and sheds.
-fn plot(
-    ctx: &Ctx,
-    samples: &[qwen3q::monitor::history::Sample],
-    path: &std::path::Path,
-) -> Result<i32> {
-    let svg = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
-    if !svg {
+/// `--plot FILE.svg|FILE.png`: the window's samples, with the gate's waits and the sheds the
+/// history recorded.
+fn plot(samples: &[qwen3q::monitor::history::Sample], path: &std::path::Path) -> Result<i32> {
+    if qwen3q::monitor::plot::Format::of(path).is_none() {
         return fail(
             code::BAD_INPUT,
-            format!(
-                "{}: plots are written as SVG (name the file .svg)",
-                path.display()
-            ),
+            format!("{}: name the plot file .svg or .png", path.display()),
         );
     }
-    let mut marks = Vec::new();
-    if let Response::Status(report) = ctx.call(Request::Status)? {
-        if let Some(w) = report.worker {
-            for (at, step) in &w.sheds {
-                marks.push((
-                    *at,
-                    format!(
-                        "shed: {}",
-                        serde_json::to_value(step)?.as_str().unwrap_or("?")
-                    ),
-                ));
-            }
-            if let Some((at, why)) = w.memory_wait {
-                marks.push((at, why));
-            }
-        }
-    }
-    match qwen3q::monitor::plot::svg(samples, &marks, path) {
+    match qwen3q::monitor::plot::draw(samples, path) {
         Ok(()) => {
             println!("wrote {} ({} samples)", path.display(), samples.len());
             Ok(0)

@@ -57,6 +57,10 @@ pub fn job_json(view: &JobView) -> Value {
             "n_ctx": r.map(|r| r.n_ctx),
             "n_seq": r.map(|r| r.n_seq),
         },
+        // `--model auto`: the quality asked for, and why the model that ran was chosen (also
+        // set when a fallback ran).
+        "quality": s.auto.map(|q| q.as_str()),
+        "choice": r.and_then(|r| r.choice.as_ref()),
         "constraint": match &s.constraint {
             None => Value::Null,
             Some(Constraint::JsonSchema(_)) => json!("json_schema"),

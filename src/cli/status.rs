@@ -63,8 +63,8 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<i32> {
             if let (true, Some(why)) = (w.running.is_empty(), &w.waiting) {
                 println!("waiting: {why}");
             }
-            if let Some((at, why)) = &w.memory_wait {
-                println!("memory:  {why} ({})", ago(*at, now));
+            if let Some(wait) = &w.memory_wait {
+                println!("memory:  {} ({})", wait.why, ago(wait.at, now));
             }
             if let Some((at, step)) = w.sheds.last() {
                 println!(

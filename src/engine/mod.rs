@@ -117,6 +117,8 @@ pub enum EngineError {
     NoMemory { need: u64, free: u64 },
     #[error("no room in the KV cache for the batch")]
     NoKvSlot,
+    #[error("--model auto: no model is registered to choose from (qwen3q models add FILE, or models scan --add)")]
+    NoModels,
     #[error("llama.cpp decode failed: {0}")]
     Decode(String),
     #[error("interrupted: {0:?}")]

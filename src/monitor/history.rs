@@ -26,6 +26,11 @@ pub struct Sample {
     pub tokens_per_sec: f64,
     /// Jobs queued.
     pub queue_depth: u64,
+    /// The model a job waits for memory to load, while the admission gate refuses it
+    /// (schema v3).
+    pub waiting_for: Option<String>,
+    /// Load shed under critical pressure since the previous sample (schema v3).
+    pub sheds: u32,
 }
 
 /// The average of each minute's samples (pressure: the worst; models: the last), stamped with
@@ -53,6 +58,8 @@ pub fn downsample_minutes(samples: &[Sample]) -> Vec<Sample> {
             batch: avg(&|s| s.batch as f64).round() as u32,
             tokens_per_sec: avg(&|s| s.tokens_per_sec),
             queue_depth: last.queue_depth,
+            waiting_for: group.iter().rev().find_map(|s| s.waiting_for.clone()),
+            sheds: group.iter().map(|s| s.sheds).sum(),
         });
         group.clear();
     };
@@ -128,6 +135,80 @@ pub fn sparkline(values: &[f64], width: usize) -> String {
         .collect()
 }
 
+/// How long each model waited for memory over `samples` (time order), longest first: each
+/// sample that saw a wait counts until the next sample (at most `max_gap_ms`, so a gap in
+/// the history, the worker not running, is not counted as waiting).
+pub fn waits_by_model(samples: &[Sample], max_gap_ms: u64) -> Vec<(String, u64)> {
+    let mut waited: std::collections::BTreeMap<String, u64> = Default::default();
+    for pair in samples.windows(2) {
+        if let Some(m) = &pair[0].waiting_for {
+            let gap = pair[1].at.saturating_sub(pair[0].at).min(max_gap_ms);
+            *waited.entry(m.clone()).or_default() += gap;
+        }
+    }
+    let mut out: Vec<(String, u64)> = waited.into_iter().filter(|w| w.1 > 0).collect();
+    out.sort_by_key(|w| std::cmp::Reverse(w.1));
+    out
+}
+
+/// Advice for a model that waited `waited_ms` for memory, when `free` bytes (beyond the
+/// reserve) were typically available: a registered variant that would fit (another
+/// quantization of the same model first, else a smaller model of its family), or what a
+/// 4-bit quantization would need.
+pub fn wait_advice(
+    model: &str,
+    waited_ms: u64,
+    registry: &[crate::registry::RegisteredModel],
+    free: u64,
+) -> String {
+    let waited = human_duration(waited_ms);
+    let head = format!("the {model} model waited {waited} for memory");
+    let Some(me) = registry.iter().find(|m| m.name == model || m.path == model) else {
+        return format!("{head}; a smaller model or quantization would start sooner");
+    };
+    let fits = |m: &&crate::registry::RegisteredModel| {
+        m.architecture == me.architecture && m.file_bytes < me.file_bytes && m.file_bytes <= free
+    };
+    let same_size = registry
+        .iter()
+        .filter(|m| m.parameters == me.parameters)
+        .filter(fits)
+        .max_by_key(|m| m.file_bytes);
+    if let Some(v) = same_size {
+        return format!("{head}; {} ({}) would fit", v.name, v.quantization);
+    }
+    let smaller = registry
+        .iter()
+        .filter(|m| m.parameters < me.parameters)
+        .filter(fits)
+        .max_by_key(|m| (m.parameters, m.file_bytes));
+    if let Some(v) = smaller {
+        return format!("{head}; the smaller {} would fit", v.name);
+    }
+    // About 4.5 bits a weight (Q4_K_M), plus a tenth for the context.
+    let four_bit = me.parameters * 45 / 80 * 11 / 10;
+    if me.parameters > 0 && four_bit <= free && four_bit < me.file_bytes {
+        format!(
+            "{head}; a 4-bit variant (about {} MiB) would fit",
+            four_bit >> 20
+        )
+    } else {
+        format!("{head}; free more memory or register a smaller model")
+    }
+}
+
+/// "3 h 05 min", "12 min", "40 s".
+pub fn human_duration(ms: u64) -> String {
+    let s = ms / 1000;
+    if s >= 3600 {
+        format!("{} h {:02} min", s / 3600, s % 3600 / 60)
+    } else if s >= 60 {
+        format!("{} min", s / 60)
+    } else {
+        format!("{s} s")
+    }
+}
+
 /// What a person may want to do, from the trend and the latest sample.
 pub fn recommendations(
     trend: &Trend,
@@ -159,25 +240,30 @@ pub fn recommendations(
     out
 }
 
+/// A plain sample for tests: `used` percent of 100 bytes in use at `at`, B = 2, 10 tok/s.
+#[cfg(test)]
+pub(crate) fn test_sample(at: Millis, used: f64) -> Sample {
+    Sample {
+        at,
+        total: 100,
+        available: (100.0 - used) as u64,
+        used_percent: used,
+        pressure: Pressure::Normal,
+        process_rss: 10,
+        device_free: None,
+        models: vec![],
+        batch: 2,
+        tokens_per_sec: 10.0,
+        queue_depth: 3,
+        waiting_for: None,
+        sheds: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_sample as s;
     use super::*;
-
-    fn s(at: Millis, used: f64) -> Sample {
-        Sample {
-            at,
-            total: 100,
-            available: (100.0 - used) as u64,
-            used_percent: used,
-            pressure: Pressure::Normal,
-            process_rss: 10,
-            device_free: None,
-            models: vec![],
-            batch: 2,
-            tokens_per_sec: 10.0,
-            queue_depth: 3,
-        }
-    }
 
     #[test]
     fn minutes_average_their_samples() {
@@ -202,6 +288,67 @@ mod tests {
             .collect();
         assert_eq!(trend(&flat).unwrap().direction, Direction::Stable);
         assert!(trend(&[]).is_none());
+    }
+
+    #[test]
+    fn waits_are_summed_per_model_and_gaps_are_not_waiting() {
+        let mut v: Vec<Sample> = (0..10).map(|i| s(i * 1000, 50.0)).collect();
+        for x in &mut v[2..5] {
+            x.waiting_for = Some("big".into());
+        }
+        v[7].waiting_for = Some("other".into());
+        // A gap of an hour after sample 7 (worker stopped): counts only up to max_gap.
+        for x in &mut v[8..] {
+            x.at += 3_600_000;
+        }
+        let w = waits_by_model(&v, 5_000);
+        assert_eq!(
+            w,
+            vec![("other".to_string(), 5_000), ("big".to_string(), 3_000)]
+        );
+        // Minutes keep the wait and add up the sheds.
+        v[3].sheds = 2;
+        v[4].sheds = 1;
+        let m = downsample_minutes(&v[..7]);
+        assert_eq!((m[0].waiting_for.as_deref(), m[0].sheds), (Some("big"), 3));
+    }
+
+    #[test]
+    fn wait_advice_names_a_variant_that_fits() {
+        let m = |name: &str, params: u64, bytes: u64, q: &str| crate::registry::RegisteredModel {
+            name: name.into(),
+            path: format!("/m/{name}.gguf"),
+            parts: vec![],
+            template: None,
+            architecture: "qwen3".into(),
+            parameters: params,
+            quantization: q.into(),
+            file_bytes: bytes,
+            added: 0,
+        };
+        const G: u64 = 1 << 30;
+        let reg = vec![
+            m("qwen3-8b-q8", 8_000_000_000, 8 * G + G / 2, "Q8_0"),
+            m("qwen3-8b-q4", 8_000_000_000, 5 * G, "Q4_K_M"),
+            m("qwen3-4b-q8", 4_000_000_000, 4 * G + G / 4, "Q8_0"),
+        ];
+        let a = wait_advice("qwen3-8b-q8", 3 * 3_600_000 + 300_000, &reg, 6 * G);
+        assert_eq!(
+            a,
+            "the qwen3-8b-q8 model waited 3 h 05 min for memory; qwen3-8b-q4 (Q4_K_M) would fit"
+        );
+        let a = wait_advice("qwen3-8b-q8", 600_000, &reg, 4 * G + G / 2);
+        assert!(a.ends_with("the smaller qwen3-4b-q8 would fit"), "{a}");
+        let a = wait_advice("qwen3-8b-q8", 600_000, &reg[..1], 6 * G);
+        assert!(
+            a.ends_with("a 4-bit variant (about 4720 MiB) would fit"),
+            "{a}"
+        );
+        let a = wait_advice("qwen3-8b-q8", 40_000, &reg, G);
+        assert!(
+            a.contains("waited 40 s") && a.ends_with("register a smaller model"),
+            "{a}"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 /// The layout every value written by this build follows. Bump it with a migration under
 /// `migrations/` and a step in `migrate.rs`.
-pub const SCHEMA_VERSION: u8 = 2;
+pub const SCHEMA_VERSION: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -24,7 +24,13 @@ fn config() -> bincode::config::Configuration {
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let mut out = vec![SCHEMA_VERSION];
+    encode_as(SCHEMA_VERSION, value)
+}
+
+/// A value in the layout of schema `version` (for migrations, which write each version's own
+/// layout so that the steps after them find what they expect).
+pub fn encode_as<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = vec![version];
     bincode::serde::encode_into_std_write(value, &mut out, config())
         .map_err(|e| CodecError::Encode(e.to_string()))?;
     Ok(out)

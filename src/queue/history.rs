@@ -73,25 +73,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::monitor::history::Sample;
-    use crate::monitor::Pressure;
+    use crate::monitor::history::test_sample as s;
     use crate::queue::test_support::temp_store;
-
-    fn s(at: u64, used: f64) -> Sample {
-        Sample {
-            at,
-            total: 100,
-            available: 50,
-            used_percent: used,
-            pressure: Pressure::Normal,
-            process_rss: 1,
-            device_free: None,
-            models: vec![],
-            batch: 1,
-            tokens_per_sec: 0.0,
-            queue_depth: 0,
-        }
-    }
 
     #[test]
     fn old_samples_fold_into_minutes_and_very_old_minutes_go() {

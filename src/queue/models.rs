@@ -2,13 +2,19 @@
 
 use super::trees::t;
 use super::{codec, Result, Store};
-use crate::registry::{MemoryRecord, RegisteredModel};
+use crate::registry::{Calibration, MemoryRecord, RegisteredModel};
 
 fn memory_key(path: &str, n_ctx: u32, n_seq: u32) -> Vec<u8> {
     let mut k = path.as_bytes().to_vec();
     k.push(0);
     k.extend_from_slice(&n_ctx.to_be_bytes());
     k.extend_from_slice(&n_seq.to_be_bytes());
+    k
+}
+
+fn calibration_key(path: &str, n_ctx: u32) -> Vec<u8> {
+    let mut k = memory_prefix(path);
+    k.extend_from_slice(&n_ctx.to_be_bytes());
     k
 }
 
@@ -65,6 +71,25 @@ impl Store {
             .values()
             .map(|v| Ok(codec::decode(&v?)?))
             .collect()
+    }
+
+    /// Keep a throughput-by-B curve of the model at `path` (replacing one of the same context
+    /// size).
+    pub fn record_calibration(&self, path: &str, c: &Calibration) -> Result<()> {
+        self.tree(t::CALIBRATIONS)
+            .insert(calibration_key(path, c.n_ctx), codec::encode(c)?)?;
+        self.flush()
+    }
+
+    /// The curve measured for the model at `path` with `n_ctx` per sequence, if any.
+    pub fn calibration(&self, path: &str, n_ctx: u32) -> Result<Option<Calibration>> {
+        match self
+            .tree(t::CALIBRATIONS)
+            .get(calibration_key(path, n_ctx))?
+        {
+            Some(v) => Ok(Some(codec::decode(&v)?)),
+            None => Ok(None),
+        }
     }
 }
 

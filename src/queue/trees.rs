@@ -1,4 +1,4 @@
-//! Tree names in one place, and the layout of each (schema version 2; see `migrations/`).
+//! Tree names in one place, and the layout of each (schema version 3; see `migrations/`).
 
 /// Store-wide settings and counters: `schema_version`, `next_job_id`, `event_seq`, `paused`.
 pub const META: &str = "meta";
@@ -33,8 +33,12 @@ pub const MEMORY_SAMPLES: &str = "memory_samples";
 /// minute start ms `u64` → `Sample` (schema 2). One-minute averages of older samples (30 days).
 pub const MEMORY_MINUTES: &str = "memory_minutes";
 
+/// (model path, 0x00, n_ctx u32) → `Calibration` (schema 3). Throughput by B, measured by
+/// `qwen3q calibrate`.
+pub const CALIBRATIONS: &str = "calibrations";
+
 /// Every tree the store opens, in the order of [`T`]'s indexes.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 16] = [
     META,
     JOBS,
     READY,
@@ -50,6 +54,7 @@ pub const ALL: [&str; 15] = [
     MODEL_MEMORY,
     MEMORY_SAMPLES,
     MEMORY_MINUTES,
+    CALIBRATIONS,
 ];
 
 /// Indexes into [`ALL`] (and into a transaction's tree list).
@@ -69,6 +74,7 @@ pub mod t {
     pub const MODEL_MEMORY: usize = 12;
     pub const MEMORY_SAMPLES: usize = 13;
     pub const MEMORY_MINUTES: usize = 14;
+    pub const CALIBRATIONS: usize = 15;
 }
 
 /// Keys in [`META`].

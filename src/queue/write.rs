@@ -68,6 +68,10 @@ pub(crate) fn dedupe_key(spec: &JobSpec) -> [u8; 32] {
         h.update([0]);
         h.update(codec::encode_body(c).unwrap_or_default());
     }
+    if let Some(q) = spec.auto {
+        // Likewise: `--model auto` jobs of different qualities are different work.
+        h.update([1, q as u8]);
+    }
     h.finalize().into()
 }
 
@@ -692,6 +696,7 @@ mod tests {
             extra_json: None,
             constraint: None,
             fallback: Vec::new(),
+            auto: None,
         }
     }
 

@@ -34,6 +34,9 @@ pub(super) struct Batch {
     pub adapt_read: Option<(std::time::Instant, u64)>,
     pub alloc_failed: bool,
     pub grow_to: Option<u32>,
+    /// What each `--model auto` quality picks now (model path), and when that was worked
+    /// out: such jobs join a running batch when they pick its model.
+    pub auto_picks: Option<(std::time::Instant, HashMap<crate::job::Quality, String>)>,
 }
 
 impl Batch {
@@ -54,6 +57,7 @@ impl Batch {
             adapt_read: None,
             alloc_failed: false,
             grow_to: None,
+            auto_picks: None,
         }
     }
 

@@ -69,6 +69,8 @@ pub struct JobRun {
     pub job: Job,
     /// The model that runs the job: its own, or a fallback.
     model: ModelRef,
+    /// Why that model (an `auto` pick, a fallback), for the result.
+    pub choice: Option<String>,
     /// The model as loaded for this job (context per sequence, template facts).
     info: ModelInfo,
     /// Tokens kept free in the context beside prompt and answer.
@@ -181,6 +183,7 @@ impl JobRun {
         JobRun {
             job,
             model,
+            choice: None,
             info,
             margin,
             claimed_at,
@@ -388,6 +391,7 @@ impl JobRun {
             millis: generation.millis,
             n_ctx: self.info.n_ctx,
             chunks_total: self.total,
+            model: self.model.path.clone(),
         };
         if step < self.total {
             self.done.insert(step, output.clone());
@@ -495,6 +499,7 @@ impl JobRun {
             attempts,
             n_seq: self.info.n_seq,
             json: None,
+            choice: self.choice.clone(),
         })
     }
 }

@@ -44,18 +44,101 @@ impl Worker {
         if !fresh && self.engine.loaded() == Some(model) {
             return Ok(());
         }
-        let (total, weights) = self.predicted_need(model, shape);
-        let loaded = self.engine.models().iter().any(|m| m.path == model.path);
-        let need = if loaded {
-            total.saturating_sub(weights)
-        } else {
-            total
-        };
+        let need = self.need_now(model, shape);
         let snapshot = self.probe.sample((self.now)());
         match admit(&snapshot, need, &self.budget) {
             Admit::Yes => Ok(()),
             Admit::Wait { need, free } => Err(EngineError::NoMemory { need, free }),
         }
+    }
+
+    /// The bytes `model` with a context of `shape` would add now: a loaded model needs only its
+    /// context.
+    fn need_now(&self, model: &crate::job::ModelRef, shape: Shape) -> u64 {
+        let (total, weights) = self.predicted_need(model, shape);
+        let loaded = self.engine.models().iter().any(|m| m.path == model.path);
+        if loaded {
+            total.saturating_sub(weights)
+        } else {
+            total
+        }
+    }
+
+    /// `--model auto`: the registered models as candidates, with what each would add now,
+    /// and the memory free beyond the reserve (see [`super::choose`]). No candidates when
+    /// nothing is registered.
+    pub(super) fn auto_candidates(
+        &mut self,
+        shape: Shape,
+    ) -> Result<(Vec<super::choose::Candidate>, u64), StoreError> {
+        let candidates = self
+            .store
+            .models()?
+            .into_iter()
+            .map(|m| {
+                let model = crate::job::ModelRef {
+                    name: m.name,
+                    path: m.path,
+                    template: m.template,
+                };
+                super::choose::Candidate {
+                    need: self.need_now(&model, shape),
+                    model,
+                    parameters: m.parameters,
+                    file_bytes: m.file_bytes,
+                }
+            })
+            .collect();
+        let snapshot = self.probe.sample((self.now)());
+        let free = snapshot
+            .effective_available()
+            .saturating_sub(self.budget.reserve);
+        Ok((candidates, free))
+    }
+
+    /// `--model auto`: the registered model to run on now. `None` when nothing is registered.
+    pub(super) fn choose_model(
+        &mut self,
+        quality: crate::job::Quality,
+        shape: Shape,
+    ) -> Result<Option<super::choose::Choice>, StoreError> {
+        let (candidates, free) = self.auto_candidates(shape)?;
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(super::choose::choose(&candidates, free, quality)))
+    }
+
+    /// While a batch runs: the path each `--model auto` quality would pick now, so that such
+    /// jobs join the batch when they would pick its model. Worked out at most every 10 s
+    /// (it reads every registered model's figures).
+    pub(super) fn auto_picks(
+        &mut self,
+        b: &mut Batch,
+    ) -> Result<std::collections::HashMap<crate::job::Quality, String>, StoreError> {
+        use crate::job::Quality;
+        if let Some((at, picks)) = &b.auto_picks {
+            if at.elapsed() < std::time::Duration::from_secs(10) {
+                return Ok(picks.clone());
+            }
+        }
+        let shape = Shape {
+            n_ctx: b.n_ctx,
+            n_seq: b.n_seq,
+        };
+        let (candidates, free) = self.auto_candidates(shape)?;
+        let mut picks = std::collections::HashMap::new();
+        if !candidates.is_empty() {
+            for q in [Quality::Low, Quality::Medium, Quality::High] {
+                if let super::choose::Choice::Run { model, .. } =
+                    super::choose::choose(&candidates, free, q)
+                {
+                    picks.insert(q, model.path);
+                }
+            }
+        }
+        b.auto_picks = Some((std::time::Instant::now(), picks.clone()));
+        Ok(picks)
     }
 
     /// What `model` takes with a context of `shape`, and its weights: as measured by an

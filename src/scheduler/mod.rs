@@ -10,6 +10,7 @@
 pub mod admission;
 mod batch;
 pub mod batch_size;
+pub mod choose;
 pub mod jobrun;
 mod ladder;
 mod record;
@@ -24,6 +25,7 @@ use crate::engine::{Engine, EngineError, Interrupt};
 use crate::job::{Job, JobId, JobState, Millis};
 use crate::queue::{Store, StoreError};
 use batch::Batch;
+use choose::Choice;
 use jobrun::{chunk_texts, JobRun, Next};
 use ladder::{Ladder, MEMORY_WAIT};
 use record::Stop;
@@ -96,8 +98,8 @@ pub struct LiveStatus {
     pub finished: u64,
     /// What the loop is waiting for, when it is not running a job.
     pub waiting: Option<String>,
-    /// The admission gate's last refusal (time, why), until a job is admitted.
-    pub memory_wait: Option<(Millis, String)>,
+    /// The admission gate's last refusal, until a job is admitted.
+    pub memory_wait: Option<MemoryWait>,
     /// Load shed under critical pressure, most recent last (at most 20).
     pub sheds: Vec<(Millis, admission::Shed)>,
     /// Tokens generated since the worker started (the sampler derives tokens/s).
@@ -106,6 +108,16 @@ pub struct LiveStatus {
     pub keep_awake: bool,
     /// On battery power (known only where the platform says).
     pub on_battery: Option<bool>,
+}
+
+/// A job waits for memory: the gate refused its model.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MemoryWait {
+    pub at: Millis,
+    /// The model that could not load (the memory history counts its waits).
+    pub model: String,
+    /// "waiting for memory: needs 2.0 GiB, 1.0 GiB free"
+    pub why: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -322,7 +334,7 @@ impl Worker {
             (a, b) => a.or(b),
         };
         let why = match self.status.lock().unwrap().memory_wait.clone() {
-            Some((_, why)) => why,
+            Some(w) => w.why,
             None => "idle: nothing queued".into(),
         };
         self.set_waiting(Some(why));
@@ -485,7 +497,7 @@ impl Worker {
 
     /// The next ready job: any, if the batch is empty, else one for the model the batch runs
     /// on (which may be a fallback of its jobs' own model).
-    fn claim(&mut self, b: &Batch) -> Result<Option<Job>, StoreError> {
+    fn claim(&mut self, b: &mut Batch) -> Result<Option<Job>, StoreError> {
         let (now, lease) = ((self.now)(), self.lease_ms());
         let running = if b.runs.is_empty() {
             None
@@ -495,17 +507,24 @@ impl Worker {
         match running {
             None => self.store.claim(now, lease),
             Some(model) => {
+                let picks = self.auto_picks(b)?;
                 self.store
-                    .claim_matching(now, lease, self.settings.claim_scan, &|spec| {
-                        spec.model == model
-                    })
+                    .claim_matching(
+                        now,
+                        lease,
+                        self.settings.claim_scan,
+                        &|spec| match spec.auto {
+                            Some(q) => picks.get(&q) == Some(&model.path),
+                            None => spec.model == model,
+                        },
+                    )
             }
         }
     }
 
     /// Load the job's model (down the fallback ladder if it does not fit), split its document,
-    /// and add it to the batch.
-    fn prepare(&mut self, b: &mut Batch, job: Job) -> Result<(), StoreError> {
+    /// and add it to the batch. A `--model auto` job gets its model chosen first.
+    fn prepare(&mut self, b: &mut Batch, mut job: Job) -> Result<(), StoreError> {
         let (now, lease) = ((self.now)(), self.lease_ms());
         let id = job.id;
         tracing::info!(job = %id, custom_id = %job.spec.custom_id, "running");
@@ -517,26 +536,55 @@ impl Worker {
             };
             b.n_ctx = self.settings.n_ctx;
         }
+        let mut choice = None;
+        if let Some(quality) = job.spec.auto {
+            let shape = crate::engine::Shape {
+                n_ctx: b.n_ctx,
+                n_seq: b.n_seq,
+            };
+            match self.choose_model(quality, shape)? {
+                None => return self.fail_claimed(job, Stop::Engine(EngineError::NoModels)),
+                Some(Choice::Wait {
+                    smallest_need,
+                    free,
+                }) => {
+                    let e = EngineError::NoMemory {
+                        need: smallest_need,
+                        free,
+                    };
+                    return self.wait_for_memory(id, "auto", now, e);
+                }
+                Some(Choice::Run {
+                    model,
+                    smaller,
+                    reason,
+                }) => {
+                    tracing::info!(job = %id, "{reason}");
+                    job.spec.model = model;
+                    job.spec.fallback = smaller;
+                    choice = Some(reason);
+                }
+            }
+        }
         let (model, info) = match self.load_with_fallback(b, &job) {
             Ok(loaded) => loaded,
             Err(Ladder::Fail(e)) => return self.fail_claimed(job, Stop::Engine(e)),
             Err(Ladder::Wait(e)) => {
-                let until = now + MEMORY_WAIT.as_millis() as u64;
-                let why = match e {
-                    EngineError::NoMemory { .. } => e.to_string(),
-                    _ => format!("waiting for memory ({e})"),
-                };
-                tracing::warn!(job = %id, "{why}");
-                self.status.lock().unwrap().memory_wait = Some((now, why.clone()));
-                return self.store.defer(
-                    id,
-                    now,
-                    until,
-                    &format!("{why}; tries again in a minute"),
-                );
+                let name = job.spec.model.name.clone();
+                return self.wait_for_memory(id, &name, now, e);
             }
         };
         self.status.lock().unwrap().memory_wait = None;
+        if model != job.spec.model {
+            let fell = format!(
+                "fallback: {} did not fit in memory, ran on {}",
+                job.spec.model.name, model.name
+            );
+            choice = Some(match choice {
+                Some(c) => format!("{c}; {fell}"),
+                None => fell,
+            });
+        }
         if let Some(record) = &info.memory {
             self.store.record_memory(&model.path, record)?;
         }
@@ -554,29 +602,54 @@ impl Worker {
         let total = chunks.len() as u32;
         self.store.set_plan(id, total, now, lease)?;
         let mut done = self.store.checkpoints(id)?;
-        if done
+        let other_plan = done
             .values()
-            .any(|c| c.n_ctx != info.n_ctx || c.chunks_total != total)
-        {
-            // Checkpoints of another plan (the worker's context size changed): their chunks
-            // do not line up with these, so start the document over.
+            .any(|c| c.n_ctx != info.n_ctx || c.chunks_total != total);
+        let other_model = done
+            .values()
+            .any(|c| !c.model.is_empty() && c.model != model.path);
+        if other_plan || other_model {
+            // Checkpoints of another plan (the worker's context size changed) do not line up
+            // with these chunks; another model's answers must not be mixed with this one's.
             self.store.discard_checkpoints(
                 id,
                 now,
-                "the chunk plan changed (another context size); starting over",
+                if other_model {
+                    "the checkpoints are another model's; starting over"
+                } else {
+                    "the chunk plan changed (another context size); starting over"
+                },
             )?;
             done.clear();
         }
-        b.runs.push(JobRun::new(
-            job,
-            model,
-            info,
-            self.settings.margin,
-            now,
-            chunks,
-            done,
-        ));
+        let mut run = JobRun::new(job, model, info, self.settings.margin, now, chunks, done);
+        run.choice = choice;
+        b.runs.push(run);
         Ok(())
+    }
+
+    /// The job cannot load `model` now for lack of memory: back to the queue for a while (no
+    /// attempt counted), and `status` and the memory history say so.
+    fn wait_for_memory(
+        &mut self,
+        id: JobId,
+        model: &str,
+        now: Millis,
+        e: EngineError,
+    ) -> Result<(), StoreError> {
+        let until = now + MEMORY_WAIT.as_millis() as u64;
+        let why = match e {
+            EngineError::NoMemory { .. } => e.to_string(),
+            _ => format!("waiting for memory ({e})"),
+        };
+        tracing::warn!(job = %id, "{why}");
+        self.status.lock().unwrap().memory_wait = Some(MemoryWait {
+            at: now,
+            model: model.to_string(),
+            why: why.clone(),
+        });
+        self.store
+            .defer(id, now, until, &format!("{why}; tries again in a minute"))
     }
 }
 

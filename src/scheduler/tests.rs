@@ -33,6 +33,7 @@ fn spec(custom_id: &str, task: Task, model: &str) -> JobSpec {
         extra_json: None,
         constraint: None,
         fallback: Vec::new(),
+        auto: None,
     }
 }
 
@@ -585,13 +586,13 @@ fn a_job_that_cannot_fit_waits_and_is_reported_then_runs_once_memory_frees() {
     assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 1 });
     let job = store.job(id).unwrap().unwrap();
     assert_eq!((job.state.kind(), job.attempts), (StateKind::Queued, 0));
-    let (_, why) = status
+    let wait = status
         .lock()
         .unwrap()
         .memory_wait
         .clone()
         .expect("reported");
-    assert_eq!(why, "waiting for memory: needs 2.0 GiB, 1.0 GiB free");
+    assert_eq!(wait.why, "waiting for memory: needs 2.0 GiB, 1.0 GiB free");
     assert!(store
         .events(id)
         .unwrap()
@@ -736,11 +737,18 @@ fn the_adaptive_batch_grows_while_throughput_improves_then_halves_on_a_memory_ju
         ..settings(1000)
     };
     let mut w = worker_with(&store, engine, settings, now, true, &Signals::default());
-    // Memory is steady at 40 % for six readings (the gate's and the pressure watch's first,
-    // then the controller's while it grows 3 → 6 and holds), then jumps to 60 %.
-    let mut readings = vec![memory(100 << 30, 60 << 30); 6];
-    readings.push(memory(100 << 30, 40 << 30));
-    w.probe = Box::new(crate::monitor::ScriptedProbe::new(readings));
+    // Memory is steady at 40 % until the controller has reached B = 6, then jumps to 60 %
+    // (keyed to the loads, not to a count of readings, which depends on timing).
+    struct JumpAtPeak(Arc<Mutex<crate::engine::fake::FakeLog>>);
+    impl crate::monitor::MemoryProbe for JumpAtPeak {
+        fn sample(&mut self, now: crate::job::Millis) -> crate::monitor::MemorySnapshot {
+            let peaked = self.0.lock().unwrap().shapes.contains(&6);
+            let mut s = memory(100 << 30, if peaked { 40 << 30 } else { 60 << 30 });
+            s.at = now;
+            s
+        }
+    }
+    w.probe = Box::new(JumpAtPeak(log.clone()));
     assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 0 });
     let shapes = log.lock().unwrap().shapes.clone();
     assert_eq!(shapes[0], 3, "starts at half the ceiling: {shapes:?}");

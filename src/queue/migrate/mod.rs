@@ -5,6 +5,7 @@
 //! before it. A store from a newer version is refused, never guessed at.
 
 mod v2;
+mod v3;
 
 use super::codec::SCHEMA_VERSION;
 use super::trees::{meta, t};
@@ -18,11 +19,18 @@ pub struct Step {
 }
 
 /// Steps to versions 2, 3, …, in order.
-pub const STEPS: &[Step] = &[Step {
-    to: 2,
-    name: "structured output and batch size",
-    run: v2::run,
-}];
+pub const STEPS: &[Step] = &[
+    Step {
+        to: 2,
+        name: "structured output and batch size",
+        run: v2::run,
+    },
+    Step {
+        to: 3,
+        name: "model choice by memory, waits in the history, calibrations",
+        run: v3::run,
+    },
+];
 
 /// The schema version recorded in the store, if any. Stored as a single raw byte so that every
 /// version of qwen3q can read it.

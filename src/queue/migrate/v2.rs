@@ -13,9 +13,8 @@ use super::super::keys;
 use super::super::trees::{meta, t};
 use super::super::write::dedupe_key;
 use super::super::{Result, Store};
-use crate::job::{
-    GenParams, Job, JobId, JobResult, JobSpec, JobState, Millis, ModelRef, Task, Usage,
-};
+use super::v3::{job_v3, JobV2, ResultV2, SpecV2};
+use crate::job::{GenParams, JobId, JobState, Millis, ModelRef, Task, Usage};
 
 /// `JobSpec` as schema 1 wrote it.
 #[derive(Deserialize, Serialize)]
@@ -61,11 +60,11 @@ struct ResultV1 {
     attempts: u32,
 }
 
-fn job_v2(old: JobV1) -> Job {
+fn job_v2(old: JobV1) -> JobV2 {
     let s = old.spec;
-    Job {
+    JobV2 {
         id: old.id,
-        spec: JobSpec {
+        spec: SpecV2 {
             custom_id: s.custom_id,
             source: s.source,
             doc_sha256: s.doc_sha256,
@@ -88,8 +87,8 @@ fn job_v2(old: JobV1) -> Job {
     }
 }
 
-fn result_v2(r: ResultV1) -> JobResult {
-    JobResult {
+fn result_v2(r: ResultV1) -> ResultV2 {
+    ResultV2 {
         answer: r.answer,
         reasoning: r.reasoning,
         usage: r.usage,
@@ -132,12 +131,14 @@ pub fn run(store: &Store) -> Result<()> {
         let job = match v.split_first() {
             Some((1, body)) => {
                 let job = job_v2(decode_body::<JobV1>(body)?);
-                jobs.insert(&k, codec::encode(&job)?)?;
+                jobs.insert(&k, codec::encode_as(2, &job)?)?;
                 job
             }
-            _ => codec::decode::<Job>(&v)?,
+            _ => decode_body::<JobV2>(v.get(1..).unwrap_or_default())?,
         };
         // In id order: with --force duplicates, the newest job keeps the key, as at enqueue.
+        // (Schema 3 computes the same key for every job schema 2 could hold.)
+        let job = job_v3(job);
         dedupe.insert(dedupe_key(&job.spec), &keys::job(job.id))?;
     }
     let results = store.tree(t::RESULTS);
@@ -145,7 +146,7 @@ pub fn run(store: &Store) -> Result<()> {
         let (k, v) = kv?;
         if let Some((1, body)) = v.split_first() {
             let r = result_v2(decode_body::<ResultV1>(body)?);
-            results.insert(k, codec::encode(&r)?)?;
+            results.insert(k, codec::encode_as(2, &r)?)?;
         }
     }
     store.flush()
@@ -254,7 +255,8 @@ mod tests {
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
             }
         };
-        assert_eq!(super::super::stored_version(&store).unwrap(), Some(2));
+        // Both steps ran: 1 → 2 → 3.
+        assert_eq!(super::super::stored_version(&store).unwrap(), Some(3));
         let job = store.job(JobId(2)).unwrap().unwrap();
         assert_eq!(job.spec.custom_id, "b");
         assert_eq!(job.spec.constraint, None);
@@ -262,16 +264,17 @@ mod tests {
         assert_eq!(store.document(JobId(2)).unwrap(), "text");
         let r = store.result(JobId(1)).unwrap().unwrap();
         assert_eq!((r.answer.as_str(), r.n_seq, r.json), ("an answer", 1, None));
+        assert_eq!((job.spec.auto, r.choice), (None, None));
         // The dedupe index was rebuilt with the new key: the same document is found.
         let key = dedupe_key(&job.spec);
         assert_eq!(
             store.tree(t::DEDUPE).get(key).unwrap().as_deref(),
             Some(&keys::job(JobId(2))[..])
         );
-        // Counters still decode: the next job gets id 3.
+        // Counters were relabelled by both steps.
         assert_eq!(
             store.tree(t::META).get(meta::NEXT_JOB_ID).unwrap().unwrap()[0],
-            2
+            3
         );
     }
 }
