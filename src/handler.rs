@@ -122,6 +122,18 @@ fn handle_inner(
         Request::ModelRemove(name) => Response::Removed(store.remove_model(&name)?),
         Request::ModelGet(name) => Response::Model(store.model(&name)?),
         Request::ModelMemory(path) => Response::Memory(store.memory_of(&path)?),
+        Request::RecordCalibration {
+            path,
+            calibration,
+            memory,
+        } => {
+            for m in &memory {
+                store.record_memory(&path, m)?;
+            }
+            store.record_calibration(&path, &calibration)?;
+            Response::Done
+        }
+        Request::Calibrations(path) => Response::Calibrations(store.calibrations_of(&path)?),
         Request::MemoryHistory { since } => Response::History(store.samples_since(since)?),
         Request::Enqueue { items, force } => {
             let outcomes = store.enqueue(&items, force, now)?;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::{Event, Job, JobId, JobResult, Millis};
 use crate::queue::{Counts, EnqueueOutcome, JobFilter, NewJob, TransitionOutcome};
-use crate::registry::{MemoryRecord, RegisteredModel};
+use crate::registry::{Calibration, MemoryRecord, RegisteredModel};
 use crate::scheduler::LiveStatus;
 
 /// Bumped on any change to [`Request`] or [`Response`]. A mismatch is refused with a message
@@ -68,6 +68,15 @@ pub enum Request {
     ModelGet(String),
     /// Measured memory of real loads of the model at this path.
     ModelMemory(String),
+    /// Keep a measured throughput-by-B curve of the model at `path`, and the loads measured
+    /// on the way (`qwen3q calibrate`).
+    RecordCalibration {
+        path: String,
+        calibration: Calibration,
+        memory: Vec<MemoryRecord>,
+    },
+    /// Every calibration curve of the model at this path.
+    Calibrations(String),
     /// The memory history from this time on.
     MemoryHistory {
         since: Millis,
@@ -115,6 +124,7 @@ pub enum Response {
     Model(Option<RegisteredModel>),
     Removed(bool),
     Memory(Vec<MemoryRecord>),
+    Calibrations(Vec<Calibration>),
     History(Vec<crate::monitor::history::Sample>),
     Error(String),
 }

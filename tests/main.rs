@@ -8,6 +8,7 @@ mod batching;
 mod cgroup;
 mod crash;
 mod e2e;
+mod governance;
 mod migrations;
 mod registry;
 mod socket;

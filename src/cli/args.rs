@@ -52,6 +52,9 @@ pub enum Command {
     Models(ModelsCommand),
     /// Memory now, its trend over a window (from the worker's history), and advice.
     Memory(MemoryArgs),
+    /// Measure a model's throughput at B = 1, 2, 4, … sequences decoded together and store
+    /// the curve: the adaptive batch size (worker --adaptive) starts at its knee.
+    Calibrate(CalibrateArgs),
     /// Run the worker as a service: launchd on macOS, a systemd user unit on Linux.
     #[command(subcommand)]
     Service(ServiceCommand),
@@ -99,9 +102,30 @@ pub struct MemoryArgs {
     #[arg(long)]
     pub json: bool,
     /// Draw memory use, B and tokens/s over the window, with the gate's waits and sheds, into
-    /// this SVG file.
-    #[arg(long, value_name = "FILE.svg")]
+    /// this SVG or PNG file.
+    #[arg(long, value_name = "FILE.svg|FILE.png")]
     pub plot: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// A GGUF path, a registered model or a name from the config's [models].
+    pub model: String,
+    /// The largest B to try (default: the config's parallel, at least 8).
+    #[arg(long)]
+    pub max_parallel: Option<u32>,
+    /// Context per sequence (default from config: the worker's n_ctx; a curve is kept per
+    /// context size).
+    #[arg(long)]
+    pub n_ctx: Option<u32>,
+    /// Tokens each test sequence generates at most.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: u32,
+    /// CPU threads for llama.cpp (default from config).
+    #[arg(long)]
+    pub threads: Option<u32>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

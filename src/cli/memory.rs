@@ -39,12 +39,7 @@ pub fn run(ctx: &Ctx, a: MemoryArgs) -> Result<i32> {
     let window = parse_duration(&a.window)?;
     let now = qwen3q::now_ms();
     let snap = SystemProbe::new(None).sample(now);
-    let mut budget = Budget::from_total(snap.effective_total(), cfg!(target_os = "macos"));
-    if ctx.config.memory_reserve_mb > 0 {
-        budget.reserve = ctx.config.memory_reserve_mb * 1024 * 1024;
-    }
-    budget.warn_percent = ctx.config.memory_warn_percent;
-    budget.critical_percent = ctx.config.memory_critical_percent;
+    let budget = ctx.budget(snap.effective_total());
     let since = now.saturating_sub(window.as_millis() as u64);
     let samples = match ctx.call(Request::MemoryHistory { since })? {
         Response::History(s) => s,

@@ -2,6 +2,7 @@
 //! `main.rs` only.
 
 pub mod args;
+mod calibrate;
 mod enqueue;
 mod list;
 mod memory;
@@ -59,6 +60,21 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The memory budget on a machine (or cgroup) with `total` bytes: defaults from it, then
+    /// the config.
+    pub fn budget(&self, total: u64) -> qwen3q::scheduler::admission::Budget {
+        let mut b =
+            qwen3q::scheduler::admission::Budget::from_total(total, cfg!(target_os = "macos"));
+        if self.config.memory_reserve_mb > 0 {
+            b.reserve = self.config.memory_reserve_mb * 1024 * 1024;
+        }
+        b.warn_percent = self.config.memory_warn_percent;
+        b.critical_percent = self.config.memory_critical_percent;
+        b
+    }
+}
+
+impl Ctx {
     pub fn store_options(&self) -> OpenOptions {
         OpenOptions {
             cache_bytes: self.config.store_cache_mb.max(1) * 1024 * 1024,
@@ -99,6 +115,7 @@ impl Ctx {
                 | Request::ModelList
                 | Request::ModelGet(_)
                 | Request::ModelMemory(_)
+                | Request::Calibrations(_)
                 | Request::MemoryHistory { .. }
         );
         let mut conn = self.connect()?;
@@ -163,6 +180,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Prune(a) => steer::prune(&ctx, a),
         Command::Models(m) => models::run(&ctx, m),
         Command::Memory(a) => memory::run(&ctx, a),
+        Command::Calibrate(a) => calibrate::run(&ctx, a),
         Command::Service(c) => service::run(&ctx, c),
     }
 }

@@ -8,6 +8,7 @@ use super::args::WorkerArgs;
 use super::{code, fail, Ctx};
 use qwen3q::daemon::{self, DaemonError, WorkerOptions};
 use qwen3q::engine::Engine;
+use qwen3q::monitor::MemoryProbe;
 use qwen3q::scheduler::RunSettings;
 use qwen3q::scheduler::{Exit, Signals};
 
@@ -57,11 +58,12 @@ fn pins(ctx: &Ctx) -> Vec<String> {
         .collect()
 }
 
+/// The llama.cpp engine with the config's limits and pins (`threads` overrides the config's).
 #[cfg(feature = "llama")]
-fn engine(ctx: &Ctx, a: &WorkerArgs) -> Result<Box<dyn Engine>> {
+pub(super) fn engine(ctx: &Ctx, threads: Option<u32>) -> Result<Box<dyn Engine>> {
     use qwen3q::engine::llama::{LlamaEngine, LlamaSettings};
     Ok(Box::new(LlamaEngine::new(LlamaSettings {
-        threads: a.threads.unwrap_or(ctx.config.threads),
+        threads: threads.unwrap_or(ctx.config.threads),
         limits: limits(ctx),
         pins: pins(ctx),
         ..LlamaSettings::default()
@@ -69,7 +71,7 @@ fn engine(ctx: &Ctx, a: &WorkerArgs) -> Result<Box<dyn Engine>> {
 }
 
 #[cfg(not(feature = "llama"))]
-fn engine(_: &Ctx, _: &WorkerArgs) -> Result<Box<dyn Engine>> {
+pub(super) fn engine(_: &Ctx, _: Option<u32>) -> Result<Box<dyn Engine>> {
     fail(
         code::FAILURE,
         qwen3q::engine::EngineError::Unavailable.to_string(),
@@ -92,21 +94,6 @@ fn window(ctx: &Ctx, a: &WorkerArgs) -> Result<Option<qwen3q::schedule::Window>>
     }
 }
 
-/// The memory budget: defaults from this machine's memory, then the config.
-fn budget(
-    ctx: &Ctx,
-    probe: &mut dyn qwen3q::monitor::MemoryProbe,
-) -> qwen3q::scheduler::admission::Budget {
-    let total = probe.sample(qwen3q::now_ms()).effective_total();
-    let mut b = qwen3q::scheduler::admission::Budget::from_total(total, cfg!(target_os = "macos"));
-    if ctx.config.memory_reserve_mb > 0 {
-        b.reserve = ctx.config.memory_reserve_mb * 1024 * 1024;
-    }
-    b.warn_percent = ctx.config.memory_warn_percent;
-    b.critical_percent = ctx.config.memory_critical_percent;
-    b
-}
-
 pub fn run(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
     let settings = RunSettings {
         n_ctx: a.n_ctx.unwrap_or(ctx.config.n_ctx),
@@ -119,7 +106,7 @@ pub fn run(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
         ),
         ..RunSettings::default()
     };
-    let engine = engine(ctx, &a)?;
+    let engine = engine(ctx, a.threads)?;
     #[cfg(feature = "llama")]
     let devices: Option<fn() -> Vec<qwen3q::monitor::DeviceMemory>> =
         Some(qwen3q::engine::llama::device_memory);
@@ -131,7 +118,7 @@ pub fn run(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
         settings,
         drain: a.drain,
         store: ctx.store_options(),
-        budget: budget(ctx, &mut probe),
+        budget: ctx.budget(probe.sample(qwen3q::now_ms()).effective_total()),
         history_probe: Some(Box::new(history_probe)),
         history: qwen3q::daemon::HistorySettings {
             every: Duration::from_millis(

@@ -24,6 +24,8 @@ pub struct FakeEngine {
     pub fail_steps: u32,
     /// Fail this many loads of a model not loaded yet, as if memory were short.
     pub fail_loads: u32,
+    /// Contexts of more sequences than this fail, as if memory were short.
+    pub max_seqs_that_fit: Option<u32>,
     /// Called with the step's number before each step: tests trigger a shutdown or a cancel
     /// at a known point.
     pub on_step: Option<Box<dyn FnMut(u64) + Send>>,
@@ -86,6 +88,7 @@ impl FakeEngine {
             log: Arc::default(),
             fail_steps: 0,
             fail_loads: 0,
+            max_seqs_that_fit: None,
             on_step: None,
             steps: 0,
             model_bytes: HashMap::new(),
@@ -106,6 +109,12 @@ impl Engine for FakeEngine {
             n_ctx: shape.n_ctx.min(self.n_ctx),
             n_seq: shape.n_seq.max(1),
         };
+        if self
+            .max_seqs_that_fit
+            .is_some_and(|most| shape.n_seq > most)
+        {
+            return Err(EngineError::ContextFailed { n_ctx: shape.n_ctx });
+        }
         if self.fail_loads > 0 && self.cache.current().map(|(r, _)| r) != Some(model) {
             self.fail_loads -= 1;
             return Err(EngineError::LoadFailed {
@@ -262,6 +271,10 @@ impl Engine for FakeEngine {
 
     fn generated_tokens(&self) -> u64 {
         self.generated
+    }
+
+    fn longest_prompt(&self) -> u32 {
+        self.seqs.iter().map(|s| s.prompt_tokens).max().unwrap_or(0)
     }
 
     fn free_slots(&self) -> usize {

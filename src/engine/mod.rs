@@ -7,6 +7,7 @@
 //! worker holds one model until issue 3's engine uses it).
 
 pub mod cache;
+pub mod calibrate;
 pub mod chunking;
 pub mod fake;
 pub mod gguf;
@@ -227,6 +228,10 @@ pub trait Engine: Send {
 
     /// Tokens generated since the engine started (for tokens/s readings).
     fn generated_tokens(&self) -> u64;
+
+    /// The longest prompt among the sequences in flight, in tokens (long inputs lower the
+    /// adaptive batch size's ceiling).
+    fn longest_prompt(&self) -> u32;
 
     /// Slots free for [`Engine::start`].
     fn free_slots(&self) -> usize;

@@ -81,6 +81,15 @@ impl Store {
         self.flush()
     }
 
+    /// Every curve measured for the model at `path`, by context size.
+    pub fn calibrations_of(&self, path: &str) -> Result<Vec<Calibration>> {
+        self.tree(t::CALIBRATIONS)
+            .scan_prefix(memory_prefix(path))
+            .values()
+            .map(|v| Ok(codec::decode(&v?)?))
+            .collect()
+    }
+
     /// The curve measured for the model at `path` with `n_ctx` per sequence, if any.
     pub fn calibration(&self, path: &str, n_ctx: u32) -> Result<Option<Calibration>> {
         match self

@@ -28,9 +28,11 @@ pub(super) struct Batch {
     /// On battery (`--ac-only` pauses claiming then), and when that was last read.
     pub on_battery: Option<bool>,
     pub power_read: Option<std::time::Instant>,
-    /// The adaptive batch size (`--adaptive`), its last reading (time, tokens generated), an
-    /// allocation failure since, and a larger B waiting for the sequences in flight to end.
-    pub controller: Option<super::batch_size::Controller>,
+    /// The adaptive batch size (`--adaptive`): a controller per model (by path; each starts at
+    /// its calibrated knee and keeps what it learned across batches), its last reading (time,
+    /// tokens generated), an allocation failure since, and a larger B waiting for the
+    /// sequences in flight to end.
+    pub controllers: HashMap<String, super::batch_size::Controller>,
     pub adapt_read: Option<(std::time::Instant, u64)>,
     pub alloc_failed: bool,
     pub grow_to: Option<u32>,
@@ -53,7 +55,7 @@ impl Batch {
             awake: Default::default(),
             on_battery: None,
             power_read: None,
-            controller: None,
+            controllers: HashMap::new(),
             adapt_read: None,
             alloc_failed: false,
             grow_to: None,

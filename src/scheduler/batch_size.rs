@@ -62,6 +62,14 @@ impl Controller {
         self.b
     }
 
+    /// B came out as `b` by other means (the fallback ladder shrank a load that did not fit):
+    /// go on from there, growing again when the readings allow.
+    pub fn settle(&mut self, b: u32) {
+        self.b = b.clamp(1, self.max_b);
+        self.before_growth = None;
+        self.holding = false;
+    }
+
     /// The most B may be for inputs of `longest_input` tokens.
     pub fn ceiling(&self, longest_input: u32) -> u32 {
         let c = if longest_input > 16_384 {
@@ -131,6 +139,19 @@ mod tests {
             alloc_failure: false,
             longest_input: 500,
         }
+    }
+
+    #[test]
+    fn settling_on_a_smaller_b_resumes_growth_from_there() {
+        let mut c = Controller::new(4, 8, 80.0);
+        c.update(&reading(40.0, 100.0));
+        c.update(&reading(40.0, 90.0)); // 5 brought nothing: back to 4, holding
+        assert_eq!(c.b(), 4);
+        c.settle(2);
+        assert_eq!(c.b(), 2);
+        assert_eq!(c.update(&reading(40.0, 50.0)), 3, "grows again");
+        c.settle(99);
+        assert_eq!(c.b(), 8, "never past the most");
     }
 
     #[test]

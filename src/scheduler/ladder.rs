@@ -326,9 +326,12 @@ impl Worker {
     /// generated tokens/s, an allocation failure) go to the controller; a smaller B applies at
     /// once (the steps in flight start again), a larger one once the sequences in flight end.
     pub(super) fn adapt(&mut self, b: &mut Batch) {
-        let Some(controller) = b.controller.as_mut() else {
+        let Some(path) = self.engine.loaded().map(|m| m.path.clone()) else {
             return;
         };
+        if !b.controllers.contains_key(&path) {
+            return;
+        }
         let generated = self.engine.generated_tokens();
         let Some((since, before)) = b.adapt_read else {
             b.adapt_read = Some((std::time::Instant::now(), generated));
@@ -344,9 +347,12 @@ impl Worker {
             tokens_per_sec: generated.saturating_sub(before) as f64
                 / since.elapsed().as_secs_f64().max(1e-3),
             alloc_failure: std::mem::take(&mut b.alloc_failed),
-            longest_input: 0,
+            longest_input: self.engine.longest_prompt(),
         };
         b.adapt_read = Some((std::time::Instant::now(), generated));
+        let Some(controller) = b.controllers.get_mut(&path) else {
+            return;
+        };
         let next = controller.update(&reading);
         tracing::debug!(?reading, b = next, "batch size controller");
         if next < b.n_seq {

@@ -184,17 +184,6 @@ impl Worker {
             );
         }
         let mut b = Batch::new(self.settings.parallel.max(1), self.settings.n_ctx);
-        if self.settings.adaptive {
-            // No calibration yet: start at half the ceiling, the estimate.
-            let max = self.settings.parallel.max(1);
-            let start = (max / 2).max(1);
-            b.controller = Some(batch_size::Controller::new(
-                start,
-                max,
-                self.budget.warn_percent,
-            ));
-            b.n_seq = start;
-        }
         let mut last_beat = Instant::now();
         loop {
             if self.signals.shutdown.is_triggered() {
@@ -528,12 +517,11 @@ impl Worker {
         let (now, lease) = ((self.now)(), self.lease_ms());
         let id = job.id;
         tracing::info!(job = %id, custom_id = %job.spec.custom_id, "running");
-        if b.runs.is_empty() {
-            // A new batch starts at the configured size; the ladder shrinks it if need be.
-            b.n_seq = match &b.controller {
-                Some(c) => c.b(),
-                None => self.settings.parallel.max(1),
-            };
+        let fresh = b.runs.is_empty();
+        if fresh {
+            // A new batch starts at the configured size (the adaptive one: the model's
+            // controller's B, below); the ladder shrinks it if need be.
+            b.n_seq = self.settings.parallel.max(1);
             b.n_ctx = self.settings.n_ctx;
         }
         let mut choice = None;
@@ -566,6 +554,11 @@ impl Worker {
                 }
             }
         }
+        if fresh {
+            if let Some(start) = self.adaptive_start(b, &job.spec.model) {
+                b.n_seq = start;
+            }
+        }
         let (model, info) = match self.load_with_fallback(b, &job) {
             Ok(loaded) => loaded,
             Err(Ladder::Fail(e)) => return self.fail_claimed(job, Stop::Engine(e)),
@@ -575,6 +568,10 @@ impl Worker {
             }
         };
         self.status.lock().unwrap().memory_wait = None;
+        if let (true, Some(c)) = (fresh, b.controllers.get_mut(&model.path)) {
+            // The ladder may have shrunk B: the controller goes on from what loaded.
+            c.settle(info.n_seq);
+        }
         if model != job.spec.model {
             let fell = format!(
                 "fallback: {} did not fit in memory, ran on {}",
@@ -626,6 +623,33 @@ impl Worker {
         run.choice = choice;
         b.runs.push(run);
         Ok(())
+    }
+
+    /// `--adaptive`: the B a new batch on `model` starts at, from the model's controller —
+    /// made on first use, starting at the knee of the model's calibration curve for this
+    /// context size (`qwen3q calibrate`), else at half the most (the estimate).
+    fn adaptive_start(&mut self, b: &mut Batch, model: &crate::job::ModelRef) -> Option<u32> {
+        if !self.settings.adaptive {
+            return None;
+        }
+        let max = self.settings.parallel.max(1);
+        let n_ctx = self.settings.n_ctx;
+        let warn = self.budget.warn_percent;
+        let store = &self.store;
+        let c = b.controllers.entry(model.path.clone()).or_insert_with(|| {
+            let knee = store
+                .calibration(&model.path, n_ctx)
+                .ok()
+                .flatten()
+                .and_then(|c| c.knee());
+            let start = knee.unwrap_or((max / 2).max(1)).min(max);
+            match knee {
+                Some(k) => tracing::info!(model = %model.name, knee = k, start, "batch size: starting at the calibrated knee"),
+                None => tracing::info!(model = %model.name, start, "batch size: no calibration (qwen3q calibrate); starting at half the most"),
+            }
+            batch_size::Controller::new(start, max, warn)
+        });
+        Some(c.b())
     }
 
     /// The job cannot load `model` now for lack of memory: back to the queue for a while (no

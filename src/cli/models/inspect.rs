@@ -38,8 +38,12 @@ pub fn run(ctx: &Ctx, model: &str, json: bool) -> Result<i32> {
     // Predicted memory for a few context shapes (n_ubatch 512, as the worker runs) and for
     // every shape the worker measured.
     let canonical = path.canonicalize()?.display().to_string();
-    let measured = match ctx.call(Request::ModelMemory(canonical))? {
+    let measured = match ctx.call(Request::ModelMemory(canonical.clone()))? {
         Response::Memory(m) => m,
+        other => return fail(code::FAILURE, format!("unexpected answer: {other:?}")),
+    };
+    let calibrations = match ctx.call(Request::Calibrations(canonical))? {
+        Response::Calibrations(c) => c,
         other => return fail(code::FAILURE, format!("unexpected answer: {other:?}")),
     };
     let trained = facts.context_length.unwrap_or(4096).max(1);
@@ -83,6 +87,17 @@ pub fn run(ctx: &Ctx, model: &str, json: bool) -> Result<i32> {
                         "total": m.total(),
                         "at": m.at,
                     })),
+                })
+            })
+            .collect();
+        v["calibrations"] = calibrations
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "n_ctx": c.n_ctx,
+                    "points": c.points,
+                    "knee": c.knee(),
+                    "at": c.at,
                 })
             })
             .collect();
@@ -148,6 +163,19 @@ pub fn run(ctx: &Ctx, model: &str, json: bool) -> Result<i32> {
             human_bytes(p.kv_cache),
             human_bytes(p.compute),
             human_bytes(p.total())
+        );
+    }
+    for c in &calibrations {
+        let curve: Vec<String> = c
+            .points
+            .iter()
+            .map(|p| format!("B={} {:.0} tok/s", p.n_seq, p.tokens_per_sec))
+            .collect();
+        println!(
+            "\ncalibrated at n_ctx {}: {}; knee B={}",
+            c.n_ctx,
+            curve.join(", "),
+            c.knee().map_or("?".into(), |k| k.to_string())
         );
     }
     Ok(0)

@@ -371,6 +371,10 @@ impl Engine for LlamaEngine {
         self.session.as_ref().map_or(0, Session::active)
     }
 
+    fn longest_prompt(&self) -> u32 {
+        self.session.as_ref().map_or(0, Session::longest_prompt)
+    }
+
     fn free_slots(&self) -> usize {
         self.session.as_ref().map_or(0, Session::free_slots)
     }

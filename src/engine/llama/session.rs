@@ -108,6 +108,15 @@ impl Session {
         self.slots.iter().filter(|s| s.is_some()).count()
     }
 
+    pub(super) fn longest_prompt(&self) -> u32 {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|s| s.prompt.len() as u32)
+            .max()
+            .unwrap_or(0)
+    }
+
     pub(super) fn free_slots(&self) -> usize {
         self.slots.len() - self.active()
     }

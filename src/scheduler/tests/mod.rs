@@ -767,3 +767,5 @@ fn the_adaptive_batch_grows_while_throughput_improves_then_halves_on_a_memory_ju
     let counts = store.counts().unwrap();
     assert_eq!(counts.succeeded, 40, "{counts:?}");
 }
+
+mod choice;
