@@ -71,6 +71,8 @@ pub struct Config {
     pub ac_only: bool,
     /// Let the worker size its batch (up to `parallel`) from throughput and memory.
     pub adaptive: bool,
+    /// How often the adaptive batch size takes its readings (seconds).
+    pub adapt_interval_secs: f64,
 }
 
 impl Default for Config {
@@ -100,6 +102,7 @@ impl Default for Config {
             history_keep_days: 30,
             ac_only: false,
             adaptive: false,
+            adapt_interval_secs: 10.0,
         }
     }
 }

@@ -99,6 +99,14 @@ fn the_probe_sees_a_cgroup_limit_and_the_gate_holds_a_model_that_cannot_fit_it()
     assert_eq!(shown["attempts"], 0);
 }
 
+/// OOM kills in the group so far (memory.oom_control; absent on old kernels: none seen).
+fn oom_kills(cg: &Cgroup) -> u64 {
+    let oom = std::fs::read_to_string(cg.0.join("memory.oom_control")).unwrap_or_default();
+    oom.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+}
+
 #[test]
 fn under_a_limit_between_what_b1_and_b8_need_the_run_adapts_and_finishes_without_oom() {
     // gemma at n_ctx 1024: B=1 needs ~776 MiB, B=2 ~795, B=4 ~833, B=8 ~909 (predicted; see
@@ -130,12 +138,7 @@ fn under_a_limit_between_what_b1_and_b8_need_the_run_adapts_and_finishes_without
     assert!(out.status.success(), "{log}");
     assert_eq!(count(&h.status(), "succeeded"), 4);
     // No OOM kill in the group.
-    let oom = std::fs::read_to_string(cg.0.join("memory.oom_control")).unwrap_or_default();
-    let kills = oom
-        .lines()
-        .find_map(|l| l.strip_prefix("oom_kill "))
-        .map_or(0, |n| n.trim().parse::<u64>().unwrap());
-    assert_eq!(kills, 0, "{oom}");
+    assert_eq!(oom_kills(&cg), 0);
     // The gate brought B down from 8 for the first load, and the history recorded it.
     let b: Vec<u64> = h
         .results(&[])
@@ -159,5 +162,55 @@ fn under_a_limit_between_what_b1_and_b8_need_the_run_adapts_and_finishes_without
     assert!(
         latest_limit.is_null(),
         "this command ran outside the group: {mem}"
+    );
+
+    // The same limit with the adaptive batch size (readings every half second): the
+    // controller starts at half of 8 with no calibration, the gate brings the load down, and
+    // growth is refused by the gate rather than tried; still no OOM kill.
+    std::fs::write(
+        h.path().join("config.toml"),
+        "history_sample_secs = 0.2\nadapt_interval_secs = 0.5\n",
+    )
+    .unwrap();
+    for i in 0..6 {
+        let doc = h.doc(&format!("a{i}.txt"), &prose(40 + i, 80));
+        h.ok(&[
+            "enqueue",
+            s(&doc),
+            "--model",
+            s(&gemma),
+            "--max-tokens",
+            "48",
+        ]);
+    }
+    let out = cg.run_in(
+        &h,
+        &[
+            "worker",
+            "--drain",
+            "--adaptive",
+            "--n-ctx",
+            "1024",
+            "--parallel",
+            "8",
+        ],
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(count(&h.status(), "succeeded"), 10);
+    assert_eq!(oom_kills(&cg), 0);
+    assert!(
+        log.contains("starting at half the most") && log.contains("start=4"),
+        "{log}"
+    );
+    let adaptive_b: Vec<u64> = h
+        .results(&[])
+        .iter()
+        .filter(|r| r["custom_id"].as_str().unwrap().starts_with('a'))
+        .map(|r| r["parameters"]["n_seq"].as_u64().unwrap())
+        .collect();
+    assert!(
+        adaptive_b.iter().all(|&b| (1..4).contains(&b)),
+        "below the start of 4, which does not fit: {adaptive_b:?}"
     );
 }

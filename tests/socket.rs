@@ -205,7 +205,13 @@ fn the_worker_records_memory_history_and_memory_reports_it() {
         "{}",
         &text[..200]
     );
-    h.fails(&["memory", "--plot", "memory.png"], 3);
+    // And as PNG; other formats are refused with one line.
+    let png = h.path().join("memory.png");
+    h.ok(&["memory", "--window", "1h", "--plot", s(&png)]);
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 10_000);
+    let err = h.fails(&["memory", "--plot", "memory.jpg"], 3);
+    assert!(err.contains(".svg or .png"), "{err}");
     // The text form, then the same history with no worker (the command opens the store).
     let text = h.ok(&["memory"]);
     assert!(

@@ -2,7 +2,10 @@
 
 #![allow(dead_code)]
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The `qwen3q` binary to measure: `QWEN3Q_BIN`, else the release build in the target dir.
 pub fn bin() -> PathBuf {
@@ -34,4 +37,63 @@ pub fn model(name: &str) -> PathBuf {
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
+}
+
+pub fn doc(i: usize) -> String {
+    const S: [&str; 6] = [
+        "The committee reviewed the budget for the coming year.",
+        "Rainfall in the region was well below the seasonal average.",
+        "A new bridge will connect the two halves of the town.",
+        "Volunteers planted three hundred trees along the river.",
+        "The school added evening classes for adult learners.",
+        "Local farmers formed a cooperative to share equipment.",
+    ];
+    // Numbered, so that no two documents are the same job.
+    let body: Vec<&str> = (0..12).map(|k| S[(i + k * 5) % S.len()]).collect();
+    format!("Report number {i}. {}", body.join(" "))
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Run a command to its end; its exit status and peak RSS in bytes (wait4's ru_maxrss).
+// The child is reaped by wait4 (which std's Child::wait cannot do with rusage).
+#[allow(clippy::zombie_processes)]
+pub fn run_measured(cmd: &mut Command) -> (std::process::ExitStatus, u64, String) {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut stderr = child.stderr.unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut s).unwrap();
+        s
+    });
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid);
+    let log = reader.join().unwrap();
+    (
+        std::process::ExitStatus::from_raw(status),
+        usage.ru_maxrss as u64 * 1024,
+        log,
+    )
+}
+
+/// The first `key=N` number on a log line containing `what`.
+pub fn log_number(log: &str, what: &str, key: &str) -> u64 {
+    log.lines()
+        .find(|l| l.contains(what))
+        .and_then(|l| l.split(&format!("{key}=")).nth(1))
+        .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} on a {what:?} line in the worker log:\n{log}"))
 }

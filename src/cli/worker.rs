@@ -101,6 +101,9 @@ pub fn run(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
         window: window(ctx, &a)?,
         ac_only: a.ac_only || ctx.config.ac_only,
         adaptive: a.adaptive || ctx.config.adaptive,
+        adapt_interval: Duration::from_millis(
+            (ctx.config.adapt_interval_secs * 1000.0).max(100.0) as u64
+        ),
         chunk_timeout: Duration::from_secs(
             a.chunk_timeout.unwrap_or(ctx.config.chunk_timeout_secs),
         ),

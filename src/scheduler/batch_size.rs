@@ -62,6 +62,14 @@ impl Controller {
         self.b
     }
 
+    /// The memory gate refused the B this controller asked for: stay, and hold until the next
+    /// halving (asking again at every reading would only be refused again).
+    pub fn refused(&mut self, b: u32) {
+        self.b = b.clamp(1, self.max_b);
+        self.before_growth = None;
+        self.holding = true;
+    }
+
     /// B came out as `b` by other means (the fallback ladder shrank a load that did not fit):
     /// go on from there, growing again when the readings allow.
     pub fn settle(&mut self, b: u32) {
@@ -152,6 +160,10 @@ mod tests {
         assert_eq!(c.update(&reading(40.0, 50.0)), 3, "grows again");
         c.settle(99);
         assert_eq!(c.b(), 8, "never past the most");
+        // Refused by the gate at 8: back to 4, and no more growth until a halving.
+        c.refused(4);
+        assert_eq!(c.update(&reading(40.0, 500.0)), 4);
+        assert_eq!(c.update(&reading(40.0, 600.0)), 4);
     }
 
     #[test]

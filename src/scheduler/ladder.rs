@@ -368,6 +368,26 @@ impl Worker {
         }
     }
 
+    /// The controller asked for a larger B: the bigger context must pass the memory gate
+    /// first (the loaded model needs only it); refused, B stays and the controller holds.
+    pub(super) fn grow(&mut self, b: &mut Batch, n_seq: u32) {
+        let Some(model) = self.engine.loaded().cloned() else {
+            return;
+        };
+        let shape = Shape {
+            n_ctx: b.n_ctx,
+            n_seq,
+        };
+        if let Err(e) = self.gate(&model, shape, true) {
+            tracing::info!(from = b.n_seq, to = n_seq, "batch size stays: {e}");
+            if let Some(c) = b.controllers.get_mut(&model.path) {
+                c.refused(b.n_seq);
+            }
+            return;
+        }
+        self.resize(b, n_seq);
+    }
+
     /// Decode `n_seq` sequences together from now on: the steps in flight start again in the
     /// new context. Whether the context is ready.
     pub(super) fn resize(&mut self, b: &mut Batch, n_seq: u32) -> bool {

@@ -441,7 +441,7 @@ impl Worker {
                 return Ok(());
             }
             b.grow_to = None;
-            self.resize(b, grow);
+            self.grow(b, grow);
         }
         let mut i = 0;
         while i < b.runs.len() {

@@ -1,0 +1,261 @@
+//! Benchmark: the adaptive batch size (`worker --adaptive`) against fixed B, on gemma.
+//!
+//! cargo build --release --bins && cargo run --release --example bench_adaptive -- [DOCS] [RUNS] [TG] [MAX_B]
+//!
+//! Once: a home with gemma registered and `qwen3q calibrate` run on it (the curve and its knee
+//! are printed). Each run: for every configuration — fixed B = 1, 2, 4, …, MAX_B; adaptive up
+//! to MAX_B starting from the calibrated knee; adaptive with no calibration (starting at half
+//! of MAX_B) — a fresh copy of that home (without the calibration for the last), DOCS
+//! documents enqueued, and `qwen3q worker --drain`. The configurations run one after another
+//! within a run, so that they share the machine's speed of the moment; their order rotates
+//! from run to run. Reports generated tokens/s (from the first claim to the last result, less
+//! the one-time model load) per configuration, median over runs, each configuration against
+//! the best fixed B of the same run, the mean B the jobs finished at, the worker's peak RSS,
+//! and the memory budget (RAM less the reserve) it must stay under.
+
+mod support;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use support::{bin, doc, log_number, median, model, run_measured};
+
+const N_CTX: u32 = 1024;
+
+#[derive(Clone, Debug, PartialEq)]
+enum Config {
+    Fixed(u32),
+    Adaptive { calibrated: bool },
+}
+
+impl Config {
+    fn label(&self) -> String {
+        match self {
+            Config::Fixed(b) => format!("fixed B={b}"),
+            Config::Adaptive { calibrated: true } => "adaptive, from the calibrated knee".into(),
+            Config::Adaptive { calibrated: false } => "adaptive, no calibration".into(),
+        }
+    }
+}
+
+struct Outcome {
+    gen_tps: f64,
+    mean_b: f64,
+    peak_rss: u64,
+}
+
+fn q(bin: &Path, home: &Path, args: &[&str]) -> std::process::Output {
+    let out = Command::new(bin)
+        .args(args)
+        .env("QWEN3Q_HOME", home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "qwen3q {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let ok = Command::new("cp")
+        .args(["-a", from.to_str().unwrap(), to.to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+fn run_config(
+    bin: &Path,
+    template: &Path,
+    config: &Config,
+    docs: &Path,
+    tg: u32,
+    max_b: u32,
+) -> Outcome {
+    let dir = tempfile::Builder::new()
+        .prefix("q3a")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let home = dir.path().join("home");
+    copy_dir(template, &home);
+    let tg_s = tg.to_string();
+    q(
+        bin,
+        &home,
+        &[
+            "enqueue",
+            docs.to_str().unwrap(),
+            "--model",
+            "gemma",
+            "--max-tokens",
+            &tg_s,
+            "--temperature",
+            "0",
+        ],
+    );
+    let n_ctx = N_CTX.to_string();
+    let (parallel, adaptive) = match config {
+        Config::Fixed(b) => (b.to_string(), false),
+        Config::Adaptive { .. } => (max_b.to_string(), true),
+    };
+    let mut args = vec![
+        "worker",
+        "--drain",
+        "--n-ctx",
+        &n_ctx,
+        "--parallel",
+        &parallel,
+    ];
+    if adaptive {
+        args.push("--adaptive");
+    }
+    let (status, peak_rss, log) = run_measured(
+        Command::new(bin)
+            .args(&args)
+            .env("QWEN3Q_HOME", &home)
+            .env("RUST_LOG", "qwen3q=info"),
+    );
+    assert!(status.success(), "{log}");
+    let load_ms =
+        log_number(&log, "model loaded", "millis") + log_number(&log, "context ready", "millis");
+    let out = q(bin, &home, &["results", "--jsonl"]);
+    let (mut gen, mut first, mut last, mut bsum, mut n) = (0u64, u64::MAX, 0u64, 0u64, 0u64);
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["state"], "succeeded", "{v}");
+        gen += v["usage"]["completion_tokens"].as_u64().unwrap();
+        first = first.min(v["timings"]["started_ms"].as_u64().unwrap());
+        last = last.max(v["timings"]["finished_ms"].as_u64().unwrap());
+        bsum += v["parameters"]["n_seq"].as_u64().unwrap();
+        n += 1;
+    }
+    let secs = (last - first).saturating_sub(load_ms) as f64 / 1000.0;
+    Outcome {
+        gen_tps: gen as f64 / secs,
+        mean_b: bsum as f64 / n as f64,
+        peak_rss,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(48);
+    let runs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let tg: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(96);
+    let max_b: u32 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(8);
+    let bin = bin();
+    let gemma = model("gemma-3-270m-q4_k_m.gguf");
+    let dir = tempfile::Builder::new()
+        .prefix("q3t")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    for i in 0..n {
+        std::fs::write(docs.join(format!("doc{i:03}.txt")), doc(i)).unwrap();
+    }
+    // Two template homes: gemma registered in both, calibrated in one.
+    let plain: PathBuf = dir.path().join("plain");
+    q(
+        &bin,
+        &plain,
+        &["models", "add", gemma.to_str().unwrap(), "--name", "gemma"],
+    );
+    let calibrated = dir.path().join("calibrated");
+    copy_dir(&plain, &calibrated);
+    let out = q(
+        &bin,
+        &calibrated,
+        &[
+            "calibrate",
+            "gemma",
+            "--n-ctx",
+            &N_CTX.to_string(),
+            "--max-parallel",
+            &max_b.to_string(),
+            "--json",
+        ],
+    );
+    let cal: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let curve: Vec<String> = cal["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "B={} {:.0}",
+                p["n_seq"],
+                p["tokens_per_sec"].as_f64().unwrap()
+            )
+        })
+        .collect();
+    println!(
+        "calibration (generated tok/s): {}; knee B={}",
+        curve.join(", "),
+        cal["knee"]
+    );
+    let budget = {
+        let total = sysinfo::System::new_all().total_memory();
+        total - total / 8
+    };
+    let mut configs: Vec<Config> = std::iter::successors(Some(1u32), |b| Some(b * 2))
+        .take_while(|&b| b <= max_b)
+        .map(Config::Fixed)
+        .collect();
+    configs.push(Config::Adaptive { calibrated: true });
+    configs.push(Config::Adaptive { calibrated: false });
+    // Per configuration: generated tok/s, its ratio to the run's best fixed B, mean B, RSS.
+    let mut tps: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut ratio: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut mean_b: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut rss: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    for run in 0..runs {
+        let mut got: Vec<Option<Outcome>> = (0..configs.len()).map(|_| None).collect();
+        for k in 0..configs.len() {
+            let i = (k + run) % configs.len();
+            let template = match configs[i] {
+                Config::Adaptive { calibrated: false } => &plain,
+                _ => &calibrated,
+            };
+            let o = run_config(&bin, template, &configs[i], &docs, tg, max_b);
+            eprintln!(
+                "run {run}: {}: {:.1} generated tok/s, mean B {:.1}, peak RSS {} MiB",
+                configs[i].label(),
+                o.gen_tps,
+                o.mean_b,
+                o.peak_rss >> 20
+            );
+            got[i] = Some(o);
+        }
+        let got: Vec<Outcome> = got.into_iter().map(Option::unwrap).collect();
+        let best_fixed = configs
+            .iter()
+            .zip(&got)
+            .filter(|(c, _)| matches!(c, Config::Fixed(_)))
+            .map(|(_, o)| o.gen_tps)
+            .fold(0.0, f64::max);
+        for (i, o) in got.iter().enumerate() {
+            tps[i].push(o.gen_tps);
+            ratio[i].push(o.gen_tps / best_fixed);
+            mean_b[i].push(o.mean_b);
+            rss[i].push(o.peak_rss as f64);
+        }
+    }
+    println!(
+        "gemma-3-270m Q4_K_M, {n} docs, up to {tg} generated tokens each, n_ctx {N_CTX} per sequence, B up to {max_b}, {runs} runs; memory budget (RAM less the reserve) {} MiB",
+        budget >> 20
+    );
+    println!("| configuration | generated tok/s | ÷ best fixed B (same run) | mean B at finish | peak RSS |");
+    println!("|---|---|---|---|---|");
+    for (i, c) in configs.iter().enumerate() {
+        println!(
+            "| {} | {:.0} | {:.3} | {:.1} | {:.0} MiB |",
+            c.label(),
+            median(tps[i].clone()),
+            median(ratio[i].clone()),
+            median(mean_b[i].clone()),
+            median(rss[i].clone()) / 1048576.0
+        );
+    }
+}
