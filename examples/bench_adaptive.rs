@@ -196,8 +196,12 @@ fn main() {
         cal["knee"]
     );
     let budget = {
-        let total = sysinfo::System::new_all().total_memory();
-        total - total / 8
+        use qwen3q::monitor::MemoryProbe;
+        let total = qwen3q::monitor::system::SystemProbe::new(None)
+            .sample(0)
+            .effective_total();
+        let b = qwen3q::scheduler::admission::Budget::from_total(total, cfg!(target_os = "macos"));
+        total - b.reserve
     };
     let mut configs: Vec<Config> = std::iter::successors(Some(1u32), |b| Some(b * 2))
         .take_while(|&b| b <= max_b)
