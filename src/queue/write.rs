@@ -564,6 +564,34 @@ impl Store {
         })
     }
 
+    /// A job deferred for memory may be tried now (memory freed, a batch ended): its wait
+    /// ends at `now`. Nothing happens to a job that is no longer waiting. Whether it was.
+    pub fn wake(&self, id: JobId, now: Millis, reason: &str) -> Result<bool> {
+        self.change_job(id, |tx, job| {
+            let waiting =
+                job.state == JobState::Queued && job.spec.not_before.is_some_and(|d| d > now);
+            if !waiting {
+                return Ok(false);
+            }
+            tx.unindex(job)?;
+            job.spec.not_before = Some(now);
+            job.updated = now;
+            tx.index(job, now)?;
+            tx.put_job(job)?;
+            tx.event(
+                id,
+                &Event {
+                    at: now,
+                    from: Some(StateKind::Queued),
+                    to: StateKind::Queued,
+                    chunk: None,
+                    reason: reason.to_string(),
+                },
+            )?;
+            Ok(true)
+        })
+    }
+
     /// At worker start: every job left Running by a dead worker goes back to the queue.
     pub fn recover(&self, now: Millis) -> Result<Vec<JobId>> {
         let running = self.ids_in_state(StateKind::Running)?;

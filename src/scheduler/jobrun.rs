@@ -431,6 +431,12 @@ impl JobRun {
         }
     }
 
+    /// The batch now decodes `n_seq` sequences together (the result reports the B it finished
+    /// at).
+    pub fn set_n_seq(&mut self, n_seq: u32) {
+        self.info.n_seq = n_seq;
+    }
+
     /// Every step in flight was dropped.
     pub fn drop_all(&mut self) {
         let steps: Vec<u32> = self.in_flight.keys().copied().collect();

@@ -256,15 +256,13 @@ impl Worker {
         // Even one sequence does not fit now: the jobs wait for memory (their finished
         // chunks are kept), costing no attempt.
         let now = (self.now)();
-        let until = now + MEMORY_WAIT.as_millis() as u64;
         for run in std::mem::take(&mut b.runs) {
             self.abort_steps(b, run.job.id);
-            self.store.defer(
-                run.job.id,
-                now,
-                until,
-                &format!("waiting for memory ({e}); tries again in a minute"),
-            )?;
+            let model = self
+                .engine
+                .loaded()
+                .map_or_else(String::new, |m| m.name.clone());
+            self.wait_for_memory(b, run.job.id, &model, now, &e)?;
         }
         Ok(())
     }
@@ -396,6 +394,7 @@ impl Worker {
         b.adapt_read = None;
         for run in &mut b.runs {
             run.drop_all();
+            run.set_n_seq(b.n_seq);
         }
         for tag in b.tags.keys().copied().collect::<Vec<_>>() {
             self.engine.abort(tag);

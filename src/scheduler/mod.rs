@@ -194,6 +194,7 @@ impl Worker {
             self.steer(&mut b)?;
             self.watch_pressure(&mut b)?;
             self.fill(&mut b)?;
+            b.was_running |= !b.runs.is_empty();
             // Keep the machine awake while jobs run; let it sleep when idle.
             if b.runs.is_empty() {
                 b.awake.release();
@@ -217,7 +218,7 @@ impl Worker {
                 continue;
             }
             if b.runs.is_empty() {
-                if let Some(exit) = self.idle()? {
+                if let Some(exit) = self.idle(&mut b)? {
                     return Ok(exit);
                 }
                 continue;
@@ -280,14 +281,39 @@ impl Worker {
     /// Nothing in the batch: `Some` to leave (drained), else wait for work. Idle models are
     /// looked after meanwhile: the context of the last batch is given back, and models past
     /// their keep-alive are unloaded.
-    fn idle(&mut self) -> Result<Option<Exit>, StoreError> {
+    fn idle(&mut self, b: &mut Batch) -> Result<Option<Exit>, StoreError> {
         let now = (self.now)();
         for name in self.engine.maintain(now) {
             tracing::info!(model = %name, "unloaded after its keep-alive");
         }
         self.publish_models();
-        // While models are loaded, look again within half a minute to unload expired ones.
-        let housekeeping = (!self.engine.models().is_empty()).then_some(Duration::from_secs(30));
+        if !b.memory_waiters.is_empty() {
+            // Jobs wait for memory: after a batch (its context is gone now, and the ladder may
+            // unload its model) all of them go again, else those that fit the memory free now.
+            let free = if std::mem::take(&mut b.was_running) {
+                None
+            } else {
+                let snapshot = self.probe.sample(now);
+                Some(
+                    snapshot
+                        .effective_available()
+                        .saturating_sub(self.budget.reserve),
+                )
+            };
+            let before = b.memory_waiters.len();
+            self.wake_memory_waiters(b, free)?;
+            if b.memory_waiters.len() < before {
+                return Ok(None);
+            }
+        }
+        b.was_running = false;
+        // While models are loaded, look again within half a minute to unload expired ones;
+        // while jobs wait for memory, every few seconds.
+        let housekeeping = if !b.memory_waiters.is_empty() {
+            Some(Duration::from_secs(5))
+        } else {
+            (!self.engine.models().is_empty()).then_some(Duration::from_secs(30))
+        };
         if self.store.paused()? {
             self.set_waiting(Some("paused".into()));
             self.signals.wait(housekeeping);
@@ -418,6 +444,7 @@ impl Worker {
             self.feed_runs(b)?;
             if !self.has_room()
                 || !b.claiming
+                || b.grow_to.is_some()
                 || self.window_closed().is_some()
                 || self.battery_holds(b)
                 || self.signals.shutdown.is_triggered()
@@ -540,7 +567,7 @@ impl Worker {
                         need: smallest_need,
                         free,
                     };
-                    return self.wait_for_memory(id, "auto", now, e);
+                    return self.wait_for_memory(b, id, "auto", now, &e);
                 }
                 Some(Choice::Run {
                     model,
@@ -564,7 +591,7 @@ impl Worker {
             Err(Ladder::Fail(e)) => return self.fail_claimed(job, Stop::Engine(e)),
             Err(Ladder::Wait(e)) => {
                 let name = job.spec.model.name.clone();
-                return self.wait_for_memory(id, &name, now, e);
+                return self.wait_for_memory(b, id, &name, now, &e);
             }
         };
         self.status.lock().unwrap().memory_wait = None;
@@ -656,12 +683,19 @@ impl Worker {
     /// attempt counted), and `status` and the memory history say so.
     fn wait_for_memory(
         &mut self,
+        b: &mut Batch,
         id: JobId,
         model: &str,
         now: Millis,
-        e: EngineError,
+        e: &EngineError,
     ) -> Result<(), StoreError> {
         let until = now + MEMORY_WAIT.as_millis() as u64;
+        let need = match e {
+            EngineError::NoMemory { need, .. } => *need,
+            _ => u64::MAX,
+        };
+        b.memory_waiters.retain(|w| w.0 != id);
+        b.memory_waiters.push((id, need));
         let why = match e {
             EngineError::NoMemory { .. } => e.to_string(),
             _ => format!("waiting for memory ({e})"),
@@ -672,8 +706,37 @@ impl Worker {
             model: model.to_string(),
             why: why.clone(),
         });
-        self.store
-            .defer(id, now, until, &format!("{why}; tries again in a minute"))
+        self.store.defer(
+            id,
+            now,
+            until,
+            &format!("{why}; tries again when memory frees, at the latest in a minute"),
+        )
+    }
+
+    /// Jobs waiting for memory may be tried now: all of them when `free` is `None` (a batch
+    /// ended: its context is gone, and the ladder may unload its idle model), else those that
+    /// needed no more than `free` bytes.
+    fn wake_memory_waiters(&mut self, b: &mut Batch, free: Option<u64>) -> Result<(), StoreError> {
+        let now = (self.now)();
+        // A wait of unknown need (a decode that failed even alone) is retried on time only.
+        let (wake, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut b.memory_waiters)
+            .into_iter()
+            .partition(|&(_, need)| need != u64::MAX && free.is_none_or(|f| need <= f));
+        b.memory_waiters = keep;
+        for (id, _) in wake {
+            let why = match free {
+                None => "a batch ended: trying again for memory".to_string(),
+                Some(f) => format!(
+                    "memory freed ({:.1} GiB free): trying again",
+                    f as f64 / (1u64 << 30) as f64
+                ),
+            };
+            if self.store.wake(id, now, &why)? {
+                tracing::info!(job = %id, "{why}");
+            }
+        }
+        Ok(())
     }
 }
 

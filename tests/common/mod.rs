@@ -40,6 +40,32 @@ pub fn gemma() -> PathBuf {
     model("gemma-3-270m-q4_k_m.gguf")
 }
 
+/// A worker process a test started: killed when the test ends, even by a failed assertion
+/// (a worker left behind would run on, its home deleted, and slow every later test).
+pub struct SpawnedWorker(pub Child);
+
+impl std::ops::Deref for SpawnedWorker {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for SpawnedWorker {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for SpawnedWorker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// A private home directory and the binary pointed at it.
 pub struct TestHome {
     pub dir: tempfile::TempDir,
@@ -105,14 +131,16 @@ impl TestHome {
         lines[0].to_string()
     }
 
-    pub fn spawn_worker(&self, args: &[&str]) -> Child {
+    pub fn spawn_worker(&self, args: &[&str]) -> SpawnedWorker {
         let mut all = vec!["worker"];
         all.extend_from_slice(args);
-        self.command(&all)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn worker")
+        SpawnedWorker(
+            self.command(&all)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn worker"),
+        )
     }
 
     /// Wait until a worker answers on the socket.
