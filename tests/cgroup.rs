@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use crate::common::*;
+use crate::socket::{sigterm, wait_exit};
 
 /// A child memory cgroup with a limit, removed on drop.
 struct Cgroup(PathBuf);
@@ -20,12 +23,13 @@ impl Cgroup {
         }
         let dir = root.join(format!("qwen3q-{name}-{}", std::process::id()));
         std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        std::fs::write(dir.join("memory.limit_in_bytes"), limit.to_string()).unwrap();
-        Some(Cgroup(dir))
+        let cg = Cgroup(dir);
+        cg.set_limit(limit);
+        Some(cg)
     }
 
     /// A shell command line that joins the group, then runs `args`.
-    fn run_in(&self, h: &TestHome, args: &[&str]) -> std::process::Output {
+    fn command_in(&self, h: &TestHome, args: &[&str]) -> std::process::Command {
         let bin = env!("CARGO_BIN_EXE_qwen3q");
         let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
         let script = format!(
@@ -33,12 +37,19 @@ impl Cgroup {
             self.0.display(),
             quoted.join(" ")
         );
-        std::process::Command::new("sh")
-            .args(["-c", &script])
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", &script])
             .env("QWEN3Q_HOME", h.path())
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap()
+            .env_remove("RUST_LOG");
+        cmd
+    }
+
+    fn run_in(&self, h: &TestHome, args: &[&str]) -> std::process::Output {
+        self.command_in(h, args).output().unwrap()
+    }
+
+    fn set_limit(&self, limit: u64) {
+        std::fs::write(self.0.join("memory.limit_in_bytes"), limit.to_string()).unwrap();
     }
 }
 
@@ -70,14 +81,7 @@ fn the_probe_sees_a_cgroup_limit_and_the_gate_holds_a_model_that_cannot_fit_it()
     // gate holds it instead of letting llama.cpp allocate into an OOM kill.
     let gemma = gemma();
     let doc = h.doc("g.txt", &prose(8, 40));
-    h.ok(&[
-        "enqueue",
-        s(&doc),
-        "--model",
-        s(&gemma),
-        "--max-tokens",
-        "4",
-    ]);
+    h.enqueue_on(&doc, &gemma, "4");
     let out = cg.run_in(
         &h,
         &["worker", "--drain", "--n-ctx", "512", "--parallel", "1"],
@@ -97,6 +101,48 @@ fn the_probe_sees_a_cgroup_limit_and_the_gate_holds_a_model_that_cannot_fit_it()
     });
     assert!(waited, "{shown}");
     assert_eq!(shown["attempts"], 0);
+
+    // A running worker in the same group: a new job waits for memory; when the limit is
+    // raised (memory frees) it runs within seconds, not after its minute of waiting.
+    let mut worker = SpawnedWorker(
+        cg.command_in(&h, &["worker", "--n-ctx", "512", "--parallel", "1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    h.wait_for_worker(&mut worker);
+    let doc = h.doc("h.txt", &prose(9, 40));
+    h.enqueue_on(&doc, &gemma, "4");
+    wait_until(
+        Duration::from_secs(30),
+        "the new job waits for memory",
+        || {
+            h.show("2")["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["reason"].as_str().unwrap().contains("waiting for memory"))
+        },
+    );
+    cg.set_limit(4 << 30);
+    // Well within the minute its deferral set: the event below says what woke it.
+    wait_until(
+        Duration::from_secs(50),
+        "the job runs once memory frees",
+        || h.show("2")["state"] == "succeeded",
+    );
+    let shown = h.show("2");
+    assert!(
+        shown["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"].as_str().unwrap().starts_with("memory freed")),
+        "{shown}"
+    );
+    sigterm(&worker);
+    wait_exit(&mut worker, Duration::from_secs(10)).expect("worker exits");
 }
 
 /// OOM kills in the group so far (memory.oom_control; absent on old kernels: none seen).
@@ -121,14 +167,7 @@ fn under_a_limit_between_what_b1_and_b8_need_the_run_adapts_and_finishes_without
     let gemma = gemma();
     for i in 0..4 {
         let doc = h.doc(&format!("d{i}.txt"), &prose(20 + i, 60));
-        h.ok(&[
-            "enqueue",
-            s(&doc),
-            "--model",
-            s(&gemma),
-            "--max-tokens",
-            "16",
-        ]);
+        h.enqueue_on(&doc, &gemma, "16");
     }
     let out = cg.run_in(
         &h,
@@ -174,14 +213,7 @@ fn under_a_limit_between_what_b1_and_b8_need_the_run_adapts_and_finishes_without
     .unwrap();
     for i in 0..6 {
         let doc = h.doc(&format!("a{i}.txt"), &prose(40 + i, 80));
-        h.ok(&[
-            "enqueue",
-            s(&doc),
-            "--model",
-            s(&gemma),
-            "--max-tokens",
-            "48",
-        ]);
+        h.enqueue_on(&doc, &gemma, "48");
     }
     let out = cg.run_in(
         &h,

@@ -138,14 +138,7 @@ fn cancelling_a_running_job_stops_it_at_once() {
     let h = TestHome::new();
     let tiny = tiny();
     let long = h.doc("long.txt", &prose(4, 6000));
-    h.ok(&[
-        "enqueue",
-        s(&long),
-        "--model",
-        s(&tiny),
-        "--max-tokens",
-        "64",
-    ]);
+    h.enqueue_on(&long, &tiny, "64");
     let mut worker = h.spawn_worker(&["--n-ctx", "512"]);
     h.wait_for_worker(&mut worker);
     wait_until(Duration::from_secs(30), "the job starts", || {
@@ -167,14 +160,7 @@ fn the_worker_records_memory_history_and_memory_reports_it() {
     std::fs::write(h.path().join("config.toml"), "history_sample_secs = 0.2\n").unwrap();
     let tiny = tiny();
     let doc = h.doc("m.txt", &prose(3, 200));
-    h.ok(&[
-        "enqueue",
-        s(&doc),
-        "--model",
-        s(&tiny),
-        "--max-tokens",
-        "32",
-    ]);
+    h.enqueue_on(&doc, &tiny, "32");
     let mut worker = h.spawn_worker(&[]);
     h.wait_for_worker(&mut worker);
     h.ok(&["results", "--wait"]);

@@ -179,6 +179,18 @@ impl TestHome {
     }
 
     /// Enqueue a file or directory on the tiny model, greedy, with a token limit.
+    /// `enqueue PATH --model MODEL --max-tokens N`.
+    pub fn enqueue_on(&self, path: &Path, model: &Path, max_tokens: &str) -> String {
+        self.ok(&[
+            "enqueue",
+            s(path),
+            "--model",
+            s(model),
+            "--max-tokens",
+            max_tokens,
+        ])
+    }
+
     pub fn enqueue_tiny(&self, path: &Path, max_tokens: &str) -> String {
         let tiny = tiny();
         self.ok(&[
