@@ -203,9 +203,10 @@ fn under_a_limit_between_what_b1_and_b8_need_the_run_adapts_and_finishes_without
         "this command ran outside the group: {mem}"
     );
 
-    // The same limit with the adaptive batch size (readings every half second): the
-    // controller starts at half of 8 with no calibration, the gate brings the load down, and
-    // growth is refused by the gate rather than tried; still no OOM kill.
+    // The same limit with the adaptive batch size (readings every half second): with no
+    // calibration the controller starts at what memory allows (below 4: B = 4 is predicted
+    // at ~833 MiB, past the free memory), growth is refused by the gate rather than tried;
+    // still no OOM kill.
     std::fs::write(
         h.path().join("config.toml"),
         "history_sample_secs = 0.2\nadapt_interval_secs = 0.5\n",
@@ -231,10 +232,7 @@ fn under_a_limit_between_what_b1_and_b8_need_the_run_adapts_and_finishes_without
     assert!(out.status.success(), "{log}");
     assert_eq!(count(&h.status(), "succeeded"), 10);
     assert_eq!(oom_kills(&cg), 0);
-    assert!(
-        log.contains("starting at half the most") && log.contains("start=4"),
-        "{log}"
-    );
+    assert!(log.contains("starting at what memory allows"), "{log}");
     let adaptive_b: Vec<u64> = h
         .results(&[])
         .iter()

@@ -71,11 +71,15 @@ impl Controller {
     }
 
     /// B came out as `b` by other means (the fallback ladder shrank a load that did not fit):
-    /// go on from there, growing again when the readings allow.
+    /// go on from there, growing again when the readings allow. The same B as now changes
+    /// nothing (a new batch at the controller's own B keeps what it learned).
     pub fn settle(&mut self, b: u32) {
-        self.b = b.clamp(1, self.max_b);
-        self.before_growth = None;
-        self.holding = false;
+        let b = b.clamp(1, self.max_b);
+        if b != self.b {
+            self.b = b;
+            self.before_growth = None;
+            self.holding = false;
+        }
     }
 
     /// The most B may be for inputs of `longest_input` tokens.
@@ -155,6 +159,12 @@ mod tests {
         c.update(&reading(40.0, 100.0));
         c.update(&reading(40.0, 90.0)); // 5 brought nothing: back to 4, holding
         assert_eq!(c.b(), 4);
+        c.settle(4);
+        assert_eq!(
+            c.update(&reading(40.0, 500.0)),
+            4,
+            "still holding at the same B"
+        );
         c.settle(2);
         assert_eq!(c.b(), 2);
         assert_eq!(c.update(&reading(40.0, 50.0)), 3, "grows again");

@@ -54,7 +54,7 @@ impl Worker {
 
     /// The bytes `model` with a context of `shape` would add now: a loaded model needs only its
     /// context.
-    fn need_now(&self, model: &crate::job::ModelRef, shape: Shape) -> u64 {
+    pub(super) fn need_now(&self, model: &crate::job::ModelRef, shape: Shape) -> u64 {
         let (total, weights) = self.predicted_need(model, shape);
         let loaded = self.engine.models().iter().any(|m| m.path == model.path);
         if loaded {

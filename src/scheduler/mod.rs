@@ -550,6 +550,8 @@ impl Worker {
             // controller's B, below); the ladder shrinks it if need be.
             b.n_seq = self.settings.parallel.max(1);
             b.n_ctx = self.settings.n_ctx;
+            // A growth asked for while the last batch drained: the controller's B has it.
+            b.grow_to = None;
         }
         let mut choice = None;
         if let Some(quality) = job.spec.auto {
@@ -654,29 +656,60 @@ impl Worker {
 
     /// `--adaptive`: the B a new batch on `model` starts at, from the model's controller —
     /// made on first use, starting at the knee of the model's calibration curve for this
-    /// context size (`qwen3q calibrate`), else at half the most (the estimate).
+    /// context size (`qwen3q calibrate`), else at the estimate: the largest B whose predicted
+    /// need fits in free memory and keeps use under the warning threshold.
     fn adaptive_start(&mut self, b: &mut Batch, model: &crate::job::ModelRef) -> Option<u32> {
         if !self.settings.adaptive {
             return None;
         }
+        if let Some(c) = b.controllers.get(&model.path) {
+            return Some(c.b());
+        }
         let max = self.settings.parallel.max(1);
         let n_ctx = self.settings.n_ctx;
-        let warn = self.budget.warn_percent;
-        let store = &self.store;
-        let c = b.controllers.entry(model.path.clone()).or_insert_with(|| {
-            let knee = store
-                .calibration(&model.path, n_ctx)
-                .ok()
-                .flatten()
-                .and_then(|c| c.knee());
-            let start = knee.unwrap_or((max / 2).max(1)).min(max);
-            match knee {
-                Some(k) => tracing::info!(model = %model.name, knee = k, start, "batch size: starting at the calibrated knee"),
-                None => tracing::info!(model = %model.name, start, "batch size: no calibration (qwen3q calibrate); starting at half the most"),
+        let knee = self
+            .store
+            .calibration(&model.path, n_ctx)
+            .ok()
+            .flatten()
+            .and_then(|c| c.knee());
+        let start = match knee {
+            Some(k) => {
+                let start = k.min(max);
+                tracing::info!(model = %model.name, knee = k, start, "batch size: starting at the calibrated knee");
+                start
             }
-            batch_size::Controller::new(start, max, warn)
-        });
-        Some(c.b())
+            None => {
+                let start = self.memory_estimate(model, max);
+                tracing::info!(model = %model.name, start, "batch size: no calibration (qwen3q calibrate); starting at what memory allows");
+                start
+            }
+        };
+        let c = batch_size::Controller::new(start, max, self.budget.warn_percent);
+        b.controllers.insert(model.path.clone(), c);
+        Some(start)
+    }
+
+    /// The largest B up to `max` whose predicted need for `model` fits in the memory free
+    /// beyond the reserve and leaves use under the warning threshold; at least 1.
+    fn memory_estimate(&mut self, model: &crate::job::ModelRef, max: u32) -> u32 {
+        let snapshot = self.probe.sample((self.now)());
+        let total = snapshot.effective_total().max(1);
+        let available = snapshot.effective_available();
+        let free = available.saturating_sub(self.budget.reserve);
+        let used = total.saturating_sub(available);
+        (1..=max)
+            .rev()
+            .find(|&n_seq| {
+                let shape = crate::engine::Shape {
+                    n_ctx: self.settings.n_ctx,
+                    n_seq,
+                };
+                let need = self.need_now(model, shape);
+                let after = (used + need) as f64 / total as f64 * 100.0;
+                need <= free && after < self.budget.warn_percent
+            })
+            .unwrap_or(1)
     }
 
     /// The job cannot load `model` now for lack of memory: back to the queue for a while (no
