@@ -73,6 +73,10 @@ pub struct Config {
     pub adaptive: bool,
     /// How often the adaptive batch size takes its readings (seconds).
     pub adapt_interval_secs: f64,
+    /// Shares of the memory beyond the reserve that loaded models' weights, and a batch's
+    /// processing buffers (KV cache, compute buffers), may take.
+    pub memory_model_share: f64,
+    pub memory_buffer_share: f64,
 }
 
 impl Default for Config {
@@ -103,6 +107,8 @@ impl Default for Config {
             ac_only: false,
             adaptive: false,
             adapt_interval_secs: 10.0,
+            memory_model_share: 0.75,
+            memory_buffer_share: 0.25,
         }
     }
 }

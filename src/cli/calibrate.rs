@@ -11,7 +11,7 @@ use qwen3q::engine::calibrate::{batch_sizes, sweep, SweepSettings};
 use qwen3q::engine::{gguf, EngineError, Shape};
 use qwen3q::monitor::{system::SystemProbe, MemoryProbe};
 use qwen3q::protocol::{Request, Response};
-use qwen3q::scheduler::admission::{admit, Admit};
+use qwen3q::scheduler::admission::{admit_shares, Admit, Need};
 
 pub fn run(ctx: &Ctx, a: CalibrateArgs) -> Result<i32> {
     let model = ctx
@@ -34,23 +34,24 @@ pub fn run(ctx: &Ctx, a: CalibrateArgs) -> Result<i32> {
         max_tokens: a.max_tokens.max(1),
     };
     let mut engine = super::worker::engine(ctx, a.threads)?;
-    // The gate: what each shape is predicted to add must fit in free memory beyond the
-    // reserve (once loaded, only the context is new).
+    // The worker's gate: what each shape is predicted to add must fit in free memory beyond
+    // the reserve and within the budget's shares (once loaded, only the context is new).
     let facts = gguf::inspect(std::path::Path::new(&model.path))
         .map_err(|e| Coded(code::BAD_INPUT, format!("{}: {e}", model.path)))?
         .facts(std::fs::metadata(&model.path)?.len());
     let mut probe = SystemProbe::new(None);
     let mut gate = |shape: Shape, loaded: bool| {
         let p = facts.predict(shape.n_ctx as u64, shape.n_seq as u64, 512);
-        let need = if loaded {
-            p.total() - p.weights
-        } else {
-            p.total()
+        let need = Need {
+            weights: if loaded { 0 } else { p.weights },
+            context: p.total() - p.weights,
+            n_seq: shape.n_seq,
         };
         let snap = probe.sample(qwen3q::now_ms());
-        match admit(&snap, need, &ctx.budget(snap.effective_total())) {
+        match admit_shares(&snap, need, 0, &ctx.budget(snap.effective_total())) {
             Admit::Yes => Ok(()),
             Admit::Wait { need, free } => Err(EngineError::NoMemory { need, free }),
+            Admit::OverShare { pool, need, cap } => Err(EngineError::OverShare { pool, need, cap }),
         }
     };
     if !a.json {

@@ -70,6 +70,8 @@ impl Ctx {
         }
         b.warn_percent = self.config.memory_warn_percent;
         b.critical_percent = self.config.memory_critical_percent;
+        b.model_share = self.config.memory_model_share.clamp(0.01, 1.0);
+        b.buffer_share = self.config.memory_buffer_share.clamp(0.01, 1.0);
         b
     }
 }

@@ -116,6 +116,12 @@ pub enum EngineError {
     NoRoom { needed: u64, available: u64 },
     #[error("waiting for memory: needs {:.1} GiB, {:.1} GiB free", *need as f64 / 1073741824.0, *free as f64 / 1073741824.0)]
     NoMemory { need: u64, free: u64 },
+    #[error("the {pool} share of the memory budget is {} MiB; this needs {} MiB of it", cap / 1048576, need / 1048576)]
+    OverShare {
+        pool: crate::scheduler::admission::Pool,
+        need: u64,
+        cap: u64,
+    },
     #[error("no room in the KV cache for the batch")]
     NoKvSlot,
     #[error("--model auto: no model is registered to choose from (qwen3q models add FILE, or models scan --add)")]
@@ -155,6 +161,7 @@ impl EngineError {
                 | EngineError::NoKvSlot
                 | EngineError::NoRoom { .. }
                 | EngineError::NoMemory { .. }
+                | EngineError::OverShare { .. }
         )
     }
 }

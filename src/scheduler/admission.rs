@@ -42,6 +42,39 @@ impl Budget {
     pub fn models_bytes(&self, total: u64) -> u64 {
         (total.saturating_sub(self.reserve) as f64 * self.model_share) as u64
     }
+
+    /// Bytes processing buffers (a context's KV cache and compute buffers) may take.
+    pub fn buffers_bytes(&self, total: u64) -> u64 {
+        (total.saturating_sub(self.reserve) as f64 * self.buffer_share) as u64
+    }
+}
+
+/// What a load would add, by pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need {
+    /// Weights not in memory yet (0 for a model already loaded).
+    pub weights: u64,
+    /// The context: KV cache, compute and output buffers.
+    pub context: u64,
+    /// Sequences the context decodes together.
+    pub n_seq: u32,
+}
+
+/// Which share of the budget a load would overrun.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pool {
+    Models,
+    Buffers,
+}
+
+impl std::fmt::Display for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pool::Models => "models",
+            Pool::Buffers => "processing buffers",
+        })
+    }
 }
 
 /// The gate's answer.
@@ -53,6 +86,13 @@ pub enum Admit {
         need: u64,
         free: u64,
     },
+    /// The load would take `pool` past its share (`cap` bytes; `need` with what that pool
+    /// holds already): fewer sequences, or unloading other models, may do.
+    OverShare {
+        pool: Pool,
+        need: u64,
+        cap: u64,
+    },
 }
 
 /// May something that needs `need` more bytes start now?
@@ -63,6 +103,32 @@ pub fn admit(s: &MemorySnapshot, need: u64, budget: &Budget) -> Admit {
     } else {
         Admit::Wait { need, free }
     }
+}
+
+/// The whole gate: `need` must fit in the memory free beyond the reserve, the weights of the
+/// models loaded (`loaded_weights`, other models) plus the new ones within the models' share,
+/// and the context within the buffers' share — except a context of one sequence, which is
+/// never refused for its share (a model must be able to run at all; the free-memory check
+/// still applies).
+pub fn admit_shares(s: &MemorySnapshot, need: Need, loaded_weights: u64, budget: &Budget) -> Admit {
+    let total = s.effective_total();
+    let models_cap = budget.models_bytes(total);
+    if need.weights > 0 && loaded_weights + need.weights > models_cap {
+        return Admit::OverShare {
+            pool: Pool::Models,
+            need: loaded_weights + need.weights,
+            cap: models_cap,
+        };
+    }
+    let buffers_cap = budget.buffers_bytes(total);
+    if need.n_seq > 1 && need.context > buffers_cap {
+        return Admit::OverShare {
+            pool: Pool::Buffers,
+            need: need.context,
+            cap: buffers_cap,
+        };
+    }
+    admit(s, need.weights + need.context, budget)
 }
 
 /// The pressure now: the OS's own level where it reports one, else (and at least) what the
@@ -145,6 +211,52 @@ mod tests {
                 free: 5 * GIB
             }
         );
+    }
+
+    #[test]
+    fn the_shares_bound_weights_and_batches_but_never_one_sequence_alone() {
+        // 16 GiB, reserve 2: models may take 10.5 GiB, buffers 3.5 GiB; 12 GiB available.
+        let b = Budget::from_total(16 * GIB, false);
+        let s = snap(16 * GIB, 12 * GIB);
+        let need = |weights: u64, context: u64, n_seq: u32| Need {
+            weights,
+            context,
+            n_seq,
+        };
+        assert_eq!(
+            admit_shares(&s, need(6 * GIB, 3 * GIB, 4), 0, &b),
+            Admit::Yes
+        );
+        // Another model's 5 GiB already loaded: 11 GiB of weights is past the models' share.
+        assert_eq!(
+            admit_shares(&s, need(6 * GIB, GIB, 1), 5 * GIB, &b),
+            Admit::OverShare {
+                pool: Pool::Models,
+                need: 11 * GIB,
+                cap: 10 * GIB + GIB / 2
+            }
+        );
+        // A loaded model (no new weights) is not held by the others' weights.
+        assert_eq!(admit_shares(&s, need(0, GIB, 1), 9 * GIB, &b), Admit::Yes);
+        // 4 GiB of context for 8 sequences is past the buffers' share; for one it is not.
+        assert_eq!(
+            admit_shares(&s, need(GIB, 4 * GIB, 8), 0, &b),
+            Admit::OverShare {
+                pool: Pool::Buffers,
+                need: 4 * GIB,
+                cap: 3 * GIB + GIB / 2
+            }
+        );
+        assert_eq!(admit_shares(&s, need(GIB, 4 * GIB, 1), 0, &b), Admit::Yes);
+        // Within both shares, the free memory still decides.
+        assert_eq!(
+            admit_shares(&s, need(7 * GIB, 3 * GIB, 2), 0, &b),
+            Admit::Yes
+        );
+        assert!(matches!(
+            admit_shares(&s, need(8 * GIB, 3 * GIB, 2), 0, &b),
+            Admit::Wait { .. }
+        ));
     }
 
     #[test]

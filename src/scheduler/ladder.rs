@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::admission::{admit, pressure, shed, Admit, Shed, Sheddable};
+use super::admission::{admit_shares, pressure, shed, Admit, Need, Shed, Sheddable};
 use super::batch::Batch;
 use super::record::Stop;
 use super::Worker;
@@ -44,24 +44,38 @@ impl Worker {
         if !fresh && self.engine.loaded() == Some(model) {
             return Ok(());
         }
-        let need = self.need_now(model, shape);
+        let need = self.need_by_pool(model, shape);
+        let others: u64 = self
+            .engine
+            .models()
+            .iter()
+            .filter(|m| m.path != model.path)
+            .map(|m| m.bytes)
+            .sum();
         let snapshot = self.probe.sample((self.now)());
-        match admit(&snapshot, need, &self.budget) {
+        match admit_shares(&snapshot, need, others, &self.budget) {
             Admit::Yes => Ok(()),
             Admit::Wait { need, free } => Err(EngineError::NoMemory { need, free }),
+            Admit::OverShare { pool, need, cap } => Err(EngineError::OverShare { pool, need, cap }),
         }
     }
 
-    /// The bytes `model` with a context of `shape` would add now: a loaded model needs only its
-    /// context.
-    pub(super) fn need_now(&self, model: &crate::job::ModelRef, shape: Shape) -> u64 {
+    /// What `model` with a context of `shape` would add now, by pool: a loaded model needs
+    /// only its context.
+    pub(super) fn need_by_pool(&self, model: &crate::job::ModelRef, shape: Shape) -> Need {
         let (total, weights) = self.predicted_need(model, shape);
         let loaded = self.engine.models().iter().any(|m| m.path == model.path);
-        if loaded {
-            total.saturating_sub(weights)
-        } else {
-            total
+        Need {
+            weights: if loaded { 0 } else { weights },
+            context: total.saturating_sub(weights),
+            n_seq: shape.n_seq,
         }
+    }
+
+    /// The bytes `model` with a context of `shape` would add now.
+    pub(super) fn need_now(&self, model: &crate::job::ModelRef, shape: Shape) -> u64 {
+        let need = self.need_by_pool(model, shape);
+        need.weights + need.context
     }
 
     /// `--model auto`: the registered models as candidates, with what each would add now,
@@ -209,7 +223,15 @@ impl Worker {
                             evicted = true;
                             tracing::warn!("{e}; unloaded the other models");
                         } else {
-                            never_fits &= matches!(e, EngineError::NoRoom { .. });
+                            // Too big for the budget, or for the models' share, even alone.
+                            never_fits &= matches!(
+                                e,
+                                EngineError::NoRoom { .. }
+                                    | EngineError::OverShare {
+                                        pool: super::admission::Pool::Models,
+                                        ..
+                                    }
+                            );
                             last = Some(e);
                             break;
                         }

@@ -690,14 +690,20 @@ impl Worker {
         Some(start)
     }
 
-    /// The largest B up to `max` whose predicted need for `model` fits in the memory free
-    /// beyond the reserve and leaves use under the warning threshold; at least 1.
+    /// The largest B up to `max` that the memory gate would admit for `model` now (free
+    /// memory, the budget's shares) and that leaves use under the warning threshold; at
+    /// least 1.
     fn memory_estimate(&mut self, model: &crate::job::ModelRef, max: u32) -> u32 {
         let snapshot = self.probe.sample((self.now)());
         let total = snapshot.effective_total().max(1);
-        let available = snapshot.effective_available();
-        let free = available.saturating_sub(self.budget.reserve);
-        let used = total.saturating_sub(available);
+        let used = total.saturating_sub(snapshot.effective_available());
+        let others: u64 = self
+            .engine
+            .models()
+            .iter()
+            .filter(|m| m.path != model.path)
+            .map(|m| m.bytes)
+            .sum();
         (1..=max)
             .rev()
             .find(|&n_seq| {
@@ -705,9 +711,11 @@ impl Worker {
                     n_ctx: self.settings.n_ctx,
                     n_seq,
                 };
-                let need = self.need_now(model, shape);
-                let after = (used + need) as f64 / total as f64 * 100.0;
-                need <= free && after < self.budget.warn_percent
+                let need = self.need_by_pool(model, shape);
+                let after = (used + need.weights + need.context) as f64 / total as f64 * 100.0;
+                admission::admit_shares(&snapshot, need, others, &self.budget)
+                    == admission::Admit::Yes
+                    && after < self.budget.warn_percent
             })
             .unwrap_or(1)
     }

@@ -821,6 +821,8 @@ fn the_adaptive_batch_grows_while_throughput_improves_then_halves_on_a_memory_ju
         }
     }
     w.probe = Box::new(JumpAtPeak(log.clone()));
+    // No split of the budget here: the records, not the shares, bound B.
+    w.budget.buffer_share = 1.0;
     assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 0 });
     let shapes = log.lock().unwrap().shapes.clone();
     assert_eq!(shapes[0], 3, "starts at what memory allows: {shapes:?}");
