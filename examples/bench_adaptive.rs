@@ -3,15 +3,15 @@
 //! cargo build --release --bins && cargo run --release --example bench_adaptive -- [DOCS] [RUNS] [TG] [MAX_B]
 //!
 //! Once: a home with gemma registered and `qwen3q calibrate` run on it (the curve and its knee
-//! are printed). Each run: for every configuration — fixed B = 1, 2, 4, …, MAX_B; adaptive up
-//! to MAX_B starting from the calibrated knee; adaptive with no calibration (starting at half
-//! of MAX_B) — a fresh copy of that home (without the calibration for the last), DOCS
-//! documents enqueued, and `qwen3q worker --drain`. The configurations run one after another
-//! within a run, so that they share the machine's speed of the moment; their order rotates
-//! from run to run. Reports generated tokens/s (from the first claim to the last result, less
-//! the one-time model load) per configuration, median over runs, each configuration against
-//! the best fixed B of the same run, the mean B the jobs finished at, the worker's peak RSS,
-//! and the memory budget (RAM less the reserve) it must stay under.
+//! are printed). Each run: fixed B = 1, 2, 4, …, MAX_B (order reversed every other run), then
+//! the adaptive worker (up to MAX_B) from the calibrated knee and with no calibration (from
+//! the memory estimate), each bracketed by a run of that run's best fixed B right before and
+//! right after it. Every configuration: a fresh copy of the home (without the calibration for
+//! the last), DOCS documents enqueued, `qwen3q worker --drain`. Reports generated tokens/s
+//! (first claim to last result, less the one-time model load), median over runs; fixed B
+//! against the run's best fixed B, adaptive against the mean of its two brackets (this
+//! machine's speed drifts 10–20 % within minutes); the mean B the jobs finished at; the
+//! worker's peak RSS; and the memory budget (RAM less the reserve) it must stay under.
 
 mod support;
 use std::path::{Path, PathBuf};
@@ -203,54 +203,81 @@ fn main() {
         let b = qwen3q::scheduler::admission::Budget::from_total(total, cfg!(target_os = "macos"));
         total - b.reserve
     };
-    let mut configs: Vec<Config> = std::iter::successors(Some(1u32), |b| Some(b * 2))
+    let fixed: Vec<Config> = std::iter::successors(Some(1u32), |b| Some(b * 2))
         .take_while(|&b| b <= max_b)
         .map(Config::Fixed)
         .collect();
-    configs.push(Config::Adaptive { calibrated: true });
-    configs.push(Config::Adaptive { calibrated: false });
-    // Per configuration: generated tok/s, its ratio to the run's best fixed B, mean B, RSS.
+    let adaptive = [
+        Config::Adaptive { calibrated: true },
+        Config::Adaptive { calibrated: false },
+    ];
+    let configs: Vec<Config> = fixed.iter().chain(&adaptive).cloned().collect();
+    let template_of = |c: &Config| match c {
+        Config::Adaptive { calibrated: false } => &plain,
+        _ => &calibrated,
+    };
+    // Per configuration: generated tok/s, its ratio to the best fixed B, mean B, RSS.
     let mut tps: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     let mut ratio: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     let mut mean_b: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     let mut rss: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut record = |i: usize, o: &Outcome, best: f64| {
+        tps[i].push(o.gen_tps);
+        ratio[i].push(o.gen_tps / best);
+        mean_b[i].push(o.mean_b);
+        rss[i].push(o.peak_rss as f64);
+    };
     for run in 0..runs {
-        let mut got: Vec<Option<Outcome>> = (0..configs.len()).map(|_| None).collect();
-        for k in 0..configs.len() {
-            let i = (k + run) % configs.len();
-            let template = match configs[i] {
-                Config::Adaptive { calibrated: false } => &plain,
-                _ => &calibrated,
-            };
-            let o = run_config(&bin, template, &configs[i], &docs, tg, max_b);
+        // The fixed sizes, in an order that alternates from run to run; the best of them...
+        let mut order: Vec<usize> = (0..fixed.len()).collect();
+        if run % 2 == 1 {
+            order.reverse();
+        }
+        let mut got: Vec<Option<Outcome>> = (0..fixed.len()).map(|_| None).collect();
+        for &i in &order {
+            let o = run_config(&bin, template_of(&fixed[i]), &fixed[i], &docs, tg, max_b);
             eprintln!(
-                "run {run}: {}: {:.1} generated tok/s, mean B {:.1}, peak RSS {} MiB",
-                configs[i].label(),
-                o.gen_tps,
-                o.mean_b,
-                o.peak_rss >> 20
+                "run {run}: {}: {:.1} generated tok/s",
+                fixed[i].label(),
+                o.gen_tps
             );
             got[i] = Some(o);
         }
         let got: Vec<Outcome> = got.into_iter().map(Option::unwrap).collect();
-        let best_fixed = configs
+        let (best_i, _) = got
             .iter()
-            .zip(&got)
-            .filter(|(c, _)| matches!(c, Config::Fixed(_)))
-            .map(|(_, o)| o.gen_tps)
-            .fold(0.0, f64::max);
+            .enumerate()
+            .max_by(|a, b| a.1.gen_tps.partial_cmp(&b.1.gen_tps).unwrap())
+            .unwrap();
+        let best_fixed = got[best_i].gen_tps;
         for (i, o) in got.iter().enumerate() {
-            tps[i].push(o.gen_tps);
-            ratio[i].push(o.gen_tps / best_fixed);
-            mean_b[i].push(o.mean_b);
-            rss[i].push(o.peak_rss as f64);
+            record(i, o, best_fixed);
+        }
+        // ...then brackets each adaptive run: best, adaptive, best, adaptive, best. Each
+        // adaptive run is compared with the mean of the best fixed B right before and right
+        // after it (the machine's speed drifts by 10–20 % within minutes).
+        let mut before = run_config(&bin, &calibrated, &fixed[best_i], &docs, tg, max_b).gen_tps;
+        for (k, c) in adaptive.iter().enumerate() {
+            let o = run_config(&bin, template_of(c), c, &docs, tg, max_b);
+            let after = run_config(&bin, &calibrated, &fixed[best_i], &docs, tg, max_b).gen_tps;
+            let bracket = (before + after) / 2.0;
+            eprintln!(
+                "run {run}: {}: {:.1} generated tok/s, mean B {:.1}; {} before {before:.1}, after {after:.1}: ratio {:.3}",
+                c.label(),
+                o.gen_tps,
+                o.mean_b,
+                fixed[best_i].label(),
+                o.gen_tps / bracket
+            );
+            record(fixed.len() + k, &o, bracket);
+            before = after;
         }
     }
     println!(
         "gemma-3-270m Q4_K_M, {n} docs, up to {tg} generated tokens each, n_ctx {N_CTX} per sequence, B up to {max_b}, {runs} runs; memory budget (RAM less the reserve) {} MiB",
         budget >> 20
     );
-    println!("| configuration | generated tok/s | ÷ best fixed B (same run) | mean B at finish | peak RSS |");
+    println!("| configuration | generated tok/s | ÷ best fixed B (fixed: same run; adaptive: bracketing runs) | mean B at finish | peak RSS |");
     println!("|---|---|---|---|---|");
     for (i, c) in configs.iter().enumerate() {
         println!(
