@@ -106,7 +106,7 @@ impl Default for Config {
             history_keep_days: 30,
             ac_only: false,
             adaptive: false,
-            adapt_interval_secs: 10.0,
+            adapt_interval_secs: 5.0,
             memory_model_share: 0.75,
             memory_buffer_share: 0.25,
         }

@@ -34,6 +34,8 @@ pub(super) struct Batch {
     /// sequences in flight to end.
     pub controllers: HashMap<String, super::batch_size::Controller>,
     pub adapt_read: Option<(std::time::Instant, u64)>,
+    /// The batch was resized: its first interval is a warm-up, not a reading.
+    pub adapt_warmup: bool,
     pub alloc_failed: bool,
     pub grow_to: Option<u32>,
     /// Jobs this worker deferred for lack of memory, with the bytes each needed (`u64::MAX`:
@@ -62,6 +64,7 @@ impl Batch {
             power_read: None,
             controllers: HashMap::new(),
             adapt_read: None,
+            adapt_warmup: false,
             alloc_failed: false,
             grow_to: None,
             auto_picks: None,

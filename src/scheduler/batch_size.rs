@@ -4,7 +4,8 @@
 //! - It starts from a calibrated B (the knee of a measured throughput-by-B curve) or an
 //!   estimate.
 //! - It grows B by one while generated tokens/s improves and memory stays under the warning
-//!   threshold; when a step up brings no gain it goes back and holds.
+//!   threshold; when a step up brings no gain it goes back and holds for a few readings, then
+//!   tries again.
 //! - It halves B when memory use jumps by more than 10 points of total in one interval, when an
 //!   allocation fails (no KV slot, context or load failure), or when pressure turns critical;
 //!   a halving lets it try growing again later.
@@ -38,12 +39,16 @@ pub struct Controller {
     /// B and its throughput before the last step up: where to go back if the step brought no
     /// gain.
     before_growth: Option<(u32, f64)>,
-    /// Growing brought nothing: hold until the next halving.
-    holding: bool,
+    /// Growing brought nothing (or the gate refused it): readings to wait before trying again
+    /// (the machine's speed changes, and one noisy reading must not pin B for a night).
+    hold_left: u32,
 }
 
 /// A step up must improve throughput by this factor to be kept.
 const GAIN: f64 = 1.02;
+
+/// After a step up brought nothing, readings to hold before trying again.
+const HOLD_READINGS: u32 = 6;
 
 impl Controller {
     pub fn new(start: u32, max_b: u32, warn_percent: f64) -> Self {
@@ -54,7 +59,7 @@ impl Controller {
             warn_percent,
             last_used: None,
             before_growth: None,
-            holding: false,
+            hold_left: 0,
         }
     }
 
@@ -62,12 +67,12 @@ impl Controller {
         self.b
     }
 
-    /// The memory gate refused the B this controller asked for: stay, and hold until the next
-    /// halving (asking again at every reading would only be refused again).
+    /// The memory gate refused the B this controller asked for: stay, and hold a while
+    /// (asking again at every reading would only be refused again).
     pub fn refused(&mut self, b: u32) {
         self.b = b.clamp(1, self.max_b);
         self.before_growth = None;
-        self.holding = true;
+        self.hold_left = HOLD_READINGS;
     }
 
     /// B came out as `b` by other means (the fallback ladder shrank a load that did not fit):
@@ -78,7 +83,7 @@ impl Controller {
         if b != self.b {
             self.b = b;
             self.before_growth = None;
-            self.holding = false;
+            self.hold_left = 0;
         }
     }
 
@@ -102,12 +107,12 @@ impl Controller {
         if r.alloc_failure || jump || r.pressure == Pressure::Critical {
             self.b = (self.b / 2).max(1);
             self.before_growth = None;
-            self.holding = false;
+            self.hold_left = 0;
         } else if let Some((prev_b, prev_tps)) = self.before_growth.take() {
             if r.tokens_per_sec < prev_tps * GAIN {
                 // The step up brought nothing: go back and hold.
                 self.b = prev_b;
-                self.holding = true;
+                self.hold_left = HOLD_READINGS;
             } else {
                 self.grow(r, ceiling);
             }
@@ -120,7 +125,11 @@ impl Controller {
 
     fn grow(&mut self, r: &Reading, ceiling: u32) {
         let room = r.used_percent < self.warn_percent && r.pressure == Pressure::Normal;
-        if !self.holding && room && self.b < ceiling {
+        if self.hold_left > 0 {
+            self.hold_left -= 1;
+            return;
+        }
+        if room && self.b < ceiling {
             self.before_growth = Some((self.b, r.tokens_per_sec));
             self.b += 1;
         }
@@ -174,6 +183,22 @@ mod tests {
         c.refused(4);
         assert_eq!(c.update(&reading(40.0, 500.0)), 4);
         assert_eq!(c.update(&reading(40.0, 600.0)), 4);
+    }
+
+    #[test]
+    fn a_hold_ends_after_a_few_readings_and_growth_is_tried_again() {
+        let mut c = Controller::new(4, 8, 80.0);
+        c.update(&reading(40.0, 100.0)); // 4 → 5
+        assert_eq!(c.update(&reading(40.0, 100.0)), 4, "5 brought nothing");
+        for _ in 0..HOLD_READINGS {
+            assert_eq!(c.update(&reading(40.0, 100.0)), 4, "holding");
+        }
+        assert_eq!(c.update(&reading(40.0, 100.0)), 5, "tries again");
+        assert_eq!(
+            c.update(&reading(40.0, 130.0)),
+            6,
+            "and keeps a step that pays"
+        );
     }
 
     #[test]

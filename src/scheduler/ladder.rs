@@ -35,7 +35,7 @@ impl Worker {
     /// need (the measured figures of an earlier load first) must fit in the memory available
     /// beyond the reserve. A model already loaded needs only its context; the batch's own model
     /// with its context in place needs nothing.
-    fn gate(
+    pub(super) fn gate(
         &mut self,
         model: &crate::job::ModelRef,
         shape: Shape,
@@ -78,87 +78,10 @@ impl Worker {
         need.weights + need.context
     }
 
-    /// `--model auto`: the registered models as candidates, with what each would add now,
-    /// and the memory free beyond the reserve (see [`super::choose`]). No candidates when
-    /// nothing is registered.
-    pub(super) fn auto_candidates(
-        &mut self,
-        shape: Shape,
-    ) -> Result<(Vec<super::choose::Candidate>, u64), StoreError> {
-        let candidates = self
-            .store
-            .models()?
-            .into_iter()
-            .map(|m| {
-                let model = crate::job::ModelRef {
-                    name: m.name,
-                    path: m.path,
-                    template: m.template,
-                };
-                super::choose::Candidate {
-                    need: self.need_now(&model, shape),
-                    model,
-                    parameters: m.parameters,
-                    file_bytes: m.file_bytes,
-                }
-            })
-            .collect();
-        let snapshot = self.probe.sample((self.now)());
-        let free = snapshot
-            .effective_available()
-            .saturating_sub(self.budget.reserve);
-        Ok((candidates, free))
-    }
-
-    /// `--model auto`: the registered model to run on now. `None` when nothing is registered.
-    pub(super) fn choose_model(
-        &mut self,
-        quality: crate::job::Quality,
-        shape: Shape,
-    ) -> Result<Option<super::choose::Choice>, StoreError> {
-        let (candidates, free) = self.auto_candidates(shape)?;
-        if candidates.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(super::choose::choose(&candidates, free, quality)))
-    }
-
-    /// While a batch runs: the path each `--model auto` quality would pick now, so that such
-    /// jobs join the batch when they would pick its model. Worked out at most every 10 s
-    /// (it reads every registered model's figures).
-    pub(super) fn auto_picks(
-        &mut self,
-        b: &mut Batch,
-    ) -> Result<std::collections::HashMap<crate::job::Quality, String>, StoreError> {
-        use crate::job::Quality;
-        if let Some((at, picks)) = &b.auto_picks {
-            if at.elapsed() < std::time::Duration::from_secs(10) {
-                return Ok(picks.clone());
-            }
-        }
-        let shape = Shape {
-            n_ctx: b.n_ctx,
-            n_seq: b.n_seq,
-        };
-        let (candidates, free) = self.auto_candidates(shape)?;
-        let mut picks = std::collections::HashMap::new();
-        if !candidates.is_empty() {
-            for q in [Quality::Low, Quality::Medium, Quality::High] {
-                if let super::choose::Choice::Run { model, .. } =
-                    super::choose::choose(&candidates, free, q)
-                {
-                    picks.insert(q, model.path);
-                }
-            }
-        }
-        b.auto_picks = Some((std::time::Instant::now(), picks.clone()));
-        Ok(picks)
-    }
-
     /// What `model` takes with a context of `shape`, and its weights: as measured by an
     /// earlier load of that shape, else as predicted from its header (0 when unreadable: the
     /// load itself will say what is wrong).
-    fn predicted_need(&self, model: &crate::job::ModelRef, shape: Shape) -> (u64, u64) {
+    pub(super) fn predicted_need(&self, model: &crate::job::ModelRef, shape: Shape) -> (u64, u64) {
         let measured = self.store.memory_of(&model.path).ok().and_then(|records| {
             records
                 .into_iter()
@@ -340,102 +263,5 @@ impl Worker {
             Shed::PauseClaiming => b.claiming = false,
         }
         Ok(())
-    }
-
-    /// The adaptive batch size: every `adapt_interval`, readings (memory use and pressure,
-    /// generated tokens/s, an allocation failure) go to the controller; a smaller B applies at
-    /// once (the steps in flight start again), a larger one once the sequences in flight end.
-    pub(super) fn adapt(&mut self, b: &mut Batch) {
-        let Some(path) = self.engine.loaded().map(|m| m.path.clone()) else {
-            return;
-        };
-        if !b.controllers.contains_key(&path) {
-            return;
-        }
-        let generated = self.engine.generated_tokens();
-        let Some((since, before)) = b.adapt_read else {
-            b.adapt_read = Some((std::time::Instant::now(), generated));
-            return;
-        };
-        if since.elapsed() < self.settings.adapt_interval {
-            return;
-        }
-        let snapshot = self.probe.sample((self.now)());
-        let reading = super::batch_size::Reading {
-            used_percent: snapshot.used_percent(),
-            pressure: pressure(&snapshot, &self.budget),
-            tokens_per_sec: generated.saturating_sub(before) as f64
-                / since.elapsed().as_secs_f64().max(1e-3),
-            alloc_failure: std::mem::take(&mut b.alloc_failed),
-            longest_input: self.engine.longest_prompt(),
-        };
-        b.adapt_read = Some((std::time::Instant::now(), generated));
-        let Some(controller) = b.controllers.get_mut(&path) else {
-            return;
-        };
-        let next = controller.update(&reading);
-        tracing::debug!(?reading, b = next, "batch size controller");
-        if next < b.n_seq {
-            tracing::info!(from = b.n_seq, to = next, "batch size: shrinking");
-            self.resize(b, next);
-        } else if next > b.n_seq && b.grow_to.is_none() {
-            tracing::info!(
-                from = b.n_seq,
-                to = next,
-                "batch size: growing once the sequences in flight end"
-            );
-            b.grow_to = Some(next);
-        }
-    }
-
-    /// The controller asked for a larger B: the bigger context must pass the memory gate
-    /// first (the loaded model needs only it); refused, B stays and the controller holds.
-    pub(super) fn grow(&mut self, b: &mut Batch, n_seq: u32) {
-        let Some(model) = self.engine.loaded().cloned() else {
-            return;
-        };
-        let shape = Shape {
-            n_ctx: b.n_ctx,
-            n_seq,
-        };
-        if let Err(e) = self.gate(&model, shape, true) {
-            tracing::info!(from = b.n_seq, to = n_seq, "batch size stays: {e}");
-            if let Some(c) = b.controllers.get_mut(&model.path) {
-                c.refused(b.n_seq);
-            }
-            return;
-        }
-        self.resize(b, n_seq);
-    }
-
-    /// Decode `n_seq` sequences together from now on: the steps in flight start again in the
-    /// new context. Whether the context is ready.
-    pub(super) fn resize(&mut self, b: &mut Batch, n_seq: u32) -> bool {
-        b.n_seq = n_seq.max(1);
-        // The next reading measures the new size only.
-        b.adapt_read = None;
-        for run in &mut b.runs {
-            run.drop_all();
-            run.set_n_seq(b.n_seq);
-        }
-        for tag in b.tags.keys().copied().collect::<Vec<_>>() {
-            self.engine.abort(tag);
-        }
-        b.tags.clear();
-        let Some(model) = self.engine.loaded().cloned() else {
-            return false;
-        };
-        let shape = Shape {
-            n_ctx: b.n_ctx,
-            n_seq: b.n_seq,
-        };
-        match self.engine.load(&model, shape) {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::warn!("resizing the batch: {e}");
-                b.alloc_failed = true;
-                false
-            }
-        }
     }
 }

@@ -7,14 +7,17 @@
 //! takes the next step at once. One batch shares one model: while steps are in flight, only jobs
 //! for the loaded model are claimed. Each job's bookkeeping is a [`jobrun::JobRun`].
 
+mod adaptive;
 pub mod admission;
 mod batch;
 pub mod batch_size;
 pub mod choose;
+mod claim;
 pub mod jobrun;
 mod ladder;
 mod record;
 mod signals;
+mod waits;
 
 pub use signals::{Shutdown, Signals};
 
@@ -22,12 +25,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::engine::{Engine, EngineError, Interrupt};
-use crate::job::{Job, JobId, JobState, Millis};
+use crate::job::{JobId, JobState, Millis};
 use crate::queue::{Store, StoreError};
 use batch::Batch;
-use choose::Choice;
-use jobrun::{chunk_texts, JobRun, Next};
-use ladder::{Ladder, MEMORY_WAIT};
+use jobrun::Next;
 use record::Stop;
 
 /// Settings of the loop that come from the configuration, not from the jobs.
@@ -75,7 +76,7 @@ impl Default for RunSettings {
             window: None,
             ac_only: false,
             adaptive: false,
-            adapt_interval: Duration::from_secs(10),
+            adapt_interval: Duration::from_secs(5),
         }
     }
 }
@@ -506,275 +507,6 @@ impl Worker {
                     let run = b.runs.remove(i);
                     self.record_stop(b, run, Stop::Engine(e))?;
                 }
-            }
-        }
-        Ok(())
-    }
-
-    /// The next ready job: any, if the batch is empty, else one for the model the batch runs
-    /// on (which may be a fallback of its jobs' own model).
-    fn claim(&mut self, b: &mut Batch) -> Result<Option<Job>, StoreError> {
-        let (now, lease) = ((self.now)(), self.lease_ms());
-        let running = if b.runs.is_empty() {
-            None
-        } else {
-            self.engine.loaded().cloned()
-        };
-        match running {
-            None => self.store.claim(now, lease),
-            Some(model) => {
-                let picks = self.auto_picks(b)?;
-                self.store
-                    .claim_matching(
-                        now,
-                        lease,
-                        self.settings.claim_scan,
-                        &|spec| match spec.auto {
-                            Some(q) => picks.get(&q) == Some(&model.path),
-                            None => spec.model == model,
-                        },
-                    )
-            }
-        }
-    }
-
-    /// Load the job's model (down the fallback ladder if it does not fit), split its document,
-    /// and add it to the batch. A `--model auto` job gets its model chosen first.
-    fn prepare(&mut self, b: &mut Batch, mut job: Job) -> Result<(), StoreError> {
-        let (now, lease) = ((self.now)(), self.lease_ms());
-        let id = job.id;
-        tracing::info!(job = %id, custom_id = %job.spec.custom_id, "running");
-        let fresh = b.runs.is_empty();
-        if fresh {
-            // A new batch starts at the configured size (the adaptive one: the model's
-            // controller's B, below); the ladder shrinks it if need be.
-            b.n_seq = self.settings.parallel.max(1);
-            b.n_ctx = self.settings.n_ctx;
-            // A growth asked for while the last batch drained: the controller's B has it.
-            b.grow_to = None;
-        }
-        let mut choice = None;
-        if let Some(quality) = job.spec.auto {
-            let shape = crate::engine::Shape {
-                n_ctx: b.n_ctx,
-                n_seq: b.n_seq,
-            };
-            match self.choose_model(quality, shape)? {
-                None => return self.fail_claimed(job, Stop::Engine(EngineError::NoModels)),
-                Some(Choice::Wait {
-                    smallest_need,
-                    free,
-                }) => {
-                    let e = EngineError::NoMemory {
-                        need: smallest_need,
-                        free,
-                    };
-                    return self.wait_for_memory(b, id, "auto", now, &e);
-                }
-                Some(Choice::Run {
-                    model,
-                    smaller,
-                    reason,
-                }) => {
-                    tracing::info!(job = %id, "{reason}");
-                    job.spec.model = model;
-                    job.spec.fallback = smaller;
-                    choice = Some(reason);
-                }
-            }
-        }
-        if fresh {
-            if let Some(start) = self.adaptive_start(b, &job.spec.model) {
-                b.n_seq = start;
-            }
-        }
-        let (model, info) = match self.load_with_fallback(b, &job) {
-            Ok(loaded) => loaded,
-            Err(Ladder::Fail(e)) => return self.fail_claimed(job, Stop::Engine(e)),
-            Err(Ladder::Wait(e)) => {
-                let name = job.spec.model.name.clone();
-                return self.wait_for_memory(b, id, &name, now, &e);
-            }
-        };
-        self.status.lock().unwrap().memory_wait = None;
-        if let (true, Some(c)) = (fresh, b.controllers.get_mut(&model.path)) {
-            // The ladder may have shrunk B: the controller goes on from what loaded.
-            c.settle(info.n_seq);
-        }
-        if model != job.spec.model {
-            let fell = format!(
-                "fallback: {} did not fit in memory, ran on {}",
-                job.spec.model.name, model.name
-            );
-            choice = Some(match choice {
-                Some(c) => format!("{c}; {fell}"),
-                None => fell,
-            });
-        }
-        if let Some(record) = &info.memory {
-            self.store.record_memory(&model.path, record)?;
-        }
-        let text = self.store.document(id)?;
-        let chunks = match chunk_texts(
-            self.engine.as_mut(),
-            &job,
-            &info,
-            self.settings.margin,
-            &text,
-        ) {
-            Ok(c) => c,
-            Err(e) => return self.fail_claimed(job, Stop::Engine(e)),
-        };
-        let total = chunks.len() as u32;
-        self.store.set_plan(id, total, now, lease)?;
-        let mut done = self.store.checkpoints(id)?;
-        let other_plan = done
-            .values()
-            .any(|c| c.n_ctx != info.n_ctx || c.chunks_total != total);
-        let other_model = done
-            .values()
-            .any(|c| !c.model.is_empty() && c.model != model.path);
-        if other_plan || other_model {
-            // Checkpoints of another plan (the worker's context size changed) do not line up
-            // with these chunks; another model's answers must not be mixed with this one's.
-            self.store.discard_checkpoints(
-                id,
-                now,
-                if other_model {
-                    "the checkpoints are another model's; starting over"
-                } else {
-                    "the chunk plan changed (another context size); starting over"
-                },
-            )?;
-            done.clear();
-        }
-        let mut run = JobRun::new(job, model, info, self.settings.margin, now, chunks, done);
-        run.choice = choice;
-        b.runs.push(run);
-        Ok(())
-    }
-
-    /// `--adaptive`: the B a new batch on `model` starts at, from the model's controller —
-    /// made on first use, starting at the knee of the model's calibration curve for this
-    /// context size (`qwen3q calibrate`), else at the estimate: the largest B whose predicted
-    /// need fits in free memory and keeps use under the warning threshold.
-    fn adaptive_start(&mut self, b: &mut Batch, model: &crate::job::ModelRef) -> Option<u32> {
-        if !self.settings.adaptive {
-            return None;
-        }
-        if let Some(c) = b.controllers.get(&model.path) {
-            return Some(c.b());
-        }
-        let max = self.settings.parallel.max(1);
-        let n_ctx = self.settings.n_ctx;
-        let knee = self
-            .store
-            .calibration(&model.path, n_ctx)
-            .ok()
-            .flatten()
-            .and_then(|c| c.knee());
-        let start = match knee {
-            Some(k) => {
-                let start = k.min(max);
-                tracing::info!(model = %model.name, knee = k, start, "batch size: starting at the calibrated knee");
-                start
-            }
-            None => {
-                let start = self.memory_estimate(model, max);
-                tracing::info!(model = %model.name, start, "batch size: no calibration (qwen3q calibrate); starting at what memory allows");
-                start
-            }
-        };
-        let c = batch_size::Controller::new(start, max, self.budget.warn_percent);
-        b.controllers.insert(model.path.clone(), c);
-        Some(start)
-    }
-
-    /// The largest B up to `max` that the memory gate would admit for `model` now (free
-    /// memory, the budget's shares) and that leaves use under the warning threshold; at
-    /// least 1.
-    fn memory_estimate(&mut self, model: &crate::job::ModelRef, max: u32) -> u32 {
-        let snapshot = self.probe.sample((self.now)());
-        let total = snapshot.effective_total().max(1);
-        let used = total.saturating_sub(snapshot.effective_available());
-        let others: u64 = self
-            .engine
-            .models()
-            .iter()
-            .filter(|m| m.path != model.path)
-            .map(|m| m.bytes)
-            .sum();
-        (1..=max)
-            .rev()
-            .find(|&n_seq| {
-                let shape = crate::engine::Shape {
-                    n_ctx: self.settings.n_ctx,
-                    n_seq,
-                };
-                let need = self.need_by_pool(model, shape);
-                let after = (used + need.weights + need.context) as f64 / total as f64 * 100.0;
-                admission::admit_shares(&snapshot, need, others, &self.budget)
-                    == admission::Admit::Yes
-                    && after < self.budget.warn_percent
-            })
-            .unwrap_or(1)
-    }
-
-    /// The job cannot load `model` now for lack of memory: back to the queue for a while (no
-    /// attempt counted), and `status` and the memory history say so.
-    fn wait_for_memory(
-        &mut self,
-        b: &mut Batch,
-        id: JobId,
-        model: &str,
-        now: Millis,
-        e: &EngineError,
-    ) -> Result<(), StoreError> {
-        let until = now + MEMORY_WAIT.as_millis() as u64;
-        let need = match e {
-            EngineError::NoMemory { need, .. } => *need,
-            _ => u64::MAX,
-        };
-        b.memory_waiters.retain(|w| w.0 != id);
-        b.memory_waiters.push((id, need));
-        let why = match e {
-            EngineError::NoMemory { .. } => e.to_string(),
-            _ => format!("waiting for memory ({e})"),
-        };
-        tracing::warn!(job = %id, "{why}");
-        self.status.lock().unwrap().memory_wait = Some(MemoryWait {
-            at: now,
-            model: model.to_string(),
-            why: why.clone(),
-        });
-        self.store.defer(
-            id,
-            now,
-            until,
-            &format!("{why}; tries again when memory frees, at the latest in a minute"),
-        )
-    }
-
-    /// Jobs waiting for memory may be tried now: all of them when `free` is `None` (a batch
-    /// ended: its context is gone, and the ladder may unload its idle model), else those that
-    /// needed no more than `free` bytes.
-    fn wake_memory_waiters(&mut self, b: &mut Batch, free: Option<u64>) -> Result<(), StoreError> {
-        let now = (self.now)();
-        // A wait of unknown need (a decode that failed even alone) is retried on time only.
-        let (wake, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut b.memory_waiters)
-            .into_iter()
-            .partition(|&(_, need)| need != u64::MAX && free.is_none_or(|f| need <= f));
-        b.memory_waiters = keep;
-        for (id, _) in wake {
-            let why = match free {
-                None => "a batch ended: trying again for memory".to_string(),
-                Some(f) => format!(
-                    "memory freed ({:.1} GiB free): trying again",
-                    f as f64 / (1u64 << 30) as f64
-                ),
-            };
-            if self.store.wake(id, now, &why)? {
-                tracing::info!(job = %id, "{why}");
             }
         }
         Ok(())
