@@ -2,17 +2,24 @@
 
 use crate::common::*;
 
-#[test]
-fn a_store_written_by_schema_v1_opens_with_its_jobs() {
+/// A home whose store is the fixture `name` (a `store/` directory, tar-gzipped).
+fn home_with_fixture(name: &str) -> TestHome {
     let h = TestHome::new();
-    let fixture =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1.tar.gz");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     let ok = std::process::Command::new("tar")
         .args(["xzf", s(&fixture), "-C", s(h.path())])
         .status()
         .unwrap()
         .success();
-    assert!(ok, "unpack the fixture");
+    assert!(ok, "unpack the fixture {name}");
+    h
+}
+
+#[test]
+fn a_store_written_by_schema_v1_opens_with_its_jobs() {
+    let h = home_with_fixture("store-v1.tar.gz");
     let status = h.status();
     assert_eq!(count(&status, "succeeded"), 1, "{status}");
     assert_eq!(count(&status, "queued"), 1);
@@ -39,15 +46,7 @@ fn a_store_written_by_schema_v1_opens_with_its_jobs() {
 
 #[test]
 fn a_store_written_by_schema_v2_opens_with_its_jobs_models_and_history() {
-    let h = TestHome::new();
-    let fixture =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v2.tar.gz");
-    let ok = std::process::Command::new("tar")
-        .args(["xzf", s(&fixture), "-C", s(h.path())])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "unpack the fixture");
+    let h = home_with_fixture("store-v2.tar.gz");
     let status = h.status();
     assert_eq!(count(&status, "succeeded"), 1, "{status}");
     assert_eq!(count(&status, "queued"), 1);

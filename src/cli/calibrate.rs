@@ -8,10 +8,10 @@ use super::args::CalibrateArgs;
 use super::output::human_bytes;
 use super::{code, fail, Coded, Ctx};
 use qwen3q::engine::calibrate::{batch_sizes, sweep, SweepSettings};
-use qwen3q::engine::{gguf, EngineError, Shape};
+use qwen3q::engine::{gguf, Shape};
 use qwen3q::monitor::{system::SystemProbe, MemoryProbe};
 use qwen3q::protocol::{Request, Response};
-use qwen3q::scheduler::admission::{admit_shares, Admit, Need};
+use qwen3q::scheduler::admission::{admit_shares, Need};
 
 pub fn run(ctx: &Ctx, a: CalibrateArgs) -> Result<i32> {
     let model = ctx
@@ -48,11 +48,7 @@ pub fn run(ctx: &Ctx, a: CalibrateArgs) -> Result<i32> {
             n_seq: shape.n_seq,
         };
         let snap = probe.sample(qwen3q::now_ms());
-        match admit_shares(&snap, need, 0, &ctx.budget(snap.effective_total())) {
-            Admit::Yes => Ok(()),
-            Admit::Wait { need, free } => Err(EngineError::NoMemory { need, free }),
-            Admit::OverShare { pool, need, cap } => Err(EngineError::OverShare { pool, need, cap }),
-        }
+        admit_shares(&snap, need, 0, &ctx.budget(snap.effective_total())).into_result()
     };
     if !a.json {
         println!(

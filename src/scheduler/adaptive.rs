@@ -56,13 +56,7 @@ impl Worker {
         let snapshot = self.probe.sample((self.now)());
         let total = snapshot.effective_total().max(1);
         let used = total.saturating_sub(snapshot.effective_available());
-        let others: u64 = self
-            .engine
-            .models()
-            .iter()
-            .filter(|m| m.path != model.path)
-            .map(|m| m.bytes)
-            .sum();
+        let others = self.others_loaded(model);
         (1..=max)
             .rev()
             .find(|&n_seq| {

@@ -43,6 +43,11 @@ impl Budget {
         (total.saturating_sub(self.reserve) as f64 * self.model_share) as u64
     }
 
+    /// Memory free beyond the reserve, by the reading `s`.
+    pub fn free(&self, s: &MemorySnapshot) -> u64 {
+        s.effective_available().saturating_sub(self.reserve)
+    }
+
     /// Bytes processing buffers (a context's KV cache and compute buffers) may take.
     pub fn buffers_bytes(&self, total: u64) -> u64 {
         (total.saturating_sub(self.reserve) as f64 * self.buffer_share) as u64
@@ -95,9 +100,22 @@ pub enum Admit {
     },
 }
 
+impl Admit {
+    /// The gate's answer as the engine error a refusal is reported with (the fallback ladder
+    /// reacts to these).
+    pub fn into_result(self) -> Result<(), crate::engine::EngineError> {
+        use crate::engine::EngineError;
+        match self {
+            Admit::Yes => Ok(()),
+            Admit::Wait { need, free } => Err(EngineError::NoMemory { need, free }),
+            Admit::OverShare { pool, need, cap } => Err(EngineError::OverShare { pool, need, cap }),
+        }
+    }
+}
+
 /// May something that needs `need` more bytes start now?
 pub fn admit(s: &MemorySnapshot, need: u64, budget: &Budget) -> Admit {
-    let free = s.effective_available().saturating_sub(budget.reserve);
+    let free = budget.free(s);
     if need <= free {
         Admit::Yes
     } else {

@@ -184,10 +184,7 @@ impl Worker {
                 }
             })
             .collect();
-        let snapshot = self.probe.sample((self.now)());
-        let free = snapshot
-            .effective_available()
-            .saturating_sub(self.budget.reserve);
+        let free = self.budget.free(&self.probe.sample((self.now)()));
         Ok((candidates, free))
     }
 

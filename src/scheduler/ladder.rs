@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::admission::{admit_shares, pressure, shed, Admit, Need, Shed, Sheddable};
+use super::admission::{admit_shares, pressure, shed, Need, Shed, Sheddable};
 use super::batch::Batch;
 use super::record::Stop;
 use super::Worker;
@@ -45,19 +45,19 @@ impl Worker {
             return Ok(());
         }
         let need = self.need_by_pool(model, shape);
-        let others: u64 = self
-            .engine
+        let others = self.others_loaded(model);
+        let snapshot = self.probe.sample((self.now)());
+        admit_shares(&snapshot, need, others, &self.budget).into_result()
+    }
+
+    /// Bytes the loaded models other than `model` hold (what the models' share already has).
+    pub(super) fn others_loaded(&self, model: &crate::job::ModelRef) -> u64 {
+        self.engine
             .models()
             .iter()
             .filter(|m| m.path != model.path)
             .map(|m| m.bytes)
-            .sum();
-        let snapshot = self.probe.sample((self.now)());
-        match admit_shares(&snapshot, need, others, &self.budget) {
-            Admit::Yes => Ok(()),
-            Admit::Wait { need, free } => Err(EngineError::NoMemory { need, free }),
-            Admit::OverShare { pool, need, cap } => Err(EngineError::OverShare { pool, need, cap }),
-        }
+            .sum()
     }
 
     /// What `model` with a context of `shape` would add now, by pool: a loaded model needs

@@ -294,12 +294,7 @@ impl Worker {
             let free = if std::mem::take(&mut b.was_running) {
                 None
             } else {
-                let snapshot = self.probe.sample(now);
-                Some(
-                    snapshot
-                        .effective_available()
-                        .saturating_sub(self.budget.reserve),
-                )
+                Some(self.budget.free(&self.probe.sample(now)))
             };
             let before = b.memory_waiters.len();
             self.wake_memory_waiters(b, free)?;

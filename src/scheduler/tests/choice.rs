@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::job::Quality;
-use crate::registry::{Calibration, CurvePoint, MemoryRecord, RegisteredModel};
+use crate::registry::{Calibration, CurvePoint, RegisteredModel};
 
 const GIB: u64 = 1 << 30;
 
@@ -23,19 +23,8 @@ fn register(store: &Store, name: &str, parameters: u64, total: u64, shape: (u32,
             added: 0,
         })
         .unwrap();
-    store
-        .record_memory(
-            &path,
-            &MemoryRecord {
-                n_ctx: shape.0,
-                n_seq: shape.1,
-                weights: parameters * 5 / 8,
-                context_allocated: total - parameters * 5 / 8,
-                context_resident: 0,
-                at: 0,
-            },
-        )
-        .unwrap();
+    let weights = parameters * 5 / 8;
+    measured(store, &path, shape.0, shape.1, weights, total - weights);
 }
 
 fn enqueue_auto(store: &Store, name: &str, quality: Quality) -> JobId {
@@ -180,15 +169,14 @@ fn the_adaptive_batch_starts_at_the_calibrated_knee_of_each_model() {
     // 80 % warning, but the buffers' share (a quarter of 14 GiB: 3.5 GiB) holds B = 2's 3 GiB
     // of context, not B = 3's 5 GiB.
     for n_seq in 1..=6u32 {
-        let record = MemoryRecord {
-            n_ctx: 1000,
+        measured(
+            &store,
+            "plain.gguf",
+            1000,
             n_seq,
-            weights: 1 << 30,
-            context_allocated: (2 * n_seq as u64 - 1) << 30,
-            context_resident: 0,
-            at: 1,
-        };
-        store.record_memory("plain.gguf", &record).unwrap();
+            1 << 30,
+            (2 * n_seq as u64 - 1) << 30,
+        );
     }
     enqueue(&store, "a", "text a", Task::Summarize, "cal.gguf");
     enqueue(&store, "b", "text b", Task::Summarize, "plain.gguf");

@@ -54,6 +54,19 @@ fn enqueue(store: &Store, custom_id: &str, text: &str, task: Task, model: &str) 
     }
 }
 
+/// Record a measured load of `path` at (`n_ctx`, `n_seq`): `weights` plus `context` bytes.
+fn measured(store: &Store, path: &str, n_ctx: u32, n_seq: u32, weights: u64, context: u64) {
+    let record = crate::registry::MemoryRecord {
+        n_ctx,
+        n_seq,
+        weights,
+        context_allocated: context,
+        context_resident: 0,
+        at: 1,
+    };
+    store.record_memory(path, &record).unwrap();
+}
+
 fn settings(n_ctx: u32) -> RunSettings {
     RunSettings {
         n_ctx,
@@ -560,15 +573,7 @@ fn a_job_that_cannot_fit_waits_and_is_reported_then_runs_once_memory_frees() {
     let store = Arc::new(store);
     let id = enqueue(&store, "big", "text", Task::Summarize, "big.gguf");
     // An earlier load measured 2 GiB for this model and shape.
-    let record = crate::registry::MemoryRecord {
-        n_ctx: 1000,
-        n_seq: 1,
-        weights: 1 << 30,
-        context_allocated: 1 << 30,
-        context_resident: 0,
-        at: 1,
-    };
-    store.record_memory("big.gguf", &record).unwrap();
+    measured(&store, "big.gguf", 1000, 1, 1 << 30, 1 << 30);
     // 16 GiB, 3 GiB available, a 2 GiB reserve: 1 GiB free for it.
     let status = Arc::new(Mutex::new(LiveStatus::default()));
     let mut w = worker(
@@ -620,15 +625,7 @@ fn a_job_waiting_for_memory_goes_again_as_soon_as_memory_frees_not_a_minute_late
     let (_d, store) = temp_store();
     let store = Arc::new(store);
     let id = enqueue(&store, "big", "text", Task::Summarize, "big.gguf");
-    let record = crate::registry::MemoryRecord {
-        n_ctx: 1000,
-        n_seq: 1,
-        weights: 1 << 30,
-        context_allocated: 1 << 30,
-        context_resident: 0,
-        at: 1,
-    };
-    store.record_memory("big.gguf", &record).unwrap();
+    measured(&store, "big.gguf", 1000, 1, 1 << 30, 1 << 30);
     // Memory pressure is read once (at the start), then never again within the test.
     let settings = RunSettings {
         pressure_interval: Duration::from_secs(3600),
@@ -785,15 +782,7 @@ fn the_adaptive_batch_grows_while_throughput_improves_then_halves_on_a_memory_ju
     // B still pass the gate (40 GiB of context ≤ 47.5 GiB free beyond the reserve).
     for n_seq in 1..=6u32 {
         let total: u64 = if n_seq <= 3 { 10 * n_seq as u64 } else { 41 };
-        let record = crate::registry::MemoryRecord {
-            n_ctx: 1000,
-            n_seq,
-            weights: 1 << 30,
-            context_allocated: (total - 1) << 30,
-            context_resident: 0,
-            at: 1,
-        };
-        store.record_memory("m.gguf", &record).unwrap();
+        measured(&store, "m.gguf", 1000, n_seq, 1 << 30, (total - 1) << 30);
     }
     let mut engine = FakeEngine::new(1000);
     // Each step takes the same time whatever B: throughput grows with B.
