@@ -76,6 +76,9 @@ pub fn run(ctx: &Ctx, a: MemoryArgs) -> Result<i32> {
                 .map(|s| serde_json::json!({
                     "at": s.at,
                     "used_percent": s.used_percent,
+                    "available": s.available,
+                    "process_rss": s.process_rss,
+                    "models": s.models,
                     "batch": s.batch,
                     "tokens_per_sec": s.tokens_per_sec,
                     "waiting_for": s.waiting_for,
@@ -102,9 +105,12 @@ pub fn run(ctx: &Ctx, a: MemoryArgs) -> Result<i32> {
     );
     if let Some(cg) = snap.cgroup {
         println!(
-            "cgroup:   limit {}, in use {}",
+            "cgroup:   {} limit {}, in use {} (charged {}, less {} of inactive file cache)",
+            cg.version,
             human_bytes(cg.limit),
-            human_bytes(cg.usage)
+            human_bytes(cg.working_set()),
+            human_bytes(cg.usage),
+            human_bytes(cg.inactive_file)
         );
     }
     if let Some(p) = snap.free_percent {

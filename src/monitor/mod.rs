@@ -22,11 +22,43 @@ pub enum Pressure {
     Critical,
 }
 
+/// Which cgroup interface a reading came from (Linux).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupVersion {
+    V1,
+    V2,
+}
+
+impl std::fmt::Display for CgroupVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CgroupVersion::V1 => "v1",
+            CgroupVersion::V2 => "v2",
+        })
+    }
+}
+
 /// A cgroup's memory limit and what the group uses now (Linux).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupMemory {
+    pub version: CgroupVersion,
     pub limit: u64,
+    /// What the kernel charges to the group (v1 `memory.usage_in_bytes`, v2
+    /// `memory.current`): page cache included, even the cache it reclaims on demand.
     pub usage: u64,
+    /// Inactive file cache charged to the group (v1 `total_inactive_file`, v2
+    /// `inactive_file` of `memory.stat`): reclaimed first when the group nears its limit.
+    pub inactive_file: u64,
+}
+
+impl CgroupMemory {
+    /// What the group really holds: usage less its inactive file cache (the kubelet's and
+    /// Docker's "working set"). Only this counts against the limit for the gate: a model
+    /// file read or unloaded earlier leaves cache behind that the kernel takes back on demand.
+    pub fn working_set(&self) -> u64 {
+        self.usage.saturating_sub(self.inactive_file)
+    }
 }
 
 /// One device's memory as llama.cpp sees it (CPU, Metal, CUDA…).
@@ -59,11 +91,14 @@ pub struct MemorySnapshot {
 
 impl MemorySnapshot {
     /// What can really be allocated now: the least of what the system has available, what the
-    /// cgroup limit leaves, and (macOS) the free share the kernel reports.
+    /// cgroup limit leaves beyond the group's working set, and (macOS) the free share the
+    /// kernel reports. Reclaimable page cache counts as available in each: `MemAvailable`
+    /// includes it, the working set excludes the inactive part, and macOS counts file-backed
+    /// pages as free.
     pub fn effective_available(&self) -> u64 {
         let mut avail = self.available;
         if let Some(cg) = self.cgroup {
-            avail = avail.min(cg.limit.saturating_sub(cg.usage));
+            avail = avail.min(cg.limit.saturating_sub(cg.working_set()));
         }
         if let Some(p) = self.free_percent {
             avail = avail.min(self.total / 100 * p as u64);
@@ -141,12 +176,30 @@ mod tests {
         let mut s = snap(24 * GIB, 20 * GIB);
         assert_eq!(s.effective_available(), 20 * GIB);
         s.cgroup = Some(CgroupMemory {
+            version: CgroupVersion::V1,
             limit: 2 * GIB,
             usage: GIB / 2,
+            inactive_file: 0,
         });
         assert_eq!(s.effective_available(), GIB + GIB / 2);
         assert_eq!(s.effective_total(), 2 * GIB);
         assert!((s.used_percent() - 25.0).abs() < 0.01);
+        // Inactive file cache in the group is not in use: only the working set counts.
+        s.cgroup = Some(CgroupMemory {
+            version: CgroupVersion::V2,
+            limit: 2 * GIB,
+            usage: 2 * GIB - 4096,
+            inactive_file: GIB + GIB / 2,
+        });
+        assert_eq!(s.effective_available(), GIB + GIB / 2 + 4096);
+        // More inactive cache than usage (the two files are read apart): nothing in use.
+        s.cgroup = Some(CgroupMemory {
+            version: CgroupVersion::V1,
+            limit: 2 * GIB,
+            usage: GIB,
+            inactive_file: GIB + 1,
+        });
+        assert_eq!(s.effective_available(), 2 * GIB);
         let mut mac = snap(16 * GIB, 10 * GIB);
         mac.free_percent = Some(30);
         assert_eq!(mac.effective_available(), 16 * GIB / 100 * 30);

@@ -63,14 +63,15 @@ impl MemoryProbe for SystemProbe {
 #[cfg(target_os = "linux")]
 mod platform {
     use super::super::parse;
-    use super::super::{CgroupMemory, MemorySnapshot};
+    use super::super::{CgroupMemory, CgroupVersion, MemorySnapshot};
 
     fn read(path: &str) -> Option<String> {
         std::fs::read_to_string(path).ok()
     }
 
     /// MemAvailable from /proc/meminfo (sysinfo's figure is the same, read here once more so
-    /// the two cannot disagree), and this process's cgroup limit: v2 first, else v1.
+    /// the two cannot disagree), and this process's cgroup limit and working set: v2 first,
+    /// else v1. Without a readable `memory.stat` no cache is subtracted (the cautious side).
     pub fn add(s: &mut MemorySnapshot) {
         if let Some((total, available)) = read("/proc/meminfo").as_deref().and_then(parse::meminfo)
         {
@@ -81,22 +82,28 @@ mod platform {
             return;
         };
         let (v2, v1) = parse::cgroup_paths(&text);
-        let from = |limit: String, usage: String| -> Option<CgroupMemory> {
+        let from = |version: CgroupVersion, dir: String, limit: &str, usage: &str| {
+            let stat = read(&format!("{dir}/memory.stat")).unwrap_or_default();
             Some(CgroupMemory {
-                limit: parse::cgroup_limit(&read(&limit)?)?,
-                usage: parse::cgroup_usage(&read(&usage)?)?,
+                version,
+                limit: parse::cgroup_limit(&read(&format!("{dir}/{limit}"))?)?,
+                usage: parse::cgroup_usage(&read(&format!("{dir}/{usage}"))?)?,
+                inactive_file: parse::cgroup_inactive_file(&stat, version == CgroupVersion::V2)
+                    .unwrap_or(0),
             })
         };
         s.cgroup = v2
             .and_then(|p| {
                 let dir = format!("/sys/fs/cgroup{p}");
-                from(format!("{dir}/memory.max"), format!("{dir}/memory.current"))
+                from(CgroupVersion::V2, dir, "memory.max", "memory.current")
             })
             .or_else(|| {
                 let dir = format!("/sys/fs/cgroup/memory{}", v1?);
                 from(
-                    format!("{dir}/memory.limit_in_bytes"),
-                    format!("{dir}/memory.usage_in_bytes"),
+                    CgroupVersion::V1,
+                    dir,
+                    "memory.limit_in_bytes",
+                    "memory.usage_in_bytes",
                 )
             });
     }
