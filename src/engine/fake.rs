@@ -291,6 +291,10 @@ impl Engine for FakeEngine {
         self.cache.current().map(|(r, _)| r)
     }
 
+    fn context(&self) -> Option<Shape> {
+        self.cache.current().and(self.shape)
+    }
+
     fn maintain(&mut self, now: Millis) -> Vec<String> {
         if self.seqs.is_empty() {
             self.cache.release_current(now);

@@ -15,6 +15,7 @@ pub mod gguf;
 pub mod llama;
 pub mod lru;
 pub mod memory;
+pub mod release;
 pub mod templates;
 
 use crate::job::{ChatMessage, Constraint, Millis, ModelRef};
@@ -248,6 +249,10 @@ pub trait Engine: Send {
 
     /// The current model (the batch's), if any.
     fn loaded(&self) -> Option<&ModelRef>;
+
+    /// The shape of the current model's context while it has one: loading that model at that
+    /// shape again reuses it and takes no more memory.
+    fn context(&self) -> Option<Shape>;
 
     /// Housekeeping while the worker is idle: with no sequence in flight the current model's
     /// context is dropped (its memory given back) and it becomes idle; idle models past their

@@ -34,14 +34,15 @@ impl Worker {
     /// The admission gate: may `model` with a context of `shape` load now? Its predicted
     /// need (the measured figures of an earlier load first) must fit in the memory available
     /// beyond the reserve. A model already loaded needs only its context; the batch's own model
-    /// with its context in place needs nothing.
+    /// with its context in place (a batch going on, or a new one at the shape of the context
+    /// still held) needs nothing.
     pub(super) fn gate(
         &mut self,
         model: &crate::job::ModelRef,
         shape: Shape,
         fresh: bool,
     ) -> Result<(), EngineError> {
-        if !fresh && self.engine.loaded() == Some(model) {
+        if self.engine.loaded() == Some(model) && (!fresh || self.engine.context() == Some(shape)) {
             return Ok(());
         }
         let need = self.need_by_pool(model, shape);

@@ -148,10 +148,15 @@ fn load_model(model_ref: &ModelRef, header: &gguf::Header) -> Result<Loaded, Eng
     {
         let path = Path::new(&model_ref.path);
         let started = Instant::now();
-        let model = LlamaModel::load_from_file(backend(), path, &LlamaModelParams::default())
-            .map_err(|_| EngineError::LoadFailed {
-                path: model_ref.path.clone(),
-            })?;
+        // The weights are read into memory the worker owns, not mapped from the file, and the
+        // file's pages are then dropped from the page cache: a loaded model is memory in use
+        // and unloading frees it, as the memory gate counts it (see `engine::release`).
+        let params = LlamaModelParams::default().with_use_mmap(false);
+        let model = LlamaModel::load_from_file(backend(), path, &params);
+        super::release::drop_cached(path);
+        let model = model.map_err(|_| EngineError::LoadFailed {
+            path: model_ref.path.clone(),
+        })?;
         let (template, thinking_template) = match model.chat_template(None) {
             Ok(t) => {
                 let thinking =
@@ -263,11 +268,17 @@ impl Engine for LlamaEngine {
             let predicted = facts
                 .predict(n_ctx, shape.n_seq.max(1) as u64, n_batch as u64)
                 .total();
-            self.cache.make_current(model_ref, predicted, now, || {
+            let before = self.cache.loaded().len();
+            let made = self.cache.make_current(model_ref, predicted, now, || {
                 let l = load_model(model_ref, &header)?;
                 let weights = l.model.size();
                 Ok((l, weights))
-            })?;
+            });
+            if self.cache.loaded().len() <= before {
+                // A model was evicted for it, or the load failed: give the memory back.
+                super::release::trim_heap();
+            }
+            made?;
         }
         let threads = self.threads();
         let shape = Shape {
@@ -386,22 +397,36 @@ impl Engine for LlamaEngine {
     fn unload(&mut self) {
         self.drop_session();
         self.cache.clear(crate::now_ms());
+        super::release::trim_heap();
     }
 
     fn loaded(&self) -> Option<&ModelRef> {
         self.cache.current().map(|(r, _)| r)
     }
 
+    fn context(&self) -> Option<Shape> {
+        self.session.as_ref().map(|s| s.shape)
+    }
+
     fn maintain(&mut self, now: crate::job::Millis) -> Vec<String> {
-        if self.active() == 0 && self.session.is_some() {
+        let idle_context = self.active() == 0 && self.session.is_some();
+        if idle_context {
             self.drop_session();
             self.cache.release_current(now);
         }
-        self.cache.expire(now)
+        let expired = self.cache.expire(now);
+        if idle_context || !expired.is_empty() {
+            super::release::trim_heap();
+        }
+        expired
     }
 
     fn free_memory(&mut self, bytes: u64) -> u64 {
-        self.cache.free(bytes)
+        let freed = self.cache.free(bytes);
+        if freed > 0 {
+            super::release::trim_heap();
+        }
+        freed
     }
 
     fn models(&self) -> Vec<LoadedModel> {
