@@ -136,6 +136,12 @@ pub enum ModelsCommand {
     Inspect {
         /// A GGUF path, a registered model or a name from the config's [models].
         model: String,
+        /// Predict memory at this context per sequence (default: 2048 to 32768).
+        #[arg(long)]
+        n_ctx: Option<u32>,
+        /// Predict memory at these sequence counts, e.g. `1,2,4,8` (default: 1, 4, 8).
+        #[arg(long, value_delimiter = ',')]
+        parallel: Vec<u32>,
         #[arg(long)]
         json: bool,
     },

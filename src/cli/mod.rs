@@ -36,6 +36,9 @@ pub mod code {
     pub const BUSY: i32 = 4;
     /// A named job does not exist.
     pub const NOT_FOUND: i32 = 5;
+    /// `worker --drain` ended with jobs that do not fit in memory even with every model
+    /// unloaded (they stay queued).
+    pub const NO_MEMORY: i32 = 6;
 }
 
 /// An error with its exit code. Its message is one line.

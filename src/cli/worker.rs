@@ -153,6 +153,46 @@ pub fn run(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
             }
             Ok(0)
         }
+        Ok(Exit::NoMemory {
+            jobs,
+            need,
+            free,
+            delayed,
+        }) => {
+            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+            let ids: Vec<String> = jobs.iter().take(5).map(|id| id.to_string()).collect();
+            let who = match jobs.len() {
+                1 => format!("job {} does not fit", ids[0]),
+                n => format!(
+                    "{n} jobs ({}{}) do not fit",
+                    ids.join(", "),
+                    if n > 5 { ", …" } else { "" }
+                ),
+            };
+            let need = need.map_or_else(
+                || "more than is free".to_string(),
+                |n| format!("{:.2} GiB", gib(n)),
+            );
+            let delayed = if delayed > 0 {
+                format!("; {delayed} more wait for a retry or their start time")
+            } else {
+                String::new()
+            };
+            fail(
+                code::NO_MEMORY,
+                format!(
+                    "drained: {who} in memory even with every model unloaded: {} {need}, \
+                     {:.2} GiB is free beyond the reserve; left queued (a smaller --parallel \
+                     or --n-ctx, or more free memory, lets them run){delayed}",
+                    if jobs.len() == 1 {
+                        "it needs"
+                    } else {
+                        "the largest needs"
+                    },
+                    gib(free),
+                ),
+            )
+        }
         Err(e @ DaemonError::AlreadyRunning(_)) => fail(code::BUSY, e.to_string()),
         Err(e @ DaemonError::Store(qwen3q::queue::StoreError::Locked(_))) => {
             fail(code::BUSY, e.to_string())

@@ -38,11 +38,8 @@ pub(super) struct Batch {
     pub adapt_warmup: bool,
     pub alloc_failed: bool,
     pub grow_to: Option<u32>,
-    /// Jobs this worker deferred for lack of memory, with the bytes each needed (`u64::MAX`:
-    /// unknown, retried on time only): woken early when a batch ends or memory frees.
-    pub memory_waiters: Vec<(JobId, u64)>,
-    /// Whether the batch had jobs at the last look (its end may let a waiter fit).
-    pub was_running: bool,
+    /// Jobs this worker deferred for lack of memory (see [`super::waits`]).
+    pub waits: super::waits::MemoryWaiters,
     /// What each `--model auto` quality picks now (model path), and when that was worked
     /// out: such jobs join a running batch when they pick its model.
     pub auto_picks: Option<(std::time::Instant, HashMap<crate::job::Quality, String>)>,
@@ -68,8 +65,7 @@ impl Batch {
             alloc_failed: false,
             grow_to: None,
             auto_picks: None,
-            memory_waiters: Vec::new(),
-            was_running: false,
+            waits: Default::default(),
         }
     }
 

@@ -153,6 +153,15 @@ pub enum Exit {
     Shutdown,
     /// `--drain`: nothing runnable is left. Delayed jobs (awaiting a retry) remain.
     Drained { delayed: usize },
+    /// `--drain`: the jobs left wait for memory, and do not fit even with every model
+    /// unloaded: the most one of them needs (if known) and what is free beyond the reserve.
+    /// They stay queued; `delayed` jobs await a retry as well.
+    NoMemory {
+        jobs: Vec<JobId>,
+        need: Option<u64>,
+        free: u64,
+        delayed: usize,
+    },
 }
 
 impl Worker {
@@ -195,7 +204,7 @@ impl Worker {
             self.steer(&mut b)?;
             self.watch_pressure(&mut b)?;
             self.fill(&mut b)?;
-            b.was_running |= !b.runs.is_empty();
+            b.waits.was_running |= !b.runs.is_empty();
             // Keep the machine awake while jobs run; let it sleep when idle.
             if b.runs.is_empty() {
                 b.awake.release();
@@ -288,24 +297,24 @@ impl Worker {
             tracing::info!(model = %name, "unloaded after its keep-alive");
         }
         self.publish_models();
-        if !b.memory_waiters.is_empty() {
+        if !b.waits.jobs.is_empty() {
             // Jobs wait for memory: after a batch (its context is gone now, and the ladder may
             // unload its model) all of them go again, else those that fit the memory free now.
-            let free = if std::mem::take(&mut b.was_running) {
-                None
+            let wake = if std::mem::take(&mut b.waits.was_running) {
+                waits::Wake::BatchEnded
             } else {
-                Some(self.budget.free(&self.probe.sample(now)))
+                waits::Wake::Fitting(self.budget.free(&self.probe.sample(now)))
             };
-            let before = b.memory_waiters.len();
-            self.wake_memory_waiters(b, free)?;
-            if b.memory_waiters.len() < before {
+            let before = b.waits.jobs.len();
+            self.wake_memory_waiters(b, wake)?;
+            if b.waits.jobs.len() < before {
                 return Ok(None);
             }
         }
-        b.was_running = false;
+        b.waits.was_running = false;
         // While models are loaded, look again within half a minute to unload expired ones;
         // while jobs wait for memory, every few seconds.
-        let housekeeping = if !b.memory_waiters.is_empty() {
+        let housekeeping = if !b.waits.jobs.is_empty() {
             Some(Duration::from_secs(5))
         } else {
             (!self.engine.models().is_empty()).then_some(Duration::from_secs(30))
@@ -336,6 +345,9 @@ impl Worker {
         }
         let next_due = self.store.next_due()?;
         if self.drain {
+            if let Some(decided) = self.drain_memory_waiters(b)? {
+                return Ok(decided);
+            }
             let delayed = self.store.delayed_count()?;
             return Ok(Some(Exit::Drained { delayed }));
         }

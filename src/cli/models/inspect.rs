@@ -10,7 +10,13 @@ use super::super::{code, fail, Ctx};
 use qwen3q::engine::gguf;
 use qwen3q::protocol::{Request, Response};
 
-pub fn run(ctx: &Ctx, model: &str, json: bool) -> Result<i32> {
+pub fn run(
+    ctx: &Ctx,
+    model: &str,
+    n_ctx: Option<u32>,
+    parallel: &[u32],
+    json: bool,
+) -> Result<i32> {
     let path = match ctx.config.models.get(model) {
         Some(entry) => entry.path.clone(),
         None => match ctx.registered(model) {
@@ -48,12 +54,23 @@ pub fn run(ctx: &Ctx, model: &str, json: bool) -> Result<i32> {
     };
     let trained = facts.context_length.unwrap_or(4096).max(1);
     let mut shapes: Vec<(u64, u64)> = Vec::new();
-    for n_ctx in [2048u64, 4096, 8192, 32768] {
-        for n_seq in [1u64, 4, 8] {
+    let contexts = match n_ctx {
+        Some(n) => vec![n.max(1) as u64],
+        None => vec![2048, 4096, 8192, 32768],
+    };
+    let sequences: Vec<u64> = if parallel.is_empty() {
+        vec![1, 4, 8]
+    } else {
+        parallel.iter().map(|&n| n.max(1) as u64).collect()
+    };
+    for &n_ctx in &contexts {
+        for &n_seq in &sequences {
             shapes.push((n_ctx.min(trained), n_seq));
         }
     }
-    shapes.extend(measured.iter().map(|m| (m.n_ctx as u64, m.n_seq as u64)));
+    if n_ctx.is_none() && parallel.is_empty() {
+        shapes.extend(measured.iter().map(|m| (m.n_ctx as u64, m.n_seq as u64)));
+    }
     shapes.sort();
     shapes.dedup();
     let predictions: Vec<_> = shapes

@@ -15,7 +15,12 @@ use qwen3q::registry::{self, default_name, split_part, RegisteredModel};
 
 pub fn run(ctx: &Ctx, command: ModelsCommand) -> Result<i32> {
     match command {
-        ModelsCommand::Inspect { model, json } => inspect::run(ctx, &model, json),
+        ModelsCommand::Inspect {
+            model,
+            n_ctx,
+            parallel,
+            json,
+        } => inspect::run(ctx, &model, n_ctx, &parallel, json),
         ModelsCommand::Add {
             path,
             name,

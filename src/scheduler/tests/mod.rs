@@ -297,11 +297,34 @@ fn a_batch_that_does_not_fit_halves_and_runs_its_steps_again() {
     let store = Arc::new(store);
     let id = enqueue(&store, "w", "text", Task::Summarize, "m.gguf");
     let mut engine = FakeEngine::new(1000);
-    engine.fail_steps = 1;
+    engine.fail_steps = 2;
     let w = worker(&store, engine, now, true, &Signals::default());
-    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 1 });
+    // `--drain` tried it once more with every model unloaded; it failed again: the drain
+    // says it does not fit (need unknown: a decode failed even alone).
+    match w.run().unwrap() {
+        Exit::NoMemory {
+            jobs, need: None, ..
+        } => assert_eq!(jobs, vec![id]),
+        other => panic!("{other:?}"),
+    }
     let job = store.job(id).unwrap().unwrap();
     assert_eq!((job.state.kind(), job.attempts), (StateKind::Queued, 0));
+
+    // Once is enough: the drain's last try runs it.
+    let (_d, store) = temp_store();
+    let store = Arc::new(store);
+    let id = enqueue(&store, "w", "text", Task::Summarize, "m.gguf");
+    let mut engine = FakeEngine::new(1000);
+    engine.fail_steps = 1;
+    let w = worker(&store, engine, now, true, &Signals::default());
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 0 });
+    let job = store.job(id).unwrap().unwrap();
+    assert_eq!((job.state.kind(), job.attempts), (StateKind::Succeeded, 1));
+    assert!(store
+        .events(id)
+        .unwrap()
+        .iter()
+        .any(|e| e.reason.contains("every model unloaded")));
 }
 
 #[test]
@@ -556,7 +579,17 @@ fn a_model_that_cannot_fit_falls_back_or_waits_and_never_fails_for_memory() {
     let mut engine = FakeEngine::new(1000);
     engine.fail_loads = 100;
     let w = worker(&store, engine, now, true, &Signals::default());
-    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 1 });
+    // `--drain` does not end as if nothing were left: with every model unloaded the job was
+    // tried once more, then the drain says it does not fit.
+    match w.run().unwrap() {
+        Exit::NoMemory {
+            jobs,
+            need: None,
+            delayed: 0,
+            ..
+        } => assert_eq!(jobs, vec![id]),
+        other => panic!("{other:?}"),
+    }
     let job = store.job(id).unwrap().unwrap();
     assert_eq!((job.state.kind(), job.attempts), (StateKind::Queued, 0));
     assert_eq!(job.spec.not_before, Some(now() + 60_000));
@@ -588,7 +621,15 @@ fn a_job_that_cannot_fit_waits_and_is_reported_then_runs_once_memory_frees() {
         3 << 30,
     )]));
     w.status = status.clone();
-    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 1 });
+    assert_eq!(
+        w.run().unwrap(),
+        Exit::NoMemory {
+            jobs: vec![id],
+            need: Some(2 << 30),
+            free: 1 << 30,
+            delayed: 0
+        }
+    );
     let job = store.job(id).unwrap().unwrap();
     assert_eq!((job.state.kind(), job.attempts), (StateKind::Queued, 0));
     let wait = status
@@ -832,3 +873,46 @@ fn the_adaptive_batch_grows_while_throughput_improves_then_halves_on_a_memory_ju
 }
 
 mod choice;
+
+#[test]
+fn a_new_batch_at_the_shape_of_the_context_still_held_needs_no_more_memory() {
+    let (_d, store) = temp_store();
+    let store = Arc::new(store);
+    let ids: Vec<JobId> = (0..3)
+        .map(|i| enqueue(&store, &format!("d{i}"), "text", Task::Summarize, "m.gguf"))
+        .collect();
+    // 1 GiB of weights and 2 GiB of context (measured). 16 GiB with a 2 GiB reserve: 4 GiB
+    // free before the load, 1.5 GiB once the model is loaded (its weights and context in use).
+    measured(&store, "m.gguf", 1000, 1, 1 << 30, 2 << 30);
+    let engine = FakeEngine::new(1000);
+    let log = engine.log.clone();
+    let mut w = worker(&store, engine, now, true, &Signals::default());
+    struct LessOnceLoaded(Arc<Mutex<crate::engine::fake::FakeLog>>);
+    impl crate::monitor::MemoryProbe for LessOnceLoaded {
+        fn sample(&mut self, now: crate::job::Millis) -> crate::monitor::MemorySnapshot {
+            let loaded = !self.0.lock().unwrap().loads.is_empty();
+            let mut s = memory(16 << 30, if loaded { 7 << 29 } else { 6 << 30 });
+            s.at = now;
+            s
+        }
+    }
+    w.probe = Box::new(LessOnceLoaded(log.clone()));
+    // Each job is a batch of its own (B = 1): the next one finds the context in place.
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 0 });
+    for id in ids {
+        assert_eq!(
+            store.job(id).unwrap().unwrap().state.kind(),
+            StateKind::Succeeded
+        );
+        assert!(
+            !store
+                .events(id)
+                .unwrap()
+                .iter()
+                .any(|e| e.reason.contains("waiting for memory")),
+            "{:?}",
+            store.events(id).unwrap()
+        );
+    }
+    assert_eq!(log.lock().unwrap().loads.len(), 1);
+}
