@@ -150,7 +150,59 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Every number within what the worker can use: a value past it would overflow a
+    /// computation (seconds to milliseconds, MiB to bytes) or make no sense (no sequence, a
+    /// share over the whole). The first one out of range, named with its range.
+    pub fn check(&self) -> Result<(), String> {
+        fn within<T: PartialOrd + std::fmt::Display>(
+            key: &str,
+            v: T,
+            lo: T,
+            hi: T,
+        ) -> Result<(), String> {
+            if v >= lo && v <= hi {
+                Ok(())
+            } else {
+                Err(format!("{key} = {v} is out of range ({lo} to {hi})"))
+            }
+        }
+        const MIB_MAX: u64 = 1 << 30; // a petabyte, in MiB
+        const DAY: u64 = 86_400;
+        within("n_ctx", self.n_ctx, 1, 1 << 24)?;
+        within("parallel", self.parallel, 1, 256)?;
+        within("threads", self.threads, 0, 4096)?;
+        within("max_attempts", self.max_attempts, 1, 1000)?;
+        within("chunk_timeout_secs", self.chunk_timeout_secs, 1, 7 * DAY)?;
+        within("max_file_bytes", self.max_file_bytes, 1, 1 << 40)?;
+        within("store_cache_mb", self.store_cache_mb, 0, MIB_MAX)?;
+        within("model_budget_mb", self.model_budget_mb, 0, MIB_MAX)?;
+        within("max_models", self.max_models, 1, 64)?;
+        within("keep_alive_secs", self.keep_alive_secs, 0, 365 * DAY)?;
+        within("memory_reserve_mb", self.memory_reserve_mb, 0, MIB_MAX)?;
+        within("memory_warn_percent", self.memory_warn_percent, 1.0, 100.0)?;
+        within(
+            "memory_critical_percent",
+            self.memory_critical_percent,
+            self.memory_warn_percent,
+            100.0,
+        )?;
+        within(
+            "history_sample_secs",
+            self.history_sample_secs,
+            0.05,
+            3600.0,
+        )?;
+        within("history_full_hours", self.history_full_hours, 1, 24 * 365)?;
+        within("history_keep_days", self.history_keep_days, 1, 3650)?;
+        within("adapt_interval_secs", self.adapt_interval_secs, 0.1, 3600.0)?;
+        within("memory_model_share", self.memory_model_share, 0.01, 1.0)?;
+        within("memory_buffer_share", self.memory_buffer_share, 0.01, 1.0)?;
+        Ok(())
     }
 
     /// `QWEN3Q_MODEL`, `QWEN3Q_N_CTX`, `QWEN3Q_PARALLEL`, `QWEN3Q_THREADS` override the file.
@@ -270,6 +322,31 @@ mod tests {
         assert_eq!(c.n_ctx, 2048);
         assert_eq!(c.max_attempts, 3);
         assert_eq!(c.models["gemma"].template.as_deref(), Some("gemma"));
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_refused_naming_the_key_and_range() {
+        for (text, key) in [
+            ("n_ctx = 0", "n_ctx = 0 is out of range (1 to 16777216)"),
+            ("keep_alive_secs = 18446744073709551615", "keep_alive_secs"),
+            (
+                "history_full_hours = 9999999999999999",
+                "history_full_hours",
+            ),
+            ("history_keep_days = 9999999999999999", "history_keep_days"),
+            ("model_budget_mb = 18446744073709551615", "model_budget_mb"),
+            ("memory_reserve_mb = 18014398509481984", "memory_reserve_mb"),
+            ("store_cache_mb = 18014398509481984", "store_cache_mb"),
+            ("history_sample_secs = nan", "history_sample_secs = NaN"),
+            ("adapt_interval_secs = inf", "adapt_interval_secs"),
+            ("memory_model_share = 7.0", "memory_model_share"),
+            ("memory_warn_percent = 95.0", "memory_critical_percent = 90"),
+            ("parallel = 0", "parallel"),
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        Config::default().check().unwrap();
     }
 
     #[test]

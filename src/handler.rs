@@ -82,24 +82,22 @@ fn cancel_one(
     worker: Option<&WorkerHooks>,
     now: u64,
 ) -> Result<TransitionOutcome, StoreError> {
-    let running = store.job(id)?.map(|j| j.state.kind()) == Some(StateKind::Running);
-    match worker {
-        Some(w) if running => {
-            w.signals.request_cancel(id);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                match store.job(id)?.map(|j| j.state.kind()) {
-                    Some(StateKind::Running) => std::thread::sleep(Duration::from_millis(20)),
-                    Some(StateKind::Cancelled) => return Ok(TransitionOutcome::Done),
-                    Some(other) => return Ok(TransitionOutcome::Refused(other)),
-                    None => return Ok(TransitionOutcome::NotFound),
-                }
-            }
-            Ok(TransitionOutcome::Refused(StateKind::Running))
+    let outcome = store.person_cancel(id, now, worker.is_some())?;
+    let (TransitionOutcome::Refused(StateKind::Running), Some(w)) = (&outcome, worker) else {
+        // Done, or not possible; with no worker a Running job is left over and cancelled here.
+        return Ok(outcome);
+    };
+    w.signals.request_cancel(id);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        match store.job(id)?.map(|j| j.state.kind()) {
+            Some(StateKind::Running) => std::thread::sleep(Duration::from_millis(20)),
+            Some(StateKind::Cancelled) => return Ok(TransitionOutcome::Done),
+            Some(other) => return Ok(TransitionOutcome::Refused(other)),
+            None => return Ok(TransitionOutcome::NotFound),
         }
-        // No worker: a Running job is left over from one that died; cancel it directly.
-        _ => store.cancel(id, now),
     }
+    Ok(TransitionOutcome::Refused(StateKind::Running))
 }
 
 fn handle_inner(
@@ -187,7 +185,7 @@ fn handle_inner(
             }
             let mut outcomes = Vec::new();
             for id in ids {
-                outcomes.push((id, store.retry(id, now)?));
+                outcomes.push((id, store.retry(id, now, worker.is_some())?));
             }
             wake();
             Response::Transitions { outcomes, missing }

@@ -12,4 +12,5 @@ mod governance;
 mod migrations;
 mod registry;
 mod socket;
+mod steering;
 mod structured;

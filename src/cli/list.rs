@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use super::args::ListArgs;
 use super::output::{ago, error_of, job_json};
-use super::{code, fail, parse_duration, Coded, Ctx};
+use super::{code, fail, millis, parse_duration, Coded, Ctx};
 use qwen3q::job::{JobState, StateKind};
 use qwen3q::protocol::{JobView, Request, Response};
 use qwen3q::queue::JobFilter;
@@ -20,7 +20,7 @@ pub fn run(ctx: &Ctx, a: ListArgs) -> Result<i32> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let since = match &a.since {
-        Some(s) => Some(qwen3q::now_ms().saturating_sub(parse_duration(s)?.as_millis() as u64)),
+        Some(s) => Some(qwen3q::now_ms().saturating_sub(millis(parse_duration(s)?))),
         None => None,
     };
     let filter = JobFilter {
@@ -75,7 +75,7 @@ pub fn run(ctx: &Ctx, a: ListArgs) -> Result<i32> {
             j.state.kind().as_str(),
             j.spec.task.name(),
             ago(j.updated, now),
-            j.spec.custom_id,
+            qwen3q::job::printable(&j.spec.custom_id),
             detail
         );
     }

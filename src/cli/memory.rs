@@ -5,7 +5,7 @@ use anyhow::Result;
 
 use super::args::MemoryArgs;
 use super::output::human_bytes;
-use super::{code, fail, parse_duration, Ctx};
+use super::{code, fail, millis, parse_duration, Ctx};
 use qwen3q::monitor::history::{
     recommendations, sparkline, trend, wait_advice, waits_by_model, Sample,
 };
@@ -40,7 +40,7 @@ pub fn run(ctx: &Ctx, a: MemoryArgs) -> Result<i32> {
     let now = qwen3q::now_ms();
     let snap = SystemProbe::new(None).sample(now);
     let budget = ctx.budget(snap.effective_total());
-    let since = now.saturating_sub(window.as_millis() as u64);
+    let since = now.saturating_sub(millis(window));
     let samples = match ctx.call(Request::MemoryHistory { since })? {
         Response::History(s) => s,
         other => return fail(code::FAILURE, format!("unexpected answer: {other:?}")),
@@ -64,7 +64,7 @@ pub fn run(ctx: &Ctx, a: MemoryArgs) -> Result<i32> {
             "current": snap,
             "pressure": level,
             "reserve": budget.reserve,
-            "window_ms": window.as_millis() as u64,
+            "window_ms": millis(window),
             "samples": samples.len(),
             "trend": t,
             "sparkline": spark,

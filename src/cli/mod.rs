@@ -30,6 +30,8 @@ use qwen3q::queue::OpenOptions;
 pub mod code {
     /// Something failed (store, worker, I/O).
     pub const FAILURE: i32 = 1;
+    /// A bad command line (clap's code too).
+    pub const USAGE: i32 = 2;
     /// Bad input: a path, a document, a model, a batch line was refused.
     pub const BAD_INPUT: i32 = 3;
     /// Another worker runs, or the store is busy.
@@ -141,30 +143,40 @@ impl Ctx {
     }
 }
 
-/// Parse `45s`, `30m`, `12h`, `7d`, `2w` (a bare number is seconds).
+/// The longest duration a command line may give: a century. Anything longer is a typo, and
+/// in milliseconds from now it would not fit the clock's type.
+const LONGEST: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Parse `45s`, `30m`, `12h`, `7d`, `2w` (a bare number is seconds), at most a century. A bad
+/// one is a bad command line (exit 2).
 pub fn parse_duration(s: &str) -> Result<Duration> {
     let s = s.trim();
+    let bad = |why: &str| fail(code::USAGE, format!("bad duration {s:?}: {why}"));
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| {
-        Coded(
-            code::BAD_INPUT,
-            format!("bad duration {s:?} (e.g. 30m, 12h, 7d)"),
-        )
-    })?;
+    let Ok(n) = num.parse::<u64>() else {
+        return if num.is_empty() {
+            bad("a number first (e.g. 30m, 12h, 7d)")
+        } else {
+            bad("longer than a century")
+        };
+    };
     let secs = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
         "w" => 7 * 86_400,
-        _ => {
-            return fail(
-                code::BAD_INPUT,
-                format!("bad duration {s:?} (units: s, m, h, d, w)"),
-            )
-        }
+        _ => return bad("units are s, m, h, d, w"),
     };
-    Ok(Duration::from_secs(n * secs))
+    match n.checked_mul(secs).map(Duration::from_secs) {
+        Some(d) if d <= LONGEST => Ok(d),
+        _ => bad("longer than a century"),
+    }
+}
+
+/// Milliseconds of a duration from [`parse_duration`] (at most a century: they fit).
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 pub fn run(cli: Cli) -> Result<i32> {
@@ -201,5 +213,22 @@ mod tests {
         assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
         assert!(parse_duration("7y").is_err());
         assert!(parse_duration("d").is_err());
+        // Overflow is refused, not wrapped: a huge duration must not become a small one.
+        for huge in [
+            "99999999999999999w",
+            "18446744073709551615s",
+            "18446744073709551616",
+            "3000000000000000d",
+            "5300w",
+        ] {
+            let e = parse_duration(huge).unwrap_err();
+            let coded = e.downcast_ref::<Coded>().expect("coded");
+            assert_eq!(coded.0, code::USAGE, "{huge}: {coded}");
+            assert!(coded.1.contains("century"), "{coded}");
+        }
+        assert_eq!(
+            parse_duration("5200w").unwrap(),
+            Duration::from_secs(5200 * 7 * 86_400)
+        );
     }
 }

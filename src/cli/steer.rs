@@ -3,7 +3,8 @@
 use anyhow::Result;
 
 use super::args::{PruneArgs, RetryArgs};
-use super::{code, fail, parse_duration, Ctx};
+use super::{code, fail, millis, parse_duration, Ctx};
+use qwen3q::job::StateKind;
 use qwen3q::protocol::{Request, Response, Selector};
 use qwen3q::queue::TransitionOutcome;
 
@@ -15,6 +16,13 @@ fn report(response: Response, verb: &str) -> Result<i32> {
         match o {
             TransitionOutcome::Done => println!("{verb} #{id}"),
             TransitionOutcome::Unchanged(s) => println!("#{id} is already {s}"),
+            TransitionOutcome::Refused(StateKind::Running) if verb == "cancelled" => eprintln!(
+                "qwen3q: #{id} is still running: the worker did not stop it within 15 s; try again"
+            ),
+            TransitionOutcome::Refused(StateKind::Running) => eprintln!(
+                "qwen3q: #{id} is running and cannot be {verb} now: the worker owns it (cancel it \
+                 first with `qwen3q cancel {id}`, or wait for it to end)"
+            ),
             TransitionOutcome::Refused(s) => eprintln!("qwen3q: #{id} is {s} and cannot be {verb}"),
             TransitionOutcome::NotFound => eprintln!("qwen3q: no job #{id}"),
         }
@@ -73,7 +81,7 @@ pub fn pause(ctx: &Ctx, paused: bool) -> Result<i32> {
 
 pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<i32> {
     let age = parse_duration(&a.older_than)?;
-    let before = qwen3q::now_ms().saturating_sub(age.as_millis() as u64);
+    let before = qwen3q::now_ms().saturating_sub(millis(age));
     match ctx.call(Request::Prune { before })? {
         Response::Pruned(n) => {
             println!("pruned {n} finished jobs");

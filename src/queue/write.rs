@@ -605,27 +605,44 @@ impl Store {
         Ok(running)
     }
 
-    /// A person's cancel. Queued, Failed and Running jobs can be cancelled.
+    /// The worker cancels a job it runs (a person asked it to).
     pub fn cancel(&self, id: JobId, now: Millis) -> Result<TransitionOutcome> {
-        self.person_moves(id, StateKind::Cancelled, now, |_| JobState::Cancelled {
-            at: now,
+        self.person_moves(id, StateKind::Cancelled, now, false, |_| {
+            JobState::Cancelled { at: now }
+        })
+    }
+
+    /// A person's cancel: Queued and Failed jobs, and Running ones when no worker runs (left
+    /// over from one that died). While a worker runs, it owns its Running jobs: `Refused`
+    /// (Running), and the cancel goes through the worker.
+    pub fn person_cancel(
+        &self,
+        id: JobId,
+        now: Millis,
+        worker_runs: bool,
+    ) -> Result<TransitionOutcome> {
+        self.person_moves(id, StateKind::Cancelled, now, worker_runs, |_| {
+            JobState::Cancelled { at: now }
         })
     }
 
     /// A person's retry: Failed, Dead, Cancelled or Succeeded jobs are queued again with their
-    /// attempts reset.
-    pub fn retry(&self, id: JobId, now: Millis) -> Result<TransitionOutcome> {
-        self.person_moves(id, StateKind::Queued, now, |job| {
+    /// attempts reset; a Running one only when no worker runs (it is left over).
+    pub fn retry(&self, id: JobId, now: Millis, worker_runs: bool) -> Result<TransitionOutcome> {
+        self.person_moves(id, StateKind::Queued, now, worker_runs, |job| {
             job.attempts = 0;
             JobState::Queued
         })
     }
 
+    /// A transition a person asked for, decided in one transaction with the state it starts
+    /// from: never from Running while a worker runs (`worker_runs`), whose job it is.
     fn person_moves(
         &self,
         id: JobId,
         to: StateKind,
         now: Millis,
+        worker_runs: bool,
         next: impl Fn(&mut Job) -> JobState,
     ) -> Result<TransitionOutcome> {
         let outcome = self.transact(|tx| {
@@ -636,7 +653,7 @@ impl Store {
             if from == to {
                 return Ok(TransitionOutcome::Unchanged(from));
             }
-            if !job.state.can_become(to) {
+            if !job.state.can_become(to) || (worker_runs && from == StateKind::Running) {
                 return Ok(TransitionOutcome::Refused(from));
             }
             let state = next(&mut job);
@@ -752,6 +769,35 @@ mod tests {
             store.job(a.id).unwrap().unwrap().state.kind(),
             StateKind::Running
         );
+    }
+
+    #[test]
+    fn a_custom_id_finds_only_its_own_jobs() {
+        // Ids written before ids were checked may hold a NUL: "a" must not find "a\0…"'s job
+        // (its key's bytes after "a\0" used to be read as a job number).
+        let (_d, store) = temp_store();
+        let items: Vec<NewJob> = ["a", "a\0\0\0\0\0\0\0\0\u{1}x", "ab"]
+            .iter()
+            .map(|n| NewJob {
+                spec: spec(n),
+                text: format!("text {n:?}"),
+            })
+            .collect();
+        let out = store.enqueue(&items, false, 1).unwrap();
+        let ids: Vec<JobId> = out
+            .iter()
+            .map(|o| match o {
+                EnqueueOutcome::Queued(id) => *id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(store.find_custom_id("a").unwrap(), vec![ids[0]]);
+        assert_eq!(store.find_custom_id("ab").unwrap(), vec![ids[2]]);
+        assert_eq!(
+            store.find_custom_id("a\0\0\0\0\0\0\0\0\u{1}x").unwrap(),
+            vec![ids[1]]
+        );
+        assert!(store.find_custom_id("a\0").unwrap().is_empty());
     }
 
     #[test]

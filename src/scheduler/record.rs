@@ -25,6 +25,20 @@ fn jitter(id: JobId, now: Millis) -> f64 {
     (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// A store write about a job that is no longer the worker's to write (a person moved it
+/// meanwhile: the store refuses the transition) is logged and skipped: the job's new state
+/// stands, and the worker goes on. Any other store error stops the worker.
+fn unless_moved<T>(id: JobId, r: Result<T, StoreError>) -> Result<Option<T>, StoreError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e @ StoreError::IllegalTransition { .. }) => {
+            tracing::warn!(job = %id, "not recorded: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl Worker {
     /// A claimed job that never joined the batch stops (it has no steps to abort).
     pub(super) fn fail_claimed(&mut self, job: Job, stop: Stop) -> Result<(), StoreError> {
@@ -46,7 +60,12 @@ impl Worker {
         match ended {
             Ok(Ended::Chunk(chunk, output)) => {
                 let (now, lease) = ((self.now)(), self.lease_ms());
-                self.store.save_checkpoint(id, chunk, &output, now, lease)?;
+                let saved = self.store.save_checkpoint(id, chunk, &output, now, lease);
+                if unless_moved(id, saved)?.is_none() {
+                    let run = b.runs.remove(i);
+                    self.abort_steps(b, run.job.id);
+                    return Ok(());
+                }
             }
             Ok(Ended::Reduce) => {}
             Err(e) => {
@@ -80,7 +99,9 @@ impl Worker {
     ) -> Result<(), StoreError> {
         let now = (self.now)();
         result.finished = now;
-        self.store.complete(run.job.id, &result, now)?;
+        if unless_moved(run.job.id, self.store.complete(run.job.id, &result, now))?.is_none() {
+            return Ok(());
+        }
         tracing::info!(job = %run.job.id, "succeeded");
         self.status.lock().unwrap().finished += 1;
         Ok(())
@@ -110,16 +131,17 @@ impl Worker {
         let now = (self.now)();
         let e = match stop {
             Stop::Engine(EngineError::Interrupted(Interrupt::Shutdown)) => {
-                self.store.release(
+                let released = self.store.release(
                     id,
                     now,
                     "worker shutting down; resumes after its last finished chunk",
-                )?;
+                );
+                unless_moved(id, released)?;
                 tracing::info!(job = %id, "released for shutdown");
                 return Ok(());
             }
             Stop::Engine(EngineError::Interrupted(Interrupt::Cancelled)) => {
-                self.store.cancel(id, now)?;
+                unless_moved(id, self.store.cancel(id, now))?;
                 self.signals.forget_cancel(id);
                 tracing::info!(job = %id, "cancelled");
                 self.status.lock().unwrap().finished += 1;
@@ -133,12 +155,13 @@ impl Worker {
             Stop::Engine(e) => e,
         };
         let msg = e.to_string();
-        match self
+        let failed = self
             .store
-            .fail(id, &msg, e.is_permanent(), now, jitter(id, now))?
-        {
-            JobState::Dead { .. } => tracing::warn!(job = %id, "dead: {msg}"),
-            _ => tracing::warn!(job = %id, "failed, will retry: {msg}"),
+            .fail(id, &msg, e.is_permanent(), now, jitter(id, now));
+        match unless_moved(id, failed)? {
+            Some(JobState::Dead { .. }) => tracing::warn!(job = %id, "dead: {msg}"),
+            Some(_) => tracing::warn!(job = %id, "failed, will retry: {msg}"),
+            None => return Ok(()),
         }
         self.status.lock().unwrap().finished += 1;
         Ok(())

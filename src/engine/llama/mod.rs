@@ -262,7 +262,10 @@ impl Engine for LlamaEngine {
         let n_batch = self.settings.n_batch.max(1);
         if self.cache.current().map(|(r, _)| r) != Some(model_ref) {
             // Free the old context before anything else: the next model may need its memory.
+            // The old model is no longer the current one either, even if this load fails (a
+            // current model without a context would leave the worker no slot to claim into).
             self.drop_session();
+            self.cache.release_current(now);
             let (header, facts) = facts_of(model_ref)?;
             let n_ctx = (shape.n_ctx as u64).min(facts.context_length.unwrap_or(u64::MAX));
             let predicted = facts
