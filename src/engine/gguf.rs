@@ -44,13 +44,18 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
+    /// Elements: the product of the dimensions (checked when the header is read: a header
+    /// whose products overflow is refused, so this saturates only on a hand-made value).
     pub fn elements(&self) -> u64 {
-        self.dims.iter().product()
+        self.checked_elements().unwrap_or(u64::MAX)
     }
-    /// Bytes of data, when the type is known.
+    fn checked_elements(&self) -> Option<u64> {
+        self.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d))
+    }
+    /// Bytes of data, when the type is known (and the size fits in a u64).
     pub fn bytes(&self) -> Option<u64> {
         let (block, size) = type_block(self.ggml_type)?;
-        Some(self.elements().div_ceil(block) * size)
+        self.checked_elements()?.div_ceil(block).checked_mul(size)
     }
 }
 
@@ -82,13 +87,20 @@ impl Header {
     pub fn required_size(&self) -> Option<u64> {
         let mut end = self.data_offset;
         for t in &self.tensors {
-            end = end.max(self.data_offset + t.offset + t.bytes()?);
+            let t_end = self
+                .data_offset
+                .checked_add(t.offset)?
+                .checked_add(t.bytes()?)?;
+            end = end.max(t_end);
         }
         Some(end)
     }
     /// Bytes of all tensors (the weights).
     pub fn weight_bytes(&self) -> u64 {
-        self.tensors.iter().filter_map(TensorInfo::bytes).sum()
+        self.tensors
+            .iter()
+            .filter_map(TensorInfo::bytes)
+            .fold(0, u64::saturating_add)
     }
 }
 
@@ -166,7 +178,8 @@ impl Header {
             .unwrap_or_else(|| {
                 let mut by_type: BTreeMap<u32, u64> = BTreeMap::new();
                 for t in &self.tensors {
-                    *by_type.entry(t.ggml_type).or_default() += t.elements();
+                    let n = by_type.entry(t.ggml_type).or_default();
+                    *n = n.saturating_add(t.elements());
                 }
                 let top = by_type.into_iter().max_by_key(|(_, n)| *n).map(|(t, _)| t);
                 top.map(type_name).unwrap_or("unknown").to_string()
@@ -187,7 +200,11 @@ impl Header {
                 .and_then(Value::as_str)
                 .map(str::to_string),
             architecture: arch,
-            parameters: self.tensors.iter().map(TensorInfo::elements).sum(),
+            parameters: self
+                .tensors
+                .iter()
+                .map(TensorInfo::elements)
+                .fold(0, u64::saturating_add),
             quantization,
             file_bytes,
             weight_bytes: self.weight_bytes(),
@@ -285,9 +302,19 @@ pub fn type_name(t: u32) -> &'static str {
 const MAX_STRING: u64 = 64 << 20;
 const MAX_COUNT: u64 = 1 << 24;
 const ARRAY_HEAD: u64 = 8;
+/// Arrays inside arrays: GGUF allows them, real models use none (llama.cpp refuses them), and
+/// each level is a frame of recursion: a file nesting them deeply must not exhaust the stack.
+const MAX_DEPTH: u32 = 4;
+/// Metadata kept in memory (strings and array heads): real headers keep a few hundred KB (the
+/// token lists are skipped); a file claiming more is damaged or hostile.
+const MAX_KEPT: u64 = 64 << 20;
+/// Largest data alignment accepted (llama.cpp's default is 32; it must be a power of two).
+const MAX_ALIGNMENT: u64 = 1 << 20;
 
 struct R<T> {
     inner: T,
+    /// Bytes of metadata kept so far (see [`MAX_KEPT`]).
+    kept: u64,
 }
 
 impl<T: Read + Seek> R<T> {
@@ -316,8 +343,19 @@ impl<T: Read + Seek> R<T> {
         if len > MAX_STRING {
             return Err(GgufError::Damaged(format!("string of {len} bytes")));
         }
-        let mut buf = vec![0u8; len as usize];
-        self.inner.read_exact(&mut buf).map_err(eof)?;
+        self.kept = self.kept.saturating_add(len);
+        if self.kept > MAX_KEPT {
+            return Err(GgufError::Damaged(format!(
+                "over {} MiB of metadata",
+                MAX_KEPT >> 20
+            )));
+        }
+        // Read what is there rather than allocate what the header claims first.
+        let mut buf = Vec::new();
+        (&mut self.inner).take(len).read_to_end(&mut buf)?;
+        if (buf.len() as u64) < len {
+            return Err(GgufError::Damaged("the header ends early".into()));
+        }
         Ok(String::from_utf8_lossy(&buf).into_owned())
     }
     fn skip_string(&mut self) -> Result<(), GgufError> {
@@ -333,7 +371,7 @@ impl<T: Read + Seek> R<T> {
         }
         Ok(())
     }
-    fn value(&mut self, ty: u32, keep: bool) -> Result<Value, GgufError> {
+    fn value(&mut self, ty: u32, keep: bool, depth: u32) -> Result<Value, GgufError> {
         Ok(match ty {
             0 => Value::UInt(u8::from_le_bytes(self.bytes()?) as u64),
             1 => Value::Int(i8::from_le_bytes(self.bytes()?) as i64),
@@ -349,11 +387,16 @@ impl<T: Read + Seek> R<T> {
                 Value::Str(String::new())
             }
             9 => {
+                if depth >= MAX_DEPTH {
+                    return Err(GgufError::Damaged(format!(
+                        "arrays nested over {MAX_DEPTH} deep"
+                    )));
+                }
                 let item_ty = self.u32()?;
                 let len = self.count("array")?;
                 let mut head = Vec::new();
                 for i in 0..len {
-                    let v = self.value(item_ty, keep && i < ARRAY_HEAD)?;
+                    let v = self.value(item_ty, keep && i < ARRAY_HEAD, depth + 1)?;
                     if i < ARRAY_HEAD {
                         head.push(v);
                     }
@@ -378,7 +421,7 @@ fn eof(e: std::io::Error) -> GgufError {
 
 /// Parse the header from a reader positioned at the start of the file.
 pub fn read_header<T: Read + Seek>(inner: T) -> Result<Header, GgufError> {
-    let mut r = R { inner };
+    let mut r = R { inner, kept: 0 };
     let magic: [u8; 4] = r.bytes().map_err(|_| GgufError::NotGguf)?;
     if &magic != b"GGUF" {
         return Err(GgufError::NotGguf);
@@ -393,7 +436,7 @@ pub fn read_header<T: Read + Seek>(inner: T) -> Result<Header, GgufError> {
     for _ in 0..n_kv {
         let key = r.string()?;
         let ty = r.u32()?;
-        let value = r.value(ty, true)?;
+        let value = r.value(ty, true, 0)?;
         metadata.insert(key, value);
     }
     let mut tensors = Vec::with_capacity(n_tensors.min(65_536) as usize);
@@ -410,26 +453,63 @@ pub fn read_header<T: Read + Seek>(inner: T) -> Result<Header, GgufError> {
             .collect::<Result<Vec<_>, _>>()?;
         let ggml_type = r.u32()?;
         let offset = r.u64()?;
-        tensors.push(TensorInfo {
+        let tensor = TensorInfo {
             name,
             dims,
             ggml_type,
             offset,
-        });
+        };
+        if tensor.checked_elements().is_none() {
+            return Err(GgufError::Damaged(format!(
+                "tensor {}'s dimensions {:?} overflow",
+                tensor.name, tensor.dims
+            )));
+        }
+        tensors.push(tensor);
     }
-    let alignment = metadata
-        .get("general.alignment")
-        .and_then(Value::as_u64)
-        .filter(|a| *a > 0)
-        .unwrap_or(32);
+    let alignment = match metadata.get("general.alignment") {
+        None => 32,
+        Some(v) => match v.as_u64() {
+            Some(a) if a.is_power_of_two() && a <= MAX_ALIGNMENT => a,
+            _ => {
+                return Err(GgufError::Damaged(format!(
+                    "alignment {v:?} is not a power of two up to {MAX_ALIGNMENT}"
+                )))
+            }
+        },
+    };
     let pos = r.inner.stream_position()?;
-    let data_offset = pos.div_ceil(alignment) * alignment;
-    Ok(Header {
+    let data_offset = pos
+        .checked_next_multiple_of(alignment)
+        .ok_or_else(|| GgufError::Damaged("the data section starts past the end".into()))?;
+    let header = Header {
         version,
         metadata,
         tensors,
         data_offset,
-    })
+    };
+    // Every tensor's end, and the sum of all elements, must be numbers: a table whose sizes
+    // overflow "holds" anything in a few bytes.
+    let mut parameters = 0u64;
+    for t in &header.tensors {
+        parameters = parameters
+            .checked_add(t.elements())
+            .ok_or_else(|| GgufError::Damaged("the tensors' element count overflows".into()))?;
+        let Some(start) = data_offset.checked_add(t.offset) else {
+            return Err(GgufError::Damaged(format!(
+                "tensor {}'s offset {} overflows",
+                t.name, t.offset
+            )));
+        };
+        let known_type = type_block(t.ggml_type).is_some();
+        if known_type && t.bytes().and_then(|b| start.checked_add(b)).is_none() {
+            return Err(GgufError::Damaged(format!(
+                "tensor {} ends past any file size",
+                t.name
+            )));
+        }
+    }
+    Ok(header)
 }
 
 /// Read and check a GGUF file: a real header, at least one tensor, and long enough for every
@@ -528,6 +608,92 @@ mod tests {
         huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(matches!(
             read_header(Cursor::new(huge)),
+            Err(GgufError::Damaged(_))
+        ));
+    }
+
+    /// A header with one key whose value is `depth` arrays nested, each of one item, around a
+    /// u8.
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+        s(&mut b, "deep");
+        b.extend(9u32.to_le_bytes());
+        for level in 0..depth {
+            let inner = if level + 1 == depth { 0u32 } else { 9u32 };
+            b.extend(inner.to_le_bytes());
+            b.extend(1u64.to_le_bytes());
+        }
+        b.push(7);
+        b
+    }
+
+    #[test]
+    fn deeply_nested_arrays_are_damage_not_a_stack_overflow() {
+        // Shallow nesting reads; a hundred thousand levels (which recursed off the stack) and
+        // anything past the cap are refused.
+        assert!(read_header(Cursor::new(nested(2))).is_ok());
+        for depth in [MAX_DEPTH as usize + 1, 100_000] {
+            match read_header(Cursor::new(nested(depth))) {
+                Err(GgufError::Damaged(why)) => assert!(why.contains("nested"), "{why}"),
+                other => panic!("{depth}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_that_overflow_are_damage_not_wrapped_numbers() {
+        // A 2^32 × 2^32 × 3 tensor: its element count overflows (it used to report 0).
+        let mut b = tiny(true);
+        let at = b.windows(2).position(|w| w == b"w\x01").unwrap() + 1;
+        let mut three = b[..at].to_vec();
+        three.extend(3u32.to_le_bytes());
+        three.extend((1u64 << 32).to_le_bytes());
+        three.extend((1u64 << 32).to_le_bytes());
+        three.extend(3u64.to_le_bytes());
+        three.extend(0u32.to_le_bytes());
+        three.extend(0u64.to_le_bytes());
+        match read_header(Cursor::new(three)) {
+            Err(GgufError::Damaged(why)) => assert!(why.contains("overflow"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // An offset near 2^64: data start + offset + size wrapped to a small number, so a file
+        // of a few hundred bytes "held" the tensor.
+        // The offset field ends the table: n_dims, one dim, type, offset.
+        let table_end = at + 4 + 8 + 4 + 8;
+        b[table_end - 8..table_end].copy_from_slice(&(u64::MAX - 16).to_le_bytes());
+        match read_header(Cursor::new(b.clone())) {
+            Err(GgufError::Damaged(why)) => assert!(why.contains("overflows"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // An alignment that is no power of two, or so large the data would start past 2^64.
+        for align in [0u64, 3, 1 << 40, u64::MAX] {
+            let mut bytes = b"GGUF".to_vec();
+            bytes.extend(3u32.to_le_bytes());
+            bytes.extend(0u64.to_le_bytes());
+            bytes.extend(1u64.to_le_bytes());
+            s(&mut bytes, "general.alignment");
+            bytes.extend(10u32.to_le_bytes());
+            bytes.extend(align.to_le_bytes());
+            assert!(
+                matches!(read_header(Cursor::new(bytes)), Err(GgufError::Damaged(_))),
+                "alignment {align}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_header_claiming_huge_strings_allocates_only_what_is_there() {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+        b.extend((MAX_STRING).to_le_bytes());
+        b.extend(b"short");
+        assert!(matches!(
+            read_header(Cursor::new(b)),
             Err(GgufError::Damaged(_))
         ));
     }

@@ -25,7 +25,13 @@ fn swa_pattern(architecture: &str) -> Option<u64> {
 }
 
 fn pad(n: u64, to: u64) -> u64 {
-    n.div_ceil(to) * to
+    n.div_ceil(to).saturating_mul(to)
+}
+
+/// A product of header numbers (a hostile header's overflow saturates: such a model "needs"
+/// more than any machine has, and the gate says so).
+fn product(factors: &[u64]) -> u64 {
+    factors.iter().fold(1u64, |a, &f| a.saturating_mul(f))
 }
 
 /// A prediction, in bytes.
@@ -38,7 +44,9 @@ pub struct Prediction {
 
 impl Prediction {
     pub fn total(&self) -> u64 {
-        self.weights + self.kv_cache + self.compute
+        self.weights
+            .saturating_add(self.kv_cache)
+            .saturating_add(self.compute)
     }
 }
 
@@ -50,20 +58,24 @@ impl ModelFacts {
         else {
             return 0;
         };
-        let per_cell_layer = kv_heads * head * 2 * 2;
+        let per_cell_layer = product(&[kv_heads, head, 2, 2]);
         let full_cells = pad(n_ctx, 256);
         let (swa_layers, swa_cells) = match (self.sliding_window, swa_pattern(&self.architecture)) {
             (Some(window), Some(pattern)) if window > 0 => {
-                let swa_layers = (0..layers).filter(|il| il % pattern < pattern - 1).count() as u64;
+                // Of layers 0, 1, …, every pattern-th (il % pattern == pattern - 1) is a full
+                // one: layers / pattern of them.
+                let swa_layers = layers - layers / pattern;
                 (
                     swa_layers,
-                    pad((window + n_ubatch).min(n_ctx), 256).min(full_cells),
+                    pad(window.saturating_add(n_ubatch).min(n_ctx), 256).min(full_cells),
                 )
             }
             _ => (0, 0),
         };
         let full_layers = layers - swa_layers;
-        n_seq * per_cell_layer * (full_layers * full_cells + swa_layers * swa_cells)
+        let cells =
+            product(&[full_layers, full_cells]).saturating_add(product(&[swa_layers, swa_cells]));
+        product(&[n_seq, per_cell_layer, cells])
     }
 
     /// Bytes of llama.cpp's compute buffer for ubatches of `n_ubatch` tokens.
@@ -71,17 +83,17 @@ impl ModelFacts {
         let vocab = self.vocab_size.unwrap_or(0);
         let embd = self.embedding.unwrap_or(0);
         // Logits of the ubatch, plus a few activation rows per token.
-        n_ubatch * vocab * 4 + n_ubatch * embd * 4 * 8
+        product(&[n_ubatch, vocab, 4]).saturating_add(product(&[n_ubatch, embd, 4, 8]))
     }
 
     /// What `n_seq` sequences of `n_ctx` tokens need. The compute part includes the output
     /// buffer (one row of logits per sequence).
     pub fn predict(&self, n_ctx: u64, n_seq: u64, n_ubatch: u64) -> Prediction {
-        let output = n_seq * self.vocab_size.unwrap_or(0) * 4;
+        let output = product(&[n_seq, self.vocab_size.unwrap_or(0), 4]);
         Prediction {
             weights: self.weight_bytes,
             kv_cache: self.kv_cache_bytes(n_ctx, n_ubatch, n_seq),
-            compute: self.compute_bytes(n_ubatch) + output,
+            compute: self.compute_bytes(n_ubatch).saturating_add(output),
         }
     }
 }
@@ -126,5 +138,19 @@ mod tests {
         let g = gemma();
         let c = g.compute_bytes(512);
         assert!((512 * 262_144 * 4..540 * 1024 * 1024).contains(&c), "{c}");
+    }
+
+    #[test]
+    fn a_hostile_header_saturates_the_prediction_at_once() {
+        // Numbers a damaged or hostile header may hold: no overflow, no loop over 2^64 layers,
+        // and a need no machine has (the gate then says so).
+        let mut g = gemma();
+        g.layers = Some(u64::MAX);
+        g.kv_heads = Some(u64::MAX / 3);
+        g.vocab_size = Some(u64::MAX);
+        g.sliding_window = Some(u64::MAX);
+        // (A loop over the layers would not end: the test would hang.)
+        let p = g.predict(u64::MAX, u64::MAX, u64::MAX);
+        assert_eq!(p.total(), u64::MAX);
     }
 }

@@ -97,6 +97,8 @@ pub enum EngineError {
     BadModel { path: String, reason: String },
     #[error("llama.cpp could not load {path} (out of memory or unsupported model)")]
     LoadFailed { path: String },
+    #[error("llama.cpp refused {path} with memory enough for it (alone, at the smallest shape): an unsupported architecture or damaged tensors; the worker's log has llama.cpp's reason")]
+    Refused { path: String },
     #[error("llama.cpp could not create a context of {n_ctx} tokens (out of memory?)")]
     ContextFailed { n_ctx: u32 },
     #[error(

@@ -114,8 +114,9 @@ impl Worker {
         let candidates =
             std::iter::once(job.spec.model.clone()).chain(job.spec.fallback.iter().cloned());
         let mut last = None;
-        // Whether every model failed only because it cannot fit the budget even alone.
-        let mut never_fits = true;
+        // Whether waiting could help: some model failed for memory that may free up (not
+        // only because it cannot fit the budget even alone, or because llama.cpp refuses it).
+        let mut may_fit_later = false;
         for model in candidates {
             let mut shape = Shape {
                 n_ctx: b.n_ctx,
@@ -147,10 +148,18 @@ impl Worker {
                             evicted = true;
                             tracing::warn!("{e}; unloaded the other models");
                         } else {
-                            // Too big for the budget, or for the models' share, even alone.
-                            never_fits &= matches!(
+                            let e = match e {
+                                // The gate found room for it, alone at the smallest shape, and
+                                // llama.cpp still failed: memory is ruled out.
+                                EngineError::LoadFailed { path } => EngineError::Refused { path },
+                                e => e,
+                            };
+                            // Too big for the budget or the models' share even alone, or
+                            // refused by llama.cpp: waiting will not help.
+                            may_fit_later |= !matches!(
                                 e,
                                 EngineError::NoRoom { .. }
+                                    | EngineError::Refused { .. }
                                     | EngineError::OverShare {
                                         pool: super::admission::Pool::Models,
                                         ..
@@ -164,7 +173,7 @@ impl Worker {
                     Err(e) => {
                         // A fallback model that is gone or broken: the next one may do.
                         tracing::warn!(model = %model.name, "fallback model unusable: {e}");
-                        never_fits = false;
+                        may_fit_later = true;
                         last = Some(e);
                         break;
                     }
@@ -172,10 +181,10 @@ impl Worker {
             }
         }
         let e = last.expect("at least the job's own model was tried");
-        if never_fits {
-            Err(Ladder::Fail(e))
-        } else {
+        if may_fit_later {
             Err(Ladder::Wait(e))
+        } else {
+            Err(Ladder::Fail(e))
         }
     }
 

@@ -577,7 +577,7 @@ fn a_model_that_cannot_fit_falls_back_or_waits_and_never_fails_for_memory() {
     let store = Arc::new(store);
     let id = enqueue(&store, "w", "text", Task::Summarize, "m.gguf");
     let mut engine = FakeEngine::new(1000);
-    engine.fail_loads = 100;
+    engine.max_seqs_that_fit = Some(0);
     let w = worker(&store, engine, now, true, &Signals::default());
     // `--drain` does not end as if nothing were left: with every model unloaded the job was
     // tried once more, then the drain says it does not fit.
@@ -915,4 +915,37 @@ fn a_new_batch_at_the_shape_of_the_context_still_held_needs_no_more_memory() {
         );
     }
     assert_eq!(log.lock().unwrap().loads.len(), 1);
+}
+
+#[test]
+fn a_model_llama_cpp_refuses_with_memory_enough_fails_its_attempts_instead_of_waiting() {
+    let (_d, store) = temp_store();
+    let store = Arc::new(store);
+    let id = enqueue(&store, "w", "text", Task::Summarize, "m.gguf");
+    // Every load fails, though the gate finds plenty of memory at every shape.
+    let mut engine = FakeEngine::new(1000);
+    engine.fail_loads = 100;
+    let w = worker(&store, engine, now, true, &Signals::default());
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 1 });
+    let job = store.job(id).unwrap().unwrap();
+    match &job.state {
+        JobState::Failed { error, attempt, .. } => {
+            assert_eq!(*attempt, 1);
+            assert!(
+                error.contains("refused") && error.contains("memory enough"),
+                "{error}"
+            );
+        }
+        other => panic!("a failed attempt, not a wait for memory: {other:?}"),
+    }
+    // Its attempts run out like any failure's: dead (max_attempts = 2 here).
+    let later = || 5_000 + 3_600_000;
+    let mut engine = FakeEngine::new(1000);
+    engine.fail_loads = 100;
+    let w = worker(&store, engine, later, true, &Signals::default());
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 0 });
+    assert!(matches!(
+        store.job(id).unwrap().unwrap().state,
+        JobState::Dead { attempts: 2, .. }
+    ));
 }
