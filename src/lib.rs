@@ -14,8 +14,9 @@
 //!   (`ladder`), recording outcomes (`record`).
 //! - [`registry`] — registered models, measured memory records, finding GGUFs on disk.
 //! - [`monitor`] — memory readings (trait `MemoryProbe`: sysinfo, cgroups, macOS sysctl,
-//!   llama.cpp devices) and the memory history's maths; `scheduler::admission` (budget, gate,
-//!   shedding) and `scheduler::batch_size` (the adaptive B controller) decide from them. Pure
+//!   llama.cpp devices; a cgroup's working set) and the memory history's maths;
+//!   `engine::release` gives memory back when a model leaves (page cache, heap);
+//!   `scheduler::admission` (budget, gate, shedding) and `scheduler::batch_size` (the adaptive B controller) decide from them. Pure
 //!   where they can be.
 //! - [`schedule`] — overnight windows (crontab via croner, DST-safe).
 //! - [`service`] — launchd / systemd definitions and management; keeping the machine awake.
@@ -26,6 +27,8 @@
 //! - [`client`] — the CLI side: the socket when a worker is alive, else the store directly.
 //! - [`config`], [`home`] — configuration and where data lives.
 //! - [`ingest`] — reading documents from files, directories, stdin and OpenAI batch files.
+//! - [`fuzz`] — mutation fuzzing of the parsers of outside input (GGUF headers, batch lines,
+//!   socket requests, stored values): unit tests and `examples/fuzz_parsers`.
 //!
 //! ## The path a job takes
 //! ```text
@@ -44,6 +47,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod fuzz;
 pub mod handler;
 pub mod home;
 pub mod ingest;

@@ -54,9 +54,18 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 }
 
 /// Decode a value's body without its version byte (for migrations, which know the version).
+///
+/// Stored bytes may be damaged: a length inside them is read before what it counts, and
+/// bincode allocates for it first. A limit on what one value may claim turns a damaged length
+/// into a decode error instead of an allocation of exabytes (which aborts the process). A
+/// value claims at most a few times its own size; the limit grows with the body's length.
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
-    let (value, _) = bincode::serde::decode_from_slice(body, config())
-        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    let decoded = if body.len() <= 1 << 20 {
+        bincode::serde::decode_from_slice(body, config().with_limit::<{ 16 << 20 }>())
+    } else {
+        bincode::serde::decode_from_slice(body, config().with_limit::<{ 1 << 30 }>())
+    };
+    let (value, _) = decoded.map_err(|e| CodecError::Decode(e.to_string()))?;
     Ok(value)
 }
 
@@ -90,6 +99,19 @@ mod tests {
         assert!(matches!(decode::<JobState>(&[]), Err(CodecError::Empty)));
         assert!(matches!(
             decode::<JobState>(&[SCHEMA_VERSION, 200, 200, 200]),
+            Err(CodecError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn a_damaged_length_is_a_decode_error_not_a_huge_allocation() {
+        // Found by the mutation fuzzer (crate::fuzz): a job whose custom id's length (varint
+        // 253: a u64 follows) reads "10100101" as 3.5 × 10^18 bytes. Without a limit bincode
+        // allocated that much first, and the process aborted.
+        let mut bytes = vec![SCHEMA_VERSION, 2, 253];
+        bytes.extend(b"10100101469249610468d\x14");
+        assert!(matches!(
+            decode::<crate::job::Job>(&bytes),
             Err(CodecError::Decode(_))
         ));
     }
