@@ -20,6 +20,8 @@ pub enum Refusal {
     TooLarge { size: u64, limit: u64 },
     #[error("cannot read: {0}")]
     Unreadable(String),
+    #[error("its name cannot be a job's custom id: {0}")]
+    BadName(String),
 }
 
 impl Refusal {
@@ -31,6 +33,7 @@ impl Refusal {
             Refusal::NotText => "not text",
             Refusal::TooLarge { .. } => "too large",
             Refusal::Unreadable(_) => "unreadable",
+            Refusal::BadName(_) => "bad name",
         }
     }
 }
@@ -96,6 +99,9 @@ pub struct Found {
     pub custom_id: String,
     /// Found by walking a directory (refusals are counted, not errors).
     pub in_directory: bool,
+    /// An entry of a directory that could not be followed (a dangling symlink, a symlink
+    /// loop, no permission): skipped and counted, the rest of the directory goes on.
+    pub broken: Option<String>,
 }
 
 /// Why a path argument could not be used at all.
@@ -136,6 +142,7 @@ pub fn expand(paths: &[PathBuf], glob: Option<&str>) -> Result<Vec<Found>, PathE
                 path: p.clone(),
                 custom_id: name,
                 in_directory: false,
+                broken: None,
             });
         } else if meta.is_dir() {
             let walker = walkdir::WalkDir::new(p)
@@ -146,7 +153,33 @@ pub fn expand(paths: &[PathBuf], glob: Option<&str>) -> Result<Vec<Found>, PathE
                     e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')
                 });
             for entry in walker {
-                let entry = entry.map_err(|e| PathError::Walk(p.clone(), e.to_string()))?;
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    // The directory itself cannot be walked: the whole argument fails.
+                    Err(e) if e.depth() == 0 => {
+                        return Err(PathError::Walk(p.clone(), e.to_string()))
+                    }
+                    Err(e) => {
+                        let path = e.path().unwrap_or(p).to_path_buf();
+                        let why = match e.loop_ancestor() {
+                            Some(_) => "a symlink loop".to_string(),
+                            None => e
+                                .io_error()
+                                .map_or_else(|| e.to_string(), |io| io.to_string()),
+                        };
+                        out.push(Found {
+                            custom_id: path
+                                .strip_prefix(p)
+                                .unwrap_or(&path)
+                                .to_string_lossy()
+                                .into_owned(),
+                            path,
+                            in_directory: true,
+                            broken: Some(why),
+                        });
+                        continue;
+                    }
+                };
                 if !entry.file_type().is_file() {
                     continue;
                 }
@@ -164,6 +197,7 @@ pub fn expand(paths: &[PathBuf], glob: Option<&str>) -> Result<Vec<Found>, PathE
                     path: entry.path().to_path_buf(),
                     custom_id: rel.to_string_lossy().into_owned(),
                     in_directory: true,
+                    broken: None,
                 });
             }
         } else {
@@ -196,6 +230,7 @@ pub fn parse_batch_line(line: &str) -> Result<BatchItem, String> {
         .filter(|s| !s.is_empty())
         .ok_or("missing custom_id")?
         .to_string();
+    crate::job::check_custom_id(&custom_id)?;
     if let Some(m) = obj.get("method").and_then(Value::as_str) {
         if !m.eq_ignore_ascii_case("POST") {
             return Err(format!("method {m:?} (only POST)"));

@@ -160,6 +160,50 @@ impl GenOverrides {
     }
 }
 
+/// Longest custom id accepted, in bytes.
+pub const MAX_CUSTOM_ID: usize = 1024;
+
+/// A custom id names a job to people, to `show` and `cancel`, to file names and to OpenAI's
+/// output: not empty, at most [`MAX_CUSTOM_ID`] bytes, and no control characters (a NUL ends
+/// an id in the store's keys; a newline or an escape sequence would forge lines and colours
+/// on a terminal).
+pub fn check_custom_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("the custom id is empty".into());
+    }
+    if id.len() > MAX_CUSTOM_ID {
+        return Err(format!(
+            "the custom id has {} bytes (at most {MAX_CUSTOM_ID})",
+            id.len()
+        ));
+    }
+    if let Some(c) = id.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "the custom id contains the control character {:?}",
+            c
+        ));
+    }
+    Ok(())
+}
+
+/// A custom id as a terminal or a log may show it: control characters escaped (`\n`,
+/// `\u{1b}`), everything else as it is. Ids are checked at enqueue; a store written before
+/// that may still hold such ids.
+pub fn printable(id: &str) -> std::borrow::Cow<'_, str> {
+    if !id.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(id);
+    }
+    let mut out = String::with_capacity(id.len() + 8);
+    for c in id.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Everything a job asks for. Immutable once enqueued.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
@@ -543,6 +587,19 @@ pub fn after_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn custom_ids_refuse_control_characters_and_print_escaped() {
+        assert!(check_custom_id("notes/2024 report.txt").is_ok());
+        assert!(check_custom_id("é✓").is_ok());
+        for bad in ["", "a\0b", "line\nbreak", "esc\u{1b}[31m", "del\u{7f}"] {
+            assert!(check_custom_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_custom_id(&"x".repeat(MAX_CUSTOM_ID + 1)).is_err());
+        assert!(check_custom_id(&"x".repeat(MAX_CUSTOM_ID)).is_ok());
+        assert_eq!(printable("plain"), "plain");
+        assert_eq!(printable("a\nb\u{1b}[1m"), "a\\nb\\u{1b}[1m");
+    }
 
     fn sample(kind: StateKind) -> JobState {
         match kind {

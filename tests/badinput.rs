@@ -422,3 +422,104 @@ fn service_install_runs_where_systemctl_user_works_and_says_why_where_it_does_no
         );
     }
 }
+
+#[test]
+fn control_characters_in_ids_are_refused_and_ids_find_only_their_own_jobs() {
+    let h = home_with_a_job();
+    // A batch line whose custom_id holds a NUL (which used to make `show`/`cancel` reach
+    // another job through the store's prefix lookup) or an escape sequence: refused with its
+    // line number; the good line goes in.
+    let batch = h.path().join("b.jsonl");
+    let line = |id: &str| {
+        serde_json::json!({"custom_id": id, "body": {"messages": [{"role": "user", "content": "hi"}]}})
+            .to_string()
+    };
+    std::fs::write(
+        &batch,
+        [line("keep.txt\u{0}x"), line("ok-1"), line("red\u{1b}[31m")].join("\n"),
+    )
+    .unwrap();
+    let out = h.run(&["enqueue", "--batch", s(&batch), "--model", s(&tiny())]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("b.jsonl:1:") && err.contains("control character"),
+        "{err}"
+    );
+    assert!(err.contains("b.jsonl:3:"), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "no escape sequence reaches the terminal: {err:?}"
+    );
+    assert_eq!(count(&h.status(), "queued"), 2);
+    // A --custom-id with one is a bad command line.
+    let doc = h.doc("d.txt", "text");
+    let line = h.fails(
+        &[
+            "enqueue",
+            s(&doc),
+            "--custom-id",
+            "a\nb",
+            "--model",
+            s(&tiny()),
+        ],
+        2,
+    );
+    assert!(line.contains("control character"), "{line}");
+    // A name that is another id's beginning finds nothing (the store's exact lookup is
+    // unit-tested with ids that hold a NUL, which no command line can pass).
+    let out = h.run(&["cancel", "keep"]);
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(h.show("1")["state"], "queued");
+}
+
+#[test]
+fn a_dangling_symlink_or_a_loop_in_a_directory_is_skipped_and_counted() {
+    let h = TestHome::new();
+    h.doc("dir/a.txt", "good text one");
+    let dir = h.path().join("docs/dir");
+    std::os::unix::fs::symlink(dir.join("gone.txt"), dir.join("dangling.txt")).unwrap();
+    std::os::unix::fs::symlink(&dir, dir.join("loop")).unwrap();
+    let out = h.run(&["enqueue", s(&dir), "--model", s(&tiny())]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("queued 1") && stderr.contains("unreadable 2"),
+        "{stderr}"
+    );
+    assert_eq!(count(&h.status(), "queued"), 1);
+}
+
+#[test]
+fn results_out_writes_every_file_whatever_the_ids_length() {
+    let h = TestHome::new();
+    let tiny = tiny();
+    let long = "é".repeat(300);
+    for (id, text) in [(long.as_str(), "first text"), ("short", "second text")] {
+        let doc = h.doc(&format!("{}.txt", text.len()), text);
+        h.ok(&[
+            "enqueue",
+            s(&doc),
+            "--custom-id",
+            id,
+            "--model",
+            s(&tiny),
+            "--max-tokens",
+            "4",
+        ]);
+    }
+    h.ok(&["worker", "--drain"]);
+    let out_dir = h.path().join("answers");
+    h.ok(&["results", "--out", s(&out_dir)]);
+    let mut names: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(
+        names[0].starts_with("1-éé") && names[0].len() <= 255,
+        "{names:?}"
+    );
+    assert_eq!(names[1], "2-short.txt");
+}

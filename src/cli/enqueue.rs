@@ -7,7 +7,7 @@ use anyhow::Result;
 use sha2::{Digest, Sha256};
 
 use super::args::{EnqueueArgs, GenArgs, TaskName};
-use super::{code, fail, parse_duration, Coded, Ctx};
+use super::{code, fail, millis, parse_duration, Coded, Ctx};
 use qwen3q::ingest::{self, Refusal};
 use qwen3q::job::{
     ChatMessage, Constraint, GenOverrides, GenParams, JobSpec, ModelRef, Quality, Task,
@@ -175,13 +175,16 @@ fn params_of(g: &GenArgs) -> GenParams {
 fn not_before(s: &Option<String>) -> Result<Option<u64>> {
     let Some(s) = s else { return Ok(None) };
     if let Some(secs) = s.strip_prefix('@') {
-        let secs: u64 = secs
-            .parse()
-            .map_err(|_| Coded(code::BAD_INPUT, format!("bad --not-before {s:?}")))?;
-        return Ok(Some(secs * 1000));
+        return match secs.parse::<u64>().ok().and_then(|n| n.checked_mul(1000)) {
+            Some(ms) => Ok(Some(ms)),
+            None => fail(
+                code::USAGE,
+                format!("bad --not-before {s:?}: @ and seconds since 1970"),
+            ),
+        };
     }
     Ok(Some(
-        qwen3q::now_ms() + parse_duration(s)?.as_millis() as u64,
+        qwen3q::now_ms().saturating_add(millis(parse_duration(s)?)),
     ))
 }
 
@@ -337,6 +340,10 @@ fn path_items(
         }
     }
     let total = found.len() + stdin_count;
+    if let Some(id) = &a.custom_id {
+        qwen3q::job::check_custom_id(id)
+            .or_else(|why| fail(code::USAGE, format!("--custom-id: {why}")))?;
+    }
     if a.custom_id.is_some() && total != 1 {
         return fail(
             code::BAD_INPUT,
@@ -363,9 +370,21 @@ fn path_items(
     }
     sender.start(ctx, total)?;
     for f in found {
+        if let Some(why) = f.broken {
+            let path = f.path.display().to_string();
+            refuse(tally, &path, &Refusal::Unreadable(why), f.in_directory);
+            sender.skip();
+            continue;
+        }
+        let id = a.custom_id.clone().unwrap_or(f.custom_id);
+        if let Err(why) = qwen3q::job::check_custom_id(&id) {
+            let path = f.path.display().to_string();
+            refuse(tally, &path, &Refusal::BadName(why), f.in_directory);
+            sender.skip();
+            continue;
+        }
         match ingest::read_file(&f.path, limit) {
             Ok(text) => {
-                let id = a.custom_id.clone().unwrap_or(f.custom_id);
                 let source = f
                     .path
                     .canonicalize()
@@ -551,7 +570,10 @@ impl Sender {
                 } else {
                     "; --force to enqueue again"
                 };
-                println!("{word} #{id} {}{hint}", item.spec.custom_id);
+                println!(
+                    "{word} #{id} {}{hint}",
+                    qwen3q::job::printable(&item.spec.custom_id)
+                );
             }
             if self.json {
                 self.all.push(serde_json::json!({

@@ -68,20 +68,29 @@ fn safe_file_name(custom_id: &str, id: u64) -> String {
             }
         })
         .collect();
-    let cleaned = cleaned.trim_matches('.').to_string();
+    let cleaned = cleaned.trim_matches('.');
     if cleaned.is_empty() {
-        format!("job-{id}")
-    } else {
-        format!("{id}-{cleaned}")
+        return format!("job-{id}");
     }
+    // File systems allow 255 bytes a name: keep room for the id prefix and an extension, and
+    // cut on a character boundary (the id keeps cut names apart).
+    let mut cut = cleaned.len().min(MAX_NAME_BYTES);
+    while !cleaned.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{id}-{}", &cleaned[..cut])
 }
+
+/// Bytes of a custom id kept in a result's file name (with `ID-` before and `.json` after, the
+/// name stays within the 255 bytes file systems allow).
+const MAX_NAME_BYTES: usize = 200;
 
 fn text_block(v: &JobView) -> String {
     let job = &v.job;
     let mut out = format!(
         "== #{} {} [{}]\n",
         job.id,
-        job.spec.custom_id,
+        qwen3q::job::printable(&job.spec.custom_id),
         job.state.kind()
     );
     match (&v.result, &job.state) {
@@ -127,7 +136,7 @@ pub fn run(ctx: &Ctx, a: ResultsArgs) -> Result<i32> {
 
 fn write_dir(dir: &Path, views: &[JobView], format: ResultFormat) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut written = 0;
+    let (mut written, mut failed) = (0, 0);
     for v in views
         .iter()
         .filter(|v| v.result.is_some() || error_of(&v.job.state).is_some())
@@ -153,10 +162,24 @@ fn write_dir(dir: &Path, views: &[JobView], format: ResultFormat) -> Result<()> 
             ),
         };
         let path = dir.join(name);
-        std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
-        written += 1;
+        match std::fs::write(&path, body) {
+            Ok(()) => written += 1,
+            // One file that cannot be written (a full disk, a name the file system refuses)
+            // does not stop the others.
+            Err(e) => {
+                failed += 1;
+                eprintln!("qwen3q: writing {}: {e}", path.display());
+            }
+        }
     }
     eprintln!("wrote {written} files to {}", dir.display());
+    if failed > 0 {
+        return Err(super::Coded(
+            code::FAILURE,
+            format!("{failed} files could not be written"),
+        )
+        .into());
+    }
     Ok(())
 }
 
@@ -216,4 +239,21 @@ fn write_stream(a: &ResultsArgs, views: &[JobView], format: ResultFormat) -> Res
     }
     out.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_stay_within_what_file_systems_allow() {
+        assert_eq!(safe_file_name("notes/a b.txt", 7), "7-notes_a_b.txt");
+        assert_eq!(safe_file_name("..", 3), "job-3");
+        // A 300-character id (two bytes each): cut on a character boundary, the id in front.
+        let long = "é".repeat(300);
+        let name = safe_file_name(&long, 123_456);
+        assert!(name.len() + ".json".len() <= 255, "{}", name.len());
+        assert!(name.starts_with("123456-é"));
+        assert!(name.is_char_boundary(name.len()));
+    }
 }

@@ -25,7 +25,11 @@ pub fn run(ctx: &Ctx, jobs: &[String], json: bool) -> Result<i32> {
     } else {
         for v in &views {
             let j = &v.job;
-            println!("job #{} {}", j.id, j.spec.custom_id);
+            println!(
+                "job #{} {}",
+                j.id,
+                qwen3q::job::printable(&j.spec.custom_id)
+            );
             println!("  state:    {}", j.state.kind());
             if let Some(e) = error_of(&j.state) {
                 println!("  error:    {e}");

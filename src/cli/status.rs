@@ -56,7 +56,7 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<i32> {
                 println!(
                     "running: #{} {} (started {}{progress})",
                     c.id,
-                    c.custom_id,
+                    qwen3q::job::printable(&c.custom_id),
                     ago(c.started, now)
                 );
             }

@@ -73,6 +73,11 @@ impl Store {
         let mut ids = Vec::new();
         for k in self.tree(t::CUSTOM_IDS).scan_prefix(&prefix).keys() {
             let k = k?;
+            // Exactly this id and a job number: a longer id that starts with this one (and a
+            // NUL, in a store written before ids were checked) is another job's.
+            if k.len() != prefix.len() + 8 {
+                continue;
+            }
             if let Some(id) = keys::job_from(&k[prefix.len()..]) {
                 debug_assert_eq!(&k[..], &custom_id_key(custom_id, id)[..]);
                 ids.push(id);

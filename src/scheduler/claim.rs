@@ -45,7 +45,7 @@ impl Worker {
     pub(super) fn prepare(&mut self, b: &mut Batch, mut job: Job) -> Result<(), StoreError> {
         let (now, lease) = ((self.now)(), self.lease_ms());
         let id = job.id;
-        tracing::info!(job = %id, custom_id = %job.spec.custom_id, "running");
+        tracing::info!(job = %id, custom_id = %crate::job::printable(&job.spec.custom_id), "running");
         let fresh = b.runs.is_empty();
         if fresh {
             // A new batch starts at the configured size (the adaptive one: the model's
