@@ -22,6 +22,8 @@ pub enum ClientError {
         "the store is in use by another qwen3q process (a worker starting up, or another command); try again"
     )]
     Busy,
+    #[error("the request is {} MiB, over the {} MiB the worker reads in one", .0 >> 20, crate::protocol::MAX_REQUEST_BYTES >> 20)]
+    TooLarge(usize),
 }
 
 /// A way to reach the store.
@@ -84,6 +86,9 @@ impl Connection {
                 })
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
                 line.push('\n');
+                if line.len() > crate::protocol::MAX_REQUEST_BYTES {
+                    return Err(ClientError::TooLarge(line.len()));
+                }
                 stream.write_all(line.as_bytes()).map_err(io)?;
                 let mut reader = BufReader::new(&*stream);
                 let mut answer = String::new();

@@ -178,7 +178,12 @@ impl Config {
         within("threads", self.threads, 0, 4096)?;
         within("max_attempts", self.max_attempts, 1, 1000)?;
         within("chunk_timeout_secs", self.chunk_timeout_secs, 1, 7 * DAY)?;
-        within("max_file_bytes", self.max_file_bytes, 1, 1 << 40)?;
+        within(
+            "max_file_bytes",
+            self.max_file_bytes,
+            1,
+            crate::ingest::MAX_DOCUMENT_BYTES,
+        )?;
         within("store_cache_mb", self.store_cache_mb, 0, MIB_MAX)?;
         within("model_budget_mb", self.model_budget_mb, 0, MIB_MAX)?;
         within("max_models", self.max_models, 1, 64)?;

@@ -12,7 +12,7 @@ use crate::client::connect_worker;
 use crate::engine::Engine;
 use crate::handler::{handle, WorkerHooks};
 use crate::home::{Home, HomeError};
-use crate::protocol::{Envelope, Response, PROTOCOL_VERSION};
+use crate::protocol::{Envelope, Response, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
 use crate::queue::{OpenOptions, Store, StoreError};
 use crate::scheduler::RunSettings;
 use crate::scheduler::{Exit, LiveStatus, Signals, Worker};
@@ -309,15 +309,31 @@ async fn connection(stream: UnixStream, store: Arc<Store>, hooks: WorkerHooks) {
         return;
     }
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
+    let mut reader = BufReader::new(read);
     let shutdown = hooks.signals.shutdown.clone();
     loop {
-        let line = tokio::select! {
-            l = lines.next_line() => l,
+        let mut frame = Vec::new();
+        let read = tokio::select! {
+            r = read_frame(&mut reader, &mut frame) => r,
             _ = shutdown.wait() => return,
         };
-        let Ok(Some(line)) = line else { return };
-        let response = match serde_json::from_str::<Envelope>(&line) {
+        match read {
+            Ok(Frame::Line) => {}
+            Ok(Frame::End) | Err(_) => return,
+            Ok(Frame::TooLong) => {
+                tracing::warn!("refused a request over {} MiB", MAX_REQUEST_BYTES >> 20);
+                let answer = Response::Error(format!(
+                    "the request is over {} MiB; the connection is closed",
+                    MAX_REQUEST_BYTES >> 20
+                ));
+                if let Ok(mut out) = serde_json::to_string(&answer) {
+                    out.push('\n');
+                    let _ = write.write_all(out.as_bytes()).await;
+                }
+                return;
+            }
+        }
+        let response = match serde_json::from_slice::<Envelope>(&frame) {
             Ok(env) if env.version != PROTOCOL_VERSION => Response::Error(format!(
                 "protocol version {} but the worker speaks {}; restart the worker after upgrading qwen3q",
                 env.version, PROTOCOL_VERSION
@@ -339,6 +355,33 @@ async fn connection(stream: UnixStream, store: Arc<Store>, hooks: WorkerHooks) {
             return;
         }
     }
+}
+
+/// How reading one request line ended.
+enum Frame {
+    /// A whole line (its newline included) is in the buffer.
+    Line,
+    /// The client closed the connection (a line cut short by it is dropped).
+    End,
+    /// Over [`MAX_REQUEST_BYTES`] without a newline.
+    TooLong,
+}
+
+/// Read one request line into `buf`, reading no more than [`MAX_REQUEST_BYTES`] (and a byte).
+async fn read_frame<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Frame> {
+    use tokio::io::AsyncReadExt;
+    let mut limited = (&mut *reader).take(MAX_REQUEST_BYTES as u64 + 1);
+    let n = limited.read_until(b'\n', buf).await?;
+    Ok(if buf.last() == Some(&b'\n') {
+        Frame::Line
+    } else if n > MAX_REQUEST_BYTES {
+        Frame::TooLong
+    } else {
+        Frame::End
+    })
 }
 
 /// Whether a worker answers on `home`'s socket.

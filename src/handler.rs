@@ -89,15 +89,26 @@ fn cancel_one(
     };
     w.signals.request_cancel(id);
     let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
+    let outcome = loop {
+        if Instant::now() >= deadline {
+            break TransitionOutcome::Refused(StateKind::Running);
+        }
         match store.job(id)?.map(|j| j.state.kind()) {
             Some(StateKind::Running) => std::thread::sleep(Duration::from_millis(20)),
             Some(StateKind::Cancelled) => return Ok(TransitionOutcome::Done),
-            Some(other) => return Ok(TransitionOutcome::Refused(other)),
-            None => return Ok(TransitionOutcome::NotFound),
+            // It left the worker meanwhile (deferred for memory, failed, released): no longer
+            // the worker's, so cancelled here.
+            Some(StateKind::Queued | StateKind::Failed) => {
+                w.signals.forget_cancel(id);
+                return store.person_cancel(id, now, true);
+            }
+            Some(other) => break TransitionOutcome::Refused(other),
+            None => break TransitionOutcome::NotFound,
         }
-    }
-    Ok(TransitionOutcome::Refused(StateKind::Running))
+    };
+    // The request must not linger: a later run of the job would be cancelled by it.
+    w.signals.forget_cancel(id);
+    Ok(outcome)
 }
 
 fn handle_inner(
@@ -134,6 +145,18 @@ fn handle_inner(
         Request::Calibrations(path) => Response::Calibrations(store.calibrations_of(&path)?),
         Request::MemoryHistory { since } => Response::History(store.samples_since(since)?),
         Request::Enqueue { items, force } => {
+            // The CLI checks ids; a request from anything else is checked here too.
+            let bad = items.iter().enumerate().find_map(|(i, item)| {
+                crate::job::check_custom_id(&item.spec.custom_id)
+                    .err()
+                    .map(|why| (i, why))
+            });
+            if let Some((i, why)) = bad {
+                return Ok(Response::Error(format!(
+                    "document {} of the request: {why}; nothing enqueued",
+                    i + 1
+                )));
+            }
             let outcomes = store.enqueue(&items, force, now)?;
             wake();
             Response::Enqueued(outcomes)

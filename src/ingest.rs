@@ -7,6 +7,10 @@ use serde_json::Value;
 
 use crate::job::{ChatMessage, Constraint, GenOverrides};
 
+/// The largest document (`max_file_bytes`, `--max-file-bytes`) accepted: one document goes
+/// to the worker in one request, which must stay under the socket's frame limit.
+pub const MAX_DOCUMENT_BYTES: u64 = 128 << 20;
+
 /// Why a document was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -161,6 +165,13 @@ pub fn expand(paths: &[PathBuf], glob: Option<&str>) -> Result<Vec<Found>, PathE
                     }
                     Err(e) => {
                         let path = e.path().unwrap_or(p).to_path_buf();
+                        let rel = path.strip_prefix(p).unwrap_or(&path);
+                        let name = path.file_name().unwrap_or_default();
+                        if let Some(m) = &matcher {
+                            if !m.is_match(rel) && !m.is_match(name) {
+                                continue;
+                            }
+                        }
                         let why = match e.loop_ancestor() {
                             Some(_) => "a symlink loop".to_string(),
                             None => e
@@ -217,6 +228,98 @@ pub struct BatchItem {
     pub extra: Option<String>,
     /// `response_format`: a JSON schema (or any JSON object) the answer must follow.
     pub constraint: Option<Constraint>,
+}
+
+/// The lines of a batch file, read one at a time (a file of any length, never held whole):
+/// each is (its number from 1, its text or why it cannot be read). A line over `limit`
+/// bytes is reported and skipped without being buffered; a UTF-8 BOM opening the file is
+/// dropped; blank lines are skipped.
+pub struct BatchLines<R> {
+    reader: R,
+    limit: u64,
+    number: usize,
+    /// A read failed: the file ends there (a failing read would fail again, forever).
+    done: bool,
+}
+
+impl<R: std::io::BufRead> BatchLines<R> {
+    pub fn new(reader: R, limit: u64) -> Self {
+        BatchLines {
+            reader,
+            limit,
+            number: 0,
+            done: false,
+        }
+    }
+}
+
+impl<R: std::io::BufRead> Iterator for BatchLines<R> {
+    type Item = (usize, Result<String, String>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::io::{BufRead, Read};
+        if self.done {
+            return None;
+        }
+        loop {
+            self.number += 1;
+            let mut buf = Vec::new();
+            // The limit is on the line's text: its line ending (\n or \r\n) comes on top.
+            let n = match (&mut self.reader)
+                .take(self.limit + 2)
+                .read_until(b'\n', &mut buf)
+            {
+                Ok(0) => return None,
+                Ok(n) => n,
+                Err(e) => {
+                    self.done = true;
+                    return Some((self.number, Err(format!("cannot read: {e}"))));
+                }
+            };
+            let ending = match buf.as_slice() {
+                [.., b'\r', b'\n'] => 2,
+                [.., b'\n'] => 1,
+                _ => 0,
+            };
+            if (n - ending) as u64 > self.limit {
+                // Skip the rest of the line without keeping it.
+                let mut sink = Vec::new();
+                loop {
+                    sink.clear();
+                    match (&mut self.reader)
+                        .take(1 << 20)
+                        .read_until(b'\n', &mut sink)
+                    {
+                        Ok(0) => break,
+                        Ok(_) if sink.last() == Some(&b'\n') => break,
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                let why = format!("the line is over {} bytes (max_file_bytes)", self.limit);
+                return Some((self.number, Err(why)));
+            }
+            if self.number == 1 && buf.starts_with(b"\xEF\xBB\xBF") {
+                buf.drain(..3);
+            }
+            if self.number == 1 && (buf.starts_with(b"\xFF\xFE") || buf.starts_with(b"\xFE\xFF")) {
+                self.done = true;
+                let why = "UTF-16: a batch file is UTF-8 JSON lines, as OpenAI's";
+                return Some((self.number, Err(why.into())));
+            }
+            let text = match String::from_utf8(buf) {
+                Ok(t) => t,
+                Err(_) => return Some((self.number, Err("not UTF-8".into()))),
+            };
+            if text.trim().is_empty() {
+                continue;
+            }
+            return Some((
+                self.number,
+                Ok(text.trim_end_matches(['\n', '\r']).to_string()),
+            ));
+        }
+    }
 }
 
 /// Parse one line of a batch file: `{"custom_id", "method": "POST", "url":
@@ -404,6 +507,50 @@ mod tests {
         assert_eq!(item.messages[0].content, "a\nb");
         assert_eq!(item.gen.max_tokens, Some(5));
         assert_eq!(item.extra, None);
+    }
+
+    #[test]
+    fn batch_lines_stream_with_a_limit_a_line_and_skip_blank_ones() {
+        let long = "x".repeat(100);
+        let text = format!("\u{feff}first\r\n\n  \n{long}\nthird\n\u{ff}-not-utf8\nlast");
+        let mut bytes = text.into_bytes();
+        // Make the sixth line invalid UTF-8: a lone 0xff byte where ÿ's two bytes are.
+        let at = bytes
+            .windows(2)
+            .position(|w| w == "\u{ff}".as_bytes())
+            .unwrap();
+        bytes.splice(at..at + 2, [0xff]);
+        let lines: Vec<(usize, Result<String, String>)> =
+            BatchLines::new(std::io::Cursor::new(bytes), 50).collect();
+        assert_eq!(lines[0], (1, Ok("first".into())));
+        assert_eq!(lines[1].0, 4);
+        assert!(lines[1].1.as_ref().unwrap_err().contains("over 50 bytes"));
+        assert_eq!(lines[2], (5, Ok("third".into())));
+        assert_eq!(lines[3], (6, Err("not UTF-8".into())));
+        assert_eq!(lines[4], (7, Ok("last".into())));
+        assert_eq!(lines.len(), 5);
+        // A line of exactly the limit, with a CRLF ending: accepted.
+        let exact = format!("{}\r\nnext\n", "y".repeat(50));
+        let lines: Vec<_> = BatchLines::new(std::io::Cursor::new(exact), 50).collect();
+        assert_eq!(lines[0], (1, Ok("y".repeat(50))));
+        assert_eq!(lines[1], (2, Ok("next".into())));
+        // A UTF-16 file: one clear error, then the end (not an error a line).
+        let utf16 = b"\xFF\xFEa\x00\n\x00b\x00\n\x00".to_vec();
+        let lines: Vec<_> = BatchLines::new(std::io::Cursor::new(utf16), 50).collect();
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].1.as_ref().unwrap_err().contains("UTF-16"));
+    }
+
+    #[test]
+    fn batch_lines_end_at_a_failing_read() {
+        struct Failing;
+        impl std::io::Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::from_raw_os_error(libc::EISDIR))
+            }
+        }
+        let lines: Vec<_> = BatchLines::new(std::io::BufReader::new(Failing), 50).collect();
+        assert_eq!(lines.len(), 1, "one error, then the end");
     }
 
     #[test]

@@ -13,6 +13,12 @@ use crate::scheduler::LiveStatus;
 /// telling which side to restart or upgrade.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The longest request line the worker reads. A longer one is answered with an error and the
+/// connection closed, so a client cannot make the worker buffer without bound. Enqueue
+/// batches stay far below it (a few MiB each); one document may come near it only at the
+/// largest `max_file_bytes`.
+pub const MAX_REQUEST_BYTES: usize = 256 << 20;
+
 /// One request line: the version, then the request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {

@@ -523,3 +523,39 @@ fn results_out_writes_every_file_whatever_the_ids_length() {
     );
     assert_eq!(names[1], "2-short.txt");
 }
+
+#[test]
+fn a_batch_file_may_be_a_pipe_but_not_a_directory() {
+    let h = TestHome::new();
+    let line = |id: &str| {
+        serde_json::json!({"custom_id": id, "body": {"messages": [{"role": "user", "content": id}]}})
+            .to_string()
+    };
+    let batch = h.path().join("b.jsonl");
+    std::fs::write(&batch, [line("p-1"), line("p-2"), line("p-3")].join("\n")).unwrap();
+    // Read twice (checked, then sent): a pipe is copied first, so nothing is lost.
+    let script = format!(
+        "cat '{}' | exec '{}' enqueue --batch /dev/stdin --model '{}'",
+        s(&batch),
+        env!("CARGO_BIN_EXE_qwen3q"),
+        s(&tiny())
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .env("QWEN3Q_HOME", h.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(count(&h.status(), "queued"), 3);
+    // A directory is refused at once (it used to be read forever, one error a line).
+    let line = h.fails(
+        &["enqueue", "--batch", s(h.path()), "--model", s(&tiny())],
+        3,
+    );
+    assert!(line.contains("a directory"), "{line}");
+    assert_eq!(count(&h.status(), "queued"), 3);
+}

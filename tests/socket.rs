@@ -213,3 +213,52 @@ fn the_worker_records_memory_history_and_memory_reports_it() {
         "history outlives the worker: {v}"
     );
 }
+
+/// The worker's peak resident memory (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024
+}
+
+#[test]
+fn a_request_line_without_end_is_cut_off_and_the_worker_goes_on() {
+    use std::io::{BufRead, Write};
+    let h = TestHome::new();
+    let mut worker = h.spawn_worker(&[]);
+    h.wait_for_worker(&mut worker);
+    // 600 MiB with no newline: the worker reads at most its frame limit (256 MiB), answers
+    // with one error line and closes the connection. It used to buffer all of it.
+    let mut stream = std::os::unix::net::UnixStream::connect(h.path().join("qwen3q.sock")).unwrap();
+    let block = vec![b'x'; 1 << 20];
+    let mut sent = 0;
+    for _ in 0..600 {
+        if stream.write_all(&block).is_err() {
+            break; // closed by the worker once over the limit
+        }
+        sent += 1;
+    }
+    assert!(
+        sent >= 256,
+        "the worker read at least its limit: {sent} MiB"
+    );
+    let mut answer = String::new();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let _ = std::io::BufReader::new(&stream).read_line(&mut answer);
+    assert!(answer.contains("over 256 MiB"), "{answer:?}");
+    assert!(worker.try_wait().unwrap().is_none(), "the worker is alive");
+    // Its peak stayed near the limit, not the 600 MiB sent.
+    let peak = peak_rss(worker.id());
+    eprintln!("worker peak RSS {} MiB", peak >> 20);
+    assert!(peak < 450 << 20, "peak RSS {} MiB", peak >> 20);
+    // And it still answers.
+    assert_eq!(count(&h.status(), "queued"), 0);
+    sigterm(&worker);
+    wait_exit(&mut worker, Duration::from_secs(10)).expect("worker exits");
+}

@@ -16,8 +16,15 @@ use qwen3q::protocol::{Request, Response};
 use qwen3q::queue::{EnqueueOutcome, NewJob};
 use qwen3q::registry::RegisteredModel;
 
-/// Documents per request: each batch is one transaction and one flush.
+/// Documents per request: each batch is one transaction and one flush…
 const BATCH: usize = 500;
+/// …and at most this much text, so neither this process nor the worker holds more than a few
+/// MiB of documents at a time (a directory of large files used to go over in 500-file batches).
+const BATCH_BYTES: usize = 8 << 20;
+
+fn text_bytes(items: &[NewJob]) -> usize {
+    items.iter().map(|i| i.text.len()).sum()
+}
 
 fn sha256_hex(text: &str) -> String {
     Sha256::digest(text.as_bytes())
@@ -272,16 +279,19 @@ pub fn run(ctx: &Ctx, a: EnqueueArgs) -> Result<i32> {
         auto,
     };
     let limit = a.max_file_bytes.unwrap_or(ctx.config.max_file_bytes);
+    if limit == 0 || limit > ingest::MAX_DOCUMENT_BYTES {
+        return fail(
+            code::USAGE,
+            format!(
+                "--max-file-bytes {limit}: 1 to {} (128 MiB)",
+                ingest::MAX_DOCUMENT_BYTES
+            ),
+        );
+    }
     let mut tally = Tally::default();
     let mut sender = Sender::new(a.force, a.json);
     match &a.batch {
-        Some(file) => {
-            let items = batch_items(&tpl, file, a.strict, limit, &mut tally)?;
-            sender.start(ctx, items.len())?;
-            for chunk in items.chunks(BATCH) {
-                sender.send(chunk, &mut tally)?;
-            }
-        }
+        Some(file) => send_batch_file(ctx, &tpl, file, a.strict, limit, &mut tally, &mut sender)?,
         None => path_items(ctx, &tpl, &a, limit, &mut tally, &mut sender)?,
     }
     sender.finish()?;
@@ -401,12 +411,11 @@ fn path_items(
                 sender.skip();
             }
         }
-        if items.len() >= BATCH {
-            sender.send(&items, tally)?;
-            items.clear();
+        if items.len() >= BATCH || text_bytes(&items) >= BATCH_BYTES {
+            sender.send(std::mem::take(&mut items), tally)?;
         }
     }
-    sender.send(&items, tally)
+    sender.send(items, tally)
 }
 
 /// Report a refused document: a one-line reason for a named input (the command then exits
@@ -421,48 +430,72 @@ fn refuse(tally: &mut Tally, what: &str, why: &Refusal, in_directory: bool) {
     }
 }
 
-fn batch_items(
+/// The lines of a batch file, read one at a time.
+fn batch_lines(
+    file: &Path,
+    limit: u64,
+) -> Result<ingest::BatchLines<std::io::BufReader<std::fs::File>>> {
+    let f = std::fs::File::open(file).map_err(|e| {
+        Coded(
+            code::BAD_INPUT,
+            format!("{}: cannot read: {e}", file.display()),
+        )
+    })?;
+    Ok(ingest::BatchLines::new(std::io::BufReader::new(f), limit))
+}
+
+/// A batch file, streamed twice: once to check every line (bad ones reported with their
+/// numbers; with `--strict` one bad line stops everything), then to send the good ones in
+/// batches. Neither pass holds more than a batch of it.
+fn send_batch_file(
+    ctx: &Ctx,
     tpl: &Template,
     file: &Path,
     strict: bool,
     limit: u64,
     tally: &mut Tally,
-) -> Result<Vec<NewJob>> {
-    let text = ingest::read_file(file, limit.max(1 << 30))
-        .map_err(|r| Coded(code::BAD_INPUT, format!("{}: {r}", file.display())))?;
-    let mut items = Vec::new();
-    let mut bad = 0;
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let item = match ingest::parse_batch_line(line) {
-            Ok(i) => i,
-            Err(e) => {
-                eprintln!("qwen3q: {}:{}: {e}", file.display(), n + 1);
-                bad += 1;
-                continue;
-            }
-        };
-        let doc: String = item
-            .messages
-            .iter()
-            .map(|m: &ChatMessage| format!("{}: {}\n", m.role, m.content))
-            .collect();
-        let mut spec = tpl.spec(
-            item.custom_id.clone(),
-            format!("{}:{}", file.display(), n + 1),
-            &doc,
+    sender: &mut Sender,
+) -> Result<()> {
+    // Two passes need a file that reads twice: a pipe (`--batch /dev/stdin`, `<(jq …)`) is
+    // copied into the home first.
+    let meta = std::fs::metadata(file)
+        .map_err(|e| Coded(code::BAD_INPUT, format!("{}: {e}", file.display())))?;
+    if meta.is_dir() {
+        return fail(
+            code::BAD_INPUT,
+            format!("{}: a directory, not a batch file", file.display()),
         );
-        spec.task = Task::Chat {
-            messages: item.messages,
-        };
-        item.gen.apply(&mut spec.params);
-        spec.extra_json = item.extra;
-        if item.constraint.is_some() {
-            spec.constraint = item.constraint;
+    }
+    let spool = ctx
+        .home
+        .dir
+        .join(format!("batch-{}.jsonl.part", std::process::id()));
+    let _remove = RemoveOnDrop(spool.clone());
+    let file = if meta.is_file() {
+        file
+    } else {
+        ctx.home
+            .ensure()
+            .map_err(|e| Coded(code::FAILURE, e.to_string()))?;
+        let copy = std::fs::File::open(file)
+            .and_then(|mut from| std::io::copy(&mut from, &mut std::fs::File::create(&spool)?));
+        copy.map_err(|e| {
+            Coded(
+                code::BAD_INPUT,
+                format!("{}: cannot read: {e}", file.display()),
+            )
+        })?;
+        spool.as_path()
+    };
+    let (mut good, mut bad) = (0usize, 0);
+    for (n, line) in batch_lines(file, limit)? {
+        match line.and_then(|l| ingest::parse_batch_line(&l)) {
+            Ok(_) => good += 1,
+            Err(e) => {
+                eprintln!("qwen3q: {}:{n}: {e}", file.display());
+                bad += 1;
+            }
         }
-        items.push(NewJob { spec, text: doc });
     }
     if bad > 0 {
         tally.refused += bad;
@@ -476,13 +509,63 @@ fn batch_items(
             );
         }
     }
-    if items.is_empty() && bad == 0 {
+    if good == 0 && bad == 0 {
         return fail(
             code::BAD_INPUT,
             format!("{}: no requests in the file", file.display()),
         );
     }
-    Ok(items)
+    sender.start(ctx, good)?;
+    let mut items = Vec::new();
+    let mut read_again = 0;
+    for (n, line) in batch_lines(file, limit)? {
+        // Lines are read again: one that changed since the first pass is skipped.
+        let Ok(item) = line.and_then(|l| ingest::parse_batch_line(&l)) else {
+            continue;
+        };
+        let doc: String = item
+            .messages
+            .iter()
+            .map(|m: &ChatMessage| format!("{}: {}\n", m.role, m.content))
+            .collect();
+        let mut spec = tpl.spec(
+            item.custom_id.clone(),
+            format!("{}:{n}", file.display()),
+            &doc,
+        );
+        spec.task = Task::Chat {
+            messages: item.messages,
+        };
+        item.gen.apply(&mut spec.params);
+        spec.extra_json = item.extra;
+        if item.constraint.is_some() {
+            spec.constraint = item.constraint;
+        }
+        read_again += 1;
+        items.push(NewJob { spec, text: doc });
+        if items.len() >= BATCH || text_bytes(&items) >= BATCH_BYTES {
+            sender.send(std::mem::take(&mut items), tally)?;
+        }
+    }
+    sender.send(items, tally)?;
+    if read_again < good {
+        tally.refused += good - read_again;
+        eprintln!(
+            "qwen3q: {}: the file changed while it was read; {} good lines were not enqueued",
+            file.display(),
+            good - read_again
+        );
+    }
+    Ok(())
+}
+
+/// A file removed when this goes out of scope (if it exists).
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn progress(len: u64, what: &'static str) -> indicatif::ProgressBar {
@@ -537,15 +620,41 @@ impl Sender {
         self.bar.inc(1);
     }
 
-    fn send(&mut self, batch: &[NewJob], tally: &mut Tally) -> Result<()> {
+    /// Send one batch (its documents move into the request: no second copy is made). A batch
+    /// over the worker's request limit as JSON goes in halves; a single document over it is
+    /// refused with a line.
+    fn send(&mut self, mut batch: Vec<NewJob>, tally: &mut Tally) -> Result<()> {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
         if batch.is_empty() {
             return Ok(());
         }
+        if conn.is_worker() {
+            let size = serde_json::to_vec(&batch).map_or(usize::MAX, |v| v.len());
+            if size > qwen3q::protocol::MAX_REQUEST_BYTES - (64 << 10) {
+                if batch.len() == 1 {
+                    tally.refused += 1;
+                    self.bar.inc(1);
+                    eprintln!(
+                        "qwen3q: {}: too large to send to the worker ({} MiB as JSON; the limit is {} MiB)",
+                        batch[0].spec.source,
+                        size >> 20,
+                        qwen3q::protocol::MAX_REQUEST_BYTES >> 20
+                    );
+                    return Ok(());
+                }
+                let second = batch.split_off(batch.len() / 2);
+                self.send(batch, tally)?;
+                return self.send(second, tally);
+            }
+        }
+        let names: Vec<(String, String)> = batch
+            .iter()
+            .map(|i| (i.spec.custom_id.clone(), i.spec.source.clone()))
+            .collect();
         let response = conn.call(Request::Enqueue {
-            items: batch.to_vec(),
+            items: batch,
             force: self.force,
         })?;
         let outcomes = match response {
@@ -553,7 +662,7 @@ impl Sender {
             Response::Error(e) => return fail(code::FAILURE, e),
             other => return fail(code::FAILURE, format!("unexpected answer: {other:?}")),
         };
-        for (item, outcome) in batch.iter().zip(&outcomes) {
+        for ((custom_id, source), outcome) in names.iter().zip(&outcomes) {
             let (id, word) = match outcome {
                 EnqueueOutcome::Queued(id) => {
                     tally.queued += 1;
@@ -570,21 +679,18 @@ impl Sender {
                 } else {
                     "; --force to enqueue again"
                 };
-                println!(
-                    "{word} #{id} {}{hint}",
-                    qwen3q::job::printable(&item.spec.custom_id)
-                );
+                println!("{word} #{id} {}{hint}", qwen3q::job::printable(custom_id));
             }
             if self.json {
                 self.all.push(serde_json::json!({
                     "id": id.0,
-                    "custom_id": item.spec.custom_id,
-                    "source": item.spec.source,
+                    "custom_id": custom_id,
+                    "source": source,
                     "outcome": word,
                 }));
             }
         }
-        self.bar.inc(batch.len() as u64);
+        self.bar.inc(names.len() as u64);
         Ok(())
     }
 

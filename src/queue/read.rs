@@ -221,6 +221,35 @@ impl Store {
             .map(|(due, _)| due))
     }
 
+    /// Jobs due before `until` whose last event says they wait for memory (deferred by the
+    /// admission gate, of this worker or one before it).
+    pub fn memory_deferred(&self, until: Millis) -> Result<Vec<JobId>> {
+        let mut out = Vec::new();
+        for k in self
+            .tree(t::DELAYED)
+            .range(..keys::delayed(until, JobId(u64::MAX)))
+            .keys()
+        {
+            let Some((_, id)) = keys::delayed_parts(&k?) else {
+                continue;
+            };
+            let last = self
+                .tree(t::EVENTS)
+                .scan_prefix(keys::job(id))
+                .values()
+                .next_back();
+            let waits = match last {
+                Some(v) => codec::decode::<crate::job::Event>(&v?)
+                    .is_ok_and(|e| e.reason.contains("waiting for memory")),
+                None => false,
+            };
+            if waits {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
     /// Jobs waiting for a time: retries after backoff, and not-before times.
     pub fn delayed_count(&self) -> Result<usize> {
         Ok(self.tree(t::DELAYED).len())

@@ -62,13 +62,26 @@ impl Worker {
     }
 
     /// What `model` with a context of `shape` would add now, by pool: a loaded model needs
-    /// only its context.
+    /// only its context, and the current model less what its context now holds (the load
+    /// drops that one first; the reading counts what of it is resident).
     pub(super) fn need_by_pool(&self, model: &crate::job::ModelRef, shape: Shape) -> Need {
         let (total, weights) = self.predicted_need(model, shape);
         let loaded = self.engine.models().iter().any(|m| m.path == model.path);
+        let held = match self.engine.context() {
+            Some(old) if old != shape && self.engine.loaded() == Some(model) => self
+                .store
+                .memory_of(&model.path)
+                .ok()
+                .and_then(|r| {
+                    r.into_iter()
+                        .find(|m| (m.n_ctx, m.n_seq) == (old.n_ctx, old.n_seq))
+                })
+                .map_or(0, |m| m.context_resident),
+            _ => 0,
+        };
         Need {
             weights: if loaded { 0 } else { weights },
-            context: total.saturating_sub(weights),
+            context: total.saturating_sub(weights).saturating_sub(held),
             n_seq: shape.n_seq,
         }
     }
@@ -113,7 +126,9 @@ impl Worker {
         let min_ctx = min_context(job, self.settings.margin);
         let candidates =
             std::iter::once(job.spec.model.clone()).chain(job.spec.fallback.iter().cloned());
-        let mut last = None;
+        // The job's own model's last error (the one reported: its need is the one to wait
+        // for), and the last of any model.
+        let (mut own, mut last) = (None, None);
         // Whether waiting could help: some model failed for memory that may free up (not
         // only because it cannot fit the budget even alone, or because llama.cpp refuses it).
         let mut may_fit_later = false;
@@ -138,10 +153,13 @@ impl Worker {
                         return Ok((model, info));
                     }
                     Err(e) if e.is_memory() => {
-                        if fresh && shape.n_seq > 1 {
+                        // Loading the weights does not depend on the shape: after a failed
+                        // load only unloading the other models is left to try.
+                        let weights = matches!(e, EngineError::LoadFailed { .. });
+                        if fresh && shape.n_seq > 1 && !weights {
                             shape.n_seq /= 2;
                             tracing::warn!(parallel = shape.n_seq, "{e}; trying fewer sequences");
-                        } else if fresh && shape.n_ctx / 2 >= min_ctx {
+                        } else if fresh && shape.n_ctx / 2 >= min_ctx && !weights {
                             shape.n_ctx /= 2;
                             tracing::warn!(n_ctx = shape.n_ctx, "{e}; trying a smaller context");
                         } else if !evicted && fresh && self.engine.free_memory(u64::MAX) > 0 {
@@ -165,22 +183,28 @@ impl Worker {
                                         ..
                                     }
                             );
-                            last = Some(e);
+                            if model == job.spec.model {
+                                own = Some(e);
+                            } else {
+                                last = Some(e);
+                            }
                             break;
                         }
                     }
                     Err(e) if model == job.spec.model => return Err(Ladder::Fail(e)),
                     Err(e) => {
-                        // A fallback model that is gone or broken: the next one may do.
+                        // A fallback model that is gone or broken: the next one may do; it
+                        // is no reason to wait.
                         tracing::warn!(model = %model.name, "fallback model unusable: {e}");
-                        may_fit_later = true;
                         last = Some(e);
                         break;
                     }
                 }
             }
         }
-        let e = last.expect("at least the job's own model was tried");
+        let e = own
+            .or(last)
+            .expect("at least the job's own model was tried");
         if may_fit_later {
             Err(Ladder::Wait(e))
         } else {

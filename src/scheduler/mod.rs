@@ -193,6 +193,13 @@ impl Worker {
                 "recovered jobs left running by a dead worker"
             );
         }
+        // Jobs an earlier worker deferred for memory go again now: memory may have freed, and
+        // this worker (a `--drain` above all) has not tried them yet.
+        let until = now().saturating_add(ladder::MEMORY_WAIT.as_millis() as u64 + 1000);
+        for id in self.store.memory_deferred(until)? {
+            self.store
+                .wake(id, now(), "a new worker: trying again for memory")?;
+        }
         let mut b = Batch::new(self.settings.parallel.max(1), self.settings.n_ctx);
         let mut last_beat = Instant::now();
         loop {
