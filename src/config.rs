@@ -34,6 +34,8 @@ pub struct Config {
     pub threads: u32,
     /// Attempts before a job is Dead.
     pub max_attempts: u32,
+    /// Crashes of the worker while a job ran alone before that job is Dead.
+    pub max_crashes: u32,
     /// Longest one chunk may generate, in seconds.
     pub chunk_timeout_secs: u64,
     /// Largest document accepted, in bytes.
@@ -88,6 +90,7 @@ impl Default for Config {
             parallel: 4,
             threads: 0,
             max_attempts: 3,
+            max_crashes: 3,
             chunk_timeout_secs: 600,
             max_file_bytes: 50_000_000,
             store_cache_mb: 32,
@@ -177,6 +180,7 @@ impl Config {
         within("parallel", self.parallel, 1, 256)?;
         within("threads", self.threads, 0, 4096)?;
         within("max_attempts", self.max_attempts, 1, 1000)?;
+        within("max_crashes", self.max_crashes, 1, 1000)?;
         within("chunk_timeout_secs", self.chunk_timeout_secs, 1, 7 * DAY)?;
         within(
             "max_file_bytes",

@@ -205,7 +205,9 @@ pub fn run(
         .map_err(|e| DaemonError::Listen(socket.display().to_string(), e))?;
 
     let status = Arc::new(Mutex::new(LiveStatus {
-        pid: std::process::id(),
+        // The pid a person stops: the supervisor's, when this process is its runner.
+        pid: crate::supervise::supervisor_pid().unwrap_or_else(std::process::id),
+        runner_pid: std::process::id(),
         started: crate::now_ms(),
         ..Default::default()
     }));

@@ -67,6 +67,11 @@ fn views(store: &Store, ids: &[JobId], with_events: bool) -> Result<Vec<JobView>
                 } else {
                     Vec::new()
                 },
+                crash: if with_events {
+                    store.crash_record(id)?
+                } else {
+                    None
+                },
                 job,
             });
         }

@@ -2,6 +2,7 @@
 //!
 //! ## Who owns what
 //! - [`job`] — what a job asks for and where it stands; the legal state moves. Pure.
+//! - [`crash`] — poison jobs: which jobs a crash of the worker is charged to. Pure.
 //! - [`queue`] — the durable queue in sled; the only code that sees sled. Every state change
 //!   is one transaction, flushed before anyone is told.
 //! - [`engine`] — the inference seam (trait [`engine::Engine`]: a batch of sequences decoded
@@ -24,6 +25,8 @@
 //! - [`handler`] — requests executed against a store: the same code serves the socket and
 //!   the CLI's direct mode, so every verb behaves the same with or without a worker.
 //! - [`daemon`] — the worker process: the socket server plus the loop, wired together.
+//! - [`supervise`] — `qwen3q worker` is a supervisor and a runner: the supervisor reads how the
+//!   runner died and charges crashes to the jobs in flight (`crash`), then starts it again.
 //! - [`client`] — the CLI side: the socket when a worker is alive, else the store directly.
 //! - [`config`], [`home`] — configuration and where data lives.
 //! - [`ingest`] — reading documents from files, directories, stdin and OpenAI batch files.
@@ -45,6 +48,7 @@
 
 pub mod client;
 pub mod config;
+pub mod crash;
 pub mod daemon;
 pub mod engine;
 pub mod fuzz;
@@ -59,6 +63,7 @@ pub mod registry;
 pub mod schedule;
 pub mod scheduler;
 pub mod service;
+pub mod supervise;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> job::Millis {

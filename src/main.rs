@@ -67,6 +67,15 @@ fn init_logging(cli: &Cli) -> Option<tracing_appender::non_blocking::WorkerGuard
 
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Worker(_)) {
+        // A command whose output goes to a pipe that closes (`qwen3q show 1 | head`) ends
+        // quietly, as Unix tools do, instead of panicking on the failed print. The worker
+        // keeps Rust's default (SIGPIPE ignored): a client closing its socket must not kill it.
+        // SAFETY: setting a signal's disposition to its default has no preconditions.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let _guard = init_logging(&cli);
     let code = match cli::run(cli) {
         Ok(code) => code,

@@ -11,7 +11,7 @@ use crate::scheduler::LiveStatus;
 
 /// Bumped on any change to [`Request`] or [`Response`]. A mismatch is refused with a message
 /// telling which side to restart or upgrade.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The longest request line the worker reads. A longer one is answered with an error and the
 /// connection closed, so a client cannot make the worker buffer without bound. Enqueue
@@ -96,6 +96,9 @@ pub struct JobView {
     pub result: Option<JobResult>,
     /// Filled by `show` only.
     pub events: Vec<Event>,
+    /// Crashes of the worker this job was in flight at (`show` only).
+    #[serde(default)]
+    pub crash: Option<crate::crash::CrashRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

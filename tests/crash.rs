@@ -164,3 +164,172 @@ fn sigterm_mid_job_checkpoints_exits_zero_and_resumes() {
     );
     assert!(chunk_runs(&h, 1).values().all(|n| *n == 1));
 }
+
+/// Send `sig` (a `kill` name: ABRT, SEGV, KILL…) to `pid`.
+fn kill(sig: &str, pid: u64) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// The pid of the worker's runner (the process that runs inference), once it answers.
+fn runner(h: &TestHome) -> u64 {
+    let mut pid = 0;
+    wait_until(Duration::from_secs(60), "the runner answers", || {
+        let out = h.run(&["status", "--json"]);
+        pid = serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .and_then(|s| s["worker"]["runner_pid"].as_u64())
+            .unwrap_or(0);
+        pid > 0
+    });
+    pid
+}
+
+/// Wait until job `id`'s state is one of `states`.
+fn wait_state(h: &TestHome, id: &str, states: &[&str]) {
+    wait_until(
+        Duration::from_secs(90),
+        &format!("job {id} {states:?}"),
+        || states.contains(&h.show(id)["state"].as_str().unwrap()),
+    );
+}
+
+#[test]
+fn a_job_that_crashes_the_worker_alone_is_dead_after_three_crashes_and_the_worker_goes_on() {
+    let h = TestHome::new();
+    let poison = h.doc("poison.txt", &prose(11, 6000));
+    h.enqueue_tiny(&poison, "64");
+    let mut worker = h.spawn_worker(&["--n-ctx", "512", "--parallel", "2"]);
+    h.wait_for_worker(&mut worker);
+    // Each time the job runs, the process running inference dies by a signal it could have
+    // raised itself (llama.cpp's asserts abort; a stack overflow ends in an abort; a bad
+    // pointer in native code is a SIGSEGV): charged to the job, which was alone.
+    let mut runners = Vec::new();
+    for (n, sig) in ["ABRT", "SEGV", "ABRT"].into_iter().enumerate() {
+        wait_state(&h, "1", &["running"]);
+        let pid = runner(&h);
+        assert!(
+            !runners.contains(&pid),
+            "a new runner each time: {runners:?}"
+        );
+        runners.push(pid);
+        kill(sig, pid);
+        // (The job is queued again only for a moment: the next runner claims it at once.)
+        wait_until(Duration::from_secs(60), "the crash is charged", || {
+            h.show("1")["crashes"]["charged"].as_u64() == Some(n as u64 + 1)
+        });
+        assert!(worker.try_wait().unwrap().is_none(), "the supervisor lives");
+    }
+    let shown = h.show("1");
+    assert_eq!(shown["state"], "dead", "{shown}");
+    assert!(
+        shown["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("the worker crashed 3 times running this job alone (last: SIGABRT)"),
+        "{shown}"
+    );
+    assert_eq!(shown["crashes"]["charged"], 3);
+    assert_eq!(shown["attempts"], 0, "crashes are not attempts");
+    // The worker goes on with other work.
+    let doc = h.doc("fine.txt", "a short note about the river");
+    h.enqueue_tiny(&doc, "8");
+    wait_state(&h, "2", &["succeeded"]);
+    sigterm(&worker);
+    let st = wait_exit(&mut worker, Duration::from_secs(15)).expect("the worker stops");
+    assert!(st.success(), "{st}");
+}
+
+#[test]
+fn a_crash_with_several_jobs_in_flight_charges_none_and_runs_each_alone() {
+    let h = TestHome::new();
+    for i in 0..3 {
+        h.doc(&format!("s{i}.txt"), &prose(30 + i, 1500));
+    }
+    h.enqueue_tiny(&h.path().join("docs"), "32");
+    let mut worker = h.spawn_worker(&["--n-ctx", "512", "--parallel", "4"]);
+    h.wait_for_worker(&mut worker);
+    wait_until(Duration::from_secs(60), "all three run", || {
+        count(&h.status(), "running") == 3
+    });
+    kill("SEGV", runner(&h));
+    for id in ["1", "2", "3"] {
+        wait_state(&h, id, &["succeeded"]);
+    }
+    for id in ["1", "2", "3"] {
+        let shown = h.show(id);
+        let reasons: Vec<&str> = shown["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap())
+            .collect();
+        assert!(
+            reasons.iter().any(|r| r.contains(
+                "the worker crashed (SIGSEGV) with 3 jobs in flight; not charged: runs alone next"
+            )),
+            "{reasons:?}"
+        );
+        assert!(
+            shown["crashes"].is_null(),
+            "cleared once it ran alone: {shown}"
+        );
+        assert_eq!(shown["attempts"], 1);
+    }
+    sigterm(&worker);
+    wait_exit(&mut worker, Duration::from_secs(15)).expect("the worker stops");
+}
+
+#[test]
+fn kill_9_of_the_runner_charges_nothing_and_loses_nothing() {
+    let h = TestHome::new();
+    for i in 0..6 {
+        h.doc(&format!("k{i}.txt"), &prose(70 + i, 200 + 150 * i));
+    }
+    h.enqueue_tiny(&h.path().join("docs"), "48");
+    let jobs = 6;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("kill -9 of the runner: seed {seed}");
+    let mut rng = Rng(seed);
+    let mut worker = h.spawn_worker(&["--n-ctx", "384", "--parallel", "4"]);
+    h.wait_for_worker(&mut worker);
+    // Five kills at random moments while work is left (the OOM killer's signal too).
+    let mut kills = 0;
+    while kills < 5 && count(&h.status(), "succeeded") < jobs {
+        let pid = runner(&h);
+        std::thread::sleep(Duration::from_millis(rng.range(200, 1500)));
+        kill("KILL", pid);
+        kills += 1;
+        wait_until(Duration::from_secs(30), "a new runner", || {
+            runner(&h) != pid
+        });
+    }
+    wait_until(Duration::from_secs(180), "every job succeeds", || {
+        count(&h.status(), "succeeded") == jobs
+    });
+    assert!(worker.try_wait().unwrap().is_none(), "the supervisor lives");
+    for id in 1..=jobs {
+        let shown = h.show(&id.to_string());
+        assert!(shown["crashes"].is_null(), "nothing charged: {shown}");
+        assert_eq!(events_to(&shown, "succeeded"), 1);
+        assert_eq!(shown["attempts"], 1, "{shown}");
+    }
+    let repeated: Vec<_> = chunk_runs(&h, jobs)
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    assert!(
+        repeated.is_empty(),
+        "finished chunks ran again: {repeated:?}"
+    );
+    sigterm(&worker);
+    wait_exit(&mut worker, Duration::from_secs(15)).expect("the worker stops");
+}

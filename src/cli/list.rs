@@ -41,6 +41,7 @@ pub fn run(ctx: &Ctx, a: ListArgs) -> Result<i32> {
                     job,
                     result: None,
                     events: Vec::new(),
+                    crash: None,
                 })
             })
             .collect();

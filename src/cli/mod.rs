@@ -13,6 +13,7 @@ mod service;
 mod show;
 mod status;
 mod steer;
+mod supervisor;
 mod worker;
 
 use std::time::Duration;

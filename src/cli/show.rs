@@ -18,6 +18,7 @@ pub fn run(ctx: &Ctx, jobs: &[String], json: bool) -> Result<i32> {
             .map(|v| {
                 let mut j = job_json(v);
                 j["events"] = serde_json::to_value(&v.events).unwrap_or_default();
+                j["crashes"] = serde_json::to_value(&v.crash).unwrap_or_default();
                 j
             })
             .collect();
@@ -45,6 +46,14 @@ pub fn run(ctx: &Ctx, jobs: &[String], json: bool) -> Result<i32> {
                 j.spec.doc_bytes, j.spec.doc_sha256
             );
             println!("  attempts: {} of {}", j.attempts, j.spec.max_attempts);
+            if let Some(c) = &v.crash {
+                println!(
+                    "  crashes:  {} charged (the worker crashed while it ran alone); last: {}{}",
+                    c.charged,
+                    c.last_signal,
+                    if c.suspect { "; runs alone next" } else { "" }
+                );
+            }
             if let Some(r) = &v.result {
                 println!(
                     "  usage:    {} prompt + {} generated tokens, {} chunks, {} ms generating",

@@ -94,7 +94,19 @@ fn window(ctx: &Ctx, a: &WorkerArgs) -> Result<Option<qwen3q::schedule::Window>>
     }
 }
 
+/// `qwen3q worker`: the supervisor, which starts this command again as the runner.
 pub fn run(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
+    match qwen3q::supervise::supervisor_pid() {
+        Some(parent) => {
+            qwen3q::supervise::become_runner(parent);
+            run_runner(ctx, a)
+        }
+        None => super::supervisor::run(ctx),
+    }
+}
+
+/// The runner: owns the store, serves the socket, drains the queue through llama.cpp.
+fn run_runner(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
     let settings = RunSettings {
         n_ctx: a.n_ctx.unwrap_or(ctx.config.n_ctx),
         parallel: a.parallel.unwrap_or(ctx.config.parallel).max(1),

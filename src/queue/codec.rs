@@ -5,7 +5,13 @@ use serde::{de::DeserializeOwned, Serialize};
 
 /// The layout every value written by this build follows. Bump it with a migration under
 /// `migrations/` and a step in `migrate.rs`.
-pub const SCHEMA_VERSION: u8 = 3;
+pub const SCHEMA_VERSION: u8 = 4;
+
+/// The oldest version byte whose values have this build's layout: values written by schemas
+/// `READS_FROM..=SCHEMA_VERSION` decode as they are. A schema that only adds trees (4 added
+/// `crashes`) keeps it, and its migration rewrites nothing; one that changes a value's layout
+/// sets it to its own number, and its migration rewrites the values.
+pub const READS_FROM: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -44,7 +50,7 @@ pub fn encode_body<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-    if version != SCHEMA_VERSION {
+    if !(READS_FROM..=SCHEMA_VERSION).contains(&version) {
         return Err(CodecError::Version {
             found: version,
             expected: SCHEMA_VERSION,
@@ -96,6 +102,14 @@ mod tests {
             decode::<JobState>(&bytes),
             Err(CodecError::Version { .. })
         ));
+        bytes[0] = READS_FROM - 1;
+        assert!(matches!(
+            decode::<JobState>(&bytes),
+            Err(CodecError::Version { .. })
+        ));
+        // A value of an older schema with today's layout decodes as it is.
+        bytes[0] = READS_FROM;
+        assert_eq!(decode::<JobState>(&bytes).unwrap(), JobState::Queued);
         assert!(matches!(decode::<JobState>(&[]), Err(CodecError::Empty)));
         assert!(matches!(
             decode::<JobState>(&[SCHEMA_VERSION, 200, 200, 200]),

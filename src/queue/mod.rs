@@ -6,12 +6,14 @@
 //! (`write.rs`) are split; keys (`keys.rs`) and value encoding (`codec.rs`) are pure.
 
 pub mod codec;
+mod crashes;
 mod history;
 pub mod keys;
 pub mod migrate;
 mod models;
 mod read;
 pub mod trees;
+mod tx;
 mod write;
 
 pub use read::{Counts, JobFilter};
@@ -216,5 +218,49 @@ pub(crate) mod test_support {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store"), &OpenOptions::default()).unwrap();
         (dir, store)
+    }
+
+    /// A spec for a document named `name` on a model at `/m.gguf`.
+    pub fn spec(name: &str) -> crate::job::JobSpec {
+        crate::job::JobSpec {
+            custom_id: name.into(),
+            source: name.into(),
+            doc_sha256: name.into(),
+            doc_bytes: 1,
+            task: crate::job::Task::Summarize,
+            system: None,
+            model: crate::job::ModelRef {
+                name: "m".into(),
+                path: "/m.gguf".into(),
+                template: None,
+            },
+            params: crate::job::GenParams::qwen3_defaults(false),
+            priority: 0,
+            not_before: None,
+            max_attempts: 3,
+            extra_json: None,
+            constraint: None,
+            fallback: Vec::new(),
+            auto: None,
+        }
+    }
+
+    /// Enqueue `n` documents `d0`, `d1`, …; their ids.
+    pub fn enqueue_n(store: &Store, n: usize) -> Vec<JobId> {
+        let items: Vec<NewJob> = (0..n)
+            .map(|i| NewJob {
+                spec: spec(&format!("d{i}")),
+                text: format!("text {i}"),
+            })
+            .collect();
+        store
+            .enqueue(&items, false, 1)
+            .unwrap()
+            .into_iter()
+            .map(|o| match o {
+                EnqueueOutcome::Queued(id) => id,
+                other => panic!("{other:?}"),
+            })
+            .collect()
     }
 }

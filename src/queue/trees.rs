@@ -1,4 +1,4 @@
-//! Tree names in one place, and the layout of each (schema version 3; see `migrations/`).
+//! Tree names in one place, and the layout of each (schema version 4; see `migrations/`).
 
 /// Store-wide settings and counters: `schema_version`, `next_job_id`, `event_seq`, `paused`.
 pub const META: &str = "meta";
@@ -37,8 +37,12 @@ pub const MEMORY_MINUTES: &str = "memory_minutes";
 /// `qwen3q calibrate`.
 pub const CALIBRATIONS: &str = "calibrations";
 
+/// job id → `CrashRecord` (schema 4). Jobs in flight when the worker crashed: suspects to run
+/// alone, and the crashes charged to them.
+pub const CRASHES: &str = "crashes";
+
 /// Every tree the store opens, in the order of [`T`]'s indexes.
-pub const ALL: [&str; 16] = [
+pub const ALL: [&str; 17] = [
     META,
     JOBS,
     READY,
@@ -55,6 +59,7 @@ pub const ALL: [&str; 16] = [
     MEMORY_SAMPLES,
     MEMORY_MINUTES,
     CALIBRATIONS,
+    CRASHES,
 ];
 
 /// Indexes into [`ALL`] (and into a transaction's tree list).
@@ -75,6 +80,7 @@ pub mod t {
     pub const MEMORY_SAMPLES: usize = 13;
     pub const MEMORY_MINUTES: usize = 14;
     pub const CALIBRATIONS: usize = 15;
+    pub const CRASHES: usize = 16;
 }
 
 /// Keys in [`META`].
@@ -105,5 +111,7 @@ mod tests {
         assert_eq!(ALL[t::CHECKPOINTS], CHECKPOINTS);
         assert_eq!(ALL[t::RESULTS], RESULTS);
         assert_eq!(ALL[t::EVENTS], EVENTS);
+        assert_eq!(ALL[t::CALIBRATIONS], CALIBRATIONS);
+        assert_eq!(ALL[t::CRASHES], CRASHES);
     }
 }

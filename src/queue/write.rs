@@ -1,18 +1,14 @@
 //! State changes. Each is one sled transaction over every tree it touches, then a flush.
 
 use sha2::{Digest, Sha256};
-use sled::transaction::{
-    abort, ConflictableTransactionResult, TransactionError, TransactionalTree,
-};
-use sled::Transactional;
+use sled::transaction::abort;
 
 use super::trees::{meta, t, DOCUMENT_PART_BYTES};
+use super::tx::{enc, Tx, TxResult};
 use super::{codec, keys, Result, Store, StoreError};
 use crate::job::{
     after_failure, ChunkOutput, Event, Job, JobId, JobResult, JobSpec, JobState, Millis, StateKind,
 };
-
-type TxResult<T> = ConflictableTransactionResult<T, StoreError>;
 
 /// A document to enqueue.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -39,17 +35,6 @@ pub enum TransitionOutcome {
     /// Not possible from the state the job is in.
     Refused(StateKind),
     NotFound,
-}
-
-fn tx_err(e: TransactionError<StoreError>) -> StoreError {
-    match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => e.into(),
-    }
-}
-
-fn enc<T: serde::Serialize>(v: &T) -> TxResult<Vec<u8>> {
-    codec::encode(v).or_else(|e| abort(e.into()))
 }
 
 /// The dedupe key: sha256 over the document's hash, the task, the system prompt and the model.
@@ -97,132 +82,7 @@ pub(crate) fn split_parts(text: &str) -> Vec<&str> {
     parts
 }
 
-/// The view of every tree inside one transaction, with the moves that keep indexes right.
-struct Tx<'a>(&'a [TransactionalTree]);
-
-impl Tx<'_> {
-    fn job(&self, id: JobId) -> TxResult<Option<Job>> {
-        match self.0[t::JOBS].get(keys::job(id))? {
-            Some(v) => Ok(Some(codec::decode(&v).or_else(|e| abort(e.into()))?)),
-            None => Ok(None),
-        }
-    }
-
-    fn must_job(&self, id: JobId) -> TxResult<Job> {
-        match self.job(id)? {
-            Some(j) => Ok(j),
-            None => abort(StoreError::NoSuchJob(id)),
-        }
-    }
-
-    fn put_job(&self, job: &Job) -> TxResult<()> {
-        self.0[t::JOBS].insert(&keys::job(job.id), enc(job)?)?;
-        Ok(())
-    }
-
-    fn counter(&self, key: &[u8]) -> TxResult<u64> {
-        let current = match self.0[t::META].get(key)? {
-            Some(v) => codec::decode::<u64>(&v).or_else(|e| abort(e.into()))?,
-            None => 1,
-        };
-        self.0[t::META].insert(key, enc(&(current + 1))?)?;
-        Ok(current)
-    }
-
-    fn event(&self, id: JobId, event: &Event) -> TxResult<()> {
-        let seq = self.counter(meta::EVENT_SEQ)?;
-        self.0[t::EVENTS].insert(&keys::event(id, seq), enc(event)?)?;
-        Ok(())
-    }
-
-    /// Remove the job from the indexes its current state puts it in.
-    fn unindex(&self, job: &Job) -> TxResult<()> {
-        let id = job.id;
-        self.0[t::BY_STATE].remove(&keys::by_state(job.state.kind(), id))?;
-        match &job.state {
-            JobState::Queued => {
-                self.0[t::READY].remove(&keys::ready(job.spec.priority, id))?;
-                if let Some(due) = job.spec.not_before {
-                    self.0[t::DELAYED].remove(&keys::delayed(due, id))?;
-                }
-            }
-            JobState::Failed {
-                next_attempt_at, ..
-            } => {
-                self.0[t::DELAYED].remove(&keys::delayed(*next_attempt_at, id))?;
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// Put the job into the indexes its current state calls for.
-    fn index(&self, job: &Job, now: Millis) -> TxResult<()> {
-        let id = job.id;
-        self.0[t::BY_STATE].insert(&keys::by_state(job.state.kind(), id), &[])?;
-        match &job.state {
-            JobState::Queued => match job.spec.not_before {
-                Some(due) if due > now => {
-                    self.0[t::DELAYED].insert(&keys::delayed(due, id), &[])?;
-                }
-                _ => {
-                    self.0[t::READY].insert(&keys::ready(job.spec.priority, id), &[])?;
-                }
-            },
-            JobState::Failed {
-                next_attempt_at, ..
-            } => {
-                self.0[t::DELAYED].insert(&keys::delayed(*next_attempt_at, id), &[])?;
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// Move a job to a new state: check the move is legal, keep the indexes right, log it.
-    fn transition(
-        &self,
-        job: &mut Job,
-        next: JobState,
-        now: Millis,
-        reason: String,
-        chunk: Option<u32>,
-    ) -> TxResult<()> {
-        let from = job.state.kind();
-        let to = next.kind();
-        if !job.state.can_become(to) {
-            return abort(StoreError::IllegalTransition {
-                id: job.id,
-                from,
-                to,
-            });
-        }
-        self.unindex(job)?;
-        job.state = next;
-        job.updated = now;
-        self.index(job, now)?;
-        self.put_job(job)?;
-        self.event(
-            job.id,
-            &Event {
-                at: now,
-                from: Some(from),
-                to,
-                chunk,
-                reason,
-            },
-        )
-    }
-}
-
 impl Store {
-    fn transact<T>(&self, f: impl Fn(&Tx) -> TxResult<T>) -> Result<T> {
-        let result = self.trees[..]
-            .transaction(|trees| f(&Tx(trees)))
-            .map_err(tx_err)?;
-        Ok(result)
-    }
-
     /// Change one job and flush: the common shape of every single-job state change.
     fn change_job<T>(&self, id: JobId, f: impl Fn(&Tx, &mut Job) -> TxResult<T>) -> Result<T> {
         let out = self.transact(|tx| {
@@ -334,14 +194,15 @@ impl Store {
         self.claim_matching(now, lease_ms, usize::MAX, &|_| true)
     }
 
-    /// Claim the first of the next `scan` ready jobs whose spec satisfies `wanted` (the
-    /// worker fills a batch with jobs for the model it holds). Jobs passed over stay ready.
+    /// Claim the first of the next `scan` ready jobs that `wanted` accepts (the worker fills
+    /// a batch with jobs for the model it holds, and leaves suspects of a crash out). Jobs
+    /// passed over stay ready.
     pub fn claim_matching(
         &self,
         now: Millis,
         lease_ms: u64,
         scan: usize,
-        wanted: &dyn Fn(&crate::job::JobSpec) -> bool,
+        wanted: &dyn Fn(&Job) -> bool,
     ) -> Result<Option<Job>> {
         self.promote_due(now)?;
         let mut after: Option<Vec<u8>> = None;
@@ -361,47 +222,67 @@ impl Store {
                 continue;
             };
             match self.job(id)? {
-                Some(job) if job.state == JobState::Queued && !wanted(&job.spec) => continue,
+                Some(job) if job.state == JobState::Queued && !wanted(&job) => continue,
                 _ => {}
             }
-            let done = self.checkpoint_count(id)?;
-            let claimed = self.transact(|tx| {
-                if tx.0[t::READY].get(&key)?.is_none() {
-                    return Ok(None); // taken away meanwhile (cancelled): look again
-                }
-                let Some(mut job) = tx.job(id)? else {
-                    tx.0[t::READY].remove(&key)?;
-                    return Ok(None);
-                };
-                if job.state != JobState::Queued {
-                    // A stale index entry (cannot happen with transactions, but a worker must
-                    // not stop over one): drop it and look again.
-                    tracing::warn!(job = %id, state = %job.state.kind(), "dropping a stale ready entry");
-                    tx.0[t::READY].remove(&key)?;
-                    return Ok(None);
-                }
-                let attempt = job.attempts + 1;
-                let running = JobState::Running {
-                    lease_until: now + lease_ms,
-                    attempt,
-                    started: now,
-                    chunks_done: done,
-                    chunks_total: 0,
-                };
-                let reason = if done > 0 {
-                    format!("claimed (attempt {attempt}), resuming after {done} finished chunks")
-                } else {
-                    format!("claimed (attempt {attempt})")
-                };
-                tx.transition(&mut job, running, now, reason, None)?;
-                Ok(Some(job))
-            })?;
-            if let Some(job) = claimed {
-                self.flush()?;
+            if let Some(job) = self.claim_key(&key, id, now, lease_ms)? {
                 return Ok(Some(job));
             }
         }
         Ok(None)
+    }
+
+    /// Claim job `id` if it is ready now (a suspect the worker runs alone).
+    pub fn claim_job(&self, id: JobId, now: Millis, lease_ms: u64) -> Result<Option<Job>> {
+        self.promote_due(now)?;
+        let Some(job) = self.job(id)? else {
+            return Ok(None);
+        };
+        let key = keys::ready(job.spec.priority, id);
+        if job.state != JobState::Queued || self.tree(t::READY).get(key)?.is_none() {
+            return Ok(None);
+        }
+        self.claim_key(&key, id, now, lease_ms)
+    }
+
+    /// Claim the job under ready key `key`, unless it was taken meanwhile; flushed.
+    fn claim_key(&self, key: &[u8], id: JobId, now: Millis, lease_ms: u64) -> Result<Option<Job>> {
+        let done = self.checkpoint_count(id)?;
+        let claimed = self.transact(|tx| {
+            if tx.0[t::READY].get(key)?.is_none() {
+                return Ok(None); // taken away meanwhile (cancelled): look again
+            }
+            let Some(mut job) = tx.job(id)? else {
+                tx.0[t::READY].remove(key)?;
+                return Ok(None);
+            };
+            if job.state != JobState::Queued {
+                // A stale index entry (cannot happen with transactions, but a worker must
+                // not stop over one): drop it and look again.
+                tracing::warn!(job = %id, state = %job.state.kind(), "dropping a stale ready entry");
+                tx.0[t::READY].remove(key)?;
+                return Ok(None);
+            }
+            let attempt = job.attempts + 1;
+            let running = JobState::Running {
+                lease_until: now + lease_ms,
+                attempt,
+                started: now,
+                chunks_done: done,
+                chunks_total: 0,
+            };
+            let reason = if done > 0 {
+                format!("claimed (attempt {attempt}), resuming after {done} finished chunks")
+            } else {
+                format!("claimed (attempt {attempt})")
+            };
+            tx.transition(&mut job, running, now, reason, None)?;
+            Ok(Some(job))
+        })?;
+        if claimed.is_some() {
+            self.flush()?;
+        }
+        Ok(claimed)
     }
 
     /// Record the number of chunks the document was split into.
@@ -509,6 +390,7 @@ impl Store {
                 "succeeded: {} prompt + {} generated tokens",
                 result.usage.prompt_tokens, result.usage.completion_tokens
             );
+            super::crashes::job_ended(tx, id)?;
             tx.transition(job, next, now, reason, None)
         })
     }
@@ -540,6 +422,7 @@ impl Store {
                 JobState::Dead { .. } => format!("attempt {attempt} failed, giving up: {error}"),
                 _ => format!("attempt {attempt} failed: {error}"),
             };
+            super::crashes::job_ended(tx, id)?;
             tx.transition(job, next.clone(), now, reason, None)?;
             Ok(next)
         })
@@ -658,6 +541,11 @@ impl Store {
             }
             let state = next(&mut job);
             let reason = format!("{} by request", to.as_str());
+            match to {
+                // A retry is a fresh start: crash charges too.
+                StateKind::Queued => Store::forget_crashes(tx, id)?,
+                _ => super::crashes::job_ended(tx, id)?,
+            }
             tx.transition(&mut job, state, now, reason, None)?;
             Ok(TransitionOutcome::Done)
         })?;
@@ -719,31 +607,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::test_support::temp_store;
-
-    fn spec(name: &str) -> JobSpec {
-        JobSpec {
-            custom_id: name.into(),
-            source: name.into(),
-            doc_sha256: name.into(),
-            doc_bytes: 1,
-            task: crate::job::Task::Summarize,
-            system: None,
-            model: crate::job::ModelRef {
-                name: "m".into(),
-                path: "/m.gguf".into(),
-                template: None,
-            },
-            params: crate::job::GenParams::qwen3_defaults(false),
-            priority: 0,
-            not_before: None,
-            max_attempts: 3,
-            extra_json: None,
-            constraint: None,
-            fallback: Vec::new(),
-            auto: None,
-        }
-    }
+    use crate::queue::test_support::{spec, temp_store};
 
     #[test]
     fn a_stale_ready_entry_is_dropped_not_fatal() {

@@ -40,6 +40,9 @@ pub(super) struct Batch {
     pub grow_to: Option<u32>,
     /// Jobs this worker deferred for lack of memory (see [`super::waits`]).
     pub waits: super::waits::MemoryWaiters,
+    /// The batch runs a suspect of a crash alone (B = 1): nothing else is claimed until it
+    /// ends.
+    pub alone: bool,
     /// What each `--model auto` quality picks now (model path), and when that was worked
     /// out: such jobs join a running batch when they pick its model.
     pub auto_picks: Option<(std::time::Instant, HashMap<crate::job::Quality, String>)>,
@@ -66,6 +69,7 @@ impl Batch {
             grow_to: None,
             auto_picks: None,
             waits: Default::default(),
+            alone: false,
         }
     }
 

@@ -15,29 +15,50 @@ use crate::queue::StoreError;
 impl Worker {
     /// The next ready job: any, if the batch is empty, else one for the model the batch runs
     /// on (which may be a fallback of its jobs' own model).
+    ///
+    /// Suspects — jobs in flight when the worker crashed (see [`crate::crash`]) — run alone:
+    /// one that is ready is claimed first, into an empty batch at B = 1, and nothing joins it;
+    /// they never join another batch.
     pub(super) fn claim(&mut self, b: &mut Batch) -> Result<Option<Job>, StoreError> {
         let (now, lease) = ((self.now)(), self.lease_ms());
+        if b.alone {
+            return Ok(None);
+        }
+        let suspects = self.store.suspects()?;
+        if b.runs.is_empty() {
+            for &id in &suspects {
+                if let Some(job) = self.store.claim_job(id, now, lease)? {
+                    tracing::warn!(job = %id, "a suspect of a crash: running it alone");
+                    b.alone = true;
+                    return Ok(Some(job));
+                }
+            }
+        }
         let running = if b.runs.is_empty() {
             None
         } else {
             self.engine.loaded().cloned()
         };
-        match running {
-            None => self.store.claim(now, lease),
-            Some(model) => {
-                let picks = self.auto_picks(b)?;
-                self.store
-                    .claim_matching(
-                        now,
-                        lease,
-                        self.settings.claim_scan,
-                        &|spec| match spec.auto {
-                            Some(q) => picks.get(&q) == Some(&model.path),
-                            None => spec.model == model,
-                        },
-                    )
+        let picks = match running {
+            Some(_) => Some(self.auto_picks(b)?),
+            None => None,
+        };
+        let scan = match running {
+            Some(_) => self.settings.claim_scan,
+            None => usize::MAX,
+        };
+        self.store.claim_matching(now, lease, scan, &|job| {
+            if suspects.contains(&job.id) {
+                return false;
             }
-        }
+            let (Some(model), Some(picks)) = (&running, &picks) else {
+                return true;
+            };
+            match job.spec.auto {
+                Some(q) => picks.get(&q) == Some(&model.path),
+                None => job.spec.model == *model,
+            }
+        })
     }
 
     /// Load the job's model (down the fallback ladder if it does not fit), split its document,
@@ -49,8 +70,12 @@ impl Worker {
         let fresh = b.runs.is_empty();
         if fresh {
             // A new batch starts at the configured size (the adaptive one: the model's
-            // controller's B, below); the ladder shrinks it if need be.
-            b.n_seq = self.settings.parallel.max(1);
+            // controller's B, below; a suspect's: 1); the ladder shrinks it if need be.
+            b.n_seq = if b.alone {
+                1
+            } else {
+                self.settings.parallel.max(1)
+            };
             b.n_ctx = self.settings.n_ctx;
             // A growth asked for while the last batch drained: the controller's B has it.
             b.grow_to = None;
@@ -88,7 +113,7 @@ impl Worker {
                 }
             }
         }
-        if fresh {
+        if fresh && !b.alone {
             if let Some(start) = self.adaptive_start(b, &job.spec.model) {
                 b.n_seq = start;
             }

@@ -84,7 +84,11 @@ impl Default for RunSettings {
 /// What the worker is doing, for `status`. Shared with the socket server.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct LiveStatus {
+    /// The worker's pid (its supervisor's: what a person stops).
     pub pid: u32,
+    /// The process that runs inference (restarted by the supervisor after a crash).
+    #[serde(default)]
+    pub runner_pid: u32,
     pub started: Millis,
     /// Jobs in the batch, with their progress, in the order they were claimed.
     pub running: Vec<CurrentJob>,
@@ -457,6 +461,10 @@ impl Worker {
     fn fill(&mut self, b: &mut Batch) -> Result<(), StoreError> {
         loop {
             self.feed_runs(b)?;
+            if b.runs.is_empty() {
+                // A suspect that ran alone has ended (or never joined): others may come.
+                b.alone = false;
+            }
             if !self.has_room()
                 || !b.claiming
                 || b.grow_to.is_some()

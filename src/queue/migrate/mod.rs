@@ -6,6 +6,7 @@
 
 mod v2;
 mod v3;
+mod v4;
 
 use super::codec::SCHEMA_VERSION;
 use super::trees::{meta, t};
@@ -29,6 +30,11 @@ pub const STEPS: &[Step] = &[
         to: 3,
         name: "model choice by memory, waits in the history, calibrations",
         run: v3::run,
+    },
+    Step {
+        to: 4,
+        name: "crash records",
+        run: v4::run,
     },
 ];
 

@@ -255,8 +255,11 @@ mod tests {
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
             }
         };
-        // Both steps ran: 1 → 2 → 3.
-        assert_eq!(super::super::stored_version(&store).unwrap(), Some(3));
+        // Every step ran: 1 → 2 → 3 → … (the latest).
+        assert_eq!(
+            super::super::stored_version(&store).unwrap(),
+            Some(crate::queue::codec::SCHEMA_VERSION)
+        );
         let job = store.job(JobId(2)).unwrap().unwrap();
         assert_eq!(job.spec.custom_id, "b");
         assert_eq!(job.spec.constraint, None);

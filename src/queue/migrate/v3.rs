@@ -333,7 +333,10 @@ mod tests {
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
             }
         };
-        assert_eq!(super::super::stored_version(&store).unwrap(), Some(3));
+        assert_eq!(
+            super::super::stored_version(&store).unwrap(),
+            Some(crate::queue::codec::SCHEMA_VERSION)
+        );
         let job = store.job(JobId(1)).unwrap().unwrap();
         assert_eq!(job.state.kind(), StateKind::Queued);
         assert_eq!(

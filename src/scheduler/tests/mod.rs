@@ -949,3 +949,49 @@ fn a_model_llama_cpp_refuses_with_memory_enough_fails_its_attempts_instead_of_wa
         JobState::Dead { attempts: 2, .. }
     ));
 }
+
+#[test]
+fn suspects_of_a_crash_run_alone_first_then_the_rest_together() {
+    let (_d, store) = temp_store();
+    let store = Arc::new(store);
+    let ids: Vec<JobId> = (0..4)
+        .map(|i| {
+            enqueue(
+                &store,
+                &format!("d{i}"),
+                &format!("text {i}"),
+                Task::Summarize,
+                "m.gguf",
+            )
+        })
+        .collect();
+    // A worker had jobs 1 and 2 in flight when it crashed: both are suspects.
+    store.claim(now(), 60_000).unwrap().unwrap();
+    store.claim(now(), 60_000).unwrap().unwrap();
+    store.record_crash("SIGSEGV", now(), 3).unwrap();
+    assert_eq!(store.suspects().unwrap(), vec![ids[0], ids[1]]);
+    let engine = FakeEngine::new(1000);
+    let log = engine.log.clone();
+    let settings = RunSettings {
+        parallel: 4,
+        ..settings(1000)
+    };
+    let w = worker_with(&store, engine, settings, now, true, &Signals::default());
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 0 });
+    for id in &ids {
+        assert_eq!(
+            store.job(*id).unwrap().unwrap().state.kind(),
+            StateKind::Succeeded
+        );
+        assert!(store.crash_record(*id).unwrap().is_none(), "cleared");
+    }
+    let log = log.lock().unwrap();
+    // The suspects alone in a context of one sequence (the second reuses the first's), then
+    // the other two together at B = 4.
+    assert_eq!(log.shapes, [1, 4], "{:?}", log.shapes);
+    let first_prompts: Vec<&String> = log.prompts.iter().take(2).collect();
+    assert!(
+        first_prompts[0].contains("text 0") && first_prompts[1].contains("text 1"),
+        "{first_prompts:?}"
+    );
+}
