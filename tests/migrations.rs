@@ -86,3 +86,51 @@ fn a_store_written_by_schema_v2_opens_with_its_jobs_models_and_history() {
         serde_json::from_str(&h.ok(&["memory", "--window", "8760h", "--json"])).unwrap();
     assert!(mem["samples"].as_u64().unwrap() >= 1, "{mem}");
 }
+
+#[test]
+fn a_store_written_by_schema_v3_opens_with_its_jobs_models_calibrations_and_history() {
+    let h = home_with_fixture("store-v3.tar.gz");
+    let status = h.status();
+    assert_eq!(count(&status, "succeeded"), 1, "{status}");
+    assert_eq!(count(&status, "queued"), 1);
+    assert_eq!(count(&status, "cancelled"), 1);
+    let results = h.results(&[]);
+    assert_eq!(results[0]["custom_id"], "fx-a.txt");
+    assert_eq!(results[0]["model"], "fx-tiny");
+    assert!(results[0]["answer"].is_string());
+    // Schema 4 added crash records: none in an upgraded store.
+    let shown = h.show("2");
+    assert_eq!(shown["state"], "queued");
+    assert!(shown["crashes"].is_null(), "{shown}");
+    // The registry, the measured loads and the calibration curve decode as they were written.
+    let models: serde_json::Value =
+        serde_json::from_str(&h.ok(&["models", "list", "--json"])).unwrap();
+    assert_eq!(models[0]["name"], "fx-tiny", "{models}");
+    let at = std::path::Path::new("/tmp/fixture-model.gguf");
+    if !at.exists() {
+        let tmp = h.path().join("fixture-model.gguf");
+        std::fs::copy(tiny(), &tmp).unwrap();
+        std::fs::rename(&tmp, at)
+            .or_else(|_| std::fs::copy(&tmp, at).map(|_| ()))
+            .unwrap();
+    }
+    let inspect: serde_json::Value =
+        serde_json::from_str(&h.ok(&["models", "inspect", "fx-tiny", "--json"])).unwrap();
+    assert_eq!(
+        inspect["calibrations"].as_array().unwrap().len(),
+        1,
+        "{inspect}"
+    );
+    assert!(inspect["calibrations"][0]["knee"].is_u64(), "{inspect}");
+    let mem: serde_json::Value =
+        serde_json::from_str(&h.ok(&["memory", "--window", "8760h", "--json"])).unwrap();
+    assert!(mem["samples"].as_u64().unwrap() >= 1, "{mem}");
+    // The store keeps working: the queued job runs (its model is the fixture's), a new job gets
+    // the next id, and values of both versions sit side by side.
+    h.ok(&["worker", "--drain"]);
+    assert_eq!(h.show("2")["state"], "succeeded");
+    let doc = h.doc("new.txt", "a new document after the upgrade");
+    assert!(h
+        .ok(&["enqueue", s(&doc), "--model", s(&tiny())])
+        .contains("queued #4"));
+}
