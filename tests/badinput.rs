@@ -559,3 +559,25 @@ fn a_batch_file_may_be_a_pipe_but_not_a_directory() {
     assert!(line.contains("a directory"), "{line}");
     assert_eq!(count(&h.status(), "queued"), 3);
 }
+
+#[test]
+fn output_into_a_pipe_that_closes_ends_quietly() {
+    let h = home_with_a_job();
+    // Thousands of lines into `head -c 1`: the writes after the first byte meet a closed pipe.
+    let ids = vec!["1"; 3000].join(" ");
+    let script = format!(
+        "'{}' show {ids} | head -c 1 > /dev/null",
+        env!("CARGO_BIN_EXE_qwen3q")
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .env("QWEN3Q_HOME", h.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+    assert_intact(&h);
+}
