@@ -44,7 +44,10 @@
 //! results (CLI) ──socket or direct──▶ handler ──▶ queue::result ──▶ text | jsonl | openai | files
 //! ```
 //! A `kill -9` at any point loses at most the chunk being generated: at start the worker puts
-//! jobs left Running back in the queue, and they resume after their last checkpoint.
+//! jobs left Running back in the queue, and they resume after their last checkpoint. The worker
+//! is a supervisor and a runner (`supervise`): when the runner dies by a signal it inflicted on
+//! itself, the supervisor charges the crash to the job in flight (`crash`, `queue::crashes`) —
+//! several in flight run alone first — and starts the runner again.
 
 pub mod client;
 pub mod config;
