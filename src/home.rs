@@ -77,6 +77,25 @@ impl Home {
                 .create(&self.dir)
                 .map_err(|e| HomeError::Create(self.dir.clone(), e))?;
         }
+        // A home made by hand (or by an older qwen3q) may be open to others: it holds every
+        // document and the worker's socket. Tighten it, and say so.
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(&self.dir) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                let tightened = std::fs::Permissions::from_mode(0o700);
+                match std::fs::set_permissions(&self.dir, tightened) {
+                    Ok(()) => tracing::warn!(
+                        "{} was open to other users (mode {mode:o}): now 0700",
+                        self.dir.display()
+                    ),
+                    Err(e) => tracing::warn!(
+                        "{} is open to other users (mode {mode:o}) and cannot be tightened: {e}",
+                        self.dir.display()
+                    ),
+                }
+            }
+        }
         Ok(())
     }
 
@@ -113,6 +132,18 @@ mod tests {
         let h = Home::resolve(Some(&t.path().join("a/b"))).unwrap();
         h.ensure().unwrap();
         let mode = std::fs::metadata(&h.dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn an_open_home_is_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("open");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Home { dir: dir.clone() }.ensure().unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
     }
 

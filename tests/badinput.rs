@@ -581,3 +581,30 @@ fn output_into_a_pipe_that_closes_ends_quietly() {
     );
     assert_intact(&h);
 }
+
+#[test]
+fn a_home_open_to_others_is_tightened_with_its_store() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = home_with_a_job();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // A home (and store) made readable by others, as a hand-made directory or a loose umask
+    // leaves them.
+    std::fs::set_permissions(h.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let store = h.path().join("store");
+    for entry in std::fs::read_dir(&store).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    h.ok(&["status"]);
+    assert_eq!(mode(h.path()), 0o700);
+    assert_eq!(mode(&store), 0o700);
+    for entry in std::fs::read_dir(&store).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+    }
+    assert_intact(&h);
+}

@@ -67,8 +67,14 @@ fn spec(
     }
     let mut args = vec!["worker".to_string()];
     args.extend(worker_args);
+    // Under sudo, $USER is root: the person who asked is SUDO_USER.
     let user = if system {
-        Some(std::env::var("USER").unwrap_or_else(|_| "root".into()))
+        let who = std::env::var("SUDO_USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "root".into());
+        Some(who)
     } else {
         None
     };

@@ -177,6 +177,7 @@ impl Store {
                 }
             }
         };
+        private(dir);
         let trees = trees::ALL
             .iter()
             .map(|name| db.open_tree(name))
@@ -207,6 +208,37 @@ impl Store {
     /// Bytes the store takes on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// The store holds every document: its directory 0700, its files 0600, whatever the umask
+/// made of them (sled creates files 0644). Best effort: a store on a file system without
+/// modes opens all the same.
+fn private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |p: &Path, mode: u32| {
+        if let Ok(meta) = std::fs::symlink_metadata(p) {
+            if !meta.file_type().is_symlink() && meta.permissions().mode() & 0o777 != mode {
+                let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+            }
+        }
+    };
+    set(dir, 0o700);
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => {
+                    set(&entry.path(), 0o700);
+                    dirs.push(entry.path());
+                }
+                Ok(t) if t.is_file() => set(&entry.path(), 0o600),
+                _ => {}
+            }
+        }
     }
 }
 

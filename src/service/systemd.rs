@@ -6,24 +6,49 @@ use std::path::{Path, PathBuf};
 
 use super::{run, ServiceError, ServiceSpec};
 
-/// Quote an argument for a unit's `ExecStart` (systemd splits on spaces and honours quotes).
-fn quote(arg: &str) -> String {
-    if !arg.is_empty() && !arg.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\') {
-        arg.to_string()
-    } else {
-        format!("\"{}\"", arg.replace('\\', "\\\\").replace('"', "\\\""))
+/// A value for a unit file: no control characters (a newline would end the line and start
+/// another setting), and `%` doubled (systemd expands `%h`, `%u`… specifiers everywhere).
+fn unit_text(what: &str, value: &str) -> Result<String, ServiceError> {
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(ServiceError::Render(format!(
+            "{what} contains the control character {c:?}: {value:?}"
+        )));
     }
+    Ok(value.replace('%', "%%"))
 }
 
-/// The unit file's text.
-pub fn render(spec: &ServiceSpec) -> String {
-    let mut exec = vec![quote(&spec.program.display().to_string())];
-    exec.extend(spec.args.iter().map(|a| quote(a)));
+/// Quote an argument for `ExecStart` or `Environment=` (systemd splits on spaces and honours
+/// quotes with backslash escapes); in `ExecStart`, `$` is doubled too (it expands variables).
+fn quote(what: &str, arg: &str, exec: bool) -> Result<String, ServiceError> {
+    let mut v = unit_text(what, arg)?;
+    if exec {
+        v = v.replace('$', "$$");
+    }
+    Ok(
+        if !v.is_empty() && !v.contains(|c: char| c.is_whitespace() || "\"\\'".contains(c)) {
+            v
+        } else {
+            format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+        },
+    )
+}
+
+/// The unit file's text. Refused (with what and why) when a path or flag holds a control
+/// character.
+pub fn render(spec: &ServiceSpec) -> Result<String, ServiceError> {
+    let mut exec = vec![quote(
+        "the program path",
+        &spec.program.display().to_string(),
+        true,
+    )?];
+    for a in &spec.args {
+        exec.push(quote("a worker flag", a, true)?);
+    }
     let nice = match spec.process_type {
         super::ProcessType::Background => "Nice=10\n",
         _ => "",
     };
-    format!(
+    Ok(format!(
         "[Unit]\n\
          Description=qwen3q worker: batch LLM processing of a durable document queue\n\
          After=default.target\n\
@@ -44,13 +69,17 @@ pub fn render(spec: &ServiceSpec) -> String {
          [Install]\n\
          WantedBy=default.target\n",
         exec = exec.join(" "),
-        home = quote(&format!("QWEN3Q_HOME={}", spec.home.display())),
-        path = quote(&format!("PATH={}", spec.path_env)),
+        home = quote(
+            "the home path",
+            &format!("QWEN3Q_HOME={}", spec.home.display()),
+            false
+        )?,
+        path = quote("PATH", &format!("PATH={}", spec.path_env), false)?,
         throttle = spec.throttle_secs,
         stop = spec.exit_timeout_secs,
-        out = spec.stdout.display(),
-        err = spec.stderr.display(),
-    )
+        out = unit_text("the log path", &spec.stdout.display().to_string())?,
+        err = unit_text("the log path", &spec.stderr.display().to_string())?,
+    ))
 }
 
 /// Where the unit goes: `~/.config/systemd/user/<label>.service`.
@@ -77,7 +106,7 @@ pub fn install(spec: &ServiceSpec, path: &Path) -> Result<(), ServiceError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| ServiceError::Write(dir.to_path_buf(), e))?;
     }
-    std::fs::write(path, render(spec)).map_err(|e| ServiceError::Write(path.to_path_buf(), e))?;
+    std::fs::write(path, render(spec)?).map_err(|e| ServiceError::Write(path.to_path_buf(), e))?;
     let unit = format!("{}.service", spec.label);
     run("systemctl", &["--user", "daemon-reload"])?;
     run("systemctl", &["--user", "enable", "--now", &unit])?;
@@ -130,7 +159,7 @@ mod tests {
 
     #[test]
     fn every_key_of_the_unit() {
-        let u = render(&spec());
+        let u = render(&spec()).unwrap();
         for line in [
             "[Unit]",
             "After=default.target",
@@ -155,7 +184,47 @@ mod tests {
             process_type: ProcessType::Standard,
             ..spec()
         };
-        assert!(!render(&standard).contains("Nice="));
+        assert!(!render(&standard).unwrap().contains("Nice="));
+    }
+
+    #[test]
+    fn hostile_values_are_escaped_or_refused() {
+        let odd = ServiceSpec {
+            program: "/opt/q 100%/qwen3q".into(),
+            args: vec![
+                "worker".into(),
+                "--window".into(),
+                "0 22 * * *".into(),
+                "--name=$HOME%h\"x\\y".into(),
+            ],
+            home: "/home/me/50%/q3".into(),
+            ..spec()
+        };
+        let u = render(&odd).unwrap();
+        let exec = u.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+        assert_eq!(
+            exec,
+            "ExecStart=\"/opt/q 100%%/qwen3q\" worker --window \"0 22 * * *\" \"--name=$$HOME%%h\\\"x\\\\y\""
+        );
+        assert!(
+            u.lines()
+                .any(|l| l == "Environment=QWEN3Q_HOME=/home/me/50%%/q3"),
+            "{u}"
+        );
+        for (field, bad) in [
+            ("flag", "--window\nExecStartPre=/bin/rm -rf ~"),
+            ("home", "/home/me\rx"),
+            ("program", "/bin/qwen3q\u{7}"),
+        ] {
+            let mut s = spec();
+            match field {
+                "flag" => s.args.push(bad.into()),
+                "home" => s.home = bad.into(),
+                _ => s.program = bad.into(),
+            }
+            let e = render(&s).unwrap_err().to_string();
+            assert!(e.contains("control character"), "{field}: {e}");
+        }
     }
 
     #[test]
