@@ -39,7 +39,11 @@ fn main() {
         seed: 0,
     };
     let g = engine
-        .generate(&args[2], &sampling, &mut || Control::Continue)
+        .generate(
+            &qwen3q::engine::Prompt::trusted(&args[2]),
+            &sampling,
+            &mut || Control::Continue,
+        )
         .expect("generate");
     println!("{}", g.text);
     eprintln!(

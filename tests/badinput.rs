@@ -608,3 +608,22 @@ fn a_home_open_to_others_is_tightened_with_its_store() {
     }
     assert_intact(&h);
 }
+
+#[test]
+fn a_prompt_holding_the_document_twice_is_refused_at_enqueue() {
+    let h = home_with_a_job();
+    let doc = h.doc("twice.txt", &prose(3, 50));
+    let line = h.fails(
+        &[
+            "enqueue",
+            s(&doc),
+            "--prompt",
+            "Compare {text} with {text}",
+            "--model",
+            s(&tiny()),
+        ],
+        3,
+    );
+    assert!(line.contains("{text} 2 times"), "{line}");
+    assert_intact(&h);
+}

@@ -61,6 +61,16 @@ fn task_of(a: &EnqueueArgs) -> Result<Task> {
             fields: a.fields.clone(),
         },
         TaskName::Custom => match &a.prompt {
+            // Chunks are sized for the document once: a prompt holding it twice would not fit.
+            Some(p) if p.matches("{text}").count() > 1 => {
+                return fail(
+                    code::BAD_INPUT,
+                    format!(
+                        "--prompt holds {{text}} {} times; the document goes in once",
+                        p.matches("{text}").count()
+                    ),
+                )
+            }
             Some(p) if !p.trim().is_empty() => Task::Custom { prompt: p.clone() },
             _ => {
                 return fail(

@@ -134,7 +134,7 @@ pub fn sweep(
 /// per second over the whole run.
 fn run_point(
     engine: &mut dyn Engine,
-    prompt: &str,
+    prompt: &super::Prompt,
     sampling: &Sampling,
     b: u32,
 ) -> Result<f64, EngineError> {
@@ -147,7 +147,7 @@ fn run_point(
             started += 1;
             engine.start(SeqRequest {
                 tag: started,
-                prompt: prompt.to_string(),
+                prompt: prompt.clone(),
                 sampling: sampling.clone(),
                 grammar: None,
             })?;

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use super::cache::{LoadedModel, ModelCache};
 use super::lru::Limits;
-use super::{Engine, EngineError, FinishReason, Generation, ModelInfo, SeqDone, SeqRequest, Shape};
+use super::{
+    Engine, EngineError, FinishReason, Generation, ModelInfo, Piece, Prompt, SeqDone, SeqRequest,
+    Shape,
+};
 use crate::job::{ChatMessage, Millis, ModelRef};
 
 /// See the module docs. Fields are knobs a test sets.
@@ -151,17 +154,19 @@ impl Engine for FakeEngine {
         Ok(tokens.iter().filter_map(|&t| char::from_u32(t)).collect())
     }
 
-    fn render(&mut self, messages: &[ChatMessage]) -> Result<String, EngineError> {
-        let mut out = String::new();
+    fn render(&mut self, messages: &[ChatMessage]) -> Result<Prompt, EngineError> {
+        let mut out = Prompt::default();
         for m in messages {
-            out.push_str(&format!("<{}>{}</{}>", m.role, m.content, m.role));
+            out.push_template(&format!("<{}>", m.role));
+            out.pieces.push(Piece::Text(m.content.clone()));
+            out.push_template(&format!("</{}>", m.role));
         }
-        out.push_str("<assistant>");
+        out.push_template("<assistant>");
         Ok(out)
     }
 
-    fn prompt_tokens(&mut self, prompt: &str) -> Result<u32, EngineError> {
-        Ok(prompt.chars().count() as u32)
+    fn prompt_tokens(&mut self, prompt: &Prompt) -> Result<u32, EngineError> {
+        Ok(prompt.text().chars().count() as u32)
     }
 
     fn start(&mut self, request: SeqRequest) -> Result<(), EngineError> {
@@ -171,8 +176,8 @@ impl Engine for FakeEngine {
         if self.seqs.len() >= shape.n_seq as usize {
             return Err(EngineError::NoFreeSlot(shape.n_seq));
         }
-        let prompt = &request.prompt;
-        let prompt_tokens = self.prompt_tokens(prompt)?;
+        let prompt_tokens = self.prompt_tokens(&request.prompt)?;
+        let prompt = &request.prompt.text();
         if prompt_tokens >= shape.n_ctx {
             return Err(EngineError::ContextTooSmall {
                 need: prompt_tokens + 1,

@@ -179,13 +179,58 @@ pub struct Shape {
     pub n_seq: u32,
 }
 
+/// A rendered prompt, in pieces: the chat template's own text, whose markers (`<|im_start|>`,
+/// `<start_of_turn>`…) are special tokens, and the text people gave (documents, messages,
+/// prompts), which is only ever text. A document that contains `<|im_end|>` does not close its
+/// turn: it is tokenized as the characters it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Prompt {
+    pub pieces: Vec<Piece>,
+}
+
+/// One piece of a [`Prompt`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// The template's text: special tokens are parsed in it.
+    Template(String),
+    /// Text from outside: never special tokens.
+    Text(String),
+}
+
+impl Prompt {
+    /// A prompt that is all template text (a trusted prompt written by qwen3q or a tool).
+    pub fn trusted(text: &str) -> Prompt {
+        Prompt {
+            pieces: vec![Piece::Template(text.to_string())],
+        }
+    }
+
+    /// The whole prompt as one string (for logs, and engines without special tokens).
+    pub fn text(&self) -> String {
+        self.pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Template(t) | Piece::Text(t) => t.as_str(),
+            })
+            .collect()
+    }
+
+    /// More template text at the end.
+    pub fn push_template(&mut self, text: &str) {
+        match self.pieces.last_mut() {
+            Some(Piece::Template(t)) => t.push_str(text),
+            _ => self.pieces.push(Piece::Template(text.to_string())),
+        }
+    }
+}
+
 /// A sequence to start in a free slot.
 #[derive(Debug, Clone)]
 pub struct SeqRequest {
     /// The caller's name for the sequence; [`SeqDone`] and [`Engine::abort`] use it.
     pub tag: u64,
     /// The rendered prompt.
-    pub prompt: String,
+    pub prompt: Prompt,
     pub sampling: Sampling,
     /// A JSON schema or GBNF grammar the output must follow.
     pub grammar: Option<Constraint>,
@@ -215,11 +260,12 @@ pub trait Engine: Send {
     fn detokenize(&mut self, tokens: &[u32]) -> Result<String, EngineError>;
 
     /// The prompt for `messages` in the model's chat template, ending with the opening of the
-    /// assistant's turn.
-    fn render(&mut self, messages: &[ChatMessage]) -> Result<String, EngineError>;
+    /// assistant's turn: the template's text apart from the messages' contents.
+    fn render(&mut self, messages: &[ChatMessage]) -> Result<Prompt, EngineError>;
 
-    /// Count the tokens of a rendered prompt (special tokens parsed, BOS as the model wants).
-    fn prompt_tokens(&mut self, prompt: &str) -> Result<u32, EngineError>;
+    /// Count the tokens of a rendered prompt (special tokens parsed in its template pieces
+    /// only, BOS as the model wants), as [`Engine::start`] will feed it.
+    fn prompt_tokens(&mut self, prompt: &Prompt) -> Result<u32, EngineError>;
 
     /// Start a sequence in a free slot. Errors concern this sequence only (its prompt does not
     /// fit, its grammar is invalid, no slot is free).
@@ -272,7 +318,7 @@ pub trait Engine: Send {
     /// in flight.
     fn generate(
         &mut self,
-        prompt: &str,
+        prompt: &Prompt,
         sampling: &Sampling,
         control: &mut dyn FnMut() -> Control,
     ) -> Result<Generation, EngineError> {
@@ -284,7 +330,7 @@ pub trait Engine: Send {
         }
         self.start(SeqRequest {
             tag: TAG,
-            prompt: prompt.to_string(),
+            prompt: prompt.clone(),
             sampling: sampling.clone(),
             grammar: None,
         })?;

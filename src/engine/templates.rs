@@ -92,12 +92,15 @@ pub fn reduce_messages(task: &Task, system: Option<&str>, parts: &[String]) -> V
 /// Complete a rendered prompt for the thinking setting. For a template that knows Qwen3's
 /// `<think>` blocks, thinking off appends [`EMPTY_THINK`] exactly as Qwen3's template does for
 /// `enable_thinking=false`; thinking on leaves the model to open its own block.
-pub fn with_thinking(rendered: String, thinking: bool, thinking_template: bool) -> String {
+pub fn with_thinking(
+    mut rendered: super::Prompt,
+    thinking: bool,
+    thinking_template: bool,
+) -> super::Prompt {
     if thinking_template && !thinking {
-        rendered + EMPTY_THINK
-    } else {
-        rendered
+        rendered.push_template(EMPTY_THINK);
     }
+    rendered
 }
 
 /// Whether a chat template's source knows Qwen3-style thinking.
@@ -136,10 +139,12 @@ mod tests {
 
     #[test]
     fn thinking_off_appends_an_empty_block_only_for_thinking_templates() {
-        let p = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n".to_string();
+        let p = crate::engine::Prompt::trusted(
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+        );
         assert_eq!(
-            with_thinking(p.clone(), false, true),
-            format!("{p}<think>\n\n</think>\n\n")
+            with_thinking(p.clone(), false, true).text(),
+            format!("{}<think>\n\n</think>\n\n", p.text())
         );
         assert_eq!(with_thinking(p.clone(), true, true), p);
         assert_eq!(with_thinking(p.clone(), false, false), p);

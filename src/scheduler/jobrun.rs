@@ -22,7 +22,7 @@ use crate::job::{
 #[derive(Debug, Clone)]
 pub struct Work {
     pub step: u32,
-    pub prompt: String,
+    pub prompt: crate::engine::Prompt,
     pub sampling: Sampling,
     pub grammar: Option<Constraint>,
 }
@@ -125,7 +125,7 @@ fn render(
     job: &Job,
     info: &ModelInfo,
     messages: &[ChatMessage],
-) -> Result<String, EngineError> {
+) -> Result<crate::engine::Prompt, EngineError> {
     let rendered = engine.render(messages)?;
     Ok(with_thinking(
         rendered,

@@ -9,6 +9,7 @@
 //! does not fit the context is refused before any decode.
 
 pub mod anchor;
+mod prompt;
 mod session;
 
 use std::path::Path;
@@ -17,7 +18,7 @@ use std::time::Instant;
 
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::model::{LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{send_logs_to_tracing, DecodeError, LogOptions};
@@ -25,7 +26,7 @@ use llama_cpp_2::{send_logs_to_tracing, DecodeError, LogOptions};
 use super::cache::{LoadedModel, ModelCache};
 use super::lru::Limits;
 use super::{
-    gguf, templates, Engine, EngineError, ModelInfo, Sampling, SeqDone, SeqRequest, Shape,
+    gguf, templates, Engine, EngineError, ModelInfo, Prompt, Sampling, SeqDone, SeqRequest, Shape,
 };
 use crate::job::{ChatMessage, ModelRef};
 use session::Session;
@@ -72,6 +73,8 @@ struct Loaded {
     /// Shared with the session's context, which borrows it.
     model: Arc<LlamaModel>,
     template: LlamaChatTemplate,
+    /// The template trims messages' contents (probed at load): rendering does the same.
+    trims: bool,
     info: ModelInfo,
 }
 
@@ -193,9 +196,11 @@ fn load_model(model_ref: &ModelRef, header: &gguf::Header) -> Result<Loaded, Eng
             millis = started.elapsed().as_millis() as u64,
             "model loaded"
         );
+        let trims = prompt::template_trims(&model, &template);
         Ok(Loaded {
             model: Arc::new(model),
             template,
+            trims,
             info,
         })
     }
@@ -362,24 +367,14 @@ impl Engine for LlamaEngine {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
-    fn render(&mut self, messages: &[ChatMessage]) -> Result<String, EngineError> {
+    fn render(&mut self, messages: &[ChatMessage]) -> Result<Prompt, EngineError> {
         let l = self.current()?;
-        let chat = messages
-            .iter()
-            .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| EngineError::Template(e.to_string()))?;
-        l.model
-            .apply_chat_template(&l.template, &chat, true)
-            .map_err(|e| EngineError::Template(e.to_string()))
+        prompt::render(&l.model, &l.template, l.trims, messages)
     }
 
-    fn prompt_tokens(&mut self, prompt: &str) -> Result<u32, EngineError> {
+    fn prompt_tokens(&mut self, prompt: &Prompt) -> Result<u32, EngineError> {
         let l = self.current()?;
-        Ok(l.model
-            .vocab()
-            .tokenize(prompt.as_bytes(), true, true)
-            .len() as u32)
+        Ok(prompt::tokens(&l.model, prompt).len() as u32)
     }
 
     fn start(&mut self, request: SeqRequest) -> Result<(), EngineError> {

@@ -129,10 +129,8 @@ impl Session {
         let Some(free) = self.slots.iter().position(|s| s.is_none()) else {
             return Err(EngineError::NoFreeSlot(self.shape.n_seq));
         };
-        let prompt = model
-            .vocab()
-            .tokenize(request.prompt.as_bytes(), true, true);
-        let prompt_text = request.prompt.as_str();
+        let prompt = super::prompt::tokens(model, &request.prompt);
+        let prompt_text = request.prompt.text();
         tracing::debug!(prompt = prompt_text, tokens = ?prompt.iter().map(|t| t.0).collect::<Vec<_>>(), "generating");
         if prompt.is_empty() {
             return Err(EngineError::Decode("the prompt has no tokens".into()));
