@@ -97,6 +97,17 @@ impl Cgroup {
         self.command_in(h, args).output().unwrap()
     }
 
+    /// `qwen3q args` started in the group, its output dropped.
+    fn spawn_in(&self, h: &TestHome, args: &[&str]) -> SpawnedWorker {
+        SpawnedWorker(
+            self.command_in(h, args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
     fn set_limit(&self, limit: u64) {
         let file = match self.version {
             Version::V1 => "memory.limit_in_bytes",
@@ -264,13 +275,7 @@ fn the_probe_sees_a_cgroup_limit_and_the_gate_holds_a_model_that_cannot_fit_it()
 
     // A running worker in the same group: a new job waits for memory; when the limit is
     // raised (memory frees) it runs within seconds, not after its minute of waiting.
-    let mut worker = SpawnedWorker(
-        cg.command_in(&h, &["worker", "--n-ctx", "512", "--parallel", "1"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut worker = cg.spawn_in(&h, &["worker", "--n-ctx", "512", "--parallel", "1"]);
     h.wait_for_worker(&mut worker);
     let doc = h.doc("h.txt", &prose(9, 40));
     h.enqueue_on(&doc, &gemma, "4");
@@ -427,13 +432,7 @@ fn a_loaded_model_counts_as_used_and_unloading_it_frees_what_the_gate_expects() 
     )
     .unwrap();
     drop_caches();
-    let mut worker = SpawnedWorker(
-        cg.command_in(&h, &["worker", "--n-ctx", "512", "--parallel", "1"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut worker = cg.spawn_in(&h, &["worker", "--n-ctx", "512", "--parallel", "1"]);
     h.wait_for_worker(&mut worker);
     std::thread::sleep(Duration::from_secs(1));
     // Two loads and unloads of the same model in one process: the second read of its file

@@ -284,13 +284,7 @@ fn qwen3_thinking_off_starts_the_answer_with_an_empty_think_block() {
         "--thinking",
         "--force",
     ]);
-    let out = h
-        .command(&["worker", "--drain"])
-        .env("RUST_LOG", "qwen3q=debug")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let prompts = prompts_sent(&String::from_utf8_lossy(&out.stderr));
+    let prompts = prompts_sent(&drain_with_debug_log(&h));
     assert_eq!(prompts.len(), 2, "{prompts:?}");
     // The GGUF's own Qwen3 template (ChatML turns), then Qwen3's enable_thinking=false block.
     assert!(
@@ -390,6 +384,17 @@ fn results_wait_rides_out_a_draining_worker_that_exits() {
     assert!(r.iter().all(|r| r["state"] == "succeeded"), "{r:?}");
 }
 
+/// Drain the queue with the worker's debug log on; the log.
+fn drain_with_debug_log(h: &TestHome) -> String {
+    let out = h
+        .command(&["worker", "--drain"])
+        .env("RUST_LOG", "qwen3q=debug")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// The tokens of every prompt the worker started, from its debug log.
 fn prompt_tokens_logged(log: &str) -> Vec<Vec<u64>> {
     log.lines()
@@ -419,13 +424,7 @@ fn special_token_text_inside_documents_and_messages_stays_text() {
         "messages": [{"role": "user", "content": injection}]}});
     std::fs::write(&batch, line.to_string()).unwrap();
     h.ok(&["enqueue", "--batch", s(&batch), "--model", s(&tiny)]);
-    let out = h
-        .command(&["worker", "--drain"])
-        .env("RUST_LOG", "qwen3q=debug")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let prompts = prompt_tokens_logged(&String::from_utf8_lossy(&out.stderr));
+    let prompts = prompt_tokens_logged(&drain_with_debug_log(&h));
     assert_eq!(prompts.len(), 2, "one prompt each");
     for tokens in prompts {
         // The prompt opens with the template's <|im_start|>: it appears for the user's turn

@@ -17,6 +17,32 @@ fn home_with_fixture(name: &str) -> TestHome {
     h
 }
 
+/// The fixtures' jobs: 1 succeeded (fx-a.txt, with an answer), 2 queued, 3 cancelled; their
+/// results.
+fn fixture_jobs(h: &TestHome) -> Vec<serde_json::Value> {
+    let status = h.status();
+    assert_eq!(count(&status, "succeeded"), 1, "{status}");
+    assert_eq!(count(&status, "queued"), 1);
+    assert_eq!(count(&status, "cancelled"), 1);
+    let results = h.results(&[]);
+    assert_eq!(results[0]["custom_id"], "fx-a.txt");
+    assert!(results[0]["answer"].is_string());
+    results
+}
+
+/// The fixtures name their model at /tmp/fixture-model.gguf: put the tiny model there,
+/// atomically (tests run side by side).
+fn fixture_model_in_place(h: &TestHome) {
+    let at = std::path::Path::new("/tmp/fixture-model.gguf");
+    if !at.exists() {
+        let tmp = h.path().join("fixture-model.gguf");
+        std::fs::copy(tiny(), &tmp).unwrap();
+        std::fs::rename(&tmp, at)
+            .or_else(|_| std::fs::copy(&tmp, at).map(|_| ()))
+            .unwrap();
+    }
+}
+
 #[test]
 fn a_store_written_by_schema_v1_opens_with_its_jobs() {
     let h = home_with_fixture("store-v1.tar.gz");
@@ -47,27 +73,13 @@ fn a_store_written_by_schema_v1_opens_with_its_jobs() {
 #[test]
 fn a_store_written_by_schema_v2_opens_with_its_jobs_models_and_history() {
     let h = home_with_fixture("store-v2.tar.gz");
-    let status = h.status();
-    assert_eq!(count(&status, "succeeded"), 1, "{status}");
-    assert_eq!(count(&status, "queued"), 1);
-    assert_eq!(count(&status, "cancelled"), 1);
-    let results = h.results(&[]);
-    assert_eq!(results[0]["custom_id"], "fx-a.txt");
+    let results = fixture_jobs(&h);
     assert_eq!(results[0]["model"], "fx-tiny");
-    assert!(results[0]["answer"].is_string());
     // Fields schema 3 added: the upgrade fills them in.
     assert!(results[0]["choice"].is_null());
     assert!(results[0]["quality"].is_null());
-    // The registry and its measured load survived (inspect reads the model file, which the
-    // fixture names at /tmp/fixture-model.gguf: put the tiny model there, atomically).
-    let at = std::path::Path::new("/tmp/fixture-model.gguf");
-    if !at.exists() {
-        let tmp = h.path().join("fixture-model.gguf");
-        std::fs::copy(tiny(), &tmp).unwrap();
-        std::fs::rename(&tmp, at)
-            .or_else(|_| std::fs::copy(&tmp, at).map(|_| ()))
-            .unwrap();
-    }
+    // The registry and its measured load survived (inspect reads the model file).
+    fixture_model_in_place(&h);
     let models: serde_json::Value =
         serde_json::from_str(&h.ok(&["models", "list", "--json"])).unwrap();
     assert_eq!(models[0]["name"], "fx-tiny", "{models}");
@@ -90,14 +102,8 @@ fn a_store_written_by_schema_v2_opens_with_its_jobs_models_and_history() {
 #[test]
 fn a_store_written_by_schema_v3_opens_with_its_jobs_models_calibrations_and_history() {
     let h = home_with_fixture("store-v3.tar.gz");
-    let status = h.status();
-    assert_eq!(count(&status, "succeeded"), 1, "{status}");
-    assert_eq!(count(&status, "queued"), 1);
-    assert_eq!(count(&status, "cancelled"), 1);
-    let results = h.results(&[]);
-    assert_eq!(results[0]["custom_id"], "fx-a.txt");
+    let results = fixture_jobs(&h);
     assert_eq!(results[0]["model"], "fx-tiny");
-    assert!(results[0]["answer"].is_string());
     // Schema 4 added crash records: none in an upgraded store.
     let shown = h.show("2");
     assert_eq!(shown["state"], "queued");
@@ -106,14 +112,7 @@ fn a_store_written_by_schema_v3_opens_with_its_jobs_models_calibrations_and_hist
     let models: serde_json::Value =
         serde_json::from_str(&h.ok(&["models", "list", "--json"])).unwrap();
     assert_eq!(models[0]["name"], "fx-tiny", "{models}");
-    let at = std::path::Path::new("/tmp/fixture-model.gguf");
-    if !at.exists() {
-        let tmp = h.path().join("fixture-model.gguf");
-        std::fs::copy(tiny(), &tmp).unwrap();
-        std::fs::rename(&tmp, at)
-            .or_else(|_| std::fs::copy(&tmp, at).map(|_| ()))
-            .unwrap();
-    }
+    fixture_model_in_place(&h);
     let inspect: serde_json::Value =
         serde_json::from_str(&h.ok(&["models", "inspect", "fx-tiny", "--json"])).unwrap();
     assert_eq!(

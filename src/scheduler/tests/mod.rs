@@ -54,6 +54,21 @@ fn enqueue(store: &Store, custom_id: &str, text: &str, task: Task, model: &str) 
     }
 }
 
+/// `n` documents `d0`, `d1`, … ("text 0", …) to summarize on `m.gguf`.
+fn enqueue_docs(store: &Store, n: usize) -> Vec<JobId> {
+    (0..n)
+        .map(|i| {
+            enqueue(
+                store,
+                &format!("d{i}"),
+                &format!("text {i}"),
+                Task::Summarize,
+                "m.gguf",
+            )
+        })
+        .collect()
+}
+
 /// Record a measured load of `path` at (`n_ctx`, `n_seq`): `weights` plus `context` bytes.
 fn measured(store: &Store, path: &str, n_ctx: u32, n_seq: u32, weights: u64, context: u64) {
     let record = crate::registry::MemoryRecord {
@@ -257,17 +272,7 @@ fn a_resumed_job_does_not_run_finished_chunks_again() {
 fn a_batch_that_does_not_fit_halves_and_runs_its_steps_again() {
     let (_d, store) = temp_store();
     let store = Arc::new(store);
-    let ids: Vec<JobId> = (0..4)
-        .map(|i| {
-            enqueue(
-                &store,
-                &format!("d{i}"),
-                &format!("text {i}"),
-                Task::Summarize,
-                "m.gguf",
-            )
-        })
-        .collect();
+    let ids = enqueue_docs(&store, 4);
     let signals = Signals::default();
     let mut engine = FakeEngine::new(1000);
     engine.fail_steps = 2;
@@ -954,17 +959,7 @@ fn a_model_llama_cpp_refuses_with_memory_enough_fails_its_attempts_instead_of_wa
 fn suspects_of_a_crash_run_alone_first_then_the_rest_together() {
     let (_d, store) = temp_store();
     let store = Arc::new(store);
-    let ids: Vec<JobId> = (0..4)
-        .map(|i| {
-            enqueue(
-                &store,
-                &format!("d{i}"),
-                &format!("text {i}"),
-                Task::Summarize,
-                "m.gguf",
-            )
-        })
-        .collect();
+    let ids = enqueue_docs(&store, 4);
     // A worker had jobs 1 and 2 in flight when it crashed: both are suspects.
     store.claim(now(), 60_000).unwrap().unwrap();
     store.claim(now(), 60_000).unwrap().unwrap();
