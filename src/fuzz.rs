@@ -25,6 +25,10 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n.max(1) as u64) as usize
     }
+    /// A number in `lo..hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo).max(1)
+    }
 }
 
 /// Change `b` as a fuzzer would: one to four of flipped bits, interesting bytes, interesting

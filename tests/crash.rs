@@ -53,13 +53,7 @@ fn kill_9_at_random_moments_loses_nothing_and_repeats_no_finished_chunk() {
     h.enqueue_tiny(&docs, "48");
     let jobs = 12;
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("kill -9 test seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng(seed("kill -9 test"));
     let mut finished_at_kill = Vec::new();
     for _ in 0..10 {
         let before = chunks_done(&h, jobs);
@@ -292,13 +286,7 @@ fn kill_9_of_the_runner_charges_nothing_and_loses_nothing() {
     }
     h.enqueue_tiny(&h.path().join("docs"), "48");
     let jobs = 6;
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("kill -9 of the runner: seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng(seed("kill -9 of the runner"));
     let mut worker = h.spawn_worker(&["--n-ctx", "384", "--parallel", "4"]);
     h.wait_for_worker(&mut worker);
     // Five kills at random moments while work is left (the OOM killer's signal too).

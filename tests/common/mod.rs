@@ -249,17 +249,16 @@ pub fn count(status: &Value, state: &str) -> u64 {
     status["counts"][state].as_u64().unwrap()
 }
 
-/// A small deterministic random number generator (xorshift), seeded per test.
-pub struct Rng(pub u64);
+/// The library's small deterministic generator (xorshift), seeded per test.
+pub use qwen3q::fuzz::Rng;
 
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
+/// A seed from the clock, printed so that a failing run can be repeated.
+pub fn seed(what: &str) -> u64 {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("{what}: seed {seed}");
+    seed
 }
