@@ -39,7 +39,7 @@ pub(super) struct Batch {
     pub alloc_failed: bool,
     pub grow_to: Option<u32>,
     /// Jobs this worker deferred for lack of memory (see [`super::waits`]).
-    pub waits: super::waits::MemoryWaiters,
+    pub waits: MemoryWaiters,
     /// The batch runs a suspect of a crash alone (B = 1): nothing else is claimed until it
     /// ends.
     pub alone: bool,
@@ -93,4 +93,17 @@ impl Batch {
             .map(|(t, _)| *t)
             .collect()
     }
+}
+
+/// The jobs this worker deferred for lack of memory, and what `--drain` tried for them.
+#[derive(Debug, Default)]
+pub(super) struct MemoryWaiters {
+    /// Each job with the bytes it needed (`u64::MAX`: unknown, retried on time only): woken
+    /// early when a batch ends or memory frees.
+    pub jobs: Vec<(JobId, u64)>,
+    /// Whether the batch had jobs at the last look (its end may let a waiter fit).
+    pub was_running: bool,
+    /// `--drain`: the count of finished jobs when everything loaded was last unloaded for the
+    /// waiters to try once more. Another such try only after more jobs finish, so the drain ends.
+    pub last_try: Option<u64>,
 }

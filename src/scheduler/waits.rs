@@ -9,19 +9,6 @@ use crate::engine::EngineError;
 use crate::job::{JobId, Millis};
 use crate::queue::StoreError;
 
-/// The jobs this worker deferred for lack of memory, and what `--drain` tried for them.
-#[derive(Debug, Default)]
-pub(super) struct MemoryWaiters {
-    /// Each job with the bytes it needed (`u64::MAX`: unknown, retried on time only): woken
-    /// early when a batch ends or memory frees.
-    pub jobs: Vec<(JobId, u64)>,
-    /// Whether the batch had jobs at the last look (its end may let a waiter fit).
-    pub was_running: bool,
-    /// `--drain`: the count of finished jobs when everything loaded was last unloaded for the
-    /// waiters to try once more. Another such try only after more jobs finish, so the drain ends.
-    pub last_try: Option<u64>,
-}
-
 impl Worker {
     /// `--drain` with jobs waiting for memory and none of them fitting the memory free now:
     /// once (again after progress), unload every model and let them all try again; after that,
