@@ -173,6 +173,7 @@ fn handle_inner(
             store_path: store.path().display().to_string(),
             store_bytes: store.size_on_disk()?,
             next_due: store.next_due()?,
+            quarantined: store.quarantined_count(),
         }),
         Request::List(filter) => Response::Jobs(store.list(&filter)?),
         Request::Show(selectors) => {

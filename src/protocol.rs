@@ -111,6 +111,9 @@ pub struct StatusReport {
     pub store_bytes: u64,
     /// When the earliest delayed job (retry, not-before) comes due.
     pub next_due: Option<Millis>,
+    /// Jobs whose stored value was damaged, kept apart (they count as dead).
+    #[serde(default)]
+    pub quarantined: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

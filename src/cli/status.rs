@@ -104,6 +104,12 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<i32> {
     if report.paused {
         println!("paused:  yes (qwen3q resume)");
     }
+    if report.quarantined > 0 {
+        println!(
+            "damaged: {} jobs quarantined (their stored values did not decode; dead, bytes kept)",
+            report.quarantined
+        );
+    }
     println!(
         "store:   {} ({})",
         report.store_path,

@@ -11,11 +11,13 @@ mod history;
 pub mod keys;
 pub mod migrate;
 mod models;
+mod quarantine;
 mod read;
 pub mod trees;
 mod tx;
 mod write;
 
+pub use quarantine::Quarantined;
 pub use read::{Counts, JobFilter};
 pub use write::{EnqueueOutcome, NewJob, TransitionOutcome};
 
@@ -274,6 +276,29 @@ pub(crate) mod test_support {
             constraint: None,
             fallback: Vec::new(),
             auto: None,
+        }
+    }
+
+    impl Store {
+        /// Overwrite job `id`'s stored value with bytes that do not decode (a length that
+        /// claims exabytes), as a damaged disk would.
+        pub fn damage_job_for_tests(&self, id: JobId) {
+            let garbage = [
+                codec::SCHEMA_VERSION,
+                2,
+                253,
+                255,
+                255,
+                255,
+                255,
+                255,
+                255,
+                255,
+                31,
+            ];
+            self.tree(trees::t::JOBS)
+                .insert(keys::job(id), &garbage[..])
+                .unwrap();
         }
     }
 

@@ -59,9 +59,11 @@ pub struct JobFilter {
 }
 
 impl Store {
+    /// Job `id`; one whose stored value is damaged comes back as its quarantined dead
+    /// stand-in (see `quarantine.rs`).
     pub fn job(&self, id: JobId) -> Result<Option<Job>> {
         match self.tree(t::JOBS).get(keys::job(id))? {
-            Some(v) => Ok(Some(codec::decode(&v)?)),
+            Some(v) => Ok(Some(self.decode_job(id, &v)?)),
             None => Ok(None),
         }
     }
@@ -123,8 +125,12 @@ impl Store {
         let mut jobs = Vec::new();
         let limit = filter.limit.unwrap_or(usize::MAX);
         if filter.states.is_empty() {
-            for v in self.tree(t::JOBS).iter().values() {
-                let job: Job = codec::decode(&v?)?;
+            for kv in self.tree(t::JOBS).iter() {
+                let (k, v) = kv?;
+                let Some(id) = keys::job_from(&k) else {
+                    continue;
+                };
+                let job = self.decode_job(id, &v)?;
                 if keep(&job) {
                     jobs.push(job);
                     if jobs.len() >= limit {
@@ -190,19 +196,31 @@ impl Store {
         Ok(n)
     }
 
+    /// Job `id`'s result. A damaged one is reported in the log and read as none: one value
+    /// must not stop `results` for every job.
     pub fn result(&self, id: JobId) -> Result<Option<JobResult>> {
         match self.tree(t::RESULTS).get(keys::job(id))? {
-            Some(v) => Ok(Some(codec::decode(&v)?)),
+            Some(v) => match codec::decode(&v) {
+                Ok(r) => Ok(Some(r)),
+                Err(e) => {
+                    tracing::error!(job = %id, "stored result damaged, skipped: {e}");
+                    Ok(None)
+                }
+            },
             None => Ok(None),
         }
     }
 
+    /// Job `id`'s events; a damaged one is skipped (and logged).
     pub fn events(&self, id: JobId) -> Result<Vec<Event>> {
-        self.tree(t::EVENTS)
-            .scan_prefix(keys::job(id))
-            .values()
-            .map(|v| Ok(codec::decode(&v?)?))
-            .collect()
+        let mut out = Vec::new();
+        for v in self.tree(t::EVENTS).scan_prefix(keys::job(id)).values() {
+            match codec::decode(&v?) {
+                Ok(e) => out.push(e),
+                Err(e) => tracing::error!(job = %id, "stored event damaged, skipped: {e}"),
+            }
+        }
+        Ok(out)
     }
 
     pub fn paused(&self) -> Result<bool> {

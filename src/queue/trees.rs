@@ -41,8 +41,12 @@ pub const CALIBRATIONS: &str = "calibrations";
 /// alone, and the crashes charged to them.
 pub const CRASHES: &str = "crashes";
 
+/// job id → `Quarantined` (schema 4): the bytes of a job whose value no longer decodes, with
+/// the error; a dead stand-in takes its place in `jobs`.
+pub const QUARANTINE: &str = "quarantine";
+
 /// Every tree the store opens, in the order of [`T`]'s indexes.
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 18] = [
     META,
     JOBS,
     READY,
@@ -60,6 +64,7 @@ pub const ALL: [&str; 17] = [
     MEMORY_MINUTES,
     CALIBRATIONS,
     CRASHES,
+    QUARANTINE,
 ];
 
 /// Indexes into [`ALL`] (and into a transaction's tree list).
@@ -81,6 +86,7 @@ pub mod t {
     pub const MEMORY_MINUTES: usize = 14;
     pub const CALIBRATIONS: usize = 15;
     pub const CRASHES: usize = 16;
+    pub const QUARANTINE: usize = 17;
 }
 
 /// Keys in [`META`].
@@ -113,5 +119,6 @@ mod tests {
         assert_eq!(ALL[t::EVENTS], EVENTS);
         assert_eq!(ALL[t::CALIBRATIONS], CALIBRATIONS);
         assert_eq!(ALL[t::CRASHES], CRASHES);
+        assert_eq!(ALL[t::QUARANTINE], QUARANTINE);
     }
 }

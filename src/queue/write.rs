@@ -477,7 +477,18 @@ impl Store {
 
     /// At worker start: every job left Running by a dead worker goes back to the queue.
     pub fn recover(&self, now: Millis) -> Result<Vec<JobId>> {
-        let running = self.ids_in_state(StateKind::Running)?;
+        let mut running = self.ids_in_state(StateKind::Running)?;
+        // A damaged value is quarantined here (its stand-in is dead, not running).
+        let mut live = Vec::with_capacity(running.len());
+        for id in running.drain(..) {
+            if self
+                .job(id)?
+                .is_some_and(|j| j.state.kind() == StateKind::Running)
+            {
+                live.push(id);
+            }
+        }
+        let running = live;
         for &id in &running {
             let done = self.checkpoint_count(id)?;
             let reason = format!(

@@ -990,3 +990,33 @@ fn suspects_of_a_crash_run_alone_first_then_the_rest_together() {
         "{first_prompts:?}"
     );
 }
+
+#[test]
+fn a_damaged_stored_job_is_quarantined_and_the_worker_runs_the_rest() {
+    let (_d, store) = temp_store();
+    let store = Arc::new(store);
+    let ids = enqueue_docs(&store, 3);
+    // The middle job's value is damaged, and it was running when a worker died: recovery,
+    // claiming and the loop go on around it.
+    store.claim(now(), 60_000).unwrap().unwrap();
+    let claimed = store.claim(now(), 60_000).unwrap().unwrap();
+    assert_eq!(claimed.id, ids[1]);
+    store.damage_job_for_tests(ids[1]);
+    let w = worker(
+        &store,
+        FakeEngine::new(1000),
+        now,
+        true,
+        &Signals::default(),
+    );
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 0 });
+    let kinds: Vec<StateKind> = ids
+        .iter()
+        .map(|id| store.job(*id).unwrap().unwrap().state.kind())
+        .collect();
+    assert_eq!(
+        kinds,
+        [StateKind::Succeeded, StateKind::Dead, StateKind::Succeeded]
+    );
+    assert_eq!(store.quarantined_count(), 1);
+}
