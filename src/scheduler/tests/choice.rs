@@ -56,13 +56,7 @@ fn auto_takes_the_largest_model_that_fits_now_and_says_why() {
     register(&store, "big", 8_000_000_000, 6 * GIB, shape);
     let scarce = enqueue_auto(&store, "scarce", Quality::High);
     // 16 GiB with 4 available: 2 beyond the reserve. Only "small" fits.
-    let mut w = worker(
-        &store,
-        FakeEngine::new(1000),
-        now,
-        true,
-        &Signals::default(),
-    );
+    let mut w = draining(&store);
     w.probe = Box::new(crate::monitor::ScriptedProbe::new(vec![memory(
         16 * GIB,
         4 * GIB,
@@ -92,13 +86,7 @@ fn auto_waits_when_no_model_fits_and_fails_with_an_empty_registry() {
     let (_d, store) = temp_store();
     let store = Arc::new(store);
     let id = enqueue_auto(&store, "nothing", Quality::Low);
-    let w = worker(
-        &store,
-        FakeEngine::new(1000),
-        now,
-        true,
-        &Signals::default(),
-    );
+    let w = draining(&store);
     w.run().unwrap();
     let job = store.job(id).unwrap().unwrap();
     assert_eq!(job.state.kind(), StateKind::Failed, "{job:?}");
@@ -115,13 +103,7 @@ fn auto_waits_when_no_model_fits_and_fails_with_an_empty_registry() {
     register(&store, "big", 8_000_000_000, 6 * GIB, (1000, 1));
     let id = enqueue_auto(&store, "waits", Quality::Low);
     let status = Arc::new(Mutex::new(LiveStatus::default()));
-    let mut w = worker(
-        &store,
-        FakeEngine::new(1000),
-        now,
-        true,
-        &Signals::default(),
-    );
+    let mut w = draining(&store);
     w.status = status.clone();
     w.probe = Box::new(crate::monitor::ScriptedProbe::new(vec![memory(
         16 * GIB,

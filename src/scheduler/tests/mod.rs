@@ -101,6 +101,11 @@ fn plenty_of_memory() -> crate::monitor::ScriptedProbe {
 
 use crate::monitor::plain_snapshot as memory;
 
+/// A `--drain` worker over `store` with a fake engine of context 1000 and the fixed clock.
+fn draining(store: &Arc<Store>) -> Worker {
+    worker(store, FakeEngine::new(1000), now, true, &Signals::default())
+}
+
 /// A worker over `store` with the fake engine, a fixed clock and the given signals.
 fn worker(
     store: &Arc<Store>,
@@ -614,13 +619,7 @@ fn a_job_that_cannot_fit_waits_and_is_reported_then_runs_once_memory_frees() {
     measured(&store, "big.gguf", 1000, 1, 1 << 30, 1 << 30);
     // 16 GiB, 3 GiB available, a 2 GiB reserve: 1 GiB free for it.
     let status = Arc::new(Mutex::new(LiveStatus::default()));
-    let mut w = worker(
-        &store,
-        FakeEngine::new(1000),
-        now,
-        true,
-        &Signals::default(),
-    );
+    let mut w = draining(&store);
     w.probe = Box::new(crate::monitor::ScriptedProbe::new(vec![memory(
         16 << 30,
         3 << 30,
@@ -1002,13 +1001,7 @@ fn a_damaged_stored_job_is_quarantined_and_the_worker_runs_the_rest() {
     let claimed = store.claim(now(), 60_000).unwrap().unwrap();
     assert_eq!(claimed.id, ids[1]);
     store.damage_job_for_tests(ids[1]);
-    let w = worker(
-        &store,
-        FakeEngine::new(1000),
-        now,
-        true,
-        &Signals::default(),
-    );
+    let w = draining(&store);
     assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 0 });
     let kinds: Vec<StateKind> = ids
         .iter()
