@@ -321,3 +321,83 @@ fn kill_9_of_the_runner_charges_nothing_and_loses_nothing() {
     sigterm(&worker);
     wait_exit(&mut worker, Duration::from_secs(15)).expect("the worker stops");
 }
+
+/// `kill -9` an enqueue of `dir` at random moments (`kills` times, reopening the store after
+/// each), then run it to the end: exactly one job per document, and the store opens.
+fn enqueue_survives_kills(
+    h: &TestHome,
+    dir: &std::path::Path,
+    docs: usize,
+    kills: usize,
+    rng: &mut Rng,
+) {
+    let tiny = tiny();
+    let mut partial = Vec::new();
+    for _ in 0..kills {
+        let mut child = h
+            .command(&["enqueue", s(dir), "--model", s(&tiny)])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.range(50, 900)));
+        let _ = child.kill();
+        child.wait().unwrap();
+        // The store opens (through the worker, or directly) and counts what went in.
+        let total = h.status()["counts"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|n| n.as_u64().unwrap())
+            .sum::<u64>();
+        partial.push(total);
+    }
+    eprintln!("jobs in the store after each kill: {partial:?}");
+    assert!(
+        partial.iter().any(|&n| n > 0 && n < docs as u64),
+        "some kill came in the middle of the enqueue: {partial:?}"
+    );
+    let out = h.ok(&["enqueue", s(dir), "--model", s(&tiny), "--json"]);
+    let outcomes: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(outcomes.as_array().unwrap().len(), docs);
+    let listed: Value = serde_json::from_str(&h.ok(&["list", "--json"])).unwrap();
+    let mut ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["custom_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), docs, "one job per document");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), docs, "no document twice");
+}
+
+#[test]
+fn kill_9_during_bulk_enqueues_leaves_each_document_in_once_or_not_at_all() {
+    let docs = 3000;
+    let mut rng = Rng(seed("kill -9 during enqueue"));
+    // Without a worker (the command writes the store itself), then through one.
+    for through_worker in [false, true] {
+        let h = TestHome::new();
+        for i in 0..docs {
+            h.doc(
+                &format!("e/d{i:04}.txt"),
+                &format!("document {i}: {}", prose(i, 12)),
+            );
+        }
+        let dir = h.path().join("docs/e");
+        let worker = through_worker.then(|| {
+            let mut w = h.spawn_worker(&["--n-ctx", "256"]);
+            h.wait_for_worker(&mut w);
+            h.ok(&["pause"]);
+            w
+        });
+        enqueue_survives_kills(&h, &dir, docs, 5, &mut rng);
+        if let Some(mut w) = worker {
+            assert!(w.try_wait().unwrap().is_none(), "the worker lives");
+            sigterm(&w);
+            wait_exit(&mut w, Duration::from_secs(15)).expect("the worker stops");
+        }
+    }
+}
