@@ -333,14 +333,20 @@ fn enqueue_survives_kills(
 ) {
     let tiny = tiny();
     let mut partial = Vec::new();
-    for _ in 0..kills {
+    // At least `kills` kills, and until one lands in the middle of an enqueue (on a loaded
+    // machine the first batches come later: the moments stretch with each round).
+    for round in 0..20u64 {
+        let mid = partial.iter().any(|&n| n > 0 && n < docs as u64);
+        if partial.len() >= kills && mid {
+            break;
+        }
         let mut child = h
             .command(&["enqueue", s(dir), "--model", s(&tiny)])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.range(50, 900)));
+        std::thread::sleep(Duration::from_millis(rng.range(50, 900) + round * 300));
         let _ = child.kill();
         child.wait().unwrap();
         // The store opens (through the worker, or directly) and counts what went in.

@@ -214,7 +214,14 @@ fn the_worker_records_memory_history_and_memory_reports_it() {
     );
 }
 
-/// The worker's peak resident memory (VmHWM), in bytes.
+/// The pid of the worker's runner (the process that owns the store and runs inference).
+fn runner_pid(h: &TestHome) -> u32 {
+    h.status()["worker"]["runner_pid"]
+        .as_u64()
+        .expect("a runner") as u32
+}
+
+/// A process's peak resident memory (VmHWM), in bytes.
 fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -231,6 +238,7 @@ fn a_request_line_without_end_is_cut_off_and_the_worker_goes_on() {
     let h = TestHome::new();
     let mut worker = h.spawn_worker(&[]);
     h.wait_for_worker(&mut worker);
+    let runner = runner_pid(&h);
     // 600 MiB with no newline: the worker reads at most its frame limit (256 MiB), answers
     // with one error line and closes the connection. It used to buffer all of it.
     let mut stream = std::os::unix::net::UnixStream::connect(h.path().join("qwen3q.sock")).unwrap();
@@ -254,11 +262,58 @@ fn a_request_line_without_end_is_cut_off_and_the_worker_goes_on() {
     assert!(answer.contains("over 256 MiB"), "{answer:?}");
     assert!(worker.try_wait().unwrap().is_none(), "the worker is alive");
     // Its peak stayed near the limit, not the 600 MiB sent.
-    let peak = peak_rss(worker.id());
+    let peak = peak_rss(runner);
     eprintln!("worker peak RSS {} MiB", peak >> 20);
     assert!(peak < 450 << 20, "peak RSS {} MiB", peak >> 20);
     // And it still answers.
     assert_eq!(count(&h.status(), "queued"), 0);
     sigterm(&worker);
     wait_exit(&mut worker, Duration::from_secs(10)).expect("worker exits");
+}
+
+#[test]
+fn listing_and_reading_every_job_goes_page_by_page_and_keeps_the_worker_flat() {
+    let h = TestHome::new();
+    let jobs = 20_000;
+    let batch = h.path().join("many.jsonl");
+    let lines: Vec<String> = (0..jobs)
+        .map(|i| {
+            serde_json::json!({"custom_id": format!("job-{i:05}"),
+                "body": {"messages": [{"role": "user", "content": format!("note {i}: {}", prose(i, 20))}]}})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&batch, lines.join("\n")).unwrap();
+    let mut worker = h.spawn_worker(&[]);
+    h.wait_for_worker(&mut worker);
+    h.ok(&["pause"]);
+    h.ok(&["enqueue", "--batch", s(&batch), "--model", s(&tiny())]);
+    let runner = runner_pid(&h);
+    let before = peak_rss(runner);
+    // Every job, as JSON and as results: pages of at most a thousand on the socket.
+    let listed: serde_json::Value = serde_json::from_str(&h.ok(&["list", "--json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), jobs);
+    assert_eq!(
+        listed[jobs - 1]["custom_id"],
+        format!("job-{:05}", jobs - 1)
+    );
+    let results = h.ok(&["results", "--jsonl"]);
+    assert_eq!(results.lines().count(), jobs);
+    let limited: serde_json::Value =
+        serde_json::from_str(&h.ok(&["list", "--json", "--limit", "1500"])).unwrap();
+    assert_eq!(limited.as_array().unwrap().len(), 1500);
+    // The worker read a page at a time: its peak moved by a few MiB, not by the whole list.
+    let after = peak_rss(runner);
+    eprintln!(
+        "worker peak RSS {} MiB before listing, {} MiB after",
+        before >> 20,
+        after >> 20
+    );
+    assert!(
+        after - before < 16 << 20,
+        "{} MiB more",
+        (after - before) >> 20
+    );
+    sigterm(&worker);
+    wait_exit(&mut worker, Duration::from_secs(15)).expect("the worker stops");
 }

@@ -23,33 +23,70 @@ pub fn run(ctx: &Ctx, a: ListArgs) -> Result<i32> {
         Some(s) => Some(qwen3q::now_ms().saturating_sub(millis(parse_duration(s)?))),
         None => None,
     };
-    let filter = JobFilter {
-        states,
-        since,
-        custom_id_glob: a.custom_id.clone(),
-        limit: a.limit,
-    };
-    let jobs = match ctx.call(Request::List(filter))? {
-        Response::Jobs(j) => j,
-        other => return fail(code::FAILURE, format!("unexpected answer: {other:?}")),
-    };
+    // Pages of jobs, so that neither the worker nor this process holds a list of every job.
+    let mut after = None;
+    let mut left = a.limit.unwrap_or(usize::MAX);
+    let mut printed = 0usize;
     if a.json {
-        let out: Vec<_> = jobs
-            .into_iter()
-            .map(|job| {
-                job_json(&JobView {
+        println!("[");
+    }
+    loop {
+        let page = left.min(PAGE);
+        if page == 0 {
+            break;
+        }
+        let filter = JobFilter {
+            states: states.clone(),
+            since,
+            custom_id_glob: a.custom_id.clone(),
+            limit: Some(page),
+            after,
+        };
+        let got = match ctx.call(Request::List(filter))? {
+            Response::Jobs(j) => j,
+            other => return fail(code::FAILURE, format!("unexpected answer: {other:?}")),
+        };
+        let full = got.len() == page;
+        after = got.last().map(|j| j.id);
+        left -= got.len();
+        if a.json {
+            for job in got {
+                let view = JobView {
                     job,
                     result: None,
                     events: Vec::new(),
                     crash: None,
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
+                };
+                let text = serde_json::to_string_pretty(&job_json(&view))?;
+                let sep = if printed == 0 { "" } else { ",\n" };
+                print!("{sep}  {}", text.replace('\n', "\n  "));
+                printed += 1;
+            }
+        } else {
+            print_page(&got);
+            printed += got.len();
+        }
+        if !full {
+            break;
+        }
+    }
+    if a.json {
+        println!("\n]");
         return Ok(0);
     }
+    if printed == 0 {
+        eprintln!("no jobs");
+    }
+    Ok(0)
+}
+
+/// Jobs a request asks for at most.
+const PAGE: usize = 1000;
+
+/// One line a job.
+fn print_page(jobs: &[qwen3q::job::Job]) {
     let now = qwen3q::now_ms();
-    for j in &jobs {
+    for j in jobs {
         let detail = match &j.state {
             JobState::Running {
                 chunks_done,
@@ -80,8 +117,4 @@ pub fn run(ctx: &Ctx, a: ListArgs) -> Result<i32> {
             detail
         );
     }
-    if jobs.is_empty() {
-        eprintln!("no jobs");
-    }
-    Ok(0)
 }

@@ -25,6 +25,61 @@ fn finished(v: &JobView) -> bool {
     v.job.state.kind().is_terminal()
 }
 
+/// Jobs a request asks for at most when every job is read.
+const PAGE: usize = 500;
+
+/// The views of `selectors`, or of every job page by page when there are none: neither the
+/// worker nor this process holds every job at once. Calls `each` with each page.
+fn for_each_page(
+    ctx: &Ctx,
+    selectors: &[Selector],
+    mut each: impl FnMut(Vec<JobView>) -> Result<()>,
+) -> Result<Vec<String>> {
+    if !selectors.is_empty() {
+        let (views, missing) = fetch(ctx, selectors)?;
+        each(views)?;
+        return Ok(missing);
+    }
+    let mut after = None;
+    loop {
+        let filter = qwen3q::queue::JobFilter {
+            limit: Some(PAGE),
+            after,
+            ..Default::default()
+        };
+        let jobs = match ctx.call(Request::List(filter))? {
+            Response::Jobs(j) => j,
+            other => return fail(code::FAILURE, format!("unexpected answer: {other:?}")),
+        };
+        let Some(last) = jobs.last().map(|j| j.id) else {
+            return Ok(Vec::new());
+        };
+        let full = jobs.len() == PAGE;
+        let ids: Vec<Selector> = jobs.iter().map(|j| Selector::Id(j.id)).collect();
+        let (views, _) = fetch(ctx, &ids)?;
+        each(views)?;
+        if !full {
+            return Ok(Vec::new());
+        }
+        after = Some(last);
+    }
+}
+
+/// Jobs not finished yet, and all: for every job from the counts (cheap at any size), else
+/// from the selected jobs' views.
+fn progress(ctx: &Ctx, selectors: &[Selector]) -> Result<(u64, u64)> {
+    if selectors.is_empty() {
+        let Response::Status(report) = ctx.call(Request::Status)? else {
+            return fail(code::FAILURE, "unexpected answer to status");
+        };
+        let c = &report.counts;
+        return Ok((c.succeeded + c.dead + c.cancelled, c.total()));
+    }
+    let (views, _) = fetch(ctx, selectors)?;
+    let done = views.iter().filter(|v| finished(v)).count() as u64;
+    Ok((done, views.len() as u64))
+}
+
 /// Poll until every selected job is finished. Each poll opens a fresh connection, so a
 /// worker can take the store between polls when none was running.
 fn wait(ctx: &Ctx, selectors: &[Selector]) -> Result<()> {
@@ -41,11 +96,10 @@ fn wait(ctx: &Ctx, selectors: &[Selector]) -> Result<()> {
     };
     let mut warned = false;
     loop {
-        let (views, _) = fetch(ctx, selectors)?;
-        let done = views.iter().filter(|v| finished(v)).count();
-        bar.set_length(views.len() as u64);
-        bar.set_position(done as u64);
-        if done == views.len() {
+        let (done, all) = progress(ctx, selectors)?;
+        bar.set_length(all);
+        bar.set_position(done);
+        if done == all {
             bar.finish_and_clear();
             return Ok(());
         }
@@ -118,14 +172,22 @@ pub fn run(ctx: &Ctx, a: ResultsArgs) -> Result<i32> {
     if a.wait {
         wait(ctx, &selectors)?;
     }
-    let (views, missing) = fetch(ctx, &selectors)?;
+    let missing = match &a.out {
+        Some(dir) => {
+            let mut files = FileWriter::new(dir, format)?;
+            let missing = for_each_page(ctx, &selectors, |views| files.write(&views))?;
+            files.finish()?;
+            missing
+        }
+        None => {
+            let mut stream = StreamWriter::new(&a, format)?;
+            let missing = for_each_page(ctx, &selectors, |views| stream.write(&views))?;
+            stream.finish()?;
+            missing
+        }
+    };
     for m in &missing {
         eprintln!("qwen3q: no job {m}");
-    }
-    if let Some(dir) = &a.out {
-        write_dir(dir, &views, format)?;
-    } else {
-        write_stream(&a, &views, format)?;
     }
     Ok(if missing.is_empty() {
         0
@@ -134,53 +196,75 @@ pub fn run(ctx: &Ctx, a: ResultsArgs) -> Result<i32> {
     })
 }
 
-fn write_dir(dir: &Path, views: &[JobView], format: ResultFormat) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (mut written, mut failed) = (0, 0);
-    for v in views
-        .iter()
-        .filter(|v| v.result.is_some() || error_of(&v.job.state).is_some())
-    {
-        let base = safe_file_name(&v.job.spec.custom_id, v.job.id.0);
-        let (name, body) = match format {
-            ResultFormat::Text => (
-                format!("{base}.txt"),
-                v.result
-                    .as_ref()
-                    .map(|r| r.answer.clone() + "\n")
-                    .unwrap_or_else(|| text_block(v)),
-            ),
-            ResultFormat::Jsonl => (
-                format!("{base}.json"),
-                serde_json::to_string_pretty(&job_json(v))? + "\n",
-            ),
-            ResultFormat::Openai => (
-                format!("{base}.json"),
-                serde_json::to_string_pretty(
-                    &openai_success(v).unwrap_or_else(|| openai_error(&v.job)),
-                )? + "\n",
-            ),
-        };
-        let path = dir.join(name);
-        match std::fs::write(&path, body) {
-            Ok(()) => written += 1,
-            // One file that cannot be written (a full disk, a name the file system refuses)
-            // does not stop the others.
-            Err(e) => {
-                failed += 1;
-                eprintln!("qwen3q: writing {}: {e}", path.display());
+/// `--out DIR`: one file a finished job.
+struct FileWriter<'a> {
+    dir: &'a Path,
+    format: ResultFormat,
+    written: usize,
+    failed: usize,
+}
+
+impl<'a> FileWriter<'a> {
+    fn new(dir: &'a Path, format: ResultFormat) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(FileWriter {
+            dir,
+            format,
+            written: 0,
+            failed: 0,
+        })
+    }
+
+    fn write(&mut self, views: &[JobView]) -> Result<()> {
+        for v in views
+            .iter()
+            .filter(|v| v.result.is_some() || error_of(&v.job.state).is_some())
+        {
+            let base = safe_file_name(&v.job.spec.custom_id, v.job.id.0);
+            let (name, body) = match self.format {
+                ResultFormat::Text => (
+                    format!("{base}.txt"),
+                    v.result
+                        .as_ref()
+                        .map(|r| r.answer.clone() + "\n")
+                        .unwrap_or_else(|| text_block(v)),
+                ),
+                ResultFormat::Jsonl => (
+                    format!("{base}.json"),
+                    serde_json::to_string_pretty(&job_json(v))? + "\n",
+                ),
+                ResultFormat::Openai => (
+                    format!("{base}.json"),
+                    serde_json::to_string_pretty(
+                        &openai_success(v).unwrap_or_else(|| openai_error(&v.job)),
+                    )? + "\n",
+                ),
+            };
+            let path = self.dir.join(name);
+            match std::fs::write(&path, body) {
+                Ok(()) => self.written += 1,
+                // One file that cannot be written (a full disk, a name the file system
+                // refuses) does not stop the others.
+                Err(e) => {
+                    self.failed += 1;
+                    eprintln!("qwen3q: writing {}: {e}", path.display());
+                }
             }
         }
+        Ok(())
     }
-    eprintln!("wrote {written} files to {}", dir.display());
-    if failed > 0 {
-        return Err(super::Coded(
-            code::FAILURE,
-            format!("{failed} files could not be written"),
-        )
-        .into());
+
+    fn finish(self) -> Result<()> {
+        eprintln!("wrote {} files to {}", self.written, self.dir.display());
+        if self.failed > 0 {
+            return Err(super::Coded(
+                code::FAILURE,
+                format!("{} files could not be written", self.failed),
+            )
+            .into());
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn open_out(path: &Option<PathBuf>) -> Result<Box<dyn Write>> {
@@ -192,53 +276,79 @@ fn open_out(path: &Option<PathBuf>) -> Result<Box<dyn Write>> {
     })
 }
 
-fn write_stream(a: &ResultsArgs, views: &[JobView], format: ResultFormat) -> Result<()> {
-    let mut out = open_out(&a.output)?;
-    match format {
-        ResultFormat::Text => {
-            for v in views {
-                write!(out, "{}", text_block(v))?;
-            }
-        }
-        ResultFormat::Jsonl => {
-            for v in views {
-                writeln!(out, "{}", serde_json::to_string(&job_json(v))?)?;
-            }
-        }
-        ResultFormat::Openai => {
-            let error_path = a.error_file.clone().or_else(|| {
-                a.output.as_ref().map(|o| {
-                    let mut p = o.clone().into_os_string();
-                    p.push(".errors.jsonl");
-                    PathBuf::from(p)
+/// Results to standard output or `-o FILE` (OpenAI: errors to their own file).
+struct StreamWriter {
+    format: ResultFormat,
+    out: Box<dyn Write>,
+    errors: Option<Box<dyn Write>>,
+    pending: usize,
+}
+
+impl StreamWriter {
+    fn new(a: &ResultsArgs, format: ResultFormat) -> Result<Self> {
+        let errors: Option<Box<dyn Write>> = match format {
+            ResultFormat::Openai => {
+                let error_path = a.error_file.clone().or_else(|| {
+                    a.output.as_ref().map(|o| {
+                        let mut p = o.clone().into_os_string();
+                        p.push(".errors.jsonl");
+                        PathBuf::from(p)
+                    })
+                });
+                Some(match &error_path {
+                    Some(p) => Box::new(
+                        std::fs::File::create(p)
+                            .with_context(|| format!("creating {}", p.display()))?,
+                    ),
+                    None => Box::new(std::io::stderr()),
                 })
-            });
-            let mut errors: Box<dyn Write> = match &error_path {
-                Some(p) => Box::new(
-                    std::fs::File::create(p)
-                        .with_context(|| format!("creating {}", p.display()))?,
-                ),
-                None => Box::new(std::io::stderr()),
-            };
-            let mut pending = 0;
-            for v in views {
-                match (&v.job.state, openai_success(v)) {
+            }
+            _ => None,
+        };
+        Ok(StreamWriter {
+            format,
+            out: open_out(&a.output)?,
+            errors,
+            pending: 0,
+        })
+    }
+
+    fn write(&mut self, views: &[JobView]) -> Result<()> {
+        for v in views {
+            match self.format {
+                ResultFormat::Text => write!(self.out, "{}", text_block(v))?,
+                ResultFormat::Jsonl => {
+                    writeln!(self.out, "{}", serde_json::to_string(&job_json(v))?)?
+                }
+                ResultFormat::Openai => match (&v.job.state, openai_success(v)) {
                     (JobState::Succeeded { .. }, Some(line)) => {
-                        writeln!(out, "{}", serde_json::to_string(&line)?)?
+                        writeln!(self.out, "{}", serde_json::to_string(&line)?)?
                     }
                     (s, _) if matches!(s.kind(), StateKind::Dead | StateKind::Cancelled) => {
-                        writeln!(errors, "{}", serde_json::to_string(&openai_error(&v.job))?)?
+                        if let Some(errors) = self.errors.as_mut() {
+                            writeln!(errors, "{}", serde_json::to_string(&openai_error(&v.job))?)?
+                        }
                     }
-                    _ => pending += 1,
-                }
-            }
-            if pending > 0 {
-                eprintln!("qwen3q: {pending} jobs are not finished yet (use --wait)");
+                    _ => self.pending += 1,
+                },
             }
         }
+        Ok(())
     }
-    out.flush()?;
-    Ok(())
+
+    fn finish(mut self) -> Result<()> {
+        if self.pending > 0 {
+            eprintln!(
+                "qwen3q: {} jobs are not finished yet (use --wait)",
+                self.pending
+            );
+        }
+        self.out.flush()?;
+        if let Some(mut e) = self.errors {
+            e.flush()?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

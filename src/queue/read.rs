@@ -56,6 +56,9 @@ pub struct JobFilter {
     pub custom_id_glob: Option<String>,
     /// At most this many, oldest first (`None`: all).
     pub limit: Option<usize>,
+    /// Only jobs after this one (by id): the next page after a page that ended with it.
+    #[serde(default)]
+    pub after: Option<JobId>,
 }
 
 impl Store {
@@ -125,7 +128,8 @@ impl Store {
         let mut jobs = Vec::new();
         let limit = filter.limit.unwrap_or(usize::MAX);
         if filter.states.is_empty() {
-            for kv in self.tree(t::JOBS).iter() {
+            let start = filter.after.map_or(0, |a| a.0.saturating_add(1));
+            for kv in self.tree(t::JOBS).range(keys::job(JobId(start))..) {
                 let (k, v) = kv?;
                 let Some(id) = keys::job_from(&k) else {
                     continue;
@@ -144,6 +148,7 @@ impl Store {
                 ids.extend(self.ids_in_state(*kind)?);
             }
             ids.sort();
+            ids.retain(|id| filter.after.is_none_or(|a| *id > a));
             for id in ids {
                 if let Some(job) = self.job(id)? {
                     if keep(&job) {
