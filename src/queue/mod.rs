@@ -213,9 +213,11 @@ impl Store {
     }
 }
 
-/// The store holds every document: its directory 0700, its files 0600, whatever the umask
-/// made of them (sled creates files 0644). Best effort: a store on a file system without
-/// modes opens all the same.
+/// The store holds every document: its directory 0700, and its entries — files 0600,
+/// directories 0700 — whatever the umask made of them (sled creates files 0644). Only the top
+/// level: what lies inside a 0700 directory (sled's `blobs/`, one file a large value) is out
+/// of others' reach already, and walking it would cost every open a stat a blob. Best effort:
+/// a store on a file system without modes opens all the same.
 fn private(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let set = |p: &Path, mode: u32| {
@@ -226,20 +228,14 @@ fn private(dir: &Path) {
         }
     };
     set(dir, 0o700);
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            match entry.file_type() {
-                Ok(t) if t.is_dir() => {
-                    set(&entry.path(), 0o700);
-                    dirs.push(entry.path());
-                }
-                Ok(t) if t.is_file() => set(&entry.path(), 0o600),
-                _ => {}
-            }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => set(&entry.path(), 0o700),
+            Ok(t) if t.is_file() => set(&entry.path(), 0o600),
+            _ => {}
         }
     }
 }
