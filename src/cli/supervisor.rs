@@ -70,15 +70,13 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
 /// The runner crashed by `signal`: record it against the jobs it had in flight (the store is
 /// free now that the runner is dead; its lock may linger a moment). Whether any was.
 fn charge(ctx: &Ctx, pid: u32, signal: &str) -> Result<bool> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let store = loop {
-        match qwen3q::queue::Store::open(&ctx.home.store(), &ctx.store_options()) {
-            Ok(store) => break store,
-            Err(qwen3q::queue::StoreError::Locked(_)) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(100))
-            }
-            Err(e) => return fail(code::FAILURE, format!("recording a crash: {e}")),
-        }
+    let opts = qwen3q::queue::OpenOptions {
+        lock_wait: Duration::from_secs(10),
+        ..ctx.store_options()
+    };
+    let store = match qwen3q::queue::Store::open(&ctx.home.store(), &opts) {
+        Ok(store) => store,
+        Err(e) => return fail(code::FAILURE, format!("recording a crash: {e}")),
     };
     let verdicts = store.record_crash(signal, qwen3q::now_ms(), ctx.config.max_crashes)?;
     if verdicts.is_empty() {
