@@ -281,16 +281,14 @@ impl Engine for LlamaEngine {
             let predicted = facts
                 .predict(n_ctx, shape.n_seq.max(1) as u64, n_batch as u64)
                 .total();
-            let before = self.cache.loaded().len();
             let made = self.cache.make_current(model_ref, predicted, now, || {
                 let l = load_model(model_ref, &header)?;
                 let weights = l.model.size();
                 Ok((l, weights))
             });
-            if self.cache.loaded().len() <= before {
-                // A model was evicted for it, or the load failed: give the memory back.
-                super::release::trim_heap();
-            }
+            // A switch frees the old context, perhaps models evicted for this one, the load's
+            // own scratch, or a failed load's: give the memory back (switches are rare).
+            super::release::trim_heap();
             made?;
         }
         let threads = self.threads();

@@ -130,8 +130,8 @@ impl Session {
             return Err(EngineError::NoFreeSlot(self.shape.n_seq));
         };
         let prompt = super::prompt::tokens(model, &request.prompt);
-        let prompt_text = request.prompt.text();
-        tracing::debug!(prompt = prompt_text, tokens = ?prompt.iter().map(|t| t.0).collect::<Vec<_>>(), "generating");
+        // (Fields are built only when debug logging is on: the text is joined for it alone.)
+        tracing::debug!(prompt = request.prompt.text(), tokens = ?prompt.iter().map(|t| t.0).collect::<Vec<_>>(), "generating");
         if prompt.is_empty() {
             return Err(EngineError::Decode("the prompt has no tokens".into()));
         }
