@@ -22,10 +22,6 @@ const BATCH: usize = 500;
 /// MiB of documents at a time (a directory of large files used to go over in 500-file batches).
 const BATCH_BYTES: usize = 8 << 20;
 
-fn text_bytes(items: &[NewJob]) -> usize {
-    items.iter().map(|i| i.text.len()).sum()
-}
-
 fn sha256_hex(text: &str) -> String {
     Sha256::digest(text.as_bytes())
         .iter()
@@ -370,7 +366,7 @@ fn path_items(
             "--custom-id names one document; this enqueue has several",
         );
     }
-    let mut items = Vec::with_capacity(BATCH);
+    let mut from_stdin = None;
     if stdin_count == 1 {
         let mut bytes = Vec::new();
         std::io::stdin()
@@ -380,7 +376,7 @@ fn path_items(
         match ingest::decode_text(&bytes, limit) {
             Ok(text) => {
                 let id = a.custom_id.clone().unwrap_or_else(|| "stdin".into());
-                items.push(NewJob {
+                from_stdin = Some(NewJob {
                     spec: tpl.spec(id, "-".into(), &text),
                     text,
                 });
@@ -389,6 +385,9 @@ fn path_items(
         }
     }
     sender.start(ctx, total)?;
+    if let Some(item) = from_stdin {
+        sender.push(item, tally)?;
+    }
     for f in found {
         if let Some(why) = f.broken {
             let path = f.path.display().to_string();
@@ -411,21 +410,19 @@ fn path_items(
                     .unwrap_or(f.path)
                     .display()
                     .to_string();
-                items.push(NewJob {
+                let item = NewJob {
                     spec: tpl.spec(id, source, &text),
                     text,
-                });
+                };
+                sender.push(item, tally)?;
             }
             Err(r) => {
                 refuse(tally, &f.path.display().to_string(), &r, f.in_directory);
                 sender.skip();
             }
         }
-        if items.len() >= BATCH || text_bytes(&items) >= BATCH_BYTES {
-            sender.send(std::mem::take(&mut items), tally)?;
-        }
     }
-    sender.send(items, tally)
+    sender.flush(tally)
 }
 
 /// Report a refused document: a one-line reason for a named input (the command then exits
@@ -526,7 +523,6 @@ fn send_batch_file(
         );
     }
     sender.start(ctx, good)?;
-    let mut items = Vec::new();
     let mut read_again = 0;
     for (n, line) in batch_lines(file, limit)? {
         // Lines are read again: one that changed since the first pass is skipped.
@@ -552,12 +548,9 @@ fn send_batch_file(
             spec.constraint = item.constraint;
         }
         read_again += 1;
-        items.push(NewJob { spec, text: doc });
-        if items.len() >= BATCH || text_bytes(&items) >= BATCH_BYTES {
-            sender.send(std::mem::take(&mut items), tally)?;
-        }
+        sender.push(NewJob { spec, text: doc }, tally)?;
     }
-    sender.send(items, tally)?;
+    sender.flush(tally)?;
     if read_again < good {
         tally.refused += good - read_again;
         eprintln!(
@@ -603,6 +596,9 @@ struct Sender {
     /// Print a line per document (small enqueues only).
     verbose: bool,
     all: Vec<serde_json::Value>,
+    /// Documents waiting to go as one batch, and their bytes of text.
+    pending: Vec<NewJob>,
+    pending_bytes: usize,
 }
 
 impl Sender {
@@ -614,7 +610,27 @@ impl Sender {
             bar: indicatif::ProgressBar::hidden(),
             verbose: false,
             all: Vec::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
         }
+    }
+
+    /// Queue a document (after [`Sender::start`]); a full batch — [`BATCH`] documents or
+    /// [`BATCH_BYTES`] of text — goes at once.
+    fn push(&mut self, item: NewJob, tally: &mut Tally) -> Result<()> {
+        self.pending_bytes += item.text.len();
+        self.pending.push(item);
+        if self.pending.len() >= BATCH || self.pending_bytes >= BATCH_BYTES {
+            self.flush(tally)?;
+        }
+        Ok(())
+    }
+
+    /// Send the documents still pending.
+    fn flush(&mut self, tally: &mut Tally) -> Result<()> {
+        self.pending_bytes = 0;
+        let batch = std::mem::take(&mut self.pending);
+        self.send(batch, tally)
     }
 
     fn start(&mut self, ctx: &Ctx, total: usize) -> Result<()> {
