@@ -172,6 +172,7 @@ pub fn expand(paths: &[PathBuf], glob: Option<&str>) -> Result<Vec<Found>, PathE
                                 continue;
                             }
                         }
+                        let custom_id = rel.to_string_lossy().into_owned();
                         let why = match e.loop_ancestor() {
                             Some(_) => "a symlink loop".to_string(),
                             None => e
@@ -179,11 +180,7 @@ pub fn expand(paths: &[PathBuf], glob: Option<&str>) -> Result<Vec<Found>, PathE
                                 .map_or_else(|| e.to_string(), |io| io.to_string()),
                         };
                         out.push(Found {
-                            custom_id: path
-                                .strip_prefix(p)
-                                .unwrap_or(&path)
-                                .to_string_lossy()
-                                .into_owned(),
+                            custom_id,
                             path,
                             in_directory: true,
                             broken: Some(why),

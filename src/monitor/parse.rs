@@ -1,6 +1,6 @@
 //! What the platforms report, parsed. Pure: text or numbers in, values out.
 
-use super::Pressure;
+use super::{CgroupVersion, Pressure};
 
 /// `MemTotal` and `MemAvailable` of `/proc/meminfo`, in bytes.
 pub fn meminfo(text: &str) -> Option<(u64, u64)> {
@@ -62,13 +62,12 @@ fn memory_stat_field(text: &str, name: &str) -> Option<u64> {
 /// The inactive file cache charged to a group, from its `memory.stat`: v1's hierarchical
 /// `total_inactive_file` (its `usage_in_bytes` counts the group's children too), v2's
 /// `inactive_file` (already hierarchical).
-pub fn cgroup_inactive_file(stat: &str, v2: bool) -> Option<u64> {
+pub fn cgroup_inactive_file(stat: &str, version: CgroupVersion) -> Option<u64> {
     memory_stat_field(
         stat,
-        if v2 {
-            "inactive_file"
-        } else {
-            "total_inactive_file"
+        match version {
+            CgroupVersion::V2 => "inactive_file",
+            CgroupVersion::V1 => "total_inactive_file",
         },
     )
 }
@@ -159,15 +158,27 @@ mod tests {
     #[test]
     fn inactive_file_cache_from_real_memory_stat_texts() {
         // v1: the hierarchical total, not the group's own line (equal here; the name differs).
-        assert_eq!(cgroup_inactive_file(V1_STAT, false), Some(86016));
-        // v2's own field; `inactive_anon` and `workingset_*` lines are not it.
-        assert_eq!(cgroup_inactive_file(V2_STAT, true), Some(8647675904));
-        // The other version's name is absent from each text: no reading rather than a wrong one.
-        assert_eq!(cgroup_inactive_file(V2_STAT, false), None);
-        assert_eq!(cgroup_inactive_file("", true), None);
-        assert_eq!(cgroup_inactive_file("inactive_file x\n", true), None);
         assert_eq!(
-            cgroup_inactive_file("inactive_file_extra 5\ninactive_file 7\n", true),
+            cgroup_inactive_file(V1_STAT, CgroupVersion::V1),
+            Some(86016)
+        );
+        // v2's own field; `inactive_anon` and `workingset_*` lines are not it.
+        assert_eq!(
+            cgroup_inactive_file(V2_STAT, CgroupVersion::V2),
+            Some(8647675904)
+        );
+        // The other version's name is absent from each text: no reading rather than a wrong one.
+        assert_eq!(cgroup_inactive_file(V2_STAT, CgroupVersion::V1), None);
+        assert_eq!(cgroup_inactive_file("", CgroupVersion::V2), None);
+        assert_eq!(
+            cgroup_inactive_file("inactive_file x\n", CgroupVersion::V2),
+            None
+        );
+        assert_eq!(
+            cgroup_inactive_file(
+                "inactive_file_extra 5\ninactive_file 7\n",
+                CgroupVersion::V2
+            ),
             Some(7)
         );
     }

@@ -88,8 +88,7 @@ mod platform {
                 version,
                 limit: parse::cgroup_limit(&read(&format!("{dir}/{limit}"))?)?,
                 usage: parse::cgroup_usage(&read(&format!("{dir}/{usage}"))?)?,
-                inactive_file: parse::cgroup_inactive_file(&stat, version == CgroupVersion::V2)
-                    .unwrap_or(0),
+                inactive_file: parse::cgroup_inactive_file(&stat, version).unwrap_or(0),
             })
         };
         s.cgroup = v2
