@@ -540,11 +540,7 @@ fn a_batch_file_may_be_a_pipe_but_not_a_directory() {
         env!("CARGO_BIN_EXE_qwen3q"),
         s(&tiny())
     );
-    let out = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .env("QWEN3Q_HOME", h.path())
-        .output()
-        .unwrap();
+    let out = h.sh(&script);
     assert!(
         out.status.success(),
         "{}",
@@ -569,11 +565,7 @@ fn output_into_a_pipe_that_closes_ends_quietly() {
         "'{}' show {ids} | head -c 1 > /dev/null",
         env!("CARGO_BIN_EXE_qwen3q")
     );
-    let out = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .env("QWEN3Q_HOME", h.path())
-        .output()
-        .unwrap();
+    let out = h.sh(&script);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !err.contains("panicked") && !err.contains("Broken pipe"),

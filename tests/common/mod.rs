@@ -95,6 +95,16 @@ impl TestHome {
         c
     }
 
+    /// `sh -c script` with this home (commands joined by pipes).
+    pub fn sh(&self, script: &str) -> Output {
+        Command::new("sh")
+            .args(["-c", script])
+            .env("QWEN3Q_HOME", self.path())
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run sh")
+    }
+
     /// Run to completion.
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("run qwen3q")
