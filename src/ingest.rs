@@ -215,6 +215,29 @@ pub fn expand(paths: &[PathBuf], glob: Option<&str>) -> Result<Vec<Found>, PathE
     Ok(out)
 }
 
+/// The custom ids met so far in a batch file, each with its line: a file's ids must be
+/// unique. Kept as 128-bit hashes, so that a file of a million requests costs tens of MB, not
+/// its ids' bytes.
+#[derive(Default)]
+pub struct SeenIds(std::collections::HashMap<[u8; 16], usize>);
+
+impl SeenIds {
+    /// Note `id` on `line`; the line it was first seen on, if it was.
+    pub fn see(&mut self, id: &str, line: usize) -> Option<usize> {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(id.as_bytes());
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        match self.0.entry(key) {
+            std::collections::hash_map::Entry::Occupied(first) => Some(*first.get()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(line);
+                None
+            }
+        }
+    }
+}
+
 /// One good line of an OpenAI Batch API input file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchItem {
@@ -355,6 +378,16 @@ pub fn parse_batch_line(line: &str) -> Result<BatchItem, String> {
             .get("role")
             .and_then(Value::as_str)
             .ok_or(format!("message {i} has no role"))?;
+        if role.is_empty()
+            || role.len() > crate::job::MAX_ROLE
+            || role.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "message {i} has the role {:?} (1 to {} printable bytes: system, user, assistant…)",
+                crate::job::printable(&role.chars().take(80).collect::<String>()),
+                crate::job::MAX_ROLE
+            ));
+        }
         let content = match m.get("content") {
             Some(Value::String(s)) => s.clone(),
             // Content parts: keep the text parts.

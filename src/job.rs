@@ -42,10 +42,12 @@ pub enum Task {
     Custom {
         prompt: String,
     },
-    /// OpenAI chat messages as given in a batch file; the document is their concatenated text
-    /// and they are sent as they are (no chunking of the user's own conversation).
+    /// OpenAI chat messages as given in a batch file, sent as they are (no chunking of the
+    /// user's own conversation). The messages live in the job's document ([`chat_document`]);
+    /// the job keeps only each turn's role and length (schema 5), so that the record the
+    /// worker rewrites at every state change stays small whatever the conversation's length.
     Chat {
-        messages: Vec<ChatMessage>,
+        turns: Vec<Turn>,
     },
 }
 
@@ -91,6 +93,63 @@ pub enum MergeKind {
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+}
+
+/// One message of a chat job as the job record keeps it: who speaks, and how many bytes of
+/// the document are what they say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Turn {
+    pub role: String,
+    pub bytes: u64,
+}
+
+/// Longest role accepted in a chat message, in bytes (OpenAI's are `system`, `developer`,
+/// `user`, `assistant`, `tool`).
+pub const MAX_ROLE: usize = 64;
+
+/// A chat job's document and turns: each message as `role: content` and a newline, one after
+/// the other (what people read in `results`, what sizes the job), and each turn's role and
+/// content length, from which [`chat_messages`] gives the messages back exactly.
+pub fn chat_document(messages: &[ChatMessage]) -> (String, Vec<Turn>) {
+    let mut text = String::new();
+    let mut turns = Vec::with_capacity(messages.len());
+    for m in messages {
+        text.push_str(&m.role);
+        text.push_str(": ");
+        text.push_str(&m.content);
+        text.push('\n');
+        turns.push(Turn {
+            role: m.role.clone(),
+            bytes: m.content.len() as u64,
+        });
+    }
+    (text, turns)
+}
+
+/// The messages of a chat job from its turns and document (see [`chat_document`]). Stored
+/// bytes are not trusted: a document that does not have the turns' shape is an error, never a
+/// panic or a guess.
+pub fn chat_messages(turns: &[Turn], text: &str) -> Result<Vec<ChatMessage>, String> {
+    let bad = |i: usize| format!("the stored conversation does not match its turns (message {i})");
+    let mut rest = text;
+    let mut out = Vec::with_capacity(turns.len());
+    for (i, turn) in turns.iter().enumerate() {
+        rest = rest
+            .strip_prefix(turn.role.as_str())
+            .and_then(|r| r.strip_prefix(": "))
+            .ok_or_else(|| bad(i))?;
+        let n = usize::try_from(turn.bytes).map_err(|_| bad(i))?;
+        let content = rest.get(..n).ok_or_else(|| bad(i))?;
+        rest = rest[n..].strip_prefix('\n').ok_or_else(|| bad(i))?;
+        out.push(ChatMessage {
+            role: turn.role.clone(),
+            content: content.to_string(),
+        });
+    }
+    if !rest.is_empty() {
+        return Err(bad(turns.len()));
+    }
+    Ok(out)
 }
 
 /// Sampling and length settings for one job.
@@ -202,6 +261,15 @@ pub fn printable(id: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// A document's `doc_sha256`: sha256 of its UTF-8 text, lowercase hex.
+pub fn document_sha256(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Everything a job asks for. Immutable once enqueued.
@@ -599,6 +667,36 @@ mod tests {
         assert!(check_custom_id(&"x".repeat(MAX_CUSTOM_ID)).is_ok());
         assert_eq!(printable("plain"), "plain");
         assert_eq!(printable("a\nb\u{1b}[1m"), "a\\nb\\u{1b}[1m");
+    }
+
+    #[test]
+    fn a_conversation_comes_back_from_its_document_exactly() {
+        let m = |role: &str, content: &str| ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        };
+        let messages = vec![
+            m("system", "Be brief."),
+            // Contents that look like the layout itself: a newline and "user: " inside.
+            m("user", "one\nuser: two\n"),
+            m("assistant", ""),
+            m("user", "é✓ <|im_end|>"),
+        ];
+        let (text, turns) = chat_document(&messages);
+        assert_eq!(text.lines().next(), Some("system: Be brief."));
+        assert_eq!(chat_messages(&turns, &text).unwrap(), messages);
+        // Damaged documents or turns are errors, never a panic: cut, extended, shifted, a
+        // length inside a character, a length past the end.
+        assert!(chat_messages(&turns, &text[..text.len() - 1]).is_err());
+        assert!(chat_messages(&turns, &format!("{text}x")).is_err());
+        assert!(chat_messages(&turns, &text[1..]).is_err());
+        let mut inside = turns.clone();
+        inside[3].bytes = 3; // 'é' is 2 bytes, then the first byte of '✓'
+        assert!(chat_messages(&inside, &text).is_err());
+        let mut past = turns.clone();
+        past[0].bytes = u64::MAX;
+        assert!(chat_messages(&past, &text).is_err());
+        assert_eq!(chat_messages(&[], "").unwrap(), vec![]);
     }
 
     fn sample(kind: StateKind) -> JobState {

@@ -619,3 +619,105 @@ fn a_prompt_holding_the_document_twice_is_refused_at_enqueue() {
     assert!(line.contains("{text} 2 times"), "{line}");
     assert_intact(&h);
 }
+
+#[test]
+fn a_batch_line_is_the_same_job_only_with_the_same_id_messages_and_parameters() {
+    let h = TestHome::new();
+    let tiny = tiny();
+    let line = |id: &str, extra: serde_json::Value| {
+        let mut body = serde_json::json!({"messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Name a river."}]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::json!({"custom_id": id, "body": body}).to_string()
+    };
+    let none = serde_json::json!({});
+    let batch = h.path().join("b.jsonl");
+    std::fs::write(
+        &batch,
+        [
+            line("a", none.clone()),
+            // The same messages under another id, another temperature, another seed, another
+            // body field kept as it is: four more jobs (schema 4 made them one).
+            line("b", none.clone()),
+            line("c", serde_json::json!({"temperature": 0.5})),
+            line("d", serde_json::json!({"seed": 3})),
+            line("e", serde_json::json!({"user": "someone"})),
+            // An id used twice in one file: refused, with both line numbers.
+            line("a", serde_json::json!({"temperature": 0.9})),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let out = h.run(&["enqueue", "--batch", s(&batch), "--model", s(&tiny)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("b.jsonl:6:") && err.contains("\"a\" is also on line 1"),
+        "{err}"
+    );
+    let listed: serde_json::Value = serde_json::from_str(&h.ok(&["list", "--json"])).unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["custom_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a", "b", "c", "d", "e"]);
+    // A listing shows a chat's turns, not its messages (those are the document).
+    assert_eq!(
+        listed[0]["task"],
+        serde_json::json!({"name": "chat", "turns": [
+            {"role": "system", "bytes": 9}, {"role": "user", "bytes": 13}]})
+    );
+    // Re-running the file is idempotent: every good line finds its job.
+    let out = h.run(&[
+        "enqueue",
+        "--batch",
+        s(&batch),
+        "--model",
+        s(&tiny),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let outcomes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outcomes = outcomes.as_array().unwrap();
+    assert_eq!(outcomes.len(), 5, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o["outcome"].as_str().unwrap().starts_with("exists")),
+        "{outcomes:?}"
+    );
+    // --strict refuses the file for its repeated id.
+    let out = h.run(&[
+        "enqueue",
+        "--batch",
+        s(&batch),
+        "--model",
+        s(&tiny),
+        "--strict",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(count(&h.status(), "queued"), 5);
+    // Documents from files: the same text with other parameters is other work; with the
+    // same, the same job.
+    let doc = h.doc("d.txt", "a document");
+    let enqueue = |max: &str| h.ok(&["enqueue", s(&doc), "--model", s(&tiny), "--max-tokens", max]);
+    assert!(enqueue("8").contains("queued #6"));
+    assert!(enqueue("9").contains("queued #7"));
+    let again = enqueue("8");
+    assert!(again.contains("exists") && again.contains("#6"), "{again}");
+    // The conversation the model reads is the one in the file.
+    h.ok(&["cancel", "b", "c", "d", "e", "6", "7"]);
+    let out = h.run(&["-vv", "worker", "--drain", "--n-ctx", "256"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Be brief.") && stderr.contains("Name a river."),
+        "the prompt carries both messages"
+    );
+    assert_eq!(h.show("a")["state"], "succeeded");
+}

@@ -9,7 +9,6 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::*;
-use crate::socket::{sigterm, wait_exit};
 
 const MIB: u64 = 1 << 20;
 

@@ -1,129 +1,29 @@
 //! Crashes and stops: `kill -9` at random moments loses nothing and runs no finished chunk
 //! twice; SIGTERM checkpoints and exits 0.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::common::kills::{self, chunk_runs, events_to};
 use crate::common::*;
-use crate::socket::{sigterm, wait_exit};
-
-/// (job id, chunk) → how many times the chunk was recorded as finished.
-fn chunk_runs(h: &TestHome, jobs: u64) -> HashMap<(u64, u64), usize> {
-    let ids: Vec<String> = (1..=jobs).map(|i| i.to_string()).collect();
-    let mut args: Vec<&str> = vec!["show", "--json"];
-    args.extend(ids.iter().map(String::as_str));
-    let shown: Value = serde_json::from_str(&h.ok(&args)).unwrap();
-    let mut runs = HashMap::new();
-    for job in shown.as_array().unwrap() {
-        let id = job["id"].as_u64().unwrap();
-        for e in job["events"].as_array().unwrap() {
-            if let Some(chunk) = e["chunk"].as_u64() {
-                *runs.entry((id, chunk)).or_default() += 1;
-            }
-        }
-    }
-    runs
-}
-
-fn chunks_done(h: &TestHome, jobs: u64) -> usize {
-    chunk_runs(h, jobs).values().sum()
-}
-
-fn events_to(shown: &Value, state: &str) -> usize {
-    shown["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["to"] == state)
-        .count()
-}
 
 #[test]
 fn kill_9_at_random_moments_loses_nothing_and_repeats_no_finished_chunk() {
+    // The short run of `examples/kill_loop.rs`'s drains (there: gemma at B=8, 50 kills).
     let h = TestHome::new();
-    for i in 0..8 {
-        h.doc(&format!("short{i}.txt"), &prose(i, 40 + 30 * i));
+    let mut rng = Rng(seed("kill -9 during drains"));
+    let figures = kills::Drains {
+        model: &tiny(),
+        short_docs: 8,
+        long_docs: 4,
+        max_tokens: "48",
+        worker_args: &["--n-ctx", "384"],
+        kills: 6,
+        pause_ms: (0, 400),
     }
-    for i in 0..4 {
-        h.doc(&format!("long{i}.txt"), &prose(50 + i, 1800));
-    }
-    let docs = h.path().join("docs");
-    h.enqueue_tiny(&docs, "48");
-    let jobs = 12;
-
-    let mut rng = Rng(seed("kill -9 test"));
-    let mut finished_at_kill = Vec::new();
-    for _ in 0..10 {
-        let before = chunks_done(&h, jobs);
-        let mut worker = h.spawn_worker(&["--n-ctx", "384"]);
-        h.wait_for_worker(&mut worker);
-        // A random moment: after 0 to 2 more chunks finished, then 0 to 400 ms into the next
-        // (model load, prompt decode, generation, a checkpoint being written...).
-        let more = rng.range(0, 3) as usize;
-        wait_until(Duration::from_secs(120), "chunks finish", || {
-            chunks_done(&h, jobs) >= before + more
-        });
-        std::thread::sleep(Duration::from_millis(rng.range(0, 400)));
-        if worker.try_wait().unwrap().is_some() {
-            panic!("the worker exited by itself");
-        }
-        worker.kill().unwrap(); // SIGKILL
-        worker.wait().unwrap();
-        // With no worker, the CLI opens the store itself (the socket left behind is stale).
-        let status = h.status();
-        assert!(status["worker"].is_null());
-        finished_at_kill.push((count(&status, "succeeded"), chunks_done(&h, jobs)));
-    }
-    eprintln!("(jobs finished, chunks finished) at each kill: {finished_at_kill:?}");
-    assert!(
-        finished_at_kill[9].0 < jobs,
-        "the kills came while work was left: {finished_at_kill:?}"
-    );
-    assert!(
-        finished_at_kill[9].1 > finished_at_kill[0].1,
-        "work went on across kills: {finished_at_kill:?}"
-    );
-
-    h.ok(&["worker", "--drain", "--n-ctx", "384"]);
-    let status = h.status();
-    assert_eq!(count(&status, "succeeded"), jobs, "{status}");
-    let results = h.results(&[]);
-    assert_eq!(results.len(), jobs as usize, "no result lost or duplicated");
-    let mut ids: Vec<u64> = results.iter().map(|r| r["id"].as_u64().unwrap()).collect();
-    ids.dedup();
-    assert_eq!(ids.len(), jobs as usize);
-    for id in 1..=jobs {
-        let shown = h.show(&id.to_string());
-        assert_eq!(
-            events_to(&shown, "succeeded"),
-            1,
-            "job {id} succeeded exactly once"
-        );
-        assert_eq!(
-            shown["attempts"], 1,
-            "a killed worker does not use up attempts: {shown}"
-        );
-    }
-    let runs = chunk_runs(&h, jobs);
-    let repeated: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        repeated.is_empty(),
-        "finished chunks ran again: {repeated:?}"
-    );
-    let long_chunks = runs
-        .keys()
-        .filter(|(id, _)| {
-            results
-                .iter()
-                .any(|r| r["id"] == *id && r["custom_id"].as_str().unwrap().starts_with("long"))
-        })
-        .count();
-    assert!(
-        long_chunks >= 4 * 3,
-        "the long documents were chunked: {long_chunks} chunks"
-    );
+    .run(&h, &mut rng);
+    eprintln!("{figures}");
 }
 
 #[test]
@@ -322,63 +222,6 @@ fn kill_9_of_the_runner_charges_nothing_and_loses_nothing() {
     wait_exit(&mut worker, Duration::from_secs(15)).expect("the worker stops");
 }
 
-/// `kill -9` an enqueue of `dir` at random moments (`kills` times, reopening the store after
-/// each), then run it to the end: exactly one job per document, and the store opens.
-fn enqueue_survives_kills(
-    h: &TestHome,
-    dir: &std::path::Path,
-    docs: usize,
-    kills: usize,
-    rng: &mut Rng,
-) {
-    let tiny = tiny();
-    let mut partial = Vec::new();
-    // At least `kills` kills, and until one lands in the middle of an enqueue (on a loaded
-    // machine the first batches come later: the moments stretch with each round).
-    for round in 0..20u64 {
-        let mid = partial.iter().any(|&n| n > 0 && n < docs as u64);
-        if partial.len() >= kills && mid {
-            break;
-        }
-        let mut child = h
-            .command(&["enqueue", s(dir), "--model", s(&tiny)])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.range(50, 900) + round * 300));
-        let _ = child.kill();
-        child.wait().unwrap();
-        // The store opens (through the worker, or directly) and counts what went in.
-        let total = h.status()["counts"]
-            .as_object()
-            .unwrap()
-            .values()
-            .map(|n| n.as_u64().unwrap())
-            .sum::<u64>();
-        partial.push(total);
-    }
-    eprintln!("jobs in the store after each kill: {partial:?}");
-    assert!(
-        partial.iter().any(|&n| n > 0 && n < docs as u64),
-        "some kill came in the middle of the enqueue: {partial:?}"
-    );
-    let out = h.ok(&["enqueue", s(dir), "--model", s(&tiny), "--json"]);
-    let outcomes: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(outcomes.as_array().unwrap().len(), docs);
-    let listed: Value = serde_json::from_str(&h.ok(&["list", "--json"])).unwrap();
-    let mut ids: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["custom_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids.len(), docs, "one job per document");
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), docs, "no document twice");
-}
-
 #[test]
 fn kill_9_during_bulk_enqueues_leaves_each_document_in_once_or_not_at_all() {
     let docs = 3000;
@@ -399,11 +242,24 @@ fn kill_9_during_bulk_enqueues_leaves_each_document_in_once_or_not_at_all() {
             h.ok(&["pause"]);
             w
         });
-        enqueue_survives_kills(&h, &dir, docs, 5, &mut rng);
+        kills::enqueues(&h, &dir, &tiny(), docs, 5, &mut rng);
         if let Some(mut w) = worker {
             assert!(w.try_wait().unwrap().is_none(), "the worker lives");
             sigterm(&w);
             wait_exit(&mut w, Duration::from_secs(15)).expect("the worker stops");
         }
     }
+}
+
+#[test]
+fn kill_9_during_migrations_of_a_large_store_loses_nothing() {
+    // 3,000 jobs written by the schema-4 binary; the short run of `examples/kill_loop.rs`'s
+    // migrations.
+    let h = TestHome::new();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/store-v4-large.tar.gz");
+    let mut rng = Rng(seed("kill -9 during migrations"));
+    let figures = kills::migrations(&h, &fixture, 5, &mut rng, kills::check_large_v4_store);
+    eprintln!("{figures}");
+    kills::a_migrated_store_runs(&h);
 }

@@ -133,3 +133,61 @@ fn a_store_written_by_schema_v3_opens_with_its_jobs_models_calibrations_and_hist
         .ok(&["enqueue", s(&doc), "--model", s(&tiny())])
         .contains("queued #4"));
 }
+
+/// The batch file `store-v4.tar.gz` was written with (see the fixtures' README).
+const FX_CHAT: &str = concat!(
+    r#"{"custom_id":"chat-1","method":"POST","url":"/v1/chat/completions","body":{"model":"fx-tiny","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Name a river."}],"max_tokens":8,"temperature":0}}"#,
+    "\n",
+    r#"{"custom_id":"chat-2","method":"POST","url":"/v1/chat/completions","body":{"model":"fx-tiny","messages":[{"role":"user","content":"Say yes.\nThen say no."}],"max_tokens":8,"seed":7,"user":"fixture"}}"#,
+    "\n",
+);
+
+#[test]
+fn a_store_written_by_schema_v4_opens_with_its_conversations_and_new_identities() {
+    let h = home_with_fixture("store-v4.tar.gz");
+    let status = h.status();
+    assert_eq!(count(&status, "succeeded"), 3, "{status}");
+    assert_eq!(count(&status, "queued"), 1);
+    assert_eq!(count(&status, "cancelled"), 1);
+    // Schema 5 keeps a chat's turns in the job and its messages as the document.
+    let chat = h.show("chat-1");
+    assert_eq!(
+        chat["task"],
+        serde_json::json!({"name": "chat", "turns": [
+            {"role": "system", "bytes": 9}, {"role": "user", "bytes": 13}]}),
+        "{chat}"
+    );
+    let results = h.results(&["chat-1", "chat-2"]);
+    assert!(
+        results.iter().all(|r| r["answer"].is_string()),
+        "{results:?}"
+    );
+    fixture_model_in_place(&h);
+    // The same file again finds both requests (dedupe keys were rebuilt)…
+    let batch = h.doc("fx-chat.jsonl", FX_CHAT);
+    let out = h.ok(&[
+        "enqueue",
+        "--batch",
+        s(&batch),
+        "--model",
+        "fx-tiny",
+        "--json",
+    ]);
+    let outcomes: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(outcomes[0]["id"], 2, "{outcomes}");
+    assert_eq!(outcomes[1]["id"], 3, "{outcomes}");
+    assert!(outcomes[0]["outcome"]
+        .as_str()
+        .unwrap()
+        .starts_with("exists"));
+    // …and chat-1's messages under another id are another job (schema 4 made them one).
+    let other = h.doc("other.jsonl", &FX_CHAT.replace("chat-1", "chat-3"));
+    let out = h.run(&["enqueue", "--batch", s(&other), "--model", "fx-tiny"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("queued #6 chat-3"));
+    // The upgraded store runs: the queued document, and a chat from its stored turns.
+    h.ok(&["worker", "--drain"]);
+    assert_eq!(h.show("4")["state"], "succeeded");
+    let chat3 = h.show("chat-3");
+    assert_eq!(chat3["state"], "succeeded", "{chat3}");
+}

@@ -6,7 +6,6 @@ use std::process::Output;
 use std::time::Duration;
 
 use crate::common::*;
-use crate::socket::{sigterm, wait_exit};
 
 /// The worker is still running.
 fn alive(worker: &mut SpawnedWorker, after: &str) {

@@ -4,13 +4,13 @@ use std::io::{IsTerminal, Read};
 use std::path::Path;
 
 use anyhow::Result;
-use sha2::{Digest, Sha256};
 
 use super::args::{EnqueueArgs, GenArgs, TaskName};
 use super::{code, fail, millis, parse_duration, Coded, Ctx};
 use qwen3q::ingest::{self, Refusal};
 use qwen3q::job::{
-    ChatMessage, Constraint, GenOverrides, GenParams, JobSpec, ModelRef, Quality, Task,
+    chat_document, document_sha256, printable, Constraint, GenOverrides, GenParams, JobSpec,
+    ModelRef, Quality, Task,
 };
 use qwen3q::protocol::{Request, Response};
 use qwen3q::queue::{EnqueueOutcome, NewJob};
@@ -21,13 +21,6 @@ const BATCH: usize = 500;
 /// …and at most this much text, so neither this process nor the worker holds more than a few
 /// MiB of documents at a time (a directory of large files used to go over in 500-file batches).
 const BATCH_BYTES: usize = 8 << 20;
-
-fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn task_of(a: &EnqueueArgs) -> Result<Task> {
     let name = match (a.task, &a.prompt) {
@@ -220,7 +213,7 @@ impl Template {
         JobSpec {
             custom_id,
             source,
-            doc_sha256: sha256_hex(text),
+            doc_sha256: document_sha256(text),
             doc_bytes: text.len() as u64,
             task: self.task.clone(),
             system: self.system.clone(),
@@ -495,15 +488,32 @@ fn send_batch_file(
         spool.as_path()
     };
     let (mut good, mut bad) = (0usize, 0);
+    // A custom id names one request of the file (OpenAI's rule): a later line with the same
+    // id is refused, naming both lines, and skipped by the second pass.
+    let mut ids = ingest::SeenIds::default();
+    let mut repeats = std::collections::HashSet::new();
     for (n, line) in batch_lines(file, limit)? {
-        match line.and_then(|l| ingest::parse_batch_line(&l)) {
-            Ok(_) => good += 1,
+        let checked = line
+            .and_then(|l| ingest::parse_batch_line(&l))
+            .and_then(|item| match ids.see(&item.custom_id, n) {
+                None => Ok(()),
+                Some(first) => {
+                    repeats.insert(n);
+                    Err(format!(
+                        "custom_id {:?} is also on line {first} (ids are unique in a batch file)",
+                        printable(&item.custom_id)
+                    ))
+                }
+            });
+        match checked {
+            Ok(()) => good += 1,
             Err(e) => {
                 eprintln!("qwen3q: {}:{n}: {e}", file.display());
                 bad += 1;
             }
         }
     }
+    drop(ids);
     if bad > 0 {
         tally.refused += bad;
         if strict {
@@ -526,22 +536,19 @@ fn send_batch_file(
     let mut read_again = 0;
     for (n, line) in batch_lines(file, limit)? {
         // Lines are read again: one that changed since the first pass is skipped.
+        if repeats.contains(&n) {
+            continue;
+        }
         let Ok(item) = line.and_then(|l| ingest::parse_batch_line(&l)) else {
             continue;
         };
-        let doc: String = item
-            .messages
-            .iter()
-            .map(|m: &ChatMessage| format!("{}: {}\n", m.role, m.content))
-            .collect();
+        let (doc, turns) = chat_document(&item.messages);
         let mut spec = tpl.spec(
             item.custom_id.clone(),
             format!("{}:{n}", file.display()),
             &doc,
         );
-        spec.task = Task::Chat {
-            messages: item.messages,
-        };
+        spec.task = Task::Chat { turns };
         item.gen.apply(&mut spec.params);
         spec.extra_json = item.extra;
         if item.constraint.is_some() {
@@ -705,7 +712,7 @@ impl Sender {
                 } else {
                     "; --force to enqueue again"
                 };
-                println!("{word} #{id} {}{hint}", qwen3q::job::printable(custom_id));
+                println!("{word} #{id} {}{hint}", printable(custom_id));
             }
             if self.json {
                 self.all.push(serde_json::json!({

@@ -17,7 +17,8 @@ pub fn task_json(task: &Task) -> Value {
         Task::Classify { labels } => json!({"name": "classify", "labels": labels}),
         Task::Extract { fields } => json!({"name": "extract", "fields": fields}),
         Task::Custom { prompt } => json!({"name": "custom", "prompt": prompt}),
-        Task::Chat { messages } => json!({"name": "chat", "messages": messages}),
+        // The messages themselves are the document: a listing does not repeat them.
+        Task::Chat { turns } => json!({"name": "chat", "turns": turns}),
     }
 }
 

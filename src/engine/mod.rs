@@ -113,6 +113,9 @@ pub enum EngineError {
     Grammar(String),
     #[error("{0}")]
     BadOutput(String),
+    /// The job's stored document does not have the shape its record says (a chat's turns).
+    #[error("{0}")]
+    DamagedJob(String),
     #[error("no free sequence slot (all {0} are busy)")]
     NoFreeSlot(u32),
     #[error("the model needs {} MiB with its context but at most {} MiB of the model budget can be made free", needed / 1048576, available / 1048576)]
@@ -150,6 +153,7 @@ impl EngineError {
                 | EngineError::Template(_)
                 | EngineError::Grammar(_)
                 | EngineError::BadOutput(_)
+                | EngineError::DamagedJob(_)
                 | EngineError::NoRoom { .. }
         )
     }

@@ -1,6 +1,6 @@
 //! Prompts for tasks, Qwen3's thinking switch, and splitting reasoning from the answer. Pure.
 
-use crate::job::{ChatMessage, Task};
+use crate::job::{chat_messages, ChatMessage, Task};
 
 /// What Qwen3's own template appends to the assistant turn for `enable_thinking=false`: an
 /// empty thinking block, so the model answers at once.
@@ -44,10 +44,12 @@ pub fn task_instruction(task: &Task, text: &str) -> String {
     }
 }
 
-/// Messages for one chunk of a document (or the whole of a short one).
+/// Messages for one chunk of a document (or the whole of a short one). A chat's document is
+/// its conversation (checked when the job is claimed, see `chat_messages`); one that does not
+/// match its turns is sent as one user message rather than lost.
 pub fn task_messages(task: &Task, system: Option<&str>, text: &str) -> Vec<ChatMessage> {
-    if let Task::Chat { messages } = task {
-        let mut out = messages.clone();
+    if let Task::Chat { turns } = task {
+        let mut out = chat_messages(turns, text).unwrap_or_else(|_| vec![msg("user", text.into())]);
         if let Some(s) = system {
             if !out.iter().any(|m| m.role == "system") {
                 out.insert(0, msg("system", s.to_string()));
@@ -217,10 +219,11 @@ mod tests {
             role: "user".into(),
             content: "hello".into(),
         }];
-        let t = Task::Chat {
-            messages: messages.clone(),
-        };
-        assert_eq!(task_messages(&t, None, "ignored"), messages);
-        assert_eq!(task_messages(&t, Some("sys"), "ignored")[0].role, "system");
+        let (text, turns) = crate::job::chat_document(&messages);
+        let t = Task::Chat { turns };
+        assert_eq!(task_messages(&t, None, &text), messages);
+        let with_system = task_messages(&t, Some("sys"), &text);
+        assert_eq!(with_system[0].role, "system");
+        assert_eq!(with_system[1..], messages[..]);
     }
 }

@@ -1,4 +1,4 @@
-//! Tree names in one place, and the layout of each (schema version 4; see `migrations/`).
+//! Tree names in one place, and the layout of each (schema version 5; see `migrations/`).
 
 /// Store-wide settings and counters: `schema_version`, `next_job_id`, `event_seq`, `paused`.
 pub const META: &str = "meta";

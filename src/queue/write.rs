@@ -37,25 +37,32 @@ pub enum TransitionOutcome {
     NotFound,
 }
 
-/// The dedupe key: sha256 over the document's hash, the task, the system prompt and the model.
+/// The dedupe key (schema 5): the same work enqueued again is the same job.
+///
+/// A document from a file is the same work when its text, task, system prompt, model,
+/// constraint, `--model auto` quality and generation parameters are equal; a request of an
+/// OpenAI batch file when, besides, its `custom_id` and the body fields kept as they are
+/// (`extra_json`) are equal: in a batch the id is part of the request, so two ids are two
+/// jobs, and re-running a file is idempotent. A chat's messages are its document and turns.
 pub(crate) fn dedupe_key(spec: &JobSpec) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(spec.doc_sha256.as_bytes());
-    h.update([0]);
-    // The task with its arguments (bincode, without the schema byte: stable across versions).
-    h.update(codec::encode_body(&spec.task).unwrap_or_default());
-    h.update([0]);
-    h.update(spec.system.as_deref().unwrap_or("").as_bytes());
-    h.update([0]);
-    h.update(spec.model.path.as_bytes());
-    if let Some(c) = &spec.constraint {
-        // Only when present, so that keys of jobs without one stay as they were.
-        h.update([0]);
-        h.update(codec::encode_body(c).unwrap_or_default());
-    }
-    if let Some(q) = spec.auto {
-        // Likewise: `--model auto` jobs of different qualities are different work.
-        h.update([1, q as u8]);
+    // Every field with its length first, so that no two specs run into the same bytes.
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    field(b"dedupe 5");
+    field(spec.doc_sha256.as_bytes());
+    // Values as bincode bodies (no schema byte): the same value gives the same bytes.
+    field(&codec::encode_body(&spec.task).unwrap_or_default());
+    field(&codec::encode_body(&spec.system).unwrap_or_default());
+    field(spec.model.path.as_bytes());
+    field(&codec::encode_body(&spec.constraint).unwrap_or_default());
+    field(&codec::encode_body(&spec.auto).unwrap_or_default());
+    field(&codec::encode_body(&spec.params).unwrap_or_default());
+    if matches!(spec.task, crate::job::Task::Chat { .. }) {
+        field(spec.custom_id.as_bytes());
+        field(&codec::encode_body(&spec.extra_json).unwrap_or_default());
     }
     h.finalize().into()
 }

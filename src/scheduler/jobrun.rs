@@ -144,7 +144,8 @@ pub fn chunk_texts(
     text: &str,
 ) -> Result<Vec<String>, EngineError> {
     let spec = &job.spec;
-    if matches!(spec.task, Task::Chat { .. }) {
+    if let Task::Chat { turns } = &spec.task {
+        crate::job::chat_messages(turns, text).map_err(EngineError::DamagedJob)?;
         return Ok(vec![text.to_string()]);
     }
     let empty = task_messages(&spec.task, spec.system.as_deref(), "");

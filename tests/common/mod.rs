@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod kills;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -69,16 +71,24 @@ impl Drop for SpawnedWorker {
 /// A private home directory and the binary pointed at it.
 pub struct TestHome {
     pub dir: tempfile::TempDir,
+    /// The `qwen3q` to run: the integration tests' own build, or one an example names.
+    pub bin: PathBuf,
 }
 
 impl TestHome {
+    /// A home for the binary cargo built for the integration tests.
     pub fn new() -> TestHome {
+        let bin = option_env!("CARGO_BIN_EXE_qwen3q").expect("built by cargo test");
+        TestHome::with_bin(bin.into())
+    }
+
+    pub fn with_bin(bin: PathBuf) -> TestHome {
         // Short paths: a Unix socket path must stay under ~100 bytes.
         let dir = tempfile::Builder::new()
             .prefix("q3t")
             .tempdir_in("/tmp")
             .unwrap();
-        TestHome { dir }
+        TestHome { dir, bin }
     }
 
     pub fn path(&self) -> &Path {
@@ -86,7 +96,7 @@ impl TestHome {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_qwen3q"));
+        let mut c = Command::new(&self.bin);
         c.args(args)
             .env("QWEN3Q_HOME", self.path())
             .env_remove("QWEN3Q_MODEL")
@@ -243,6 +253,28 @@ pub fn prose(seed: usize, words: usize) -> String {
         }
     }
     out
+}
+
+/// Wait up to `limit` for `child` to exit.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Ask a worker to stop (SIGTERM).
+pub fn sigterm(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
 }
 
 /// Poll `done` until it holds; panic naming `what` after `limit`.

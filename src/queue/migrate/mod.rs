@@ -7,6 +7,7 @@
 mod v2;
 mod v3;
 mod v4;
+mod v5;
 
 use super::codec::SCHEMA_VERSION;
 use super::trees::{meta, t};
@@ -35,6 +36,11 @@ pub const STEPS: &[Step] = &[
         to: 4,
         name: "crash records",
         run: v4::run,
+    },
+    Step {
+        to: 5,
+        name: "conversations with their documents, dedupe keys with parameters and batch ids",
+        run: v5::run,
     },
 ];
 
@@ -79,6 +85,7 @@ pub fn run(store: &Store) -> Result<()> {
         tracing::info!(to = step.to, name = step.name, "migrating the store");
         (step.run)(store)?;
         write_version(store, step.to)?;
+        tracing::info!(to = step.to, "migrated the store");
     }
     Ok(())
 }

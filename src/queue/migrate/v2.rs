@@ -9,12 +9,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::super::codec::{self, decode_body};
-use super::super::keys;
 use super::super::trees::{meta, t};
-use super::super::write::dedupe_key;
 use super::super::{Result, Store};
-use super::v3::{job_v3, JobV2, ResultV2, SpecV2};
-use crate::job::{GenParams, JobId, JobState, Millis, ModelRef, Task, Usage};
+use super::v3::{JobV2, ResultV2, SpecV2};
+use super::v5::TaskV4;
+use crate::job::{GenParams, JobId, JobState, Millis, ModelRef, Usage};
 
 /// `JobSpec` as schema 1 wrote it.
 #[derive(Deserialize, Serialize)]
@@ -23,7 +22,7 @@ struct SpecV1 {
     source: String,
     doc_sha256: String,
     doc_bytes: u64,
-    task: Task,
+    task: TaskV4,
     system: Option<String>,
     model: ModelRef,
     params: GenParams,
@@ -123,23 +122,14 @@ pub fn run(store: &Store) -> Result<()> {
             }
         }
     }
+    // The dedupe tree, whose key changed here, is rebuilt by step 5 (whose key changed again).
     let jobs = store.tree(t::JOBS);
-    let dedupe = store.tree(t::DEDUPE);
-    dedupe.clear()?;
     for kv in jobs.iter() {
         let (k, v) = kv?;
-        let job = match v.split_first() {
-            Some((1, body)) => {
-                let job = job_v2(decode_body::<JobV1>(body)?);
-                jobs.insert(&k, codec::encode_as(2, &job)?)?;
-                job
-            }
-            _ => decode_body::<JobV2>(v.get(1..).unwrap_or_default())?,
-        };
-        // In id order: with --force duplicates, the newest job keeps the key, as at enqueue.
-        // (Schema 3 computes the same key for every job schema 2 could hold.)
-        let job = job_v3(job);
-        dedupe.insert(dedupe_key(&job.spec), &keys::job(job.id))?;
+        if let Some((1, body)) = v.split_first() {
+            let job = job_v2(decode_body::<JobV1>(body)?);
+            jobs.insert(&k, codec::encode_as(2, &job)?)?;
+        }
     }
     let results = store.tree(t::RESULTS);
     for kv in results.iter() {
@@ -154,6 +144,7 @@ pub fn run(store: &Store) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::keys;
     use super::*;
     use crate::job::{JobState, StateKind};
     use crate::queue::OpenOptions;
@@ -175,7 +166,7 @@ mod tests {
             source: name.into(),
             doc_sha256: format!("sha-{name}"),
             doc_bytes: 4,
-            task: Task::Summarize,
+            task: TaskV4::Summarize,
             system: None,
             model: ModelRef {
                 name: "m".into(),
@@ -269,15 +260,15 @@ mod tests {
         assert_eq!((r.answer.as_str(), r.n_seq, r.json), ("an answer", 1, None));
         assert_eq!((job.spec.auto, r.choice), (None, None));
         // The dedupe index was rebuilt with the new key: the same document is found.
-        let key = dedupe_key(&job.spec);
+        let key = crate::queue::write::dedupe_key(&job.spec);
         assert_eq!(
             store.tree(t::DEDUPE).get(key).unwrap().as_deref(),
             Some(&keys::job(JobId(2))[..])
         );
-        // Counters were relabelled by both steps.
+        // Counters were relabelled by every step that relabels.
         assert_eq!(
             store.tree(t::META).get(meta::NEXT_JOB_ID).unwrap().unwrap()[0],
-            3
+            crate::queue::codec::SCHEMA_VERSION
         );
     }
 }

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use super::super::codec::{self, decode_body};
 use super::super::trees::{meta, t};
 use super::super::{Result, Store};
+use super::v5::{JobV4, SpecV4, TaskV4};
 use crate::job::{
-    ChunkOutput, Constraint, GenParams, Job, JobId, JobResult, JobSpec, JobState, Millis, ModelRef,
-    Task, Usage,
+    ChunkOutput, Constraint, GenParams, JobId, JobResult, JobState, Millis, ModelRef, Usage,
 };
 use crate::monitor::history::Sample;
 use crate::monitor::Pressure;
@@ -26,7 +26,7 @@ pub(super) struct SpecV2 {
     pub source: String,
     pub doc_sha256: String,
     pub doc_bytes: u64,
-    pub task: Task,
+    pub task: TaskV4,
     pub system: Option<String>,
     pub model: ModelRef,
     pub params: GenParams,
@@ -107,11 +107,11 @@ struct SampleV2 {
     queue_depth: u64,
 }
 
-pub(super) fn job_v3(old: JobV2) -> Job {
+pub(super) fn job_v3(old: JobV2) -> JobV4 {
     let s = old.spec;
-    Job {
+    JobV4 {
         id: old.id,
-        spec: JobSpec {
+        spec: SpecV4 {
             custom_id: s.custom_id,
             source: s.source,
             doc_sha256: s.doc_sha256,
@@ -250,7 +250,7 @@ mod tests {
                     source: "a".into(),
                     doc_sha256: "sha".into(),
                     doc_bytes: 4,
-                    task: Task::Summarize,
+                    task: TaskV4::Summarize,
                     system: None,
                     model: model.clone(),
                     params: GenParams::qwen3_defaults(false),
@@ -366,7 +366,7 @@ mod tests {
         // Counters are relabelled, and still decode.
         assert_eq!(
             store.tree(t::META).get(meta::NEXT_JOB_ID).unwrap().unwrap()[0],
-            3
+            codec::SCHEMA_VERSION
         );
     }
 

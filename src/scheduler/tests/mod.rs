@@ -470,7 +470,8 @@ fn a_prompt_that_cannot_fit_is_dead_at_once() {
         role: "user".into(),
         content: "x".repeat(500),
     }];
-    let id = enqueue(&store, "chat", "x", Task::Chat { messages }, "m.gguf");
+    let (text, turns) = crate::job::chat_document(&messages);
+    let id = enqueue(&store, "chat", &text, Task::Chat { turns }, "m.gguf");
     let w = worker(&store, FakeEngine::new(100), now, true, &Signals::default());
     assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 0 });
     let job = store.job(id).unwrap().unwrap();
@@ -478,6 +479,38 @@ fn a_prompt_that_cannot_fit_is_dead_at_once() {
         JobState::Dead { error, attempts } => {
             assert_eq!(attempts, 1);
             assert!(error.contains("context"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_chat_whose_document_does_not_match_its_turns_is_dead_at_once() {
+    let (_d, store) = temp_store();
+    let store = Arc::new(store);
+    let turns = vec![crate::job::Turn {
+        role: "user".into(),
+        bytes: 40,
+    }];
+    let id = enqueue(
+        &store,
+        "chat",
+        "user: too short\n",
+        Task::Chat { turns },
+        "m.gguf",
+    );
+    let w = worker(
+        &store,
+        FakeEngine::new(1000),
+        now,
+        true,
+        &Signals::default(),
+    );
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 0 });
+    match store.job(id).unwrap().unwrap().state {
+        JobState::Dead { error, attempts } => {
+            assert_eq!(attempts, 1);
+            assert!(error.contains("does not match its turns"), "{error}");
         }
         other => panic!("{other:?}"),
     }
