@@ -20,6 +20,7 @@ fn kill_9_at_random_moments_loses_nothing_and_repeats_no_finished_chunk() {
         max_tokens: "48",
         worker_args: &["--n-ctx", "384"],
         kills: 6,
+        more_chunks: 3,
         pause_ms: (0, 400),
     }
     .run(&h, &mut rng);

@@ -68,32 +68,57 @@ pub struct Drains<'a> {
     /// `worker` flags: the context, the batch size.
     pub worker_args: &'a [&'a str],
     pub kills: usize,
-    /// After the worker answers: wait for 0 to 2 more finished chunks, then this many
-    /// milliseconds (drawn between the two) into the next.
+    /// After the worker answers: wait for 0 to `more_chunks - 1` more finished chunks
+    /// (drawn), then this many milliseconds (drawn between the two) into the next.
+    pub more_chunks: u64,
     pub pause_ms: (u64, u64),
 }
 
 impl Drains<'_> {
     /// Enqueue, kill `kills` times (each time while work is left), drain to the end, check.
     /// Returns a line of figures.
-    pub fn run(&self, h: &TestHome, rng: &mut Rng) -> String {
+    /// Put a set of documents in (set `n`: files `n/shortNNN.txt`, `n/longNNN.txt`).
+    fn enqueue_set(&self, h: &TestHome, n: usize) {
         for i in 0..self.short_docs {
-            h.doc(&format!("short{i:03}.txt"), &prose(i, 40 + 30 * (i % 10)));
+            let seed = n * 1000 + i;
+            h.doc(
+                &format!("{n}/short{i:03}.txt"),
+                &prose(seed, 40 + 30 * (i % 10)),
+            );
         }
         for i in 0..self.long_docs {
-            h.doc(&format!("long{i:03}.txt"), &prose(500 + i, 1800));
+            h.doc(
+                &format!("{n}/long{i:03}.txt"),
+                &prose(n * 1000 + 500 + i, 1800),
+            );
         }
-        h.enqueue_on(&h.path().join("docs"), self.model, self.max_tokens);
-        let jobs = (self.short_docs + self.long_docs) as u64;
+        h.enqueue_on(
+            &h.path().join(format!("docs/{n}")),
+            self.model,
+            self.max_tokens,
+        );
+    }
+
+    /// Enqueue, kill `kills` times (each time while work is left: another set of documents
+    /// goes in when the last is done), drain to the end, check. Returns a line of figures.
+    pub fn run(&self, h: &TestHome, rng: &mut Rng) -> String {
+        let per_set = (self.short_docs + self.long_docs) as u64;
+        let mut sets = 1;
+        self.enqueue_set(h, 0);
         let every = Duration::from_millis(100);
 
         let started = Instant::now();
         let mut at_kill = Vec::new();
         for _ in 0..self.kills {
+            if count(&h.status(), "succeeded") == per_set * sets as u64 {
+                self.enqueue_set(h, sets);
+                sets += 1;
+            }
+            let jobs = per_set * sets as u64;
             let before = chunks_done(h, jobs);
             let mut worker = h.spawn_worker(self.worker_args);
             h.wait_for_worker(&mut worker);
-            let more = rng.range(0, 3) as usize;
+            let more = rng.range(0, self.more_chunks) as usize;
             poll(Duration::from_secs(600), every, "chunks finish", || {
                 chunks_done(h, jobs) >= before + more || count(&h.status(), "succeeded") == jobs
             });
@@ -109,19 +134,18 @@ impl Drains<'_> {
             // With no worker, the CLI opens the store itself (the socket left is stale).
             let status = h.status();
             assert!(status["worker"].is_null());
-            let finished = count(&status, "succeeded");
-            assert!(
-                finished < jobs,
-                "every job finished before kill {} of {}: more documents",
-                at_kill.len() + 1,
-                self.kills
-            );
-            at_kill.push((finished, chunks_done(h, jobs)));
+            at_kill.push((count(&status, "succeeded"), chunks_done(h, jobs)));
         }
+        let jobs = per_set * sets as u64;
+        let idle = at_kill.iter().filter(|(done, _)| *done == jobs).count();
         eprintln!("(jobs finished, chunks finished) at each kill: {at_kill:?}");
         assert!(
             at_kill.last().unwrap().1 > at_kill[0].1,
             "work went on across kills: {at_kill:?}"
+        );
+        assert!(
+            idle * 2 <= self.kills,
+            "most kills came while work was left: {at_kill:?}"
         );
         let killed_for = started.elapsed();
 
@@ -158,12 +182,12 @@ impl Drains<'_> {
             })
             .count();
         assert!(
-            long_chunks >= self.long_docs * 3,
+            long_chunks >= self.long_docs * sets * 3,
             "the long documents were chunked: {long_chunks} chunks"
         );
         format!(
-            "drains: {} kills over {:.0} s, {jobs} jobs, {} chunks: 0 lost, 0 duplicated, 0 \
-             chunks twice, 0 charged",
+            "drains: {} kills ({idle} after the work was done) over {:.0} s, {jobs} jobs, {} \
+             chunks: 0 lost, 0 duplicated, 0 chunks twice, 0 charged",
             self.kills,
             killed_for.as_secs_f64(),
             runs.len()
