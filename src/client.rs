@@ -26,6 +26,13 @@ pub enum ClientError {
     TooLarge(usize),
 }
 
+/// What became of a request: its answer, or (over the worker's frame limit) the request
+/// itself, unsent, with its size as JSON.
+pub enum Sent {
+    Answer(Response),
+    TooLarge(Request, usize),
+}
+
 /// A way to reach the store.
 pub enum Connection {
     /// A worker is alive: requests go through its socket.
@@ -71,24 +78,35 @@ impl Connection {
 
     /// Send one request and read its answer.
     pub fn call(&mut self, request: Request) -> Result<Response, ClientError> {
+        match self.send(request)? {
+            Sent::Answer(response) => Ok(response),
+            Sent::TooLarge(_, bytes) => Err(ClientError::TooLarge(bytes)),
+        }
+    }
+
+    /// Send one request and read its answer; a request over the worker's frame limit comes
+    /// back unsent with its size (serialized once either way: a caller may split it).
+    pub fn send(&mut self, request: Request) -> Result<Sent, ClientError> {
         match self {
-            Connection::Direct(store) => Ok(crate::handler::handle(
+            Connection::Direct(store) => Ok(Sent::Answer(crate::handler::handle(
                 store,
                 request,
                 None,
                 crate::now_ms(),
-            )),
+            ))),
             Connection::Worker(stream) => {
                 let io = |e| ClientError::Socket("socket".into(), e);
-                let mut line = serde_json::to_string(&Envelope {
+                let envelope = Envelope {
                     version: PROTOCOL_VERSION,
                     request,
-                })
-                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                };
+                let mut line = serde_json::to_string(&envelope)
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
                 line.push('\n');
                 if line.len() > crate::protocol::MAX_REQUEST_BYTES {
-                    return Err(ClientError::TooLarge(line.len()));
+                    return Ok(Sent::TooLarge(envelope.request, line.len()));
                 }
+                drop(envelope);
                 stream.write_all(line.as_bytes()).map_err(io)?;
                 let mut reader = BufReader::new(&*stream);
                 let mut answer = String::new();
@@ -98,7 +116,9 @@ impl Connection {
                         "the worker closed the connection".into(),
                     ));
                 }
-                serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.to_string()))
+                serde_json::from_str(&answer)
+                    .map(Sent::Answer)
+                    .map_err(|e| ClientError::Protocol(e.to_string()))
             }
         }
     }

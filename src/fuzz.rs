@@ -143,7 +143,10 @@ impl Target {
                 let job = decode::<crate::job::Job>(input).is_ok();
                 let result = decode::<crate::job::JobResult>(input).is_ok();
                 let state = decode::<crate::job::JobState>(input).is_ok();
-                job || result || state
+                // A chat's turns against its document (schema 5), as a claimed job reads them.
+                let chat = decode::<(Vec<crate::job::Turn>, String)>(input)
+                    .is_ok_and(|(turns, text)| crate::job::chat_messages(&turns, &text).is_ok());
+                job || result || state || chat
             }
         }
     }
@@ -199,9 +202,52 @@ fn request_seeds() -> Vec<Vec<u8>> {
 }
 
 fn stored_seeds() -> Vec<Vec<u8>> {
-    use crate::job::{JobState, Usage};
+    use crate::job::{chat_document, ChatMessage, GenParams, Job, JobId, JobSpec, JobState};
+    use crate::job::{ModelRef, Task, Usage};
     use crate::queue::codec::encode;
+    let (text, turns) = chat_document(&[
+        ChatMessage {
+            role: "system".into(),
+            content: "Be brief.".into(),
+        },
+        ChatMessage {
+            role: "user".into(),
+            content: "Name a river.\nuser: and a sea.".into(),
+        },
+    ]);
+    let chat = Job {
+        id: JobId(7),
+        spec: JobSpec {
+            custom_id: "req-1".into(),
+            source: "batch.jsonl:1".into(),
+            doc_sha256: crate::job::document_sha256(&text),
+            doc_bytes: text.len() as u64,
+            task: Task::Chat {
+                turns: turns.clone(),
+            },
+            system: None,
+            model: ModelRef {
+                name: "m".into(),
+                path: "/m.gguf".into(),
+                template: None,
+            },
+            params: GenParams::qwen3_defaults(false),
+            priority: 0,
+            not_before: None,
+            max_attempts: 3,
+            extra_json: Some(r#"{"user":"x"}"#.into()),
+            constraint: None,
+            fallback: vec![],
+            auto: None,
+        },
+        state: JobState::Queued,
+        attempts: 0,
+        enqueued: 1,
+        updated: 1,
+    };
     vec![
+        encode(&chat).expect("encodes"),
+        encode(&(turns, text)).expect("encodes"),
         encode(&JobState::Queued).expect("encodes"),
         encode(&JobState::Succeeded {
             finished: 9,

@@ -150,9 +150,17 @@ fn handle_inner(
         Request::Calibrations(path) => Response::Calibrations(store.calibrations_of(&path)?),
         Request::MemoryHistory { since } => Response::History(store.samples_since(since)?),
         Request::Enqueue { items, force } => {
-            // The CLI checks ids; a request from anything else is checked here too.
+            // The CLI checks ids and builds chats from their messages; a request from anything
+            // else is checked here too.
             let bad = items.iter().enumerate().find_map(|(i, item)| {
+                let chat = match &item.spec.task {
+                    crate::job::Task::Chat { turns } => {
+                        crate::job::chat_messages(turns, &item.text).map(drop)
+                    }
+                    _ => Ok(()),
+                };
                 crate::job::check_custom_id(&item.spec.custom_id)
+                    .and(chat)
                     .err()
                     .map(|why| (i, why))
             });
@@ -231,4 +239,60 @@ fn handle_inner(
         }
         Request::Prune { before } => Response::Pruned(store.prune(before)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{chat_document, ChatMessage, Task, Turn};
+    use crate::queue::test_support::{spec, temp_store};
+    use crate::queue::NewJob;
+
+    #[test]
+    fn an_enqueue_whose_chat_does_not_match_its_turns_is_refused_whole() {
+        let (_d, store) = temp_store();
+        let (text, turns) = chat_document(&[ChatMessage {
+            role: "user".into(),
+            content: "Name a river.".into(),
+        }]);
+        let chat = |custom_id: &str, turns: Vec<Turn>| {
+            let mut s = spec(custom_id);
+            s.task = Task::Chat { turns };
+            NewJob {
+                spec: s,
+                text: text.clone(),
+            }
+        };
+        let mut wrong = turns.clone();
+        wrong[0].bytes += 1;
+        let items = vec![chat("good", turns.clone()), chat("bad", wrong)];
+        let answer = handle(
+            &store,
+            Request::Enqueue {
+                items,
+                force: false,
+            },
+            None,
+            1,
+        );
+        match answer {
+            Response::Error(e) => assert!(
+                e.starts_with("document 2 of the request: the conversation does not match"),
+                "{e}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.counts().unwrap().total(), 0, "nothing enqueued");
+        let items = vec![chat("good", turns)];
+        let answer = handle(
+            &store,
+            Request::Enqueue {
+                items,
+                force: false,
+            },
+            None,
+            1,
+        );
+        assert!(matches!(answer, Response::Enqueued(_)), "{answer:?}");
+    }
 }

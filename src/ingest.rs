@@ -602,5 +602,25 @@ mod tests {
         assert!(parse_batch_line(r#"{"custom_id":"a","url":"/v1/embeddings","body":{"messages":[{"role":"user","content":"x"}]}}"#)
             .unwrap_err()
             .contains("embeddings"));
+        let role = |r: &str| {
+            let line = serde_json::json!({"custom_id": "a", "body": {"messages": [
+                {"role": r, "content": "x"}]}});
+            parse_batch_line(&line.to_string())
+        };
+        assert!(role("developer").is_ok());
+        for bad in ["", "user\n", "esc\u{1b}[1m", &"r".repeat(65)] {
+            let err = role(bad).unwrap_err();
+            assert!(err.starts_with("message 0 has the role"), "{err}");
+            assert!(!err.contains('\u{1b}'), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn a_batch_files_ids_are_seen_once_with_their_first_line() {
+        let mut seen = SeenIds::default();
+        assert_eq!(seen.see("a", 1), None);
+        assert_eq!(seen.see("b", 2), None);
+        assert_eq!(seen.see("a", 7), Some(1));
+        assert_eq!(seen.see("a", 9), Some(1));
     }
 }

@@ -130,7 +130,7 @@ pub fn chat_document(messages: &[ChatMessage]) -> (String, Vec<Turn>) {
 /// bytes are not trusted: a document that does not have the turns' shape is an error, never a
 /// panic or a guess.
 pub fn chat_messages(turns: &[Turn], text: &str) -> Result<Vec<ChatMessage>, String> {
-    let bad = |i: usize| format!("the stored conversation does not match its turns (message {i})");
+    let bad = |i: usize| format!("the conversation does not match its turns (message {i})");
     let mut rest = text;
     let mut out = Vec::with_capacity(turns.len());
     for (i, turn) in turns.iter().enumerate() {

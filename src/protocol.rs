@@ -11,7 +11,7 @@ use crate::scheduler::LiveStatus;
 
 /// Bumped on any change to [`Request`] or [`Response`]. A mismatch is refused with a message
 /// telling which side to restart or upgrade.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The longest request line the worker reads. A longer one is answered with an error and the
 /// connection closed, so a client cannot make the worker buffer without bound. Enqueue

@@ -7,6 +7,7 @@ use anyhow::Result;
 
 use super::args::{EnqueueArgs, GenArgs, TaskName};
 use super::{code, fail, millis, parse_duration, Coded, Ctx};
+use qwen3q::client::Sent;
 use qwen3q::ingest::{self, Refusal};
 use qwen3q::job::{
     chat_document, document_sha256, printable, Constraint, GenOverrides, GenParams, JobSpec,
@@ -500,7 +501,7 @@ fn send_batch_file(
                 Some(first) => {
                     repeats.insert(n);
                     Err(format!(
-                        "custom_id {:?} is also on line {first} (ids are unique in a batch file)",
+                        "custom_id \"{}\" is also on line {first} (ids are unique in a batch file)",
                         printable(&item.custom_id)
                     ))
                 }
@@ -654,42 +655,43 @@ impl Sender {
     }
 
     /// Send one batch (its documents move into the request: no second copy is made). A batch
-    /// over the worker's request limit as JSON goes in halves; a single document over it is
-    /// refused with a line.
-    fn send(&mut self, mut batch: Vec<NewJob>, tally: &mut Tally) -> Result<()> {
+    /// over the worker's request limit as JSON comes back unsent and goes in halves; a single
+    /// document over it is refused with a line.
+    fn send(&mut self, batch: Vec<NewJob>, tally: &mut Tally) -> Result<()> {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
         if batch.is_empty() {
             return Ok(());
         }
-        if conn.is_worker() {
-            let size = serde_json::to_vec(&batch).map_or(usize::MAX, |v| v.len());
-            if size > qwen3q::protocol::MAX_REQUEST_BYTES - (64 << 10) {
-                if batch.len() == 1 {
+        let names: Vec<(String, String)> = batch
+            .iter()
+            .map(|i| (i.spec.custom_id.clone(), i.spec.source.clone()))
+            .collect();
+        let request = Request::Enqueue {
+            items: batch,
+            force: self.force,
+        };
+        let response = match conn.send(request)? {
+            Sent::Answer(response) => response,
+            Sent::TooLarge(Request::Enqueue { mut items, .. }, size) => {
+                if items.len() == 1 {
                     tally.refused += 1;
                     self.bar.inc(1);
                     eprintln!(
                         "qwen3q: {}: too large to send to the worker ({} MiB as JSON; the limit is {} MiB)",
-                        batch[0].spec.source,
+                        items[0].spec.source,
                         size >> 20,
                         qwen3q::protocol::MAX_REQUEST_BYTES >> 20
                     );
                     return Ok(());
                 }
-                let second = batch.split_off(batch.len() / 2);
-                self.send(batch, tally)?;
+                let second = items.split_off(items.len() / 2);
+                self.send(items, tally)?;
                 return self.send(second, tally);
             }
-        }
-        let names: Vec<(String, String)> = batch
-            .iter()
-            .map(|i| (i.spec.custom_id.clone(), i.spec.source.clone()))
-            .collect();
-        let response = conn.call(Request::Enqueue {
-            items: batch,
-            force: self.force,
-        })?;
+            Sent::TooLarge(..) => unreachable!("the request sent was an enqueue"),
+        };
         let outcomes = match response {
             Response::Enqueued(o) => o,
             Response::Error(e) => return fail(code::FAILURE, e),

@@ -123,11 +123,7 @@ pub enum EngineError {
     #[error("waiting for memory: needs {:.1} GiB, {:.1} GiB free", *need as f64 / 1073741824.0, *free as f64 / 1073741824.0)]
     NoMemory { need: u64, free: u64 },
     #[error("the {pool} share of the memory budget is {} MiB; this needs {} MiB of it", cap / 1048576, need / 1048576)]
-    OverShare {
-        pool: crate::scheduler::admission::Pool,
-        need: u64,
-        cap: u64,
-    },
+    OverShare { pool: Pool, need: u64, cap: u64 },
     #[error("no room in the KV cache for the batch")]
     NoKvSlot,
     #[error("--model auto: no model is registered to choose from (qwen3q models add FILE, or models scan --add)")]
@@ -138,6 +134,23 @@ pub enum EngineError {
     Interrupted(Interrupt),
     #[error("this qwen3q was built without the llama feature; no inference engine is available")]
     Unavailable,
+}
+
+/// Which share of the budget a load would overrun.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pool {
+    Models,
+    Buffers,
+}
+
+impl std::fmt::Display for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pool::Models => "models",
+            Pool::Buffers => "processing buffers",
+        })
+    }
 }
 
 impl EngineError {

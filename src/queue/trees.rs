@@ -10,7 +10,8 @@ pub const READY: &str = "ready";
 pub const DELAYED: &str = "delayed";
 /// (state byte, job id) → (). Listing by state and crash recovery scan one prefix.
 pub const BY_STATE: &str = "by_state";
-/// sha256(document, task, system, model) → job id. Enqueuing the same work returns the job.
+/// `write::dedupe_key` (document, task, system, model, parameters; a batch request's id) →
+/// job id. Enqueuing the same work returns the job.
 pub const DEDUPE: &str = "dedupe";
 /// (custom_id bytes, 0x00, job id) → (). Lookup by the user's own name.
 pub const CUSTOM_IDS: &str = "custom_ids";

@@ -3,6 +3,10 @@
 
 use crate::monitor::{MemorySnapshot, Pressure};
 
+/// Which share of the budget a load would overrun (defined beside the engine error that
+/// reports it).
+pub use crate::engine::Pool;
+
 const GIB: u64 = 1 << 30;
 
 /// How memory is split, in the spirit of a pool split.
@@ -63,23 +67,6 @@ pub struct Need {
     pub context: u64,
     /// Sequences the context decodes together.
     pub n_seq: u32,
-}
-
-/// Which share of the budget a load would overrun.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Pool {
-    Models,
-    Buffers,
-}
-
-impl std::fmt::Display for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Pool::Models => "models",
-            Pool::Buffers => "processing buffers",
-        })
-    }
 }
 
 /// The gate's answer.

@@ -75,22 +75,16 @@ pub struct Drains<'a> {
 }
 
 impl Drains<'_> {
-    /// Enqueue, kill `kills` times (each time while work is left), drain to the end, check.
-    /// Returns a line of figures.
-    /// Put a set of documents in (set `n`: files `n/shortNNN.txt`, `n/longNNN.txt`).
+    /// Put a set of documents in (set `n`: files `n/shortNNN.txt`, `n/longNNN.txt`), each
+    /// text its own (`prose` repeats every 16 seeds: the set and number open each text).
     fn enqueue_set(&self, h: &TestHome, n: usize) {
         for i in 0..self.short_docs {
-            let seed = n * 1000 + i;
-            h.doc(
-                &format!("{n}/short{i:03}.txt"),
-                &prose(seed, 40 + 30 * (i % 10)),
-            );
+            let text = format!("Set {n}, note {i}. {}", prose(i, 40 + 30 * (i % 10)));
+            h.doc(&format!("{n}/short{i:03}.txt"), &text);
         }
         for i in 0..self.long_docs {
-            h.doc(
-                &format!("{n}/long{i:03}.txt"),
-                &prose(n * 1000 + 500 + i, 1800),
-            );
+            let text = format!("Set {n}, report {i}. {}", prose(500 + i, 1800));
+            h.doc(&format!("{n}/long{i:03}.txt"), &text);
         }
         h.enqueue_on(
             &h.path().join(format!("docs/{n}")),

@@ -144,7 +144,7 @@ fn move_job(store: &Store, key: &[u8], old_value: &[u8]) -> Result<()> {
     };
     let (mut job, document) = job_v5(old_job);
     let document = match document {
-        Some(text) if store.document(job.id).ok().as_deref() != Some(text.as_str()) => {
+        Some(text) if stored_document(store, job.id).as_deref() != Some(text.as_str()) => {
             job.spec.doc_sha256 = crate::job::document_sha256(&text);
             job.spec.doc_bytes = text.len() as u64;
             Some(text)
@@ -173,6 +173,20 @@ fn move_job(store: &Store, key: &[u8], old_value: &[u8]) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// A job's document as stored, whichever of versions 3 to 5 its parts carry (the relabel runs
+/// after the jobs move); `None` if a part does not decode.
+fn stored_document(store: &Store, id: crate::job::JobId) -> Option<String> {
+    let mut text = String::new();
+    for v in store.tree(t::DOCUMENTS).scan_prefix(keys::job(id)).values() {
+        let v = v.ok()?;
+        match v.split_first() {
+            Some((3..=5, body)) => text.push_str(&decode_body::<String>(body).ok()?),
+            _ => return None,
+        }
+    }
+    Some(text)
 }
 
 pub fn run(store: &Store) -> Result<()> {
