@@ -78,7 +78,10 @@ pub struct TestHome {
 impl TestHome {
     /// A home for the binary cargo built for the integration tests.
     pub fn new() -> TestHome {
-        let bin = option_env!("CARGO_BIN_EXE_qwen3q").expect("built by cargo test");
+        // Set when cargo builds an integration test; an example names its binary instead.
+        let Some(bin) = option_env!("CARGO_BIN_EXE_qwen3q") else {
+            panic!("TestHome::new is for the integration tests: use TestHome::with_bin")
+        };
         TestHome::with_bin(bin.into())
     }
 
