@@ -106,40 +106,24 @@ fn main() {
     if a.enqueues > 0 {
         // Half without a worker (the command writes the store), half through one.
         let docs = 3000;
-        let mut total = 0;
+        let files = TestHome::with_bin(bin());
+        for i in 0..docs {
+            files.doc(
+                &format!("e/d{i:04}.txt"),
+                &format!("document {i}: {}", prose(i, 12)),
+            );
+        }
+        let dir = files.path().join("docs/e");
         for through_worker in [false, true] {
-            let h = TestHome::with_bin(bin());
-            for i in 0..docs {
-                h.doc(
-                    &format!("e/d{i:04}.txt"),
-                    &format!("document {i}: {}", prose(i, 12)),
-                );
-            }
-            let worker = through_worker.then(|| {
-                let mut w = h.spawn_worker(&["--n-ctx", "256"]);
-                h.wait_for_worker(&mut w);
-                h.ok(&["pause"]);
-                w
-            });
             let want = if through_worker {
                 a.enqueues / 2
             } else {
                 a.enqueues - a.enqueues / 2
             };
-            total += kills::enqueues(&h, &h.path().join("docs/e"), &tiny(), docs, want, &mut rng);
-            if let Some(mut w) = worker {
-                assert!(w.try_wait().unwrap().is_none(), "the worker lives");
-                common::sigterm(&w);
-                common::wait_exit(&mut w, std::time::Duration::from_secs(30))
-                    .expect("the worker stops");
-            }
+            let line = kills::enqueues(&bin(), &dir, &tiny(), docs, want, through_worker, &mut rng);
+            println!("{line}");
+            lines.push(line);
         }
-        let line = format!(
-            "enqueues: {total} kills of 3,000-document enqueues (half through a worker): every \
-             document in once"
-        );
-        println!("{line}");
-        lines.push(line);
     }
 
     if a.migrations > 0 {

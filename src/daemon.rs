@@ -335,7 +335,12 @@ async fn connection(stream: UnixStream, store: Arc<Store>, hooks: WorkerHooks) {
                 return;
             }
         }
-        let response = match serde_json::from_slice::<Envelope>(&frame) {
+        let parsed = serde_json::from_slice::<Envelope>(&frame);
+        // The frame (up to twice a large document's JSON: the buffer grows by doubling) goes
+        // before the request is handled: an enqueue of a 50 MB document holds it once, not
+        // twice over.
+        drop(frame);
+        let response = match parsed {
             Ok(env) if env.version != PROTOCOL_VERSION => Response::Error(format!(
                 "protocol version {} but the worker speaks {}; restart the worker after upgrading qwen3q",
                 env.version, PROTOCOL_VERSION

@@ -225,30 +225,21 @@ fn kill_9_of_the_runner_charges_nothing_and_loses_nothing() {
 
 #[test]
 fn kill_9_during_bulk_enqueues_leaves_each_document_in_once_or_not_at_all() {
+    // The short run of `examples/kill_loop.rs`'s enqueues.
     let docs = 3000;
+    let files = TestHome::new();
+    for i in 0..docs {
+        files.doc(
+            &format!("e/d{i:04}.txt"),
+            &format!("document {i}: {}", prose(i, 12)),
+        );
+    }
+    let dir = files.path().join("docs/e");
     let mut rng = Rng(seed("kill -9 during enqueue"));
     // Without a worker (the command writes the store itself), then through one.
     for through_worker in [false, true] {
-        let h = TestHome::new();
-        for i in 0..docs {
-            h.doc(
-                &format!("e/d{i:04}.txt"),
-                &format!("document {i}: {}", prose(i, 12)),
-            );
-        }
-        let dir = h.path().join("docs/e");
-        let worker = through_worker.then(|| {
-            let mut w = h.spawn_worker(&["--n-ctx", "256"]);
-            h.wait_for_worker(&mut w);
-            h.ok(&["pause"]);
-            w
-        });
-        kills::enqueues(&h, &dir, &tiny(), docs, 5, &mut rng);
-        if let Some(mut w) = worker {
-            assert!(w.try_wait().unwrap().is_none(), "the worker lives");
-            sigterm(&w);
-            wait_exit(&mut w, Duration::from_secs(15)).expect("the worker stops");
-        }
+        let figures = kills::enqueues(&files.bin, &dir, &tiny(), docs, 3, through_worker, &mut rng);
+        eprintln!("{figures}");
     }
 }
 

@@ -189,63 +189,102 @@ impl Drains<'_> {
     }
 }
 
-/// `kill -9` an enqueue of `dir` (`docs` files) on `model` at random moments, at least
-/// `kills` times and until one lands in the middle, reopening the store after each; then run
-/// it to the end: exactly one job per document, and the store opens. Returns the number of
-/// kills.
+/// The job count and the custom ids listed, each once (panics on an id listed twice).
+fn jobs_listed(h: &TestHome) -> usize {
+    let listed: Value = serde_json::from_str(&h.ok(&["list", "--json"])).unwrap();
+    let listed = listed.as_array().unwrap();
+    let ids: BTreeSet<&str> = listed
+        .iter()
+        .map(|j| j["custom_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), listed.len(), "no document twice");
+    listed.len()
+}
+
+/// A home for one enqueue, with a paused worker when the enqueue goes through one.
+fn enqueue_home(bin: &Path, through_worker: bool) -> (TestHome, Option<super::SpawnedWorker>) {
+    let h = TestHome::with_bin(bin.to_path_buf());
+    let worker = through_worker.then(|| {
+        let mut w = h.spawn_worker(&["--n-ctx", "256"]);
+        h.wait_for_worker(&mut w);
+        h.ok(&["pause"]);
+        w
+    });
+    (h, worker)
+}
+
+fn stop(worker: Option<super::SpawnedWorker>) {
+    if let Some(mut w) = worker {
+        assert!(w.try_wait().unwrap().is_none(), "the worker lives");
+        sigterm(&w);
+        wait_exit(&mut w, Duration::from_secs(30)).expect("the worker stops");
+    }
+}
+
+/// `kill -9` an enqueue of `dir` (`docs` files) on `model` at a random moment, each time
+/// into a new store (without a worker, or through one), at least `kills` times and until half
+/// of them land in the middle. After each: the store opens with each document in once or not
+/// at all, and the same enqueue again leaves exactly one job per document. Returns a line of
+/// figures.
 pub fn enqueues(
-    h: &TestHome,
+    bin: &Path,
     dir: &Path,
     model: &Path,
     docs: usize,
     kills: usize,
+    through_worker: bool,
     rng: &mut Rng,
-) -> usize {
+) -> String {
+    // How long the whole enqueue takes here, to draw the moments from: a release build on a
+    // fast disk is done in a fraction of a second, a debug build on a loaded machine takes
+    // seconds.
+    let whole = {
+        let (h, worker) = enqueue_home(bin, through_worker);
+        let started = Instant::now();
+        h.ok(&["enqueue", s(dir), "--model", s(model)]);
+        let whole = started.elapsed().as_millis() as u64;
+        stop(worker);
+        whole
+    };
+    let span = (whole * 5 / 4).max(20);
     let mut partial = Vec::new();
-    // On a loaded machine the first batches come later: the moments stretch with each round.
-    for round in 0..(kills as u64 + 20) {
-        let mid = partial.iter().any(|&n| n > 0 && n < docs as u64);
-        if partial.len() >= kills && mid {
-            break;
-        }
+    let midway = |p: &[usize]| p.iter().filter(|&&n| n > 0 && n < docs).count();
+    while partial.len() < kills || midway(&partial) < kills.div_ceil(2) {
+        assert!(
+            partial.len() < kills * 4 + 20,
+            "too few kills came midway: {partial:?}"
+        );
+        let (h, worker) = enqueue_home(bin, through_worker);
         let mut child = h
             .command(&["enqueue", s(dir), "--model", s(model)])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.range(50, 900) + round * 100));
+        std::thread::sleep(Duration::from_millis(rng.range(0, span)));
         let _ = child.kill();
         child.wait().unwrap();
-        // The store opens (through the worker, or directly) and counts what went in.
-        let total = h.status()["counts"]
-            .as_object()
-            .unwrap()
-            .values()
-            .map(|n| n.as_u64().unwrap())
-            .sum::<u64>();
-        partial.push(total);
+        // The store opens (through the worker, or directly), each document in once or not at
+        // all; running the enqueue again adds the rest.
+        partial.push(jobs_listed(&h));
+        let out = h.ok(&["enqueue", s(dir), "--model", s(model), "--json"]);
+        let outcomes: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(outcomes.as_array().unwrap().len(), docs);
+        assert_eq!(jobs_listed(&h), docs, "one job per document");
+        stop(worker);
     }
-    eprintln!("jobs in the store after each kill: {partial:?}");
-    assert!(
-        partial.iter().any(|&n| n > 0 && n < docs as u64),
-        "some kill came in the middle of the enqueue: {partial:?}"
-    );
-    let out = h.ok(&["enqueue", s(dir), "--model", s(model), "--json"]);
-    let outcomes: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(outcomes.as_array().unwrap().len(), docs);
-    let listed: Value = serde_json::from_str(&h.ok(&["list", "--json"])).unwrap();
-    let mut ids: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["custom_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids.len(), docs, "one job per document");
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), docs, "no document twice");
-    partial.len()
+    eprintln!("jobs in each store after its kill (a whole enqueue: {whole} ms): {partial:?}");
+    format!(
+        "enqueues {}: {} kills ({} midway; a whole enqueue of {docs} documents {whole} ms): \
+         each document in once or not at all, once after the enqueue ran again",
+        if through_worker {
+            "through a worker"
+        } else {
+            "without a worker"
+        },
+        partial.len(),
+        midway(&partial)
+    )
 }
 
 /// A home whose store is the fixture at `tar` (a `store/` directory, tar-gzipped).
