@@ -189,16 +189,16 @@ impl Drains<'_> {
     }
 }
 
-/// The job count and the custom ids listed, each once (panics on an id listed twice).
-fn jobs_listed(h: &TestHome) -> usize {
+/// Every job `list --json` shows, each custom id once (panics on an id listed twice).
+fn listed_once(h: &TestHome) -> Vec<Value> {
     let listed: Value = serde_json::from_str(&h.ok(&["list", "--json"])).unwrap();
-    let listed = listed.as_array().unwrap();
+    let listed = listed.as_array().unwrap().clone();
     let ids: BTreeSet<&str> = listed
         .iter()
         .map(|j| j["custom_id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids.len(), listed.len(), "no document twice");
-    listed.len()
+    assert_eq!(ids.len(), listed.len(), "no job in twice");
+    listed
 }
 
 /// A home for one enqueue, with a paused worker when the enqueue goes through one.
@@ -266,11 +266,11 @@ pub fn enqueues(
         child.wait().unwrap();
         // The store opens (through the worker, or directly), each document in once or not at
         // all; running the enqueue again adds the rest.
-        partial.push(jobs_listed(&h));
+        partial.push(listed_once(&h).len());
         let out = h.ok(&["enqueue", s(dir), "--model", s(model), "--json"]);
         let outcomes: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(outcomes.as_array().unwrap().len(), docs);
-        assert_eq!(jobs_listed(&h), docs, "one job per document");
+        assert_eq!(listed_once(&h).len(), docs, "one job per document");
         stop(worker);
     }
     eprintln!("jobs in each store after its kill (a whole enqueue: {whole} ms): {partial:?}");
@@ -341,8 +341,7 @@ fn open_killed_after(h: &TestHome, ms: Option<u64>) -> (Moment, Duration) {
 pub fn check_large_v4_store(h: &TestHome) {
     let status = h.status();
     assert_eq!(count(&status, "queued"), 3000, "{status}");
-    let listed: Value = serde_json::from_str(&h.ok(&["list", "--json"])).unwrap();
-    let listed = listed.as_array().unwrap();
+    let listed = listed_once(h);
     let ids: BTreeSet<&str> = listed
         .iter()
         .map(|j| j["custom_id"].as_str().unwrap())
@@ -356,7 +355,7 @@ pub fn check_large_v4_store(h: &TestHome) {
         ids.iter().copied().eq(want.iter().map(String::as_str)),
         "the fixture's ids, each once"
     );
-    for job in listed {
+    for job in &listed {
         let task = &job["task"];
         if job["custom_id"].as_str().unwrap().starts_with("q-") {
             let turns = task["turns"].as_array().expect("a chat's turns");
