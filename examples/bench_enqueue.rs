@@ -12,15 +12,9 @@
 use std::path::{Path, PathBuf};
 
 mod support;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{bin, median, model};
-
-fn qwen3q(home: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(bin());
-    c.args(args).env("QWEN3Q_HOME", home).stdout(Stdio::null());
-    c
-}
+use support::{bin, median, model, paused_worker, qwen3q};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -68,15 +62,7 @@ fn main() {
         assert!(st.success());
 
         let home = dir.path().join("socket");
-        std::fs::create_dir_all(&home).unwrap();
-        assert!(qwen3q(&home, &["pause"]).status().unwrap().success());
-        let mut worker = qwen3q(&home, &["worker"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        while std::os::unix::net::UnixStream::connect(home.join("qwen3q.sock")).is_err() {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let mut worker = paused_worker(&home);
         let t = Instant::now();
         let st = qwen3q(&home, &["enqueue", docs_s, "--model", model])
             .status()

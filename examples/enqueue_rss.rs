@@ -4,21 +4,15 @@
 //!
 //! cargo build --release --bins && cargo run --release --example enqueue_rss -- [MIB] [FILE_KIB]
 //!
-//! MIB (default 1024) of documents in files of FILE_KIB (default 512) plus four files of
-//! 40 MiB (large documents are where batching by count used to go wrong). Needs about three
+//! MIB (default 1024) of documents: the first four files of 40 MiB (large documents are where
+//! batching by count used to go wrong), the rest of FILE_KIB (default 512). Needs about three
 //! times MIB free on /tmp (the documents and two stores).
 
 mod support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{bin, model, run_measured};
-
-fn qwen3q(home: &std::path::Path, args: &[&str]) -> Command {
-    let mut c = Command::new(bin());
-    c.args(args).env("QWEN3Q_HOME", home).stdout(Stdio::null());
-    c
-}
+use support::{model, paused_worker, qwen3q, run_measured};
 
 /// Peak resident memory of a live process (VmHWM), in bytes.
 fn peak_of(pid: u64) -> u64 {
@@ -77,12 +71,7 @@ fn main() {
     std::fs::remove_dir_all(&home).unwrap();
 
     let home = dir.path().join("socket");
-    std::fs::create_dir_all(&home).unwrap();
-    assert!(qwen3q(&home, &["pause"]).status().unwrap().success());
-    let mut worker = qwen3q(&home, &["worker"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = paused_worker(&home);
     let runner = loop {
         let out = qwen3q(&home, &["status", "--json"])
             .stdout(Stdio::piped())

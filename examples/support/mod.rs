@@ -34,6 +34,27 @@ pub fn model(name: &str) -> PathBuf {
     cache.join(name)
 }
 
+/// `qwen3q ARGS` on the binary measured, with `home`, stdout discarded.
+pub fn qwen3q(home: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args).env("QWEN3Q_HOME", home).stdout(Stdio::null());
+    c
+}
+
+/// A worker on a new `home` that stores but claims nothing (paused), once it answers.
+pub fn paused_worker(home: &Path) -> std::process::Child {
+    std::fs::create_dir_all(home).unwrap();
+    assert!(qwen3q(home, &["pause"]).status().unwrap().success());
+    let worker = qwen3q(home, &["worker"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while std::os::unix::net::UnixStream::connect(home.join("qwen3q.sock")).is_err() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    worker
+}
+
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
