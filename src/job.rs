@@ -446,7 +446,8 @@ pub enum JobState {
 }
 
 /// The state's kind without its data: the key of the per-state indexes. In JSON it is the
-/// lowercase name (`"succeeded"`); in the store, bincode's variant index.
+/// lowercase name (`"succeeded"`); in the `by_state` index's keys, its number below (one byte,
+/// `kind as u8`); inside an encoded value (an event's `from`/`to`), bincode's variant index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StateKind {

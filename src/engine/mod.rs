@@ -1,10 +1,12 @@
-//! The inference seam: trait [`Engine`], implemented by llama.cpp (`llama.rs`, the only code
+//! The inference seam: trait [`Engine`], implemented by llama.cpp (`llama/`, the only code
 //! that sees llama-cpp-2) and by a deterministic fake (`fake.rs`) for fast unit tests.
 //!
-//! Pure helpers live beside it: `chunking` (token-counted chunks, merging chunk outputs),
-//! `templates` (task prompts, Qwen3 thinking, reasoning split), `gguf` (reading a GGUF's
-//! header without loading it) and `lru` (which models stay loaded; not yet wired in: the
-//! worker holds one model until issue 3's engine uses it).
+//! Beside it: `cache` (the loaded models of an engine, kept by the pure `lru`: budget, count,
+//! keep-alive, pins), `memory` (what a model needs for a context shape, predicted from its GGUF
+//! header), `gguf` (reading that header without loading the model), `release` (the page cache
+//! and freed heap given back after a load or an unload), `chunking` (token-counted chunks,
+//! merging chunk outputs), `templates` (task prompts, chats from their documents, Qwen3
+//! thinking, reasoning split) and `calibrate` (`qwen3q calibrate`'s sweep of B).
 
 pub mod cache;
 pub mod calibrate;

@@ -4,7 +4,7 @@
 use serde::{de::DeserializeOwned, Serialize};
 
 /// The layout every value written by this build follows. Bump it with a migration under
-/// `migrations/` and a step in `migrate.rs`.
+/// `migrations/` and a step in `migrate/`.
 pub const SCHEMA_VERSION: u8 = 5;
 
 /// The oldest version byte whose values have this build's layout: values written by schemas
