@@ -21,7 +21,7 @@ impl Worker {
         if !self.settings.adaptive {
             return None;
         }
-        if let Some(c) = b.controllers.get(&model.path) {
+        if let Some(c) = b.adaptive.controllers.get(&model.path) {
             return Some(c.b());
         }
         let max = self.settings.parallel.max(1);
@@ -45,7 +45,7 @@ impl Worker {
             }
         };
         let c = batch_size::Controller::new(start, max, self.budget.warn_percent);
-        b.controllers.insert(model.path.clone(), c);
+        b.adaptive.controllers.insert(model.path.clone(), c);
         Some(start)
     }
 
@@ -80,22 +80,22 @@ impl Worker {
         let Some(path) = self.engine.loaded().map(|m| m.path.clone()) else {
             return;
         };
-        if !b.controllers.contains_key(&path) || b.grow_to.is_some() {
+        if !b.adaptive.controllers.contains_key(&path) || b.adaptive.grow_to.is_some() {
             // While the batch drains for a larger B its throughput says nothing about either B.
             return;
         }
         let generated = self.engine.generated_tokens();
-        let Some((since, before)) = b.adapt_read else {
-            b.adapt_read = Some((std::time::Instant::now(), generated));
+        let Some((since, before)) = b.adaptive.read else {
+            b.adaptive.read = Some((std::time::Instant::now(), generated));
             return;
         };
         if since.elapsed() < self.settings.adapt_interval {
             return;
         }
-        if std::mem::take(&mut b.adapt_warmup) {
+        if std::mem::take(&mut b.adaptive.warmup) {
             // The first interval after a resize is the new slots' prompts filling in: not
             // the steady rate of this B. Measure from here.
-            b.adapt_read = Some((std::time::Instant::now(), generated));
+            b.adaptive.read = Some((std::time::Instant::now(), generated));
             return;
         }
         let snapshot = self.probe.sample((self.now)());
@@ -104,11 +104,11 @@ impl Worker {
             pressure: pressure(&snapshot, &self.budget),
             tokens_per_sec: generated.saturating_sub(before) as f64
                 / since.elapsed().as_secs_f64().max(1e-3),
-            alloc_failure: std::mem::take(&mut b.alloc_failed),
+            alloc_failure: std::mem::take(&mut b.adaptive.alloc_failed),
             longest_input: self.engine.longest_prompt(),
         };
-        b.adapt_read = Some((std::time::Instant::now(), generated));
-        let Some(controller) = b.controllers.get_mut(&path) else {
+        b.adaptive.read = Some((std::time::Instant::now(), generated));
+        let Some(controller) = b.adaptive.controllers.get_mut(&path) else {
             return;
         };
         let next = controller.update(&reading);
@@ -116,13 +116,13 @@ impl Worker {
         if next < b.n_seq {
             tracing::info!(from = b.n_seq, to = next, "batch size: shrinking");
             self.resize(b, next);
-        } else if next > b.n_seq && b.grow_to.is_none() {
+        } else if next > b.n_seq && b.adaptive.grow_to.is_none() {
             tracing::info!(
                 from = b.n_seq,
                 to = next,
                 "batch size: growing once the sequences in flight end"
             );
-            b.grow_to = Some(next);
+            b.adaptive.grow_to = Some(next);
         }
     }
 
@@ -138,7 +138,7 @@ impl Worker {
         };
         if let Err(e) = self.gate(&model, shape, true) {
             tracing::info!(from = b.n_seq, to = n_seq, "batch size stays: {e}");
-            if let Some(c) = b.controllers.get_mut(&model.path) {
+            if let Some(c) = b.adaptive.controllers.get_mut(&model.path) {
                 c.refused(b.n_seq);
             }
             return;
@@ -151,8 +151,8 @@ impl Worker {
     pub(super) fn resize(&mut self, b: &mut Batch, n_seq: u32) -> bool {
         b.n_seq = n_seq.max(1);
         // The next reading measures the new size only, after a warm-up interval.
-        b.adapt_read = None;
-        b.adapt_warmup = true;
+        b.adaptive.read = None;
+        b.adaptive.warmup = true;
         for run in &mut b.runs {
             run.drop_all();
             run.set_n_seq(b.n_seq);
@@ -172,7 +172,7 @@ impl Worker {
             Ok(_) => true,
             Err(e) => {
                 tracing::warn!("resizing the batch: {e}");
-                b.alloc_failed = true;
+                b.adaptive.alloc_failed = true;
                 false
             }
         }

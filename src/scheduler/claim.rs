@@ -78,10 +78,10 @@ impl Worker {
             };
             b.n_ctx = self.settings.n_ctx;
             // A growth asked for while the last batch drained: the controller's B has it.
-            b.grow_to = None;
+            b.adaptive.grow_to = None;
             // Readings start over: idle time is not throughput, and the first interval warms up.
-            b.adapt_read = None;
-            b.adapt_warmup = true;
+            b.adaptive.read = None;
+            b.adaptive.warmup = true;
         }
         let mut choice = None;
         if let Some(quality) = job.spec.auto {
@@ -127,7 +127,7 @@ impl Worker {
             }
         };
         self.status.lock().unwrap().memory_wait = None;
-        if let (true, Some(c)) = (fresh, b.controllers.get_mut(&model.path)) {
+        if let (true, Some(c)) = (fresh, b.adaptive.controllers.get_mut(&model.path)) {
             // The ladder may have shrunk B: the controller goes on from what loaded.
             c.settle(info.n_seq);
         }

@@ -224,7 +224,7 @@ impl Worker {
             }
             return Ok(());
         }
-        b.alloc_failed = true;
+        b.adaptive.alloc_failed = true;
         if b.n_seq > 1 {
             let half = b.n_seq / 2;
             tracing::warn!(parallel = half, "{e}; decoding fewer sequences together");
@@ -253,32 +253,36 @@ impl Worker {
     pub(super) fn watch_pressure(&mut self, b: &mut Batch) -> Result<(), StoreError> {
         let now_i = std::time::Instant::now();
         let every = self.settings.pressure_interval;
-        if b.last_reading
+        if b.pressure
+            .last_reading
             .is_some_and(|t| now_i.duration_since(t) < every)
         {
             return Ok(());
         }
-        b.last_reading = Some(now_i);
+        b.pressure.last_reading = Some(now_i);
         let now = (self.now)();
         let level = pressure(&self.probe.sample(now), &self.budget);
-        if level == Pressure::Normal && !b.claiming {
-            b.claiming = true;
+        if level == Pressure::Normal && !b.pressure.claiming {
+            b.pressure.claiming = true;
             tracing::info!("memory pressure is normal again: claiming resumes");
         }
         let wait = self.settings.shed_interval;
-        if b.last_shed.is_some_and(|t| now_i.duration_since(t) < wait) {
+        if b.pressure
+            .last_shed
+            .is_some_and(|t| now_i.duration_since(t) < wait)
+        {
             return Ok(());
         }
         let idle_models = self.engine.models().iter().filter(|m| !m.current).count();
         let can = Sheddable {
             batch: b.n_seq,
             idle_models,
-            claiming: b.claiming,
+            claiming: b.pressure.claiming,
         };
         let Some(step) = shed(level, can) else {
             return Ok(());
         };
-        b.last_shed = Some(now_i);
+        b.pressure.last_shed = Some(now_i);
         tracing::warn!(?step, "critical memory pressure: shedding load");
         {
             let mut st = self.status.lock().unwrap();
@@ -294,7 +298,7 @@ impl Worker {
             Shed::UnloadIdle => {
                 self.engine.free_memory(u64::MAX);
             }
-            Shed::PauseClaiming => b.claiming = false,
+            Shed::PauseClaiming => b.pressure.claiming = false,
         }
         Ok(())
     }

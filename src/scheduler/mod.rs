@@ -218,12 +218,12 @@ impl Worker {
             b.waits.was_running |= !b.runs.is_empty();
             // Keep the machine awake while jobs run; let it sleep when idle.
             if b.runs.is_empty() {
-                b.awake.release();
+                b.power.awake.release();
             } else {
-                b.awake.hold();
+                b.power.awake.hold();
             }
             self.publish(&b);
-            if b.runs.is_empty() && !b.claiming {
+            if b.runs.is_empty() && !b.pressure.claiming {
                 // Claiming paused for critical pressure: look at memory again shortly.
                 self.set_waiting(Some("claiming paused: critical memory pressure".into()));
                 self.signals.wait(Some(Duration::from_secs(2)));
@@ -273,17 +273,18 @@ impl Worker {
         if !self.settings.ac_only {
             return false;
         }
-        if b.power_read
+        if b.power
+            .read
             .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
         {
-            b.power_read = Some(Instant::now());
+            b.power.read = Some(Instant::now());
             let now = crate::service::power::on_battery();
-            if now != b.on_battery {
+            if now != b.power.on_battery {
                 tracing::info!(on_battery = ?now, "power source changed");
             }
-            b.on_battery = now;
+            b.power.on_battery = now;
         }
-        b.on_battery == Some(true)
+        b.power.on_battery == Some(true)
     }
 
     /// When the schedule window is closed now: when it opens (local time).
@@ -406,8 +407,8 @@ impl Worker {
         st.parallel = b.n_seq;
         st.in_flight = self.engine.active() as u32;
         st.generated_tokens = self.engine.generated_tokens();
-        st.keep_awake = b.awake.held();
-        st.on_battery = b.on_battery;
+        st.keep_awake = b.power.awake.held();
+        st.on_battery = b.power.on_battery;
         if !b.runs.is_empty() {
             st.waiting = None;
         }
@@ -466,8 +467,8 @@ impl Worker {
                 b.alone = false;
             }
             if !self.has_room()
-                || !b.claiming
-                || b.grow_to.is_some()
+                || !b.pressure.claiming
+                || b.adaptive.grow_to.is_some()
                 || self.window_closed().is_some()
                 || self.battery_holds(b)
                 || self.signals.shutdown.is_triggered()
@@ -485,12 +486,12 @@ impl Worker {
     /// Start the next steps of the jobs in the batch while slots are free; record the jobs
     /// that turn out to be done.
     fn feed_runs(&mut self, b: &mut Batch) -> Result<(), StoreError> {
-        if let Some(grow) = b.grow_to {
+        if let Some(grow) = b.adaptive.grow_to {
             // A larger B needs a new context: start nothing until the sequences in flight end.
             if self.engine.active() > 0 {
                 return Ok(());
             }
-            b.grow_to = None;
+            b.adaptive.grow_to = None;
             self.grow(b, grow);
         }
         let mut i = 0;
