@@ -721,3 +721,46 @@ fn a_batch_line_is_the_same_job_only_with_the_same_id_messages_and_parameters() 
     );
     assert_eq!(h.show("a")["state"], "succeeded");
 }
+
+#[test]
+fn a_damaged_stored_job_is_quarantined_and_everything_else_goes_on() {
+    let h = TestHome::new();
+    for (name, text) in [("a.txt", "first document"), ("b.txt", "second document")] {
+        let doc = h.doc(name, text);
+        h.enqueue_tiny(&doc, "4");
+    }
+    // Damage job 1's stored value the way a bad disk sector or an older bug would: sled reads
+    // it back fine (its own checksums hold), qwen3q's decoder does not. Written with the same
+    // sled the binary uses, while no qwen3q process has the store open.
+    {
+        let db = sled::open(h.path().join("store")).unwrap();
+        let jobs = db.open_tree("jobs").unwrap();
+        let key = 1u64.to_be_bytes();
+        let mut raw = jobs.get(key).unwrap().unwrap().to_vec();
+        let version = raw[0];
+        raw.truncate(12);
+        raw.extend([0xff; 20]);
+        assert_eq!(
+            raw[0], version,
+            "a current version byte: the body is what is damaged"
+        );
+        jobs.insert(key, raw).unwrap();
+        db.flush().unwrap();
+    }
+    // `list` goes on and shows the stand-in; `status` counts it; the worker runs the rest.
+    let listed: serde_json::Value = serde_json::from_str(&h.ok(&["list", "--json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert!(h.ok(&["status"]).contains("damaged: 1 jobs quarantined"));
+    h.ok(&["worker", "--drain", "--n-ctx", "256"]);
+    let shown = h.show("1");
+    assert_eq!(shown["state"], "dead", "{shown}");
+    assert!(
+        shown["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("quarantined: its stored value is damaged"),
+        "{shown}"
+    );
+    assert_eq!(h.show("b.txt")["state"], "succeeded");
+    assert_eq!(h.results(&[]).len(), 2, "results go on too");
+}
