@@ -35,7 +35,8 @@
 //!
 //! ## The path a job takes
 //! ```text
-//! enqueue (CLI) ──socket or direct──▶ handler ──▶ queue::enqueue (documents, jobs, ready; flushed)
+//! enqueue (CLI) ──socket or direct──▶ handler ──▶ queue::enqueue (documents, jobs, ready; flushed;
+//!               a batch request's messages are its document, the job keeps their turns)
 //! worker loop:  claim (same model as the batch) ─▶ engine.load (LRU; fallback ladder if it
 //!               does not fit) ─▶ split into chunks ─▶ chunks take free slots of the batch ─▶
 //!               each decode step advances every slot ─▶ a finished chunk: checkpoint (flushed),
