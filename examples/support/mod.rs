@@ -45,11 +45,14 @@ pub fn qwen3q(home: &Path, args: &[&str]) -> Command {
 pub fn paused_worker(home: &Path) -> std::process::Child {
     std::fs::create_dir_all(home).unwrap();
     assert!(qwen3q(home, &["pause"]).status().unwrap().success());
-    let worker = qwen3q(home, &["worker"])
+    let mut worker = qwen3q(home, &["worker"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     while std::os::unix::net::UnixStream::connect(home.join("qwen3q.sock")).is_err() {
+        if let Some(status) = worker.try_wait().unwrap() {
+            panic!("the worker exited before it answered: {status}");
+        }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     worker
