@@ -184,8 +184,10 @@ impl Store {
         Ok(out)
     }
 
-    pub(crate) fn checkpoint_keys(&self, id: JobId) -> Result<Vec<Vec<u8>>> {
-        self.tree(t::CHECKPOINTS)
+    /// The keys of job `id`'s values in a tree keyed by job first (`documents`,
+    /// `checkpoints`, `events`).
+    pub(crate) fn keys_of_job(&self, tree: usize, id: JobId) -> Result<Vec<Vec<u8>>> {
+        self.tree(tree)
             .scan_prefix(keys::job(id))
             .keys()
             .map(|k| Ok(k?.to_vec()))

@@ -367,7 +367,7 @@ impl Store {
 
     /// Drop a running job's checkpoints (their plan no longer applies), with an event.
     pub fn discard_checkpoints(&self, id: JobId, now: Millis, reason: &str) -> Result<()> {
-        let checkpoints = self.checkpoint_keys(id)?;
+        let checkpoints = self.keys_of_job(t::CHECKPOINTS, id)?;
         self.change_job(id, |tx, job| {
             for k in &checkpoints {
                 tx.0[t::CHECKPOINTS].remove(&k[..])?;
@@ -382,7 +382,7 @@ impl Store {
 
     /// The job succeeded: store its result, drop its checkpoints, flush.
     pub fn complete(&self, id: JobId, result: &JobResult, now: Millis) -> Result<()> {
-        let checkpoints = self.checkpoint_keys(id)?;
+        let checkpoints = self.keys_of_job(t::CHECKPOINTS, id)?;
         self.change_job(id, |tx, job| {
             job.attempts += 1;
             tx.0[t::RESULTS].insert(&keys::job(id), enc(result)?)?;

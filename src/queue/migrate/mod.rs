@@ -60,6 +60,27 @@ fn write_version(store: &Store, version: u8) -> Result<()> {
     store.flush()
 }
 
+/// Give every value of `trees` whose version byte is one of `from` the byte `to`, its bytes
+/// otherwise unchanged: the values whose layout a step kept. Idempotent, so a step cut short
+/// runs again. `meta/schema_version` is a raw byte, not a value, and is left alone.
+fn relabel(store: &Store, trees: &[usize], from: &[u8], to: u8) -> Result<()> {
+    for &index in trees {
+        let tree = store.tree(index);
+        for kv in tree.iter() {
+            let (k, v) = kv?;
+            if index == t::META && &*k == meta::SCHEMA_VERSION {
+                continue;
+            }
+            if v.first().is_some_and(|b| from.contains(b)) {
+                let mut v = v.to_vec();
+                v[0] = to;
+                tree.insert(k, v)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Bring the store to [`SCHEMA_VERSION`], or refuse it.
 pub fn run(store: &Store) -> Result<()> {
     let found = match stored_version(store)? {

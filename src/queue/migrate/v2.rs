@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::super::codec::{self, decode_body};
-use super::super::trees::{meta, t};
+use super::super::trees::t;
 use super::super::{Result, Store};
 use super::v3::{JobV2, ResultV2, SpecV2};
 use super::v5::TaskV4;
@@ -108,20 +108,7 @@ fn result_v2(r: ResultV1) -> ResultV2 {
 const RELABEL: [usize; 4] = [t::META, t::DOCUMENTS, t::CHECKPOINTS, t::EVENTS];
 
 pub fn run(store: &Store) -> Result<()> {
-    for tree in RELABEL {
-        let tree = store.tree(tree);
-        for kv in tree.iter() {
-            let (k, v) = kv?;
-            if tree.name() == "meta" && &*k == meta::SCHEMA_VERSION {
-                continue; // a raw byte, not a value
-            }
-            if v.first() == Some(&1) {
-                let mut v = v.to_vec();
-                v[0] = 2;
-                tree.insert(k, v)?;
-            }
-        }
-    }
+    super::relabel(store, &RELABEL, &[1], 2)?;
     // The dedupe tree, whose key changed here, is rebuilt by step 5 (whose key changed again).
     let jobs = store.tree(t::JOBS);
     for kv in jobs.iter() {
@@ -147,6 +134,7 @@ mod tests {
     use super::super::super::keys;
     use super::*;
     use crate::job::{JobState, StateKind};
+    use crate::queue::trees::meta;
     use crate::queue::OpenOptions;
 
     fn v1<T: Serialize>(value: &T) -> Vec<u8> {

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::super::codec::{self, decode_body};
-use super::super::trees::{meta, t};
+use super::super::trees::t;
 use super::super::{Result, Store};
 use super::v5::{JobV4, SpecV4, TaskV4};
 use crate::job::{
@@ -195,20 +195,7 @@ fn rewrite<Old: serde::de::DeserializeOwned, New: Serialize>(
 }
 
 pub fn run(store: &Store) -> Result<()> {
-    for tree in RELABEL {
-        let tree = store.tree(tree);
-        for kv in tree.iter() {
-            let (k, v) = kv?;
-            if tree.name() == "meta" && &*k == meta::SCHEMA_VERSION {
-                continue; // a raw byte, not a value
-            }
-            if v.first() == Some(&2) {
-                let mut v = v.to_vec();
-                v[0] = 3;
-                tree.insert(k, v)?;
-            }
-        }
-    }
+    super::relabel(store, &RELABEL, &[2], 3)?;
     // Dedupe keys are unchanged: they hash `auto` only when it is set, and no schema-2 job
     // has it.
     rewrite(store, t::JOBS, job_v3)?;
@@ -223,6 +210,7 @@ pub fn run(store: &Store) -> Result<()> {
 mod tests {
     use super::*;
     use crate::job::StateKind;
+    use crate::queue::trees::meta;
     use crate::queue::{keys, OpenOptions};
     use crate::registry::MemoryRecord;
 

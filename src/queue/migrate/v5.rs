@@ -17,7 +17,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::super::codec::{self, decode_body};
-use super::super::trees::{meta, t};
+use super::super::trees::t;
 use super::super::tx::enc;
 use super::super::write::{dedupe_key, split_parts};
 use super::super::{keys, Result, Store};
@@ -142,29 +142,25 @@ fn move_job(store: &Store, key: &[u8], old_value: &[u8]) -> Result<()> {
         // Damaged: quarantined when it is next read (see the module's head).
         return Ok(());
     };
-    let (mut job, document) = job_v5(old_job);
-    let document = match document {
-        Some(text) if stored_document(store, job.id).as_deref() != Some(text.as_str()) => {
+    let (mut job, messages) = job_v5(old_job);
+    // The new document, and the keys of the parts it replaces.
+    let mut replace = None;
+    if let Some(text) = messages {
+        let (parts, stored) = stored_document(store, job.id)?;
+        if stored.as_deref() != Some(text.as_str()) {
             job.spec.doc_sha256 = crate::job::document_sha256(&text);
             job.spec.doc_bytes = text.len() as u64;
-            Some(text)
+            replace = Some((text, parts));
         }
-        _ => None,
-    };
-    let parts: Vec<Vec<u8>> = store
-        .tree(t::DOCUMENTS)
-        .scan_prefix(keys::job(job.id))
-        .keys()
-        .map(|k| Ok(k?.to_vec()))
-        .collect::<Result<_>>()?;
+    }
     store.transact(|tx| {
         // Still the value read (nothing else writes during a migration; cheap to be sure).
         if tx.0[t::JOBS].get(key)?.as_deref() != Some(old_value) {
             return Ok(());
         }
         tx.0[t::JOBS].insert(key, enc(&job)?)?;
-        if let Some(text) = &document {
-            for k in &parts {
+        if let Some((text, parts)) = &replace {
+            for k in parts {
                 tx.0[t::DOCUMENTS].remove(&k[..])?;
             }
             for (n, part) in split_parts(text).into_iter().enumerate() {
@@ -175,18 +171,24 @@ fn move_job(store: &Store, key: &[u8], old_value: &[u8]) -> Result<()> {
     })
 }
 
-/// A job's document as stored, whichever of versions 3 to 5 its parts carry (the relabel runs
-/// after the jobs move); `None` if a part does not decode.
-fn stored_document(store: &Store, id: crate::job::JobId) -> Option<String> {
-    let mut text = String::new();
-    for v in store.tree(t::DOCUMENTS).scan_prefix(keys::job(id)).values() {
-        let v = v.ok()?;
-        match v.split_first() {
-            Some((3..=5, body)) => text.push_str(&decode_body::<String>(body).ok()?),
-            _ => return None,
-        }
+/// A job's document as stored: the keys of its parts, and its text if every part decodes
+/// (whichever of versions 3 to 5 a part carries: the relabel runs after the jobs move).
+fn stored_document(store: &Store, id: crate::job::JobId) -> Result<(Vec<Vec<u8>>, Option<String>)> {
+    let mut keys = Vec::new();
+    let mut text = Some(String::new());
+    for kv in store.tree(t::DOCUMENTS).scan_prefix(keys::job(id)) {
+        let (k, v) = kv?;
+        keys.push(k.to_vec());
+        let part = match v.split_first() {
+            Some((3..=5, body)) => decode_body::<String>(body).ok(),
+            _ => None,
+        };
+        text = text.zip(part).map(|(mut t, p)| {
+            t.push_str(&p);
+            t
+        });
     }
-    Some(text)
+    Ok((keys, text))
 }
 
 pub fn run(store: &Store) -> Result<()> {
@@ -196,20 +198,7 @@ pub fn run(store: &Store) -> Result<()> {
             move_job(store, &k, &v)?;
         }
     }
-    for index in RELABEL {
-        let tree = store.tree(index);
-        for kv in tree.iter() {
-            let (k, v) = kv?;
-            if index == t::META && &*k == meta::SCHEMA_VERSION {
-                continue; // a raw byte, not a value
-            }
-            if old(&v) {
-                let mut v = v.to_vec();
-                v[0] = codec::SCHEMA_VERSION;
-                tree.insert(k, v)?;
-            }
-        }
-    }
+    super::relabel(store, &RELABEL, &[3, 4], codec::SCHEMA_VERSION)?;
     // Dedupe keys, from scratch: in job order, so that of jobs enqueued with `--force` as the
     // same work the latest is the one found (as when they were enqueued).
     let dedupe = store.tree(t::DEDUPE);
@@ -227,6 +216,7 @@ pub fn run(store: &Store) -> Result<()> {
 mod tests {
     use super::*;
     use crate::job::{JobId, StateKind};
+    use crate::queue::trees::meta;
     use crate::queue::OpenOptions;
 
     fn v4<T: Serialize>(value: &T) -> Vec<u8> {
