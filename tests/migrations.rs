@@ -5,15 +5,11 @@ use crate::common::*;
 /// A home whose store is the fixture `name` (a `store/` directory, tar-gzipped).
 fn home_with_fixture(name: &str) -> TestHome {
     let h = TestHome::new();
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    let ok = std::process::Command::new("tar")
-        .args(["xzf", s(&fixture), "-C", s(h.path())])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "unpack the fixture {name}");
+    h.unpack_store(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    );
     h
 }
 

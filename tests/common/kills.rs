@@ -13,16 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{count, prose, s, sigterm, wait_exit, Rng, TestHome};
-
-/// Poll `done` every `every` until it holds; panic naming `what` after `limit`.
-fn poll(limit: Duration, every: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(every);
-    }
-}
+use super::{count, poll, prose, s, sigterm, wait_exit, Rng, TestHome};
 
 /// (job id, chunk) → how many times the chunk was recorded as finished, from every job's
 /// history (`show --json` of jobs 1..=jobs).
@@ -287,17 +278,6 @@ pub fn enqueues(
     )
 }
 
-/// A home whose store is the fixture at `tar` (a `store/` directory, tar-gzipped).
-pub fn home_with_store(h: &TestHome, tar: &Path) {
-    let _ = std::fs::remove_dir_all(h.path().join("store"));
-    let ok = std::process::Command::new("tar")
-        .args(["xzf", s(tar), "-C", s(h.path())])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "unpack {}", tar.display());
-}
-
 /// Where a killed `status` stood in the migration, from its log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Moment {
@@ -379,7 +359,7 @@ pub fn migrations(
     check: fn(&TestHome),
 ) -> String {
     // How long a whole migration takes here, to draw the moments from.
-    home_with_store(h, tar);
+    h.unpack_store(tar);
     let (moment, whole) = open_killed_after(h, None);
     assert_eq!(moment, Moment::After, "the fixture needs migrating");
     check(h);
@@ -390,7 +370,7 @@ pub fn migrations(
             done < kills * 4 + 20,
             "{midway} of {done} kills came midway"
         );
-        home_with_store(h, tar);
+        h.unpack_store(tar);
         stores += 1;
         // Up to three kills of one store in a row (a migration cut short, restarted, cut
         // short again), then it runs to the end.

@@ -228,6 +228,17 @@ impl TestHome {
         ])
     }
 
+    /// Put the store in `tar` (a `store/` directory, tar-gzipped) in place of this home's.
+    pub fn unpack_store(&self, tar: &Path) {
+        let _ = std::fs::remove_dir_all(self.path().join("store"));
+        let ok = Command::new("tar")
+            .args(["xzf", s(tar), "-C", s(self.path())])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "unpack {}", tar.display());
+    }
+
     /// Write a document under the home's `docs/` directory.
     pub fn doc(&self, name: &str, text: &str) -> PathBuf {
         let p = self.path().join("docs").join(name);
@@ -281,11 +292,16 @@ pub fn sigterm(child: &Child) {
 }
 
 /// Poll `done` until it holds; panic naming `what` after `limit`.
-pub fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+pub fn wait_until(limit: Duration, what: &str, done: impl FnMut() -> bool) {
+    poll(limit, Duration::from_millis(20), what, done)
+}
+
+/// [`wait_until`], looking every `every` (a costly check: a `show` of many jobs).
+pub fn poll(limit: Duration, every: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(every);
     }
 }
 
