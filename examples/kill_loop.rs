@@ -20,7 +20,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use common::{gemma, kills, prose, tiny, Rng, TestHome};
+use common::{gemma, kills, tiny, Rng, TestHome};
 
 struct Args {
     drains: usize,
@@ -107,13 +107,7 @@ fn main() {
         // Half without a worker (the command writes the store), half through one.
         let docs = 3000;
         let files = TestHome::with_bin(bin());
-        for i in 0..docs {
-            files.doc(
-                &format!("e/d{i:04}.txt"),
-                &format!("document {i}: {}", prose(i, 12)),
-            );
-        }
-        let dir = files.path().join("docs/e");
+        let dir = kills::enqueue_documents(&files, docs);
         for through_worker in [false, true] {
             let want = if through_worker {
                 a.enqueues / 2

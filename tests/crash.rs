@@ -228,13 +228,7 @@ fn kill_9_during_bulk_enqueues_leaves_each_document_in_once_or_not_at_all() {
     // The short run of `examples/kill_loop.rs`'s enqueues.
     let docs = 3000;
     let files = TestHome::new();
-    for i in 0..docs {
-        files.doc(
-            &format!("e/d{i:04}.txt"),
-            &format!("document {i}: {}", prose(i, 12)),
-        );
-    }
-    let dir = files.path().join("docs/e");
+    let dir = kills::enqueue_documents(&files, docs);
     let mut rng = Rng(seed("kill -9 during enqueue"));
     // Without a worker (the command writes the store itself), then through one.
     for through_worker in [false, true] {

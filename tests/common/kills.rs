@@ -180,6 +180,18 @@ impl Drains<'_> {
     }
 }
 
+/// `docs` small documents (`dNNNN.txt`, each its own text) in a directory of `h`'s, for the
+/// enqueue kills; the directory.
+pub fn enqueue_documents(h: &TestHome, docs: usize) -> std::path::PathBuf {
+    for i in 0..docs {
+        h.doc(
+            &format!("e/d{i:04}.txt"),
+            &format!("document {i}: {}", prose(i, 12)),
+        );
+    }
+    h.path().join("docs/e")
+}
+
 /// Every job `list --json` shows, each custom id once (panics on an id listed twice).
 fn listed_once(h: &TestHome) -> Vec<Value> {
     let listed: Value = serde_json::from_str(&h.ok(&["list", "--json"])).unwrap();
