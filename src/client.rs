@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::home::Home;
 use crate::protocol::{Envelope, Request, Response, PROTOCOL_VERSION};
-use crate::queue::{OpenOptions, Store, StoreError};
+use std::sync::Arc;
+
+use crate::queue::{OpenOptions, Queue, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -38,7 +40,7 @@ pub enum Connection {
     /// A worker is alive: requests go through its socket.
     Worker(UnixStream),
     /// No worker: this process opened the store itself.
-    Direct(Store),
+    Direct(Arc<dyn Queue>),
 }
 
 /// Connect to a live worker's socket, if there is one. A socket file nobody listens on (left
@@ -61,7 +63,7 @@ impl Connection {
             if let Some(s) = connect_worker(&home.socket()) {
                 return Ok(Connection::Worker(s));
             }
-            match Store::open(&home.store(), &opts) {
+            match crate::queue::open(&home.store(), &opts) {
                 Ok(store) => return Ok(Connection::Direct(store)),
                 Err(StoreError::Locked(_)) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(100));
@@ -89,7 +91,7 @@ impl Connection {
     pub fn send(&mut self, request: Request) -> Result<Sent, ClientError> {
         match self {
             Connection::Direct(store) => Ok(Sent::Answer(crate::handler::handle(
-                store,
+                &**store,
                 request,
                 None,
                 crate::now_ms(),

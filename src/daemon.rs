@@ -13,7 +13,7 @@ use crate::engine::Engine;
 use crate::handler::{handle, WorkerHooks};
 use crate::home::{Home, HomeError};
 use crate::protocol::{Envelope, Response, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
-use crate::queue::{OpenOptions, Store, StoreError};
+use crate::queue::{OpenOptions, Queue, StoreError};
 use crate::scheduler::RunSettings;
 use crate::scheduler::{Exit, LiveStatus, Signals, Worker};
 
@@ -70,7 +70,7 @@ impl Default for HistorySettings {
 /// with the shutdown. Samples are flushed every ten (losing a few seconds of history in a
 /// crash costs nothing).
 async fn sample_memory(
-    store: Arc<Store>,
+    store: Arc<dyn Queue>,
     status: Arc<Mutex<LiveStatus>>,
     mut probe: Box<dyn crate::monitor::MemoryProbe>,
     budget: crate::scheduler::admission::Budget,
@@ -177,8 +177,8 @@ pub fn run(
     }
     // The store's lock decides between two workers starting at once; the loser then finds
     // the winner's socket (or a command holding the store briefly).
-    let store = match Store::open(&home.store(), &options.store) {
-        Ok(s) => Arc::new(s),
+    let store = match crate::queue::open(&home.store(), &options.store) {
+        Ok(s) => s,
         Err(StoreError::Locked(p)) => {
             std::thread::sleep(Duration::from_millis(500));
             return Err(if connect_worker(&socket).is_some() {
@@ -281,7 +281,7 @@ async fn stop_on_signals(signals: Signals) {
 }
 
 /// Accept connections until shutdown. Each connection is served on its own task.
-async fn serve(listener: UnixListener, store: Arc<Store>, hooks: WorkerHooks) {
+async fn serve(listener: UnixListener, store: Arc<dyn Queue>, hooks: WorkerHooks) {
     let shutdown = hooks.signals.shutdown.clone();
     loop {
         tokio::select! {
@@ -305,7 +305,7 @@ fn peer_is_us(stream: &UnixStream) -> bool {
     stream.peer_cred().map(|c| c.uid() == me).unwrap_or(false)
 }
 
-async fn connection(stream: UnixStream, store: Arc<Store>, hooks: WorkerHooks) {
+async fn connection(stream: UnixStream, store: Arc<dyn Queue>, hooks: WorkerHooks) {
     if !peer_is_us(&stream) {
         tracing::warn!("refused a connection from another user");
         return;
@@ -347,7 +347,7 @@ async fn connection(stream: UnixStream, store: Arc<Store>, hooks: WorkerHooks) {
             )),
             Ok(env) => {
                 let (store, hooks) = (store.clone(), hooks.clone());
-                tokio::task::spawn_blocking(move || handle(&store, env.request, Some(&hooks), crate::now_ms()))
+                tokio::task::spawn_blocking(move || handle(&*store, env.request, Some(&hooks), crate::now_ms()))
                     .await
                     .unwrap_or_else(|e| Response::Error(format!("request failed: {e}")))
             }

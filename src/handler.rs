@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::job::{JobId, StateKind};
 use crate::protocol::{JobView, Request, Response, Selector, StatusReport};
-use crate::queue::{JobFilter, Store, StoreError, TransitionOutcome};
+use crate::queue::{JobFilter, Queue, StoreError, TransitionOutcome};
 use crate::scheduler::{LiveStatus, Signals};
 
 /// The running worker, when the request comes through its socket.
@@ -18,14 +18,22 @@ pub struct WorkerHooks {
 }
 
 /// Answer one request. Errors become [`Response::Error`] with a one-line message.
-pub fn handle(store: &Store, request: Request, worker: Option<&WorkerHooks>, now: u64) -> Response {
+pub fn handle(
+    store: &dyn Queue,
+    request: Request,
+    worker: Option<&WorkerHooks>,
+    now: u64,
+) -> Response {
     match handle_inner(store, request, worker, now) {
         Ok(r) => r,
         Err(e) => Response::Error(e.to_string()),
     }
 }
 
-fn resolve(store: &Store, selectors: &[Selector]) -> Result<(Vec<JobId>, Vec<String>), StoreError> {
+fn resolve(
+    store: &dyn Queue,
+    selectors: &[Selector],
+) -> Result<(Vec<JobId>, Vec<String>), StoreError> {
     let mut ids = Vec::new();
     let mut missing = Vec::new();
     for s in selectors {
@@ -56,7 +64,7 @@ fn resolve(store: &Store, selectors: &[Selector]) -> Result<(Vec<JobId>, Vec<Str
     Ok((ids, missing))
 }
 
-fn views(store: &Store, ids: &[JobId], with_events: bool) -> Result<Vec<JobView>, StoreError> {
+fn views(store: &dyn Queue, ids: &[JobId], with_events: bool) -> Result<Vec<JobView>, StoreError> {
     let mut out = Vec::with_capacity(ids.len());
     for &id in ids {
         if let Some(job) = store.job(id)? {
@@ -82,7 +90,7 @@ fn views(store: &Store, ids: &[JobId], with_events: bool) -> Result<Vec<JobView>
 /// Cancel one job. A job the worker is running is stopped by the worker itself, which records
 /// the cancel; this waits (a few seconds at most) until it has.
 fn cancel_one(
-    store: &Store,
+    store: &dyn Queue,
     id: JobId,
     worker: Option<&WorkerHooks>,
     now: u64,
@@ -117,7 +125,7 @@ fn cancel_one(
 }
 
 fn handle_inner(
-    store: &Store,
+    store: &dyn Queue,
     request: Request,
     worker: Option<&WorkerHooks>,
     now: u64,
@@ -178,7 +186,7 @@ fn handle_inner(
             counts: store.counts()?,
             worker: worker.map(|w| w.status.lock().unwrap().clone()),
             paused: store.paused()?,
-            store_path: store.path().display().to_string(),
+            store_path: store.location(),
             store_bytes: store.size_on_disk()?,
             next_due: store.next_due()?,
             quarantined: store.quarantined_count(),
@@ -245,6 +253,7 @@ fn handle_inner(
 mod tests {
     use super::*;
     use crate::job::{chat_document, ChatMessage, Task, Turn};
+    use crate::queue::prelude::*;
     use crate::queue::test_support::{spec, temp_store};
     use crate::queue::NewJob;
 

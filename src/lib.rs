@@ -3,8 +3,10 @@
 //! ## Who owns what
 //! - [`job`] — what a job asks for and where it stands; the legal state moves. Pure.
 //! - [`crash`] — poison jobs: which jobs a crash of the worker is charged to. Pure.
-//! - [`queue`] — the durable queue in sled; the only code that sees sled. Every state change
-//!   is one transaction, flushed before anyone is told.
+//! - [`queue`] — the durable queue behind one interface (trait [`queue::Queue`]: job reads and
+//!   writes, crashes, memory history, model records, quarantine); callers hold a
+//!   `dyn Queue` and see no backend type. `queue::sled` is the backend today and the only code
+//!   that sees sled: every state change one transaction, flushed before anyone is told.
 //! - [`engine`] — the inference seam (trait [`engine::Engine`]: a batch of sequences decoded
 //!   together); `engine::llama` is the only code that sees llama-cpp-2 (`session`: the batch
 //!   context, `anchor`: the benchmark's raw decode). `engine::cache` keeps loaded models under
@@ -47,7 +49,7 @@
 //! A `kill -9` at any point loses at most the chunk being generated: at start the worker puts
 //! jobs left Running back in the queue, and they resume after their last checkpoint. The worker
 //! is a supervisor and a runner (`supervise`): when the runner dies by a signal it inflicted on
-//! itself, the supervisor charges the crash to the job in flight (`crash`, `queue::crashes`) —
+//! itself, the supervisor charges the crash to the job in flight (`crash`, `Queue::record_crash`) —
 //! several in flight run alone first — and starts the runner again.
 
 pub mod client;

@@ -74,7 +74,7 @@ fn charge(ctx: &Ctx, pid: u32, signal: &str) -> Result<bool> {
         lock_wait: Duration::from_secs(10),
         ..ctx.store_options()
     };
-    let store = match qwen3q::queue::Store::open(&ctx.home.store(), &opts) {
+    let store = match qwen3q::queue::open(&ctx.home.store(), &opts) {
         Ok(store) => store,
         Err(e) => return fail(code::FAILURE, format!("recording a crash: {e}")),
     };

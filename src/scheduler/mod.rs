@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::{Engine, EngineError, Interrupt};
 use crate::job::{JobId, JobState, Millis};
-use crate::queue::{Store, StoreError};
+use crate::queue::{Queue, StoreError};
 use batch::Batch;
 use jobrun::Next;
 use record::Stop;
@@ -136,7 +136,7 @@ pub struct CurrentJob {
 
 /// Everything the loop needs, passed in: store, engine, clock, settings, signals.
 pub struct Worker {
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Queue>,
     pub engine: Box<dyn Engine>,
     /// Memory readings for the admission gate and load shedding.
     pub probe: Box<dyn crate::monitor::MemoryProbe>,

@@ -8,7 +8,7 @@ const GIB: u64 = 1 << 30;
 
 /// Register `name` (at `/m/{name}.gguf`) with a measured load of `total` bytes for the shape
 /// the worker will ask for.
-fn register(store: &Store, name: &str, parameters: u64, total: u64, shape: (u32, u32)) {
+fn register(store: &SledStore, name: &str, parameters: u64, total: u64, shape: (u32, u32)) {
     let path = format!("/m/{name}.gguf");
     store
         .add_model(&RegisteredModel {
@@ -27,7 +27,7 @@ fn register(store: &Store, name: &str, parameters: u64, total: u64, shape: (u32,
     measured(store, &path, shape.0, shape.1, weights, total - weights);
 }
 
-fn enqueue_auto(store: &Store, name: &str, quality: Quality) -> JobId {
+fn enqueue_auto(store: &SledStore, name: &str, quality: Quality) -> JobId {
     let mut s = spec(name, Task::Summarize, "");
     s.model = ModelRef::auto();
     s.auto = Some(quality);

@@ -7,8 +7,10 @@ use std::time::Duration;
 use super::{Exit, LiveStatus, RunSettings, Signals, Worker};
 use crate::engine::fake::{FakeEngine, FakeLog};
 use crate::job::{GenParams, JobId, JobSpec, JobState, ModelRef, StateKind, Task};
+use crate::queue::prelude::*;
+use crate::queue::sled::SledStore;
 use crate::queue::test_support::temp_store;
-use crate::queue::{NewJob, Store};
+use crate::queue::NewJob;
 
 fn spec(custom_id: &str, task: Task, model: &str) -> JobSpec {
     JobSpec {
@@ -37,7 +39,7 @@ fn spec(custom_id: &str, task: Task, model: &str) -> JobSpec {
     }
 }
 
-fn enqueue(store: &Store, custom_id: &str, text: &str, task: Task, model: &str) -> JobId {
+fn enqueue(store: &SledStore, custom_id: &str, text: &str, task: Task, model: &str) -> JobId {
     let out = store
         .enqueue(
             &[NewJob {
@@ -55,7 +57,7 @@ fn enqueue(store: &Store, custom_id: &str, text: &str, task: Task, model: &str) 
 }
 
 /// `n` documents `d0`, `d1`, … ("text 0", …) to summarize on `m.gguf`.
-fn enqueue_docs(store: &Store, n: usize) -> Vec<JobId> {
+fn enqueue_docs(store: &SledStore, n: usize) -> Vec<JobId> {
     (0..n)
         .map(|i| {
             enqueue(
@@ -70,7 +72,7 @@ fn enqueue_docs(store: &Store, n: usize) -> Vec<JobId> {
 }
 
 /// Record a measured load of `path` at (`n_ctx`, `n_seq`): `weights` plus `context` bytes.
-fn measured(store: &Store, path: &str, n_ctx: u32, n_seq: u32, weights: u64, context: u64) {
+fn measured(store: &SledStore, path: &str, n_ctx: u32, n_seq: u32, weights: u64, context: u64) {
     let record = crate::registry::MemoryRecord {
         n_ctx,
         n_seq,
@@ -102,13 +104,13 @@ fn plenty_of_memory() -> crate::monitor::ScriptedProbe {
 use crate::monitor::plain_snapshot as memory;
 
 /// A `--drain` worker over `store` with a fake engine of context 1000 and the fixed clock.
-fn draining(store: &Arc<Store>) -> Worker {
+fn draining(store: &Arc<SledStore>) -> Worker {
     worker(store, FakeEngine::new(1000), now, true, &Signals::default())
 }
 
 /// A worker over `store` with the fake engine, a fixed clock and the given signals.
 fn worker(
-    store: &Arc<Store>,
+    store: &Arc<SledStore>,
     engine: FakeEngine,
     now: fn() -> u64,
     drain: bool,
@@ -118,7 +120,7 @@ fn worker(
 }
 
 fn worker_with(
-    store: &Arc<Store>,
+    store: &Arc<SledStore>,
     engine: FakeEngine,
     settings: RunSettings,
     now: fn() -> u64,
@@ -144,7 +146,7 @@ type StepHook = Box<dyn FnMut(u64, &Signals) + Send>;
 /// Drain the queue with a fake engine of context `n_ctx` decoding `parallel` sequences
 /// together; `on_step` may stop the worker. Returns how it ended and what the engine saw.
 fn drain(
-    store: &Arc<Store>,
+    store: &Arc<SledStore>,
     n_ctx: u32,
     parallel: u32,
     on_step: Option<StepHook>,
@@ -168,7 +170,7 @@ fn drain(
 }
 
 /// A step hook that shuts the worker down once job `id` has `n` checkpoints.
-fn stop_after_checkpoints(store: &Arc<Store>, id: JobId, n: usize) -> StepHook {
+fn stop_after_checkpoints(store: &Arc<SledStore>, id: JobId, n: usize) -> StepHook {
     let store = store.clone();
     Box::new(move |_, s: &Signals| {
         if store.checkpoints(id).unwrap().len() >= n {

@@ -11,13 +11,14 @@ mod v5;
 
 use super::codec::SCHEMA_VERSION;
 use super::trees::{meta, t};
-use super::{Result, Store, StoreError};
+use super::{Result, SledStore, StoreError};
+use crate::queue::Queue;
 
 /// One upgrade: rewrites every value whose layout changed from `to - 1` to `to`.
 pub struct Step {
     pub to: u8,
     pub name: &'static str,
-    pub run: fn(&Store) -> Result<()>,
+    pub run: fn(&SledStore) -> Result<()>,
 }
 
 /// Steps to versions 2, 3, …, in order.
@@ -46,14 +47,14 @@ pub const STEPS: &[Step] = &[
 
 /// The schema version recorded in the store, if any. Stored as a single raw byte so that every
 /// version of qwen3q can read it.
-pub fn stored_version(store: &Store) -> Result<Option<u8>> {
+pub fn stored_version(store: &SledStore) -> Result<Option<u8>> {
     Ok(store
         .tree(t::META)
         .get(meta::SCHEMA_VERSION)?
         .and_then(|v| v.first().copied()))
 }
 
-fn write_version(store: &Store, version: u8) -> Result<()> {
+fn write_version(store: &SledStore, version: u8) -> Result<()> {
     store
         .tree(t::META)
         .insert(meta::SCHEMA_VERSION, &[version])?;
@@ -63,7 +64,7 @@ fn write_version(store: &Store, version: u8) -> Result<()> {
 /// Give every value of `trees` whose version byte is one of `from` the byte `to`, its bytes
 /// otherwise unchanged: the values whose layout a step kept. Idempotent, so a step cut short
 /// runs again. `meta/schema_version` is a raw byte, not a value, and is left alone.
-fn relabel(store: &Store, trees: &[usize], from: &[u8], to: u8) -> Result<()> {
+fn relabel(store: &SledStore, trees: &[usize], from: &[u8], to: u8) -> Result<()> {
     for &index in trees {
         let tree = store.tree(index);
         for kv in tree.iter() {
@@ -82,7 +83,7 @@ fn relabel(store: &Store, trees: &[usize], from: &[u8], to: u8) -> Result<()> {
 }
 
 /// Bring the store to [`SCHEMA_VERSION`], or refuse it.
-pub fn run(store: &Store) -> Result<()> {
+pub fn run(store: &SledStore) -> Result<()> {
     let found = match stored_version(store)? {
         Some(v) => v,
         None if store.tree(t::JOBS).is_empty() => {
@@ -90,14 +91,14 @@ pub fn run(store: &Store) -> Result<()> {
         }
         None => {
             return Err(StoreError::Corrupt {
-                path: store.path().to_path_buf(),
+                path: store.path.clone(),
                 reason: "it holds jobs but no schema version".into(),
             })
         }
     };
     if found > SCHEMA_VERSION {
         return Err(StoreError::Newer {
-            path: store.path().to_path_buf(),
+            path: store.path.clone(),
             found,
             supported: SCHEMA_VERSION,
         });
@@ -153,10 +154,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store");
         {
-            let store = Store::open(&path, &Default::default()).unwrap();
+            let store = SledStore::open(&path, &Default::default()).unwrap();
             write_version(&store, SCHEMA_VERSION + 1).unwrap();
         }
-        let err = Store::open(&path, &Default::default()).unwrap_err();
+        let err = SledStore::open(&path, &Default::default()).unwrap_err();
         assert!(matches!(err, StoreError::Newer { .. }), "{err}");
         assert!(err.to_string().contains("newer qwen3q"));
     }

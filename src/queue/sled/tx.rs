@@ -1,5 +1,5 @@
 //! The view of every tree inside one sled transaction ([`Tx`]), with the moves that keep the
-//! indexes right, and [`Store::transact`]. Shared by the writes of `write.rs` and `crashes.rs`.
+//! indexes right, and [`SledStore::transact`]. Shared by the writes of `write.rs` and `crashes.rs`.
 
 use sled::transaction::{
     abort, ConflictableTransactionResult, TransactionError, TransactionalTree,
@@ -7,7 +7,7 @@ use sled::transaction::{
 use sled::Transactional;
 
 use super::trees::{meta, t};
-use super::{codec, keys, Result, Store, StoreError};
+use super::{codec, keys, Result, SledStore, StoreError};
 use crate::job::{Event, Job, JobId, JobState, Millis};
 
 pub(super) type TxResult<T> = ConflictableTransactionResult<T, StoreError>;
@@ -142,7 +142,7 @@ impl Tx<'_> {
     }
 }
 
-impl Store {
+impl SledStore {
     pub(super) fn transact<T>(&self, f: impl Fn(&Tx) -> TxResult<T>) -> Result<T> {
         let result = self.trees[..]
             .transaction(|trees| f(&Tx(trees)))

@@ -1,6 +1,6 @@
 //! Tree names in one place, and the layout of each (schema version 5; see `migrations/`).
 
-/// Store-wide settings and counters: `schema_version`, `next_job_id`, `event_seq`, `paused`.
+/// SledStore-wide settings and counters: `schema_version`, `next_job_id`, `event_seq`, `paused`.
 pub const META: &str = "meta";
 /// job id → `Job` (spec, state, attempts).
 pub const JOBS: &str = "jobs";

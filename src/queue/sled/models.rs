@@ -1,7 +1,9 @@
 //! The model registry and the measured memory of real loads, in the store.
 
 use super::trees::t;
-use super::{codec, Result, Store};
+use super::{codec, Result, SledStore};
+use crate::queue::ModelRecords;
+use crate::queue::Queue;
 use crate::registry::{Calibration, MemoryRecord, RegisteredModel};
 
 fn memory_key(path: &str, n_ctx: u32, n_seq: u32) -> Vec<u8> {
@@ -24,16 +26,14 @@ fn memory_prefix(path: &str) -> Vec<u8> {
     k
 }
 
-impl Store {
-    /// Register (or replace) a model under its name.
-    pub fn add_model(&self, model: &RegisteredModel) -> Result<()> {
+impl ModelRecords for SledStore {
+    fn add_model(&self, model: &RegisteredModel) -> Result<()> {
         self.tree(t::MODELS)
             .insert(model.name.as_bytes(), codec::encode(model)?)?;
         self.flush()
     }
 
-    /// Registered models, by name.
-    pub fn models(&self) -> Result<Vec<RegisteredModel>> {
+    fn models(&self) -> Result<Vec<RegisteredModel>> {
         self.tree(t::MODELS)
             .iter()
             .values()
@@ -41,22 +41,20 @@ impl Store {
             .collect()
     }
 
-    pub fn model(&self, name: &str) -> Result<Option<RegisteredModel>> {
+    fn model(&self, name: &str) -> Result<Option<RegisteredModel>> {
         match self.tree(t::MODELS).get(name.as_bytes())? {
             Some(v) => Ok(Some(codec::decode(&v)?)),
             None => Ok(None),
         }
     }
 
-    /// Forget a model (its file stays). Whether it was registered.
-    pub fn remove_model(&self, name: &str) -> Result<bool> {
+    fn remove_model(&self, name: &str) -> Result<bool> {
         let removed = self.tree(t::MODELS).remove(name.as_bytes())?.is_some();
         self.flush()?;
         Ok(removed)
     }
 
-    /// Record what a real load of the model at `path` took for one shape (the latest wins).
-    pub fn record_memory(&self, path: &str, record: &MemoryRecord) -> Result<()> {
+    fn record_memory(&self, path: &str, record: &MemoryRecord) -> Result<()> {
         self.tree(t::MODEL_MEMORY).insert(
             memory_key(path, record.n_ctx, record.n_seq),
             codec::encode(record)?,
@@ -64,8 +62,7 @@ impl Store {
         self.flush()
     }
 
-    /// Every measured shape of the model at `path`.
-    pub fn memory_of(&self, path: &str) -> Result<Vec<MemoryRecord>> {
+    fn memory_of(&self, path: &str) -> Result<Vec<MemoryRecord>> {
         self.tree(t::MODEL_MEMORY)
             .scan_prefix(memory_prefix(path))
             .values()
@@ -73,16 +70,13 @@ impl Store {
             .collect()
     }
 
-    /// Keep a throughput-by-B curve of the model at `path` (replacing one of the same context
-    /// size).
-    pub fn record_calibration(&self, path: &str, c: &Calibration) -> Result<()> {
+    fn record_calibration(&self, path: &str, c: &Calibration) -> Result<()> {
         self.tree(t::CALIBRATIONS)
             .insert(calibration_key(path, c.n_ctx), codec::encode(c)?)?;
         self.flush()
     }
 
-    /// Every curve measured for the model at `path`, by context size.
-    pub fn calibrations_of(&self, path: &str) -> Result<Vec<Calibration>> {
+    fn calibrations_of(&self, path: &str) -> Result<Vec<Calibration>> {
         self.tree(t::CALIBRATIONS)
             .scan_prefix(memory_prefix(path))
             .values()
@@ -90,8 +84,7 @@ impl Store {
             .collect()
     }
 
-    /// The curve measured for the model at `path` with `n_ctx` per sequence, if any.
-    pub fn calibration(&self, path: &str, n_ctx: u32) -> Result<Option<Calibration>> {
+    fn calibration(&self, path: &str, n_ctx: u32) -> Result<Option<Calibration>> {
         match self
             .tree(t::CALIBRATIONS)
             .get(calibration_key(path, n_ctx))?
@@ -104,6 +97,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use crate::queue::prelude::*;
     use crate::queue::test_support::temp_store;
     use crate::registry::{MemoryRecord, RegisteredModel};
 

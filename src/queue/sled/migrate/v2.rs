@@ -6,11 +6,12 @@
 //! migration cut short by a crash simply runs again (the stored version changes only at the
 //! end).
 
+use crate::queue::Queue;
 use serde::{Deserialize, Serialize};
 
 use super::super::codec::{self, decode_body};
 use super::super::trees::t;
-use super::super::{Result, Store};
+use super::super::{Result, SledStore};
 use super::v3::{JobV2, ResultV2, SpecV2};
 use super::v5::TaskV4;
 use crate::job::{GenParams, JobId, JobState, Millis, ModelRef, Usage};
@@ -107,7 +108,7 @@ fn result_v2(r: ResultV1) -> ResultV2 {
 /// Trees whose values carry a version byte but kept their layout.
 const RELABEL: [usize; 4] = [t::META, t::DOCUMENTS, t::CHECKPOINTS, t::EVENTS];
 
-pub fn run(store: &Store) -> Result<()> {
+pub fn run(store: &SledStore) -> Result<()> {
     super::relabel(store, &RELABEL, &[1], 2)?;
     // The dedupe tree, whose key changed here, is rebuilt by step 5 (whose key changed again).
     let jobs = store.tree(t::JOBS);
@@ -134,7 +135,8 @@ mod tests {
     use super::super::super::keys;
     use super::*;
     use crate::job::{JobState, StateKind};
-    use crate::queue::trees::meta;
+    use crate::queue::prelude::*;
+    use crate::queue::sled::trees::meta;
     use crate::queue::OpenOptions;
 
     fn v1<T: Serialize>(value: &T) -> Vec<u8> {
@@ -168,7 +170,7 @@ mod tests {
             extra_json: None,
         };
         {
-            let store = Store::open(&path, &OpenOptions::default()).unwrap();
+            let store = SledStore::open(&path, &OpenOptions::default()).unwrap();
             let done = JobV1 {
                 id: JobId(1),
                 spec: spec("a"),
@@ -229,7 +231,7 @@ mod tests {
         }
         // Reopening migrates.
         let store = loop {
-            match Store::open(&path, &OpenOptions::default()) {
+            match SledStore::open(&path, &OpenOptions::default()) {
                 Ok(s) => break s,
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
             }
@@ -248,7 +250,7 @@ mod tests {
         assert_eq!((r.answer.as_str(), r.n_seq, r.json), ("an answer", 1, None));
         assert_eq!((job.spec.auto, r.choice), (None, None));
         // The dedupe index was rebuilt with the new key: the same document is found.
-        let key = crate::queue::write::dedupe_key(&job.spec);
+        let key = crate::queue::identity::dedupe_key(&job.spec);
         assert_eq!(
             store.tree(t::DEDUPE).get(key).unwrap().as_deref(),
             Some(&keys::job(JobId(2))[..])

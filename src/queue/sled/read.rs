@@ -4,75 +4,19 @@ use std::collections::BTreeMap;
 
 use super::trees::{meta, t};
 use super::write::custom_id_key;
-use super::{codec, keys, Result, Store};
+use super::{codec, keys, Result, SledStore};
 use crate::job::{ChunkOutput, Event, Job, JobId, JobResult, Millis, StateKind};
+use crate::queue::{Counts, JobFilter, JobReads};
 
-/// Jobs per state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Counts {
-    pub queued: u64,
-    pub running: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-    pub dead: u64,
-    pub cancelled: u64,
-}
-
-impl Counts {
-    pub fn get(&self, kind: StateKind) -> u64 {
-        match kind {
-            StateKind::Queued => self.queued,
-            StateKind::Running => self.running,
-            StateKind::Succeeded => self.succeeded,
-            StateKind::Failed => self.failed,
-            StateKind::Dead => self.dead,
-            StateKind::Cancelled => self.cancelled,
-        }
-    }
-
-    fn slot(&mut self, kind: StateKind) -> &mut u64 {
-        match kind {
-            StateKind::Queued => &mut self.queued,
-            StateKind::Running => &mut self.running,
-            StateKind::Succeeded => &mut self.succeeded,
-            StateKind::Failed => &mut self.failed,
-            StateKind::Dead => &mut self.dead,
-            StateKind::Cancelled => &mut self.cancelled,
-        }
-    }
-
-    pub fn total(&self) -> u64 {
-        StateKind::ALL.iter().map(|k| self.get(*k)).sum()
-    }
-}
-
-/// Which jobs `list` returns.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct JobFilter {
-    pub states: Vec<StateKind>,
-    /// Only jobs changed at or after this time.
-    pub since: Option<Millis>,
-    /// A glob over custom ids (`*`, `?`, `[...]`).
-    pub custom_id_glob: Option<String>,
-    /// At most this many, oldest first (`None`: all).
-    pub limit: Option<usize>,
-    /// Only jobs after this one (by id): the next page after a page that ended with it.
-    #[serde(default)]
-    pub after: Option<JobId>,
-}
-
-impl Store {
-    /// Job `id`; one whose stored value is damaged comes back as its quarantined dead
-    /// stand-in (see `quarantine.rs`).
-    pub fn job(&self, id: JobId) -> Result<Option<Job>> {
+impl JobReads for SledStore {
+    fn job(&self, id: JobId) -> Result<Option<Job>> {
         match self.tree(t::JOBS).get(keys::job(id))? {
             Some(v) => Ok(Some(self.decode_job(id, &v)?)),
             None => Ok(None),
         }
     }
 
-    /// Jobs whose custom id is exactly `custom_id`, oldest first.
-    pub fn find_custom_id(&self, custom_id: &str) -> Result<Vec<JobId>> {
+    fn find_custom_id(&self, custom_id: &str) -> Result<Vec<JobId>> {
         let mut prefix = custom_id.as_bytes().to_vec();
         prefix.push(0);
         let mut ids = Vec::new();
@@ -91,7 +35,7 @@ impl Store {
         Ok(ids)
     }
 
-    pub fn ids_in_state(&self, kind: StateKind) -> Result<Vec<JobId>> {
+    fn ids_in_state(&self, kind: StateKind) -> Result<Vec<JobId>> {
         self.tree(t::BY_STATE)
             .scan_prefix(keys::by_state_prefix(kind))
             .keys()
@@ -99,7 +43,7 @@ impl Store {
             .collect()
     }
 
-    pub fn counts(&self) -> Result<Counts> {
+    fn counts(&self) -> Result<Counts> {
         let mut counts = Counts::default();
         for k in self.tree(t::BY_STATE).iter().keys() {
             if let Some(kind) = StateKind::from_byte(k?[0]) {
@@ -109,8 +53,7 @@ impl Store {
         Ok(counts)
     }
 
-    /// Jobs matching the filter, in id (enqueue) order.
-    pub fn list(&self, filter: &JobFilter) -> Result<Vec<Job>> {
+    fn list(&self, filter: &JobFilter) -> Result<Vec<Job>> {
         let glob = match &filter.custom_id_glob {
             Some(g) => Some(
                 globset::Glob::new(g)
@@ -163,8 +106,7 @@ impl Store {
         Ok(jobs)
     }
 
-    /// The document as enqueued.
-    pub fn document(&self, id: JobId) -> Result<String> {
+    fn document(&self, id: JobId) -> Result<String> {
         let mut text = String::new();
         for v in self.tree(t::DOCUMENTS).scan_prefix(keys::job(id)).values() {
             text.push_str(&codec::decode::<String>(&v?)?);
@@ -172,8 +114,7 @@ impl Store {
         Ok(text)
     }
 
-    /// Finished chunks of a job that has not succeeded yet, by chunk number.
-    pub fn checkpoints(&self, id: JobId) -> Result<BTreeMap<u32, ChunkOutput>> {
+    fn checkpoints(&self, id: JobId) -> Result<BTreeMap<u32, ChunkOutput>> {
         let mut out = BTreeMap::new();
         for kv in self.tree(t::CHECKPOINTS).scan_prefix(keys::job(id)) {
             let (k, v) = kv?;
@@ -184,28 +125,7 @@ impl Store {
         Ok(out)
     }
 
-    /// The keys of job `id`'s values in a tree keyed by job first (`documents`,
-    /// `checkpoints`, `events`).
-    pub(crate) fn keys_of_job(&self, tree: usize, id: JobId) -> Result<Vec<Vec<u8>>> {
-        self.tree(tree)
-            .scan_prefix(keys::job(id))
-            .keys()
-            .map(|k| Ok(k?.to_vec()))
-            .collect()
-    }
-
-    pub(crate) fn checkpoint_count(&self, id: JobId) -> Result<u32> {
-        let mut n = 0;
-        for k in self.tree(t::CHECKPOINTS).scan_prefix(keys::job(id)).keys() {
-            k?;
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    /// Job `id`'s result. A damaged one is reported in the log and read as none: one value
-    /// must not stop `results` for every job.
-    pub fn result(&self, id: JobId) -> Result<Option<JobResult>> {
+    fn result(&self, id: JobId) -> Result<Option<JobResult>> {
         match self.tree(t::RESULTS).get(keys::job(id))? {
             Some(v) => match codec::decode(&v) {
                 Ok(r) => Ok(Some(r)),
@@ -218,8 +138,7 @@ impl Store {
         }
     }
 
-    /// Job `id`'s events; a damaged one is skipped (and logged).
-    pub fn events(&self, id: JobId) -> Result<Vec<Event>> {
+    fn events(&self, id: JobId) -> Result<Vec<Event>> {
         let mut out = Vec::new();
         for v in self.tree(t::EVENTS).scan_prefix(keys::job(id)).values() {
             match codec::decode(&v?) {
@@ -230,15 +149,14 @@ impl Store {
         Ok(out)
     }
 
-    pub fn paused(&self) -> Result<bool> {
+    fn paused(&self) -> Result<bool> {
         match self.tree(t::META).get(meta::PAUSED)? {
             Some(v) => Ok(codec::decode(&v)?),
             None => Ok(false),
         }
     }
 
-    /// When the earliest delayed job (backoff or not-before) comes due.
-    pub fn next_due(&self) -> Result<Option<Millis>> {
+    fn next_due(&self) -> Result<Option<Millis>> {
         Ok(self
             .tree(t::DELAYED)
             .first()?
@@ -246,9 +164,7 @@ impl Store {
             .map(|(due, _)| due))
     }
 
-    /// Jobs due before `until` whose last event says they wait for memory (deferred by the
-    /// admission gate, of this worker or one before it).
-    pub fn memory_deferred(&self, until: Millis) -> Result<Vec<JobId>> {
+    fn memory_deferred(&self, until: Millis) -> Result<Vec<JobId>> {
         let mut out = Vec::new();
         for k in self
             .tree(t::DELAYED)
@@ -275,8 +191,28 @@ impl Store {
         Ok(out)
     }
 
-    /// Jobs waiting for a time: retries after backoff, and not-before times.
-    pub fn delayed_count(&self) -> Result<usize> {
+    fn delayed_count(&self) -> Result<usize> {
         Ok(self.tree(t::DELAYED).len())
+    }
+}
+
+impl SledStore {
+    /// The keys of job `id`'s values in a tree keyed by job first (`documents`,
+    /// `checkpoints`, `events`).
+    pub(crate) fn keys_of_job(&self, tree: usize, id: JobId) -> Result<Vec<Vec<u8>>> {
+        self.tree(tree)
+            .scan_prefix(keys::job(id))
+            .keys()
+            .map(|k| Ok(k?.to_vec()))
+            .collect()
+    }
+
+    pub(crate) fn checkpoint_count(&self, id: JobId) -> Result<u32> {
+        let mut n = 0;
+        for k in self.tree(t::CHECKPOINTS).scan_prefix(keys::job(id)).keys() {
+            k?;
+            n += 1;
+        }
+        Ok(n)
     }
 }

@@ -7,11 +7,12 @@
 //! migration cut short by a crash simply runs again (the stored version changes only at the
 //! end).
 
+use crate::queue::Queue;
 use serde::{Deserialize, Serialize};
 
 use super::super::codec::{self, decode_body};
 use super::super::trees::t;
-use super::super::{Result, Store};
+use super::super::{Result, SledStore};
 use super::v5::{JobV4, SpecV4, TaskV4};
 use crate::job::{
     ChunkOutput, Constraint, GenParams, JobId, JobResult, JobState, Millis, ModelRef, Usage,
@@ -179,7 +180,7 @@ const RELABEL: [usize; 5] = [t::META, t::DOCUMENTS, t::EVENTS, t::MODELS, t::MOD
 /// Rewrite every version-2 value of `tree` with `convert` (decode the old layout, encode the
 /// new one).
 fn rewrite<Old: serde::de::DeserializeOwned, New: Serialize>(
-    store: &Store,
+    store: &SledStore,
     tree: usize,
     convert: fn(Old) -> New,
 ) -> Result<()> {
@@ -194,7 +195,7 @@ fn rewrite<Old: serde::de::DeserializeOwned, New: Serialize>(
     Ok(())
 }
 
-pub fn run(store: &Store) -> Result<()> {
+pub fn run(store: &SledStore) -> Result<()> {
     super::relabel(store, &RELABEL, &[2], 3)?;
     // Dedupe keys are unchanged: they hash `auto` only when it is set, and no schema-2 job
     // has it.
@@ -210,8 +211,10 @@ pub fn run(store: &Store) -> Result<()> {
 mod tests {
     use super::*;
     use crate::job::StateKind;
-    use crate::queue::trees::meta;
-    use crate::queue::{keys, OpenOptions};
+    use crate::queue::prelude::*;
+    use crate::queue::sled::keys;
+    use crate::queue::sled::trees::meta;
+    use crate::queue::OpenOptions;
     use crate::registry::MemoryRecord;
 
     fn v2<T: Serialize>(value: &T) -> Vec<u8> {
@@ -230,7 +233,7 @@ mod tests {
             template: None,
         };
         {
-            let store = Store::open(&path, &OpenOptions::default()).unwrap();
+            let store = SledStore::open(&path, &OpenOptions::default()).unwrap();
             let job = JobV2 {
                 id: JobId(1),
                 spec: SpecV2 {
@@ -316,7 +319,7 @@ mod tests {
             store.flush().unwrap();
         }
         let store = loop {
-            match Store::open(&path, &OpenOptions::default()) {
+            match SledStore::open(&path, &OpenOptions::default()) {
                 Ok(s) => break s,
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
             }

@@ -4,21 +4,20 @@
 
 use super::trees::t;
 use super::tx::{enc, Tx, TxResult};
-use super::{codec, keys, Result, Store};
+use super::{codec, keys, Result, SledStore};
 use crate::crash::{judge, CrashRecord, Verdict};
 use crate::job::{JobId, JobState, Millis, StateKind};
+use crate::queue::{Crashes, JobReads, Queue};
 
-impl Store {
-    /// A job's crash record, if it has one.
-    pub fn crash_record(&self, id: JobId) -> Result<Option<CrashRecord>> {
+impl Crashes for SledStore {
+    fn crash_record(&self, id: JobId) -> Result<Option<CrashRecord>> {
         match self.tree(t::CRASHES).get(keys::job(id))? {
             Some(v) => Ok(Some(codec::decode(&v)?)),
             None => Ok(None),
         }
     }
 
-    /// Suspects (jobs to run alone), oldest id first.
-    pub fn suspects(&self) -> Result<Vec<JobId>> {
+    fn suspects(&self) -> Result<Vec<JobId>> {
         let mut out = Vec::new();
         for kv in self.tree(t::CRASHES).iter() {
             let (k, v) = kv?;
@@ -30,10 +29,7 @@ impl Store {
         Ok(out)
     }
 
-    /// The process running inference died by `signal`, a death it inflicted on itself: judge
-    /// the jobs it had in flight (those left Running), record the verdicts, and put the jobs
-    /// back in the queue (a job charged `max_crashes` times is dead). Returns the verdicts.
-    pub fn record_crash(
+    fn record_crash(
         &self,
         signal: &str,
         now: Millis,
@@ -55,7 +51,9 @@ impl Store {
         self.flush()?;
         Ok(verdicts)
     }
+}
 
+impl SledStore {
     /// A person's retry gives a job a fresh start: its crash record goes.
     pub(super) fn forget_crashes(tx: &Tx, id: JobId) -> TxResult<()> {
         tx.0[t::CRASHES].remove(&keys::job(id))?;
@@ -135,9 +133,10 @@ pub(super) fn job_ended(tx: &Tx, id: JobId) -> TxResult<()> {
 mod tests {
     use crate::crash::Verdict;
     use crate::job::{JobId, JobState, StateKind};
+    use crate::queue::prelude::*;
     use crate::queue::test_support::temp_store;
 
-    fn running(store: &crate::queue::Store, n: usize) -> Vec<JobId> {
+    fn running(store: &crate::queue::sled::SledStore, n: usize) -> Vec<JobId> {
         crate::queue::test_support::enqueue_n(store, n);
         (0..n)
             .map(|_| store.claim(1, 60_000).unwrap().unwrap().id)

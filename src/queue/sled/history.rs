@@ -3,20 +3,19 @@
 //! crash costs nothing); the sampler flushes every few seconds.
 
 use super::trees::t;
-use super::{codec, Result, Store};
+use super::{codec, Result, SledStore};
 use crate::job::Millis;
 use crate::monitor::history::{downsample_minutes, Sample};
+use crate::queue::{MemoryHistory, Queue};
 
-impl Store {
-    pub fn record_sample(&self, sample: &Sample) -> Result<()> {
+impl MemoryHistory for SledStore {
+    fn record_sample(&self, sample: &Sample) -> Result<()> {
         self.tree(t::MEMORY_SAMPLES)
             .insert(sample.at.to_be_bytes(), codec::encode(sample)?)?;
         Ok(())
     }
 
-    /// Samples from `since` on, in time order: minute averages where only they remain, then
-    /// full resolution.
-    pub fn samples_since(&self, since: Millis) -> Result<Vec<Sample>> {
+    fn samples_since(&self, since: Millis) -> Result<Vec<Sample>> {
         let mut out: Vec<Sample> = Vec::new();
         for tree in [t::MEMORY_MINUTES, t::MEMORY_SAMPLES] {
             let first_full = out.last().map(|s| s.at);
@@ -32,14 +31,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Retention: samples older than `full_ms` become one-minute averages; averages older
-    /// than `keep_ms` go. Returns (samples folded, minutes dropped).
-    pub fn compact_history(
-        &self,
-        now: Millis,
-        full_ms: u64,
-        keep_ms: u64,
-    ) -> Result<(usize, usize)> {
+    fn compact_history(&self, now: Millis, full_ms: u64, keep_ms: u64) -> Result<(usize, usize)> {
         // Whole minutes only, so that a minute is never averaged twice.
         let cut = now.saturating_sub(full_ms) / 60_000 * 60_000;
         let samples = self.tree(t::MEMORY_SAMPLES);
@@ -74,6 +66,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use crate::monitor::history::test_sample as s;
+    use crate::queue::prelude::*;
     use crate::queue::test_support::temp_store;
 
     #[test]

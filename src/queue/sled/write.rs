@@ -1,71 +1,15 @@
 //! State changes. Each is one sled transaction over every tree it touches, then a flush.
 
-use sha2::{Digest, Sha256};
 use sled::transaction::abort;
 
 use super::trees::{meta, t, DOCUMENT_PART_BYTES};
 use super::tx::{enc, Tx, TxResult};
-use super::{codec, keys, Result, Store, StoreError};
+use super::{codec, keys, Result, SledStore, StoreError};
 use crate::job::{
-    after_failure, ChunkOutput, Event, Job, JobId, JobResult, JobSpec, JobState, Millis, StateKind,
+    after_failure, ChunkOutput, Event, Job, JobId, JobResult, JobState, Millis, StateKind,
 };
-
-/// A document to enqueue.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct NewJob {
-    pub spec: JobSpec,
-    /// The text, copied into the store so the source may vanish before the run.
-    pub text: String,
-}
-
-/// What enqueuing one document did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum EnqueueOutcome {
-    Queued(JobId),
-    /// The same document with the same task and model is already a job.
-    Existing(JobId, StateKind),
-}
-
-/// What a person's request (cancel, retry) did to one job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum TransitionOutcome {
-    Done,
-    /// Already in the wanted state.
-    Unchanged(StateKind),
-    /// Not possible from the state the job is in.
-    Refused(StateKind),
-    NotFound,
-}
-
-/// The dedupe key (schema 5): the same work enqueued again is the same job.
-///
-/// A document from a file is the same work when its text, task, system prompt, model,
-/// constraint, `--model auto` quality and generation parameters are equal; a request of an
-/// OpenAI batch file when, besides, its `custom_id` and the body fields kept as they are
-/// (`extra_json`) are equal: in a batch the id is part of the request, so two ids are two
-/// jobs, and re-running a file is idempotent. A chat's messages are its document and turns.
-pub(crate) fn dedupe_key(spec: &JobSpec) -> [u8; 32] {
-    let mut h = Sha256::new();
-    // Every field with its length first, so that no two specs run into the same bytes.
-    let mut field = |bytes: &[u8]| {
-        h.update((bytes.len() as u64).to_be_bytes());
-        h.update(bytes);
-    };
-    field(b"dedupe 5");
-    field(spec.doc_sha256.as_bytes());
-    // Values as bincode bodies (no schema byte): the same value gives the same bytes.
-    field(&codec::encode_body(&spec.task).unwrap_or_default());
-    field(&codec::encode_body(&spec.system).unwrap_or_default());
-    field(spec.model.path.as_bytes());
-    field(&codec::encode_body(&spec.constraint).unwrap_or_default());
-    field(&codec::encode_body(&spec.auto).unwrap_or_default());
-    field(&codec::encode_body(&spec.params).unwrap_or_default());
-    if matches!(spec.task, crate::job::Task::Chat { .. }) {
-        field(spec.custom_id.as_bytes());
-        field(&codec::encode_body(&spec.extra_json).unwrap_or_default());
-    }
-    h.finalize().into()
-}
+use crate::queue::identity::dedupe_key;
+use crate::queue::{EnqueueOutcome, JobReads, JobWrites, NewJob, Queue, TransitionOutcome};
 
 pub(crate) fn custom_id_key(custom_id: &str, id: JobId) -> Vec<u8> {
     let mut k = custom_id.as_bytes().to_vec();
@@ -89,25 +33,8 @@ pub(crate) fn split_parts(text: &str) -> Vec<&str> {
     parts
 }
 
-impl Store {
-    /// Change one job and flush: the common shape of every single-job state change.
-    fn change_job<T>(&self, id: JobId, f: impl Fn(&Tx, &mut Job) -> TxResult<T>) -> Result<T> {
-        let out = self.transact(|tx| {
-            let mut job = tx.must_job(id)?;
-            f(tx, &mut job)
-        })?;
-        self.flush()?;
-        Ok(out)
-    }
-
-    /// Enqueue documents, all in one transaction, then flush. The same work already queued
-    /// comes back as [`EnqueueOutcome::Existing`] unless `force`.
-    pub fn enqueue(
-        &self,
-        items: &[NewJob],
-        force: bool,
-        now: Millis,
-    ) -> Result<Vec<EnqueueOutcome>> {
+impl JobWrites for SledStore {
+    fn enqueue(&self, items: &[NewJob], force: bool, now: Millis) -> Result<Vec<EnqueueOutcome>> {
         let dedupe: Vec<[u8; 32]> = items.iter().map(|i| dedupe_key(&i.spec)).collect();
         let out = self.transact(|tx| {
             let mut outcomes = Vec::with_capacity(items.len());
@@ -156,9 +83,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Move jobs whose time has come from the delayed index to the ready one: Queued jobs
-    /// past their not-before time, Failed jobs past their backoff. Returns how many moved.
-    pub fn promote_due(&self, now: Millis) -> Result<usize> {
+    fn promote_due(&self, now: Millis) -> Result<usize> {
         let due: Vec<JobId> = self
             .tree(t::DELAYED)
             .range(..keys::delayed(now + 1, JobId(0)))
@@ -196,15 +121,11 @@ impl Store {
         Ok(moved)
     }
 
-    /// Claim the next ready job (highest priority, then oldest).
-    pub fn claim(&self, now: Millis, lease_ms: u64) -> Result<Option<Job>> {
+    fn claim(&self, now: Millis, lease_ms: u64) -> Result<Option<Job>> {
         self.claim_matching(now, lease_ms, usize::MAX, &|_| true)
     }
 
-    /// Claim the first of the next `scan` ready jobs that `wanted` accepts (the worker fills
-    /// a batch with jobs for the model it holds, and leaves suspects of a crash out). Jobs
-    /// passed over stay ready.
-    pub fn claim_matching(
+    fn claim_matching(
         &self,
         now: Millis,
         lease_ms: u64,
@@ -239,8 +160,7 @@ impl Store {
         Ok(None)
     }
 
-    /// Claim job `id` if it is ready now (a suspect the worker runs alone).
-    pub fn claim_job(&self, id: JobId, now: Millis, lease_ms: u64) -> Result<Option<Job>> {
+    fn claim_job(&self, id: JobId, now: Millis, lease_ms: u64) -> Result<Option<Job>> {
         self.promote_due(now)?;
         let Some(job) = self.job(id)? else {
             return Ok(None);
@@ -252,48 +172,7 @@ impl Store {
         self.claim_key(&key, id, now, lease_ms)
     }
 
-    /// Claim the job under ready key `key`, unless it was taken meanwhile; flushed.
-    fn claim_key(&self, key: &[u8], id: JobId, now: Millis, lease_ms: u64) -> Result<Option<Job>> {
-        let done = self.checkpoint_count(id)?;
-        let claimed = self.transact(|tx| {
-            if tx.0[t::READY].get(key)?.is_none() {
-                return Ok(None); // taken away meanwhile (cancelled): look again
-            }
-            let Some(mut job) = tx.job(id)? else {
-                tx.0[t::READY].remove(key)?;
-                return Ok(None);
-            };
-            if job.state != JobState::Queued {
-                // A stale index entry (cannot happen with transactions, but a worker must
-                // not stop over one): drop it and look again.
-                tracing::warn!(job = %id, state = %job.state.kind(), "dropping a stale ready entry");
-                tx.0[t::READY].remove(key)?;
-                return Ok(None);
-            }
-            let attempt = job.attempts + 1;
-            let running = JobState::Running {
-                lease_until: now + lease_ms,
-                attempt,
-                started: now,
-                chunks_done: done,
-                chunks_total: 0,
-            };
-            let reason = if done > 0 {
-                format!("claimed (attempt {attempt}), resuming after {done} finished chunks")
-            } else {
-                format!("claimed (attempt {attempt})")
-            };
-            tx.transition(&mut job, running, now, reason, None)?;
-            Ok(Some(job))
-        })?;
-        if claimed.is_some() {
-            self.flush()?;
-        }
-        Ok(claimed)
-    }
-
-    /// Record the number of chunks the document was split into.
-    pub fn set_plan(&self, id: JobId, total: u32, now: Millis, lease_ms: u64) -> Result<()> {
+    fn set_plan(&self, id: JobId, total: u32, now: Millis, lease_ms: u64) -> Result<()> {
         self.change_job(id, |tx, job| {
             if let JobState::Running {
                 chunks_total,
@@ -309,8 +188,7 @@ impl Store {
         })
     }
 
-    /// Extend a running job's lease. Not flushed: a lost heartbeat costs nothing.
-    pub fn heartbeat(&self, id: JobId, now: Millis, lease_ms: u64) -> Result<()> {
+    fn heartbeat(&self, id: JobId, now: Millis, lease_ms: u64) -> Result<()> {
         self.transact(|tx| {
             let mut job = tx.must_job(id)?;
             if let JobState::Running { lease_until, .. } = &mut job.state {
@@ -321,8 +199,7 @@ impl Store {
         })
     }
 
-    /// Store a finished chunk (the checkpoint) and the job's progress, atomically, and flush.
-    pub fn save_checkpoint(
+    fn save_checkpoint(
         &self,
         id: JobId,
         chunk: u32,
@@ -365,8 +242,7 @@ impl Store {
         })
     }
 
-    /// Drop a running job's checkpoints (their plan no longer applies), with an event.
-    pub fn discard_checkpoints(&self, id: JobId, now: Millis, reason: &str) -> Result<()> {
+    fn discard_checkpoints(&self, id: JobId, now: Millis, reason: &str) -> Result<()> {
         let checkpoints = self.keys_of_job(t::CHECKPOINTS, id)?;
         self.change_job(id, |tx, job| {
             for k in &checkpoints {
@@ -380,8 +256,7 @@ impl Store {
         })
     }
 
-    /// The job succeeded: store its result, drop its checkpoints, flush.
-    pub fn complete(&self, id: JobId, result: &JobResult, now: Millis) -> Result<()> {
+    fn complete(&self, id: JobId, result: &JobResult, now: Millis) -> Result<()> {
         let checkpoints = self.keys_of_job(t::CHECKPOINTS, id)?;
         self.change_job(id, |tx, job| {
             job.attempts += 1;
@@ -402,10 +277,7 @@ impl Store {
         })
     }
 
-    /// The running attempt failed: Failed with a backoff, or Dead after the last attempt (or
-    /// at once when `permanent`: no retry can help). `jitter` in [0, 1) spreads retries.
-    /// Checkpoints stay, so a retry resumes.
-    pub fn fail(
+    fn fail(
         &self,
         id: JobId,
         error: &str,
@@ -435,17 +307,13 @@ impl Store {
         })
     }
 
-    /// Put a running job back in the queue without counting the attempt (shutdown, or a
-    /// worker that died). It resumes after its last checkpoint.
-    pub fn release(&self, id: JobId, now: Millis, reason: &str) -> Result<()> {
+    fn release(&self, id: JobId, now: Millis, reason: &str) -> Result<()> {
         self.change_job(id, |tx, job| {
             tx.transition(job, JobState::Queued, now, reason.to_string(), None)
         })
     }
 
-    /// A running job that cannot run now (no memory for it yet) goes back to the queue, to be
-    /// claimed again from `until` on. No attempt is counted: waiting is not failing.
-    pub fn defer(&self, id: JobId, now: Millis, until: Millis, reason: &str) -> Result<()> {
+    fn defer(&self, id: JobId, now: Millis, until: Millis, reason: &str) -> Result<()> {
         self.change_job(id, |tx, job| {
             // Index under the new time: unindex happens inside transition with the old state
             // (Running holds no time index), then the Queued job is indexed as delayed.
@@ -454,9 +322,7 @@ impl Store {
         })
     }
 
-    /// A job deferred for memory may be tried now (memory freed, a batch ended): its wait
-    /// ends at `now`. Nothing happens to a job that is no longer waiting. Whether it was.
-    pub fn wake(&self, id: JobId, now: Millis, reason: &str) -> Result<bool> {
+    fn wake(&self, id: JobId, now: Millis, reason: &str) -> Result<bool> {
         self.change_job(id, |tx, job| {
             let waiting =
                 job.state == JobState::Queued && job.spec.not_before.is_some_and(|d| d > now);
@@ -482,8 +348,7 @@ impl Store {
         })
     }
 
-    /// At worker start: every job left Running by a dead worker goes back to the queue.
-    pub fn recover(&self, now: Millis) -> Result<Vec<JobId>> {
+    fn recover(&self, now: Millis) -> Result<Vec<JobId>> {
         let mut running = self.ids_in_state(StateKind::Running)?;
         // A damaged value is quarantined here (its stand-in is dead, not running).
         let mut live = Vec::with_capacity(running.len());
@@ -506,17 +371,13 @@ impl Store {
         Ok(running)
     }
 
-    /// The worker cancels a job it runs (a person asked it to).
-    pub fn cancel(&self, id: JobId, now: Millis) -> Result<TransitionOutcome> {
+    fn cancel(&self, id: JobId, now: Millis) -> Result<TransitionOutcome> {
         self.person_moves(id, StateKind::Cancelled, now, false, |_| {
             JobState::Cancelled { at: now }
         })
     }
 
-    /// A person's cancel: Queued and Failed jobs, and Running ones when no worker runs (left
-    /// over from one that died). While a worker runs, it owns its Running jobs: `Refused`
-    /// (Running), and the cancel goes through the worker.
-    pub fn person_cancel(
+    fn person_cancel(
         &self,
         id: JobId,
         now: Millis,
@@ -527,60 +388,20 @@ impl Store {
         })
     }
 
-    /// A person's retry: Failed, Dead, Cancelled or Succeeded jobs are queued again with their
-    /// attempts reset; a Running one only when no worker runs (it is left over).
-    pub fn retry(&self, id: JobId, now: Millis, worker_runs: bool) -> Result<TransitionOutcome> {
+    fn retry(&self, id: JobId, now: Millis, worker_runs: bool) -> Result<TransitionOutcome> {
         self.person_moves(id, StateKind::Queued, now, worker_runs, |job| {
             job.attempts = 0;
             JobState::Queued
         })
     }
 
-    /// A transition a person asked for, decided in one transaction with the state it starts
-    /// from: never from Running while a worker runs (`worker_runs`), whose job it is.
-    fn person_moves(
-        &self,
-        id: JobId,
-        to: StateKind,
-        now: Millis,
-        worker_runs: bool,
-        next: impl Fn(&mut Job) -> JobState,
-    ) -> Result<TransitionOutcome> {
-        let outcome = self.transact(|tx| {
-            let Some(mut job) = tx.job(id)? else {
-                return Ok(TransitionOutcome::NotFound);
-            };
-            let from = job.state.kind();
-            if from == to {
-                return Ok(TransitionOutcome::Unchanged(from));
-            }
-            if !job.state.can_become(to) || (worker_runs && from == StateKind::Running) {
-                return Ok(TransitionOutcome::Refused(from));
-            }
-            let state = next(&mut job);
-            let reason = format!("{} by request", to.as_str());
-            match to {
-                // A retry is a fresh start: crash charges too.
-                StateKind::Queued => Store::forget_crashes(tx, id)?,
-                _ => super::crashes::job_ended(tx, id)?,
-            }
-            tx.transition(&mut job, state, now, reason, None)?;
-            Ok(TransitionOutcome::Done)
-        })?;
-        self.flush()?;
-        Ok(outcome)
-    }
-
-    /// Stop (true) or resume (false) claiming; kept across restarts.
-    pub fn set_paused(&self, paused: bool) -> Result<()> {
+    fn set_paused(&self, paused: bool) -> Result<()> {
         self.tree(t::META)
             .insert(meta::PAUSED, codec::encode(&paused)?)?;
         self.flush()
     }
 
-    /// Delete finished jobs (succeeded, dead, cancelled) last changed before `before`, with
-    /// their documents, results and events. Returns how many went.
-    pub fn prune(&self, before: Millis) -> Result<usize> {
+    fn prune(&self, before: Millis) -> Result<usize> {
         let mut pruned = 0;
         for kind in StateKind::ALL.into_iter().filter(|k| k.is_terminal()) {
             for id in self.ids_in_state(kind)? {
@@ -622,9 +443,97 @@ impl Store {
     }
 }
 
+impl SledStore {
+    /// Change one job and flush: the common shape of every single-job state change.
+    fn change_job<T>(&self, id: JobId, f: impl Fn(&Tx, &mut Job) -> TxResult<T>) -> Result<T> {
+        let out = self.transact(|tx| {
+            let mut job = tx.must_job(id)?;
+            f(tx, &mut job)
+        })?;
+        self.flush()?;
+        Ok(out)
+    }
+
+    /// Claim the job under ready key `key`, unless it was taken meanwhile; flushed.
+    fn claim_key(&self, key: &[u8], id: JobId, now: Millis, lease_ms: u64) -> Result<Option<Job>> {
+        let done = self.checkpoint_count(id)?;
+        let claimed = self.transact(|tx| {
+            if tx.0[t::READY].get(key)?.is_none() {
+                return Ok(None); // taken away meanwhile (cancelled): look again
+            }
+            let Some(mut job) = tx.job(id)? else {
+                tx.0[t::READY].remove(key)?;
+                return Ok(None);
+            };
+            if job.state != JobState::Queued {
+                // A stale index entry (cannot happen with transactions, but a worker must
+                // not stop over one): drop it and look again.
+                tracing::warn!(job = %id, state = %job.state.kind(), "dropping a stale ready entry");
+                tx.0[t::READY].remove(key)?;
+                return Ok(None);
+            }
+            let attempt = job.attempts + 1;
+            let running = JobState::Running {
+                lease_until: now + lease_ms,
+                attempt,
+                started: now,
+                chunks_done: done,
+                chunks_total: 0,
+            };
+            let reason = if done > 0 {
+                format!("claimed (attempt {attempt}), resuming after {done} finished chunks")
+            } else {
+                format!("claimed (attempt {attempt})")
+            };
+            tx.transition(&mut job, running, now, reason, None)?;
+            Ok(Some(job))
+        })?;
+        if claimed.is_some() {
+            self.flush()?;
+        }
+        Ok(claimed)
+    }
+
+    /// A transition a person asked for, decided in one transaction with the state it starts
+    /// from: never from Running while a worker runs (`worker_runs`), whose job it is.
+    fn person_moves(
+        &self,
+        id: JobId,
+        to: StateKind,
+        now: Millis,
+        worker_runs: bool,
+        next: impl Fn(&mut Job) -> JobState,
+    ) -> Result<TransitionOutcome> {
+        let outcome = self.transact(|tx| {
+            let Some(mut job) = tx.job(id)? else {
+                return Ok(TransitionOutcome::NotFound);
+            };
+            let from = job.state.kind();
+            if from == to {
+                return Ok(TransitionOutcome::Unchanged(from));
+            }
+            if !job.state.can_become(to) || (worker_runs && from == StateKind::Running) {
+                return Ok(TransitionOutcome::Refused(from));
+            }
+            let state = next(&mut job);
+            let reason = format!("{} by request", to.as_str());
+            match to {
+                // A retry is a fresh start: crash charges too.
+                StateKind::Queued => SledStore::forget_crashes(tx, id)?,
+                _ => super::crashes::job_ended(tx, id)?,
+            }
+            tx.transition(&mut job, state, now, reason, None)?;
+            Ok(TransitionOutcome::Done)
+        })?;
+        self.flush()?;
+        Ok(outcome)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::prelude::*;
     use crate::queue::test_support::{spec, temp_store};
 
     #[test]

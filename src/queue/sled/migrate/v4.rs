@@ -2,9 +2,10 @@
 //! changed, so nothing is rewritten: values written by schema 3 decode as they are
 //! ([`super::super::codec::READS_FROM`]). The tree is made when the store opens.
 
-use super::super::{Result, Store};
+use super::super::{Result, SledStore};
+use crate::queue::Queue;
 
-pub fn run(store: &Store) -> Result<()> {
+pub fn run(store: &SledStore) -> Result<()> {
     store.flush()
 }
 
@@ -12,14 +13,15 @@ pub fn run(store: &Store) -> Result<()> {
 mod tests {
     use super::*;
     use crate::queue::codec::{self, encode_as};
-    use crate::queue::trees::{meta, t};
+    use crate::queue::prelude::*;
+    use crate::queue::sled::trees::{meta, t};
 
     #[test]
     fn a_version_3_store_reads_as_it_is_and_gets_the_current_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store");
         {
-            let store = Store::open(&path, &Default::default()).unwrap();
+            let store = SledStore::open(&path, &Default::default()).unwrap();
             store
                 .tree(t::META)
                 .insert(meta::SCHEMA_VERSION, &[3])
@@ -30,7 +32,7 @@ mod tests {
                 .unwrap();
             store.flush().unwrap();
         }
-        let store = Store::open(&path, &Default::default()).unwrap();
+        let store = SledStore::open(&path, &Default::default()).unwrap();
         assert_eq!(
             super::super::stored_version(&store).unwrap(),
             Some(codec::SCHEMA_VERSION)

@@ -14,17 +14,19 @@
 //! A job whose schema-4 value does not decode is left as it is: once the store reads schema 5
 //! it is quarantined like any damaged value, and the rest of the store upgrades.
 
+use crate::queue::Queue;
 use serde::{Deserialize, Serialize};
 
 use super::super::codec::{self, decode_body};
 use super::super::trees::t;
 use super::super::tx::enc;
-use super::super::write::{dedupe_key, split_parts};
-use super::super::{keys, Result, Store};
+use super::super::write::split_parts;
+use super::super::{keys, Result, SledStore};
 use crate::job::{
     chat_document, ChatMessage, Constraint, GenParams, Job, JobSpec, JobState, Millis, ModelRef,
     Quality, Task,
 };
+use crate::queue::identity::dedupe_key;
 
 /// `Task` as schemas 1 to 4 wrote it: a chat kept its messages inline.
 #[derive(Deserialize, Serialize)]
@@ -137,7 +139,7 @@ fn old(v: &[u8]) -> bool {
 
 /// Move one job, with its document when it is a chat whose stored text is not exactly its
 /// messages' (written by a version that laid the document out otherwise), in one transaction.
-fn move_job(store: &Store, key: &[u8], old_value: &[u8]) -> Result<()> {
+fn move_job(store: &SledStore, key: &[u8], old_value: &[u8]) -> Result<()> {
     let Ok(old_job) = decode_body::<JobV4>(&old_value[1..]) else {
         // Damaged: quarantined when it is next read (see the module's head).
         return Ok(());
@@ -173,7 +175,10 @@ fn move_job(store: &Store, key: &[u8], old_value: &[u8]) -> Result<()> {
 
 /// A job's document as stored: the keys of its parts, and its text if every part decodes
 /// (whichever of versions 3 to 5 a part carries: the relabel runs after the jobs move).
-fn stored_document(store: &Store, id: crate::job::JobId) -> Result<(Vec<Vec<u8>>, Option<String>)> {
+fn stored_document(
+    store: &SledStore,
+    id: crate::job::JobId,
+) -> Result<(Vec<Vec<u8>>, Option<String>)> {
     let mut keys = Vec::new();
     let mut text = Some(String::new());
     for kv in store.tree(t::DOCUMENTS).scan_prefix(keys::job(id)) {
@@ -191,7 +196,7 @@ fn stored_document(store: &Store, id: crate::job::JobId) -> Result<(Vec<Vec<u8>>
     Ok((keys, text))
 }
 
-pub fn run(store: &Store) -> Result<()> {
+pub fn run(store: &SledStore) -> Result<()> {
     for kv in store.tree(t::JOBS).iter() {
         let (k, v) = kv?;
         if old(&v) {
@@ -216,7 +221,8 @@ pub fn run(store: &Store) -> Result<()> {
 mod tests {
     use super::*;
     use crate::job::{JobId, StateKind};
-    use crate::queue::trees::meta;
+    use crate::queue::prelude::*;
+    use crate::queue::sled::trees::meta;
     use crate::queue::OpenOptions;
 
     fn v4<T: Serialize>(value: &T) -> Vec<u8> {
@@ -296,7 +302,7 @@ mod tests {
             ),
         ];
         {
-            let store = Store::open(&path, &OpenOptions::default()).unwrap();
+            let store = SledStore::open(&path, &OpenOptions::default()).unwrap();
             let tree = |i| store.tree(i).clone();
             for (id, spec, doc) in &jobs {
                 let id = JobId(*id);
@@ -325,7 +331,7 @@ mod tests {
             tree(t::META).insert(meta::PAUSED, v4(&true)).unwrap();
             store.flush().unwrap();
         }
-        let store = Store::open(&path, &OpenOptions::default()).unwrap();
+        let store = SledStore::open(&path, &OpenOptions::default()).unwrap();
         assert_eq!(
             super::super::stored_version(&store).unwrap(),
             Some(codec::SCHEMA_VERSION)

@@ -5,18 +5,9 @@
 
 use super::trees::t;
 use super::tx::enc;
-use super::{codec, keys, Result, Store};
+use super::{codec, keys, Result, SledStore};
 use crate::job::{GenParams, Job, JobId, JobSpec, JobState, Millis, ModelRef, StateKind, Task};
-
-/// What is kept of a quarantined job (tree `quarantine`, schema 4).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Quarantined {
-    /// Why its value did not decode.
-    pub error: String,
-    pub at: Millis,
-    /// The stored bytes, as they were.
-    pub raw: Vec<u8>,
-}
+use crate::queue::{Quarantine, Quarantined, Queue};
 
 /// The dead stand-in of a job whose value is damaged.
 fn stand_in(id: JobId, error: &str, now: Millis) -> Job {
@@ -55,7 +46,20 @@ fn stand_in(id: JobId, error: &str, now: Millis) -> Job {
     }
 }
 
-impl Store {
+impl Quarantine for SledStore {
+    fn quarantined_count(&self) -> usize {
+        self.tree(t::QUARANTINE).len()
+    }
+
+    fn quarantined(&self, id: JobId) -> Result<Option<Quarantined>> {
+        match self.tree(t::QUARANTINE).get(keys::job(id))? {
+            Some(v) => Ok(Some(codec::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl SledStore {
     /// Job `id`'s value `raw` does not decode (`error`): keep the bytes in quarantine, drop
     /// the job's index entries, and put a dead stand-in in its place. The stand-in.
     pub(super) fn quarantine_job(&self, id: JobId, raw: &[u8], error: &str) -> Result<Job> {
@@ -97,19 +101,6 @@ impl Store {
         Ok(job)
     }
 
-    /// Jobs quarantined so far.
-    pub fn quarantined_count(&self) -> usize {
-        self.tree(t::QUARANTINE).len()
-    }
-
-    /// What was kept of quarantined job `id`.
-    pub fn quarantined(&self, id: JobId) -> Result<Option<Quarantined>> {
-        match self.tree(t::QUARANTINE).get(keys::job(id))? {
-            Some(v) => Ok(Some(codec::decode(&v)?)),
-            None => Ok(None),
-        }
-    }
-
     /// A job's value, or its quarantined stand-in when the value does not decode.
     pub(super) fn decode_job(&self, id: JobId, raw: &[u8]) -> Result<Job> {
         match codec::decode::<Job>(raw) {
@@ -122,9 +113,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use crate::job::{JobState, StateKind};
+    use crate::queue::prelude::*;
+    use crate::queue::sled::keys;
+    use crate::queue::sled::trees::t;
     use crate::queue::test_support::{enqueue_n, temp_store};
-    use crate::queue::trees::t;
-    use crate::queue::{keys, JobFilter};
+    use crate::queue::JobFilter;
 
     #[test]
     fn a_damaged_job_is_quarantined_and_everything_else_goes_on() {
