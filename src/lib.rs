@@ -15,7 +15,8 @@
 //! - [`scheduler`] — the worker loop (recover → steer → fill → step → record): continuous
 //!   batching over jobs (`jobrun`: one job's chunks, reduce rounds, result), the fallback ladder
 //!   (`ladder`), recording outcomes (`record`).
-//! - [`registry`] — registered models, measured memory records, finding GGUFs on disk.
+//! - [`registry`] — registered models, measured memory records, finding GGUFs on disk;
+//!   [`calibration`] — throughput-by-B curves and their knee. Pure.
 //! - [`monitor`] — memory readings (trait `MemoryProbe`: sysinfo, cgroups, macOS sysctl,
 //!   llama.cpp devices; a cgroup's working set) and the memory history's maths;
 //!   `engine::release` gives memory back when a model leaves (page cache, heap);
@@ -52,6 +53,7 @@
 //! itself, the supervisor charges the crash to the job in flight (`crash`, `Queue::record_crash`) —
 //! several in flight run alone first — and starts the runner again.
 
+pub mod calibration;
 pub mod client;
 pub mod config;
 pub mod crash;

@@ -1,14 +1,16 @@
 //! The model registry's domain: what a registered model is, what a measured load recorded, and
 //! finding GGUF files where people already keep them (`models scan`). No sled and no llama
-//! here: the store keeps the records (`queue/models.rs`), the engine measures.
+//! here: the store keeps the records (`queue::ModelRecords`), the engine measures.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::gguf::ModelFacts;
 use crate::job::Millis;
+
+/// Curves live in their own pure module; the registry keeps them with a model's records.
+pub use crate::calibration::{Calibration, CurvePoint};
 
 /// A model known by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,37 +50,6 @@ impl MemoryRecord {
     /// Weights plus what the context allocated: the figure a prediction is compared with.
     pub fn total(&self) -> u64 {
         self.weights + self.context_allocated
-    }
-}
-
-/// A model's generated tokens/s by B (sequences decoded together) at one context size per
-/// sequence, measured by `qwen3q calibrate`. The adaptive batch size starts at its knee.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Calibration {
-    pub n_ctx: u32,
-    /// In order of B.
-    pub points: Vec<CurvePoint>,
-    pub at: Millis,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct CurvePoint {
-    pub n_seq: u32,
-    /// Generated tokens per second, all sequences together.
-    pub tokens_per_sec: f64,
-    /// Weights plus what the context allocated at this B.
-    pub memory: u64,
-}
-
-impl Calibration {
-    /// The smallest B that reaches 90 % of the best throughput.
-    pub fn knee(&self) -> Option<u32> {
-        let curve: Vec<(u32, f64)> = self
-            .points
-            .iter()
-            .map(|p| (p.n_seq, p.tokens_per_sec))
-            .collect();
-        crate::scheduler::batch_size::knee(&curve)
     }
 }
 
@@ -190,30 +161,6 @@ pub fn scan(roots: &[PathBuf]) -> Vec<Found> {
     singles.sort_by(|a, b| a.path.cmp(&b.path));
     singles.dedup_by(|a, b| a.path == b.path);
     singles
-}
-
-impl RegisteredModel {
-    pub fn new(
-        name: String,
-        found_path: &Path,
-        parts: &[PathBuf],
-        template: Option<String>,
-        facts: &ModelFacts,
-        file_bytes: u64,
-        now: Millis,
-    ) -> Self {
-        RegisteredModel {
-            name,
-            path: found_path.display().to_string(),
-            parts: parts.iter().map(|p| p.display().to_string()).collect(),
-            template,
-            architecture: facts.architecture.clone(),
-            parameters: facts.parameters,
-            quantization: facts.quantization.clone(),
-            file_bytes,
-            added: now,
-        }
-    }
 }
 
 #[cfg(test)]

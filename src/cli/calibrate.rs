@@ -48,7 +48,7 @@ pub fn run(ctx: &Ctx, a: CalibrateArgs) -> Result<i32> {
             n_seq: shape.n_seq,
         };
         let snap = probe.sample(qwen3q::now_ms());
-        admit_shares(&snap, need, 0, &ctx.budget(snap.effective_total())).into_result()
+        admit_shares(&snap, need, 0, &ctx.budget(snap.effective_total())).map_err(|r| r.to_string())
     };
     if !a.json {
         println!(

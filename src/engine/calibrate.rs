@@ -37,8 +37,28 @@ pub fn batch_sizes(max: u32) -> Vec<u32> {
 pub struct Sweep {
     pub calibration: Calibration,
     pub memory: Vec<MemoryRecord>,
-    /// The B that did not fit in memory, and the error, if the sweep stopped there.
-    pub stopped: Option<(u32, EngineError)>,
+    /// The B that did not fit in memory, and why, if the sweep stopped there.
+    pub stopped: Option<(u32, SweepError)>,
+}
+
+/// Why a point of the sweep could not run: the engine's error, or the caller's memory gate
+/// refusing the shape (its reason; the gate is the scheduler's, not the engine's).
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl SweepError {
+    /// For lack of memory: a smaller B (or a quieter machine) may do.
+    pub fn is_memory(&self) -> bool {
+        match self {
+            SweepError::Engine(e) => e.is_memory(),
+            SweepError::Refused(_) => true,
+        }
+    }
 }
 
 /// A prompt that makes any instruction model write at length.
@@ -47,7 +67,7 @@ const PROMPT: &str = "Write a long, detailed story about a lighthouse keeper who
     message itself and what the keeper decides to do about it. Use many paragraphs.";
 
 /// Sweep `settings.batch_sizes` on `model`. `admit` is asked before each load (the memory
-/// gate: a `NoMemory` answer means the shape does not fit now); `progress` hears each point as
+/// gate: a refusal, with its reason, means the shape does not fit now); `progress` hears each point as
 /// it is measured. A B that does not fit in memory ends the sweep (the points before it are
 /// kept); any other error ends it with that error.
 pub fn sweep(
@@ -55,9 +75,9 @@ pub fn sweep(
     model: &ModelRef,
     settings: &SweepSettings,
     now: Millis,
-    admit: &mut dyn FnMut(Shape, bool) -> Result<(), EngineError>,
+    admit: &mut dyn FnMut(Shape, bool) -> Result<(), String>,
     progress: &mut dyn FnMut(&CurvePoint),
-) -> Result<Sweep, EngineError> {
+) -> Result<Sweep, SweepError> {
     let mut points = Vec::new();
     let mut memory = Vec::new();
     let mut stopped = None;
@@ -76,7 +96,10 @@ pub fn sweep(
             n_seq: b,
         };
         let loaded = !points.is_empty();
-        let info = match admit(shape, loaded).and_then(|()| engine.load(model, shape)) {
+        let loading = admit(shape, loaded)
+            .map_err(SweepError::Refused)
+            .and_then(|()| Ok(engine.load(model, shape)?));
+        let info = match loading {
             Ok(info) => info,
             Err(e) if e.is_memory() && !points.is_empty() => {
                 stopped = Some((b, e));
@@ -102,10 +125,10 @@ pub fn sweep(
         let tokens_per_sec = match run_point(engine, prompt, &sampling, info.n_seq) {
             Ok(tps) => tps,
             Err(e) if e.is_memory() && !points.is_empty() => {
-                stopped = Some((b, e));
+                stopped = Some((b, e.into()));
                 break;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let mem = info.memory.map_or(info.size_bytes, |m| m.total());
         if let Some(m) = info.memory {
@@ -247,7 +270,7 @@ mod tests {
         let mut gate = |shape: Shape, loaded: bool| {
             assert_eq!(loaded, shape.n_seq > 1, "after B = 1 the model is loaded");
             if shape.n_seq >= 2 {
-                Err(EngineError::NoMemory { need: 2, free: 1 })
+                Err("waiting for memory".to_string())
             } else {
                 Ok(())
             }
@@ -255,11 +278,11 @@ mod tests {
         let s = sweep(&mut engine, &model(), &settings, 0, &mut gate, &mut |_| {}).unwrap();
         assert_eq!(s.calibration.points.len(), 1);
         assert_eq!(log.lock().unwrap().shapes, vec![1]);
-        assert!(matches!(s.stopped, Some((2, EngineError::NoMemory { .. }))));
+        assert!(matches!(s.stopped, Some((2, SweepError::Refused(_)))));
         // Nothing fits at all: that is an error, not an empty curve.
         let mut engine = FakeEngine::new(4096);
-        let mut never = |_: Shape, _: bool| Err(EngineError::NoMemory { need: 2, free: 1 });
+        let mut never = |_: Shape, _: bool| Err("waiting for memory".to_string());
         let e = sweep(&mut engine, &model(), &settings, 0, &mut never, &mut |_| {}).unwrap_err();
-        assert!(matches!(e, EngineError::NoMemory { .. }));
+        assert!(matches!(e, SweepError::Refused(_)) && e.is_memory());
     }
 }

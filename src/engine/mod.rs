@@ -122,10 +122,6 @@ pub enum EngineError {
     NoFreeSlot(u32),
     #[error("the model needs {} MiB with its context but at most {} MiB of the model budget can be made free", needed / 1048576, available / 1048576)]
     NoRoom { needed: u64, available: u64 },
-    #[error("waiting for memory: needs {:.1} GiB, {:.1} GiB free", *need as f64 / 1073741824.0, *free as f64 / 1073741824.0)]
-    NoMemory { need: u64, free: u64 },
-    #[error("the {pool} share of the memory budget is {} MiB; this needs {} MiB of it", cap / 1048576, need / 1048576)]
-    OverShare { pool: Pool, need: u64, cap: u64 },
     #[error("no room in the KV cache for the batch")]
     NoKvSlot,
     #[error("--model auto: no model is registered to choose from (qwen3q models add FILE, or models scan --add)")]
@@ -136,23 +132,6 @@ pub enum EngineError {
     Interrupted(Interrupt),
     #[error("this qwen3q was built without the llama feature; no inference engine is available")]
     Unavailable,
-}
-
-/// Which share of the budget a load would overrun.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Pool {
-    Models,
-    Buffers,
-}
-
-impl std::fmt::Display for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Pool::Models => "models",
-            Pool::Buffers => "processing buffers",
-        })
-    }
 }
 
 impl EngineError {
@@ -182,8 +161,6 @@ impl EngineError {
                 | EngineError::ContextFailed { .. }
                 | EngineError::NoKvSlot
                 | EngineError::NoRoom { .. }
-                | EngineError::NoMemory { .. }
-                | EngineError::OverShare { .. }
         )
     }
 }

@@ -66,8 +66,7 @@ impl Worker {
                 };
                 let need = self.need_by_pool(model, shape);
                 let after = (used + need.weights + need.context) as f64 / total as f64 * 100.0;
-                admission::admit_shares(&snapshot, need, others, &self.budget)
-                    == admission::Admit::Yes
+                admission::admit_shares(&snapshot, need, others, &self.budget).is_ok()
                     && after < self.budget.warn_percent
             })
             .unwrap_or(1)

@@ -3,9 +3,22 @@
 
 use crate::monitor::{MemorySnapshot, Pressure};
 
-/// Which share of the budget a load would overrun (defined beside the engine error that
-/// reports it).
-pub use crate::engine::Pool;
+/// Which share of the budget a load would overrun.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pool {
+    Models,
+    Buffers,
+}
+
+impl std::fmt::Display for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pool::Models => "models",
+            Pool::Buffers => "processing buffers",
+        })
+    }
+}
 
 const GIB: u64 = 1 << 30;
 
@@ -69,44 +82,29 @@ pub struct Need {
     pub n_seq: u32,
 }
 
-/// The gate's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admit {
-    Yes,
+/// Why the gate says no. The gate's refusals are the scheduler's own: the engine never
+/// makes one, and the fallback ladder tells them from the engine's errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
     /// Not now: `need` bytes, `free` beyond the reserve.
-    Wait {
-        need: u64,
-        free: u64,
-    },
+    #[error("waiting for memory: needs {:.1} GiB, {:.1} GiB free", *need as f64 / 1073741824.0, *free as f64 / 1073741824.0)]
+    Wait { need: u64, free: u64 },
     /// The load would take `pool` past its share (`cap` bytes; `need` with what that pool
     /// holds already): fewer sequences, or unloading other models, may do.
-    OverShare {
-        pool: Pool,
-        need: u64,
-        cap: u64,
-    },
+    #[error("the {pool} share of the memory budget is {} MiB; this needs {} MiB of it", cap / 1048576, need / 1048576)]
+    OverShare { pool: Pool, need: u64, cap: u64 },
 }
 
-impl Admit {
-    /// The gate's answer as the engine error a refusal is reported with (the fallback ladder
-    /// reacts to these).
-    pub fn into_result(self) -> Result<(), crate::engine::EngineError> {
-        use crate::engine::EngineError;
-        match self {
-            Admit::Yes => Ok(()),
-            Admit::Wait { need, free } => Err(EngineError::NoMemory { need, free }),
-            Admit::OverShare { pool, need, cap } => Err(EngineError::OverShare { pool, need, cap }),
-        }
-    }
-}
+/// The gate's answer: yes, or why not.
+pub type Admit = Result<(), Refusal>;
 
 /// May something that needs `need` more bytes start now?
 pub fn admit(s: &MemorySnapshot, need: u64, budget: &Budget) -> Admit {
     let free = budget.free(s);
     if need <= free {
-        Admit::Yes
+        Ok(())
     } else {
-        Admit::Wait { need, free }
+        Err(Refusal::Wait { need, free })
     }
 }
 
@@ -119,19 +117,19 @@ pub fn admit_shares(s: &MemorySnapshot, need: Need, loaded_weights: u64, budget:
     let total = s.effective_total();
     let models_cap = budget.models_bytes(total);
     if need.weights > 0 && loaded_weights + need.weights > models_cap {
-        return Admit::OverShare {
+        return Err(Refusal::OverShare {
             pool: Pool::Models,
             need: loaded_weights + need.weights,
             cap: models_cap,
-        };
+        });
     }
     let buffers_cap = budget.buffers_bytes(total);
     if need.n_seq > 1 && need.context > buffers_cap {
-        return Admit::OverShare {
+        return Err(Refusal::OverShare {
             pool: Pool::Buffers,
             need: need.context,
             cap: buffers_cap,
-        };
+        });
     }
     admit(s, need.weights + need.context, budget)
 }
@@ -208,13 +206,13 @@ mod tests {
     fn the_gate_keeps_the_reserve_free() {
         let b = Budget::from_total(16 * GIB, false); // reserve 2 GiB
         let s = snap(16 * GIB, 7 * GIB);
-        assert_eq!(admit(&s, 5 * GIB, &b), Admit::Yes);
+        assert_eq!(admit(&s, 5 * GIB, &b), Ok(()));
         assert_eq!(
             admit(&s, 5 * GIB + 1, &b),
-            Admit::Wait {
+            Err(Refusal::Wait {
                 need: 5 * GIB + 1,
                 free: 5 * GIB
-            }
+            })
         );
     }
 
@@ -228,39 +226,33 @@ mod tests {
             context,
             n_seq,
         };
-        assert_eq!(
-            admit_shares(&s, need(6 * GIB, 3 * GIB, 4), 0, &b),
-            Admit::Yes
-        );
+        assert_eq!(admit_shares(&s, need(6 * GIB, 3 * GIB, 4), 0, &b), Ok(()));
         // Another model's 5 GiB already loaded: 11 GiB of weights is past the models' share.
         assert_eq!(
             admit_shares(&s, need(6 * GIB, GIB, 1), 5 * GIB, &b),
-            Admit::OverShare {
+            Err(Refusal::OverShare {
                 pool: Pool::Models,
                 need: 11 * GIB,
                 cap: 10 * GIB + GIB / 2
-            }
+            })
         );
         // A loaded model (no new weights) is not held by the others' weights.
-        assert_eq!(admit_shares(&s, need(0, GIB, 1), 9 * GIB, &b), Admit::Yes);
+        assert_eq!(admit_shares(&s, need(0, GIB, 1), 9 * GIB, &b), Ok(()));
         // 4 GiB of context for 8 sequences is past the buffers' share; for one it is not.
         assert_eq!(
             admit_shares(&s, need(GIB, 4 * GIB, 8), 0, &b),
-            Admit::OverShare {
+            Err(Refusal::OverShare {
                 pool: Pool::Buffers,
                 need: 4 * GIB,
                 cap: 3 * GIB + GIB / 2
-            }
+            })
         );
-        assert_eq!(admit_shares(&s, need(GIB, 4 * GIB, 1), 0, &b), Admit::Yes);
+        assert_eq!(admit_shares(&s, need(GIB, 4 * GIB, 1), 0, &b), Ok(()));
         // Within both shares, the free memory still decides.
-        assert_eq!(
-            admit_shares(&s, need(7 * GIB, 3 * GIB, 2), 0, &b),
-            Admit::Yes
-        );
+        assert_eq!(admit_shares(&s, need(7 * GIB, 3 * GIB, 2), 0, &b), Ok(()));
         assert!(matches!(
             admit_shares(&s, need(8 * GIB, 3 * GIB, 2), 0, &b),
-            Admit::Wait { .. }
+            Err(Refusal::Wait { .. })
         ));
     }
 

@@ -136,18 +136,6 @@ impl Controller {
     }
 }
 
-/// The knee of a throughput-by-B curve: the smallest B that reaches 90 % of the best
-/// throughput (more sequences beyond it cost memory for little gain).
-pub fn knee(curve: &[(u32, f64)]) -> Option<u32> {
-    let best = curve.iter().map(|c| c.1).fold(0.0, f64::max);
-    let mut points: Vec<(u32, f64)> = curve.to_vec();
-    points.sort_by_key(|p| p.0);
-    points
-        .into_iter()
-        .find(|p| p.1 >= 0.9 * best && best > 0.0)
-        .map(|p| p.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,12 +239,5 @@ mod tests {
         };
         assert_eq!(c.update(&longer), 2);
         assert_eq!(Controller::new(2, 2, 80.0).ceiling(20_000), 1);
-    }
-
-    #[test]
-    fn the_knee_is_the_smallest_b_near_the_best() {
-        let curve = [(1, 40.0), (2, 70.0), (4, 95.0), (8, 100.0)];
-        assert_eq!(knee(&curve), Some(4));
-        assert_eq!(knee(&[]), None);
     }
 }

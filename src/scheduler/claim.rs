@@ -2,6 +2,7 @@
 //! a `--model auto` job's model chosen by the memory free now, the model loaded through the
 //! gate and down the fallback ladder, the document split, earlier checkpoints taken up.
 
+use super::admission::Refusal;
 use super::batch::Batch;
 use super::choose::Choice;
 use super::jobrun::{chunk_texts, JobRun};
@@ -95,11 +96,11 @@ impl Worker {
                     smallest_need,
                     free,
                 }) => {
-                    let e = EngineError::NoMemory {
+                    let e = Refusal::Wait {
                         need: smallest_need,
                         free,
                     };
-                    return self.wait_for_memory(b, id, "auto", now, &e);
+                    return self.wait_for_memory(b, id, "auto", now, &e.into());
                 }
                 Some(Choice::Run {
                     model,
@@ -120,7 +121,7 @@ impl Worker {
         }
         let (model, info) = match self.load_with_fallback(b, &job) {
             Ok(loaded) => loaded,
-            Err(Ladder::Fail(e)) => return self.fail_claimed(job, Stop::Engine(e)),
+            Err(Ladder::Fail(e)) => return self.fail_claimed(job, e.into()),
             Err(Ladder::Wait(e)) => {
                 let name = job.spec.model.name.clone();
                 return self.wait_for_memory(b, id, &name, now, &e);

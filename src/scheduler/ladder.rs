@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::admission::{admit_shares, pressure, shed, Need, Shed, Sheddable};
+use super::admission::{admit_shares, pressure, shed, Need, Pool, Refusal, Shed, Sheddable};
 use super::batch::Batch;
 use super::record::Stop;
 use super::Worker;
@@ -11,12 +11,41 @@ use crate::job::Job;
 use crate::monitor::Pressure;
 use crate::queue::StoreError;
 
+/// Why a model could not be loaded (or a batch go on): the memory gate refused it, or the
+/// engine failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum LoadError {
+    #[error(transparent)]
+    Gate(#[from] Refusal),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl LoadError {
+    /// For lack of memory: a smaller configuration, or waiting, may do.
+    pub(super) fn is_memory(&self) -> bool {
+        match self {
+            LoadError::Gate(_) => true,
+            LoadError::Engine(e) => e.is_memory(),
+        }
+    }
+}
+
+impl From<LoadError> for Stop {
+    fn from(e: LoadError) -> Stop {
+        match e {
+            LoadError::Engine(e) => Stop::Engine(e),
+            LoadError::Gate(r) => Stop::Refused(r),
+        }
+    }
+}
+
 /// How a job that could not be loaded ends this time.
 pub(super) enum Ladder {
     /// It cannot run: fail it (an error of the job, or no configuration fits the budget).
-    Fail(EngineError),
+    Fail(LoadError),
     /// It could run when memory frees up: back to the queue for a while.
-    Wait(EngineError),
+    Wait(LoadError),
 }
 
 /// How long a job waits for memory before it is tried again.
@@ -41,14 +70,14 @@ impl Worker {
         model: &crate::job::ModelRef,
         shape: Shape,
         fresh: bool,
-    ) -> Result<(), EngineError> {
+    ) -> Result<(), Refusal> {
         if self.engine.loaded() == Some(model) && (!fresh || self.engine.context() == Some(shape)) {
             return Ok(());
         }
         let need = self.need_by_pool(model, shape);
         let others = self.others_loaded(model);
         let snapshot = self.probe.sample((self.now)());
-        admit_shares(&snapshot, need, others, &self.budget).into_result()
+        admit_shares(&snapshot, need, others, &self.budget)
     }
 
     /// Bytes the loaded models other than `model` hold (what the models' share already has).
@@ -139,9 +168,10 @@ impl Worker {
             };
             let mut evicted = false;
             loop {
-                let attempt = self
-                    .gate(&model, shape, fresh)
-                    .and_then(|()| self.engine.load(&model, shape));
+                let attempt = match self.gate(&model, shape, fresh) {
+                    Ok(()) => self.engine.load(&model, shape).map_err(LoadError::from),
+                    Err(refused) => Err(LoadError::from(refused)),
+                };
                 match attempt {
                     Ok(info) => {
                         if fresh {
@@ -155,7 +185,8 @@ impl Worker {
                     Err(e) if e.is_memory() => {
                         // Loading the weights does not depend on the shape: after a failed
                         // load only unloading the other models is left to try.
-                        let weights = matches!(e, EngineError::LoadFailed { .. });
+                        let weights =
+                            matches!(e, LoadError::Engine(EngineError::LoadFailed { .. }));
                         if fresh && shape.n_seq > 1 && !weights {
                             shape.n_seq /= 2;
                             tracing::warn!(parallel = shape.n_seq, "{e}; trying fewer sequences");
@@ -169,19 +200,21 @@ impl Worker {
                             let e = match e {
                                 // The gate found room for it, alone at the smallest shape, and
                                 // llama.cpp still failed: memory is ruled out.
-                                EngineError::LoadFailed { path } => EngineError::Refused { path },
+                                LoadError::Engine(EngineError::LoadFailed { path }) => {
+                                    LoadError::Engine(EngineError::Refused { path })
+                                }
                                 e => e,
                             };
                             // Too big for the budget or the models' share even alone, or
                             // refused by llama.cpp: waiting will not help.
                             may_fit_later |= !matches!(
                                 e,
-                                EngineError::NoRoom { .. }
-                                    | EngineError::Refused { .. }
-                                    | EngineError::OverShare {
-                                        pool: super::admission::Pool::Models,
-                                        ..
-                                    }
+                                LoadError::Engine(
+                                    EngineError::NoRoom { .. } | EngineError::Refused { .. }
+                                ) | LoadError::Gate(Refusal::OverShare {
+                                    pool: Pool::Models,
+                                    ..
+                                })
                             );
                             if model == job.spec.model {
                                 own = Some(e);
@@ -215,7 +248,7 @@ impl Worker {
     /// The whole batch failed in a decode. For lack of memory: halve B and start the steps
     /// again, or at B = 1 put the jobs back to wait for memory; for another reason every job
     /// in it fails (and retries later).
-    pub(super) fn batch_failed(&mut self, b: &mut Batch, e: EngineError) -> Result<(), StoreError> {
+    pub(super) fn batch_failed(&mut self, b: &mut Batch, e: LoadError) -> Result<(), StoreError> {
         b.tags.clear();
         if !e.is_memory() {
             for run in std::mem::take(&mut b.runs) {
@@ -292,8 +325,8 @@ impl Worker {
         }
         match step {
             Shed::ShrinkBatch => {
-                let e = EngineError::NoMemory { need: 0, free: 0 };
-                self.batch_failed(b, e)?;
+                let e = Refusal::Wait { need: 0, free: 0 };
+                self.batch_failed(b, e.into())?;
             }
             Shed::UnloadIdle => {
                 self.engine.free_memory(u64::MAX);

@@ -258,7 +258,7 @@ impl Worker {
                         self.record(&mut b, d)?;
                     }
                 }
-                Err(e) => self.batch_failed(&mut b, e)?,
+                Err(e) => self.batch_failed(&mut b, e.into())?,
             }
             self.adapt(&mut b);
             if last_beat.elapsed() > self.settings.lease / 4 {

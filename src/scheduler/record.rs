@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::admission::Refusal;
 use super::batch::Batch;
 use super::jobrun::{Ended, JobRun};
 use super::Worker;
@@ -13,6 +14,8 @@ use crate::queue::StoreError;
 #[derive(Debug)]
 pub(super) enum Stop {
     Engine(EngineError),
+    /// The memory gate refused it, in a way waiting does not mend.
+    Refused(Refusal),
     /// A step ran past the time limit.
     Timeout {
         step: u32,
@@ -129,7 +132,7 @@ impl Worker {
     /// Record in the store how a job ended without a result.
     fn record_outcome(&mut self, id: JobId, stop: Stop) -> Result<(), StoreError> {
         let now = (self.now)();
-        let e = match stop {
+        let (msg, permanent) = match stop {
             Stop::Engine(EngineError::Interrupted(Interrupt::Shutdown)) => {
                 let released = self.store.release(
                     id,
@@ -147,17 +150,18 @@ impl Worker {
                 self.status.lock().unwrap().finished += 1;
                 return Ok(());
             }
-            Stop::Timeout { step, limit } => EngineError::Decode(format!(
-                "step {} ran past its time limit of {} s",
-                step + 1,
-                limit.as_secs()
-            )),
-            Stop::Engine(e) => e,
+            Stop::Timeout { step, limit } => (
+                format!(
+                    "step {} ran past its time limit of {} s",
+                    step + 1,
+                    limit.as_secs()
+                ),
+                false,
+            ),
+            Stop::Refused(r) => (r.to_string(), false),
+            Stop::Engine(e) => (e.to_string(), e.is_permanent()),
         };
-        let msg = e.to_string();
-        let failed = self
-            .store
-            .fail(id, &msg, e.is_permanent(), now, jitter(id, now));
+        let failed = self.store.fail(id, &msg, permanent, now, jitter(id, now));
         match unless_moved(id, failed)? {
             Some(JobState::Dead { .. }) => tracing::warn!(job = %id, "dead: {msg}"),
             Some(_) => tracing::warn!(job = %id, "failed, will retry: {msg}"),

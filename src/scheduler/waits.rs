@@ -1,11 +1,12 @@
 //! Jobs waiting for memory: deferred when the gate refuses them (no attempt counted, `status`
 //! and the memory history say why), and woken early when a batch ends or memory frees.
 
+use super::admission::Refusal;
 use super::batch::Batch;
+use super::ladder::LoadError;
 use super::ladder::MEMORY_WAIT;
 use super::Exit;
 use super::{MemoryWait, Worker};
-use crate::engine::EngineError;
 use crate::job::{JobId, Millis};
 use crate::queue::StoreError;
 
@@ -60,17 +61,17 @@ impl Worker {
         id: JobId,
         model: &str,
         now: Millis,
-        e: &EngineError,
+        e: &LoadError,
     ) -> Result<(), StoreError> {
         let until = now + MEMORY_WAIT.as_millis() as u64;
         let need = match e {
-            EngineError::NoMemory { need, .. } => *need,
+            LoadError::Gate(Refusal::Wait { need, .. }) => *need,
             _ => u64::MAX,
         };
         b.waits.jobs.retain(|w| w.0 != id);
         b.waits.jobs.push((id, need));
         let why = match e {
-            EngineError::NoMemory { .. } => e.to_string(),
+            LoadError::Gate(Refusal::Wait { .. }) => e.to_string(),
             _ => format!("waiting for memory ({e})"),
         };
         tracing::warn!(job = %id, "{why}");

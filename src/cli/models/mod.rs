@@ -107,15 +107,17 @@ fn checked(
         return fail(code::BAD_INPUT, format!("bad model name {name:?}"));
     }
     let parts = if parts.len() > 1 { parts } else { Vec::new() };
-    Ok(RegisteredModel::new(
+    Ok(RegisteredModel {
         name,
-        Path::new(&model_ref.path),
-        &parts,
-        model_ref.template,
-        &facts,
+        path: model_ref.path,
+        parts: parts.iter().map(|p| p.display().to_string()).collect(),
+        template: model_ref.template,
+        architecture: facts.architecture,
+        parameters: facts.parameters,
+        quantization: facts.quantization,
         file_bytes,
-        qwen3q::now_ms(),
-    ))
+        added: qwen3q::now_ms(),
+    })
 }
 
 /// Register `m` under its name, unless the name is taken.
