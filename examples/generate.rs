@@ -4,7 +4,7 @@
 //! cargo run --release --example generate -- MODEL.gguf "The capital of France is" [MAX_TOKENS]
 
 use qwen3q::engine::llama::{LlamaEngine, LlamaSettings};
-use qwen3q::engine::{Control, Engine, Sampling, Shape};
+use qwen3q::engine::{Control, Decoder, Residency, Sampling, Shape};
 use qwen3q::job::ModelRef;
 
 fn main() {
@@ -27,6 +27,7 @@ fn main() {
                 n_ctx: 2048,
                 n_seq: 1,
             },
+            qwen3q::now_ms(),
         )
         .expect("load");
     eprintln!("{info:?}");

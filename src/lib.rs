@@ -7,8 +7,9 @@
 //!   writes, crashes, memory history, model records, quarantine); callers hold a
 //!   `dyn Queue` and see no backend type. `queue::sled` is the backend today and the only code
 //!   that sees sled: every state change one transaction, flushed before anyone is told.
-//! - [`engine`] — the inference seam (trait [`engine::Engine`]: a batch of sequences decoded
-//!   together); `engine::llama` is the only code that sees llama-cpp-2 (`session`: the batch
+//! - [`engine`] — the inference seam (trait [`engine::Engine`] = `Residency` (which models are
+//!   loaded, keep-alive on the worker's clock) + `Text` (tokens, templates) + `Decoder` (a batch
+//!   of sequences decoded together)); `engine::llama` is the only code that sees llama-cpp-2 (`session`: the batch
 //!   context, `anchor`: the benchmark's raw decode). `engine::cache` keeps loaded models under
 //!   the pure LRU (`engine::lru`); chunking, templates, GGUF headers and memory prediction
 //!   (`engine::memory`) are pure.

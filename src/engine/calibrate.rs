@@ -98,7 +98,7 @@ pub fn sweep(
         let loaded = !points.is_empty();
         let loading = admit(shape, loaded)
             .map_err(SweepError::Refused)
-            .and_then(|()| Ok(engine.load(model, shape)?));
+            .and_then(|()| Ok(engine.load(model, shape, now)?));
         let info = match loading {
             Ok(info) => info,
             Err(e) if e.is_memory() && !points.is_empty() => {

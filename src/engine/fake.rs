@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::cache::{LoadedModel, ModelCache};
 use super::lru::Limits;
 use super::{
-    Engine, EngineError, FinishReason, Generation, ModelInfo, Piece, Prompt, SeqDone, SeqRequest,
-    Shape,
+    Decoder, EngineError, FinishReason, Generation, ModelInfo, Piece, Prompt, Residency, SeqDone,
+    SeqRequest, Shape, Text,
 };
 use crate::job::{ChatMessage, Millis, ModelRef};
 
@@ -103,8 +103,13 @@ impl FakeEngine {
     }
 }
 
-impl Engine for FakeEngine {
-    fn load(&mut self, model: &ModelRef, shape: Shape) -> Result<ModelInfo, EngineError> {
+impl Residency for FakeEngine {
+    fn load(
+        &mut self,
+        model: &ModelRef,
+        shape: Shape,
+        now: Millis,
+    ) -> Result<ModelInfo, EngineError> {
         if model.path.contains("missing") {
             return Err(EngineError::ModelMissing(model.path.clone()));
         }
@@ -131,7 +136,7 @@ impl Engine for FakeEngine {
         }
         let bytes = self.model_bytes.get(&model.path).copied().unwrap_or(1);
         let log = self.log.clone();
-        self.cache.make_current(model, bytes, crate::now_ms(), || {
+        self.cache.make_current(model, bytes, now, || {
             log.lock().unwrap().loads.push(model.name.clone());
             Ok(((), bytes))
         })?;
@@ -146,6 +151,36 @@ impl Engine for FakeEngine {
         })
     }
 
+    fn unload(&mut self, now: Millis) {
+        self.seqs.clear();
+        self.cache.clear(now);
+    }
+
+    fn loaded(&self) -> Option<&ModelRef> {
+        self.cache.current().map(|(r, _)| r)
+    }
+
+    fn context(&self) -> Option<Shape> {
+        self.cache.current().and(self.shape)
+    }
+
+    fn maintain(&mut self, now: Millis) -> Vec<String> {
+        if self.seqs.is_empty() {
+            self.cache.release_current(now);
+        }
+        self.cache.expire(now)
+    }
+
+    fn free_memory(&mut self, bytes: u64) -> u64 {
+        self.cache.free(bytes)
+    }
+
+    fn models(&self) -> Vec<LoadedModel> {
+        self.cache.loaded()
+    }
+}
+
+impl Text for FakeEngine {
     fn tokenize(&mut self, text: &str) -> Result<Vec<u32>, EngineError> {
         Ok(text.chars().map(|c| c as u32).collect())
     }
@@ -168,7 +203,9 @@ impl Engine for FakeEngine {
     fn prompt_tokens(&mut self, prompt: &Prompt) -> Result<u32, EngineError> {
         Ok(prompt.text().chars().count() as u32)
     }
+}
 
+impl Decoder for FakeEngine {
     fn start(&mut self, request: SeqRequest) -> Result<(), EngineError> {
         let shape = self
             .shape
@@ -286,32 +323,38 @@ impl Engine for FakeEngine {
         self.shape
             .map_or(0, |s| (s.n_seq as usize).saturating_sub(self.seqs.len()))
     }
+}
 
-    fn unload(&mut self) {
-        self.seqs.clear();
-        self.cache.clear(crate::now_ms());
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    fn loaded(&self) -> Option<&ModelRef> {
-        self.cache.current().map(|(r, _)| r)
-    }
-
-    fn context(&self) -> Option<Shape> {
-        self.cache.current().and(self.shape)
-    }
-
-    fn maintain(&mut self, now: Millis) -> Vec<String> {
-        if self.seqs.is_empty() {
-            self.cache.release_current(now);
+    fn model(name: &str) -> ModelRef {
+        ModelRef {
+            name: name.into(),
+            path: format!("/{name}.gguf"),
+            template: None,
         }
-        self.cache.expire(now)
     }
 
-    fn free_memory(&mut self, bytes: u64) -> u64 {
-        self.cache.free(bytes)
-    }
-
-    fn models(&self) -> Vec<LoadedModel> {
-        self.cache.loaded()
+    /// The keep-alive counts on the worker's clock, passed in: a fake reading the wall clock
+    /// would date `a`'s last use to today and never let it expire at these times.
+    #[test]
+    fn the_keep_alive_runs_on_the_clock_passed_in() {
+        let mut e = FakeEngine::new(4096); // keep-alive 300 s
+        let shape = Shape {
+            n_ctx: 1024,
+            n_seq: 1,
+        };
+        e.load(&model("a"), shape, 1_000).unwrap();
+        e.load(&model("b"), shape, 2_000).unwrap(); // `a` idle from 2 s on
+        assert!(
+            e.maintain(301_999).is_empty(),
+            "a keeps its last millisecond"
+        );
+        assert_eq!(e.maintain(302_000), vec!["a".to_string()]);
+        assert_eq!(e.models().len(), 1, "b stays: idle only since 301.999 s");
+        e.unload(302_001);
+        assert!(e.models().is_empty());
     }
 }

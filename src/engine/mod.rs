@@ -1,5 +1,7 @@
 //! The inference seam: trait [`Engine`], implemented by llama.cpp (`llama/`, the only code
-//! that sees llama-cpp-2) and by a deterministic fake (`fake.rs`) for fast unit tests.
+//! that sees llama-cpp-2) and by a deterministic fake (`fake.rs`) for fast unit tests. It is
+//! three groups of operations: [`Residency`] (loads, unloads, keep-alive; time passed in),
+//! [`Text`] (tokens, the chat template) and [`Decoder`] (sequences stepped together).
 //!
 //! Beside it: `cache` (the loaded models of an engine, kept by the pure `lru`: budget, count,
 //! keep-alive, pins), `memory` (what a model needs for a context shape, predicted from its GGUF
@@ -223,7 +225,7 @@ impl Prompt {
 /// A sequence to start in a free slot.
 #[derive(Debug, Clone)]
 pub struct SeqRequest {
-    /// The caller's name for the sequence; [`SeqDone`] and [`Engine::abort`] use it.
+    /// The caller's name for the sequence; [`SeqDone`] and [`Decoder::abort`] use it.
     pub tag: u64,
     /// The rendered prompt.
     pub prompt: Prompt,
@@ -239,20 +241,60 @@ pub struct SeqDone {
     pub result: Result<Generation, EngineError>,
 }
 
-/// An inference engine: one current model with a context of [`Shape`] in which up to `n_seq`
-/// sequences decode together (continuous batching). The caller starts sequences in free slots
-/// ([`Engine::start`]) and calls [`Engine::step`]: one decode call of at most `n_batch` tokens
-/// that carries one generated token of every decoding sequence and, with the room left, pieces
-/// of newcomers' prompts. A sequence that ends frees its slot at once.
-pub trait Engine: Send {
-    /// Make `model` the current model, loading it if needed, with a context of `shape`. A new
-    /// shape (or model) drops the sequences in flight: call it when none are.
-    fn load(&mut self, model: &ModelRef, shape: Shape) -> Result<ModelInfo, EngineError>;
+/// An inference engine: the three groups of operations below at once. One current model with
+/// a context of [`Shape`] in which up to `n_seq` sequences decode together (continuous
+/// batching). The caller starts sequences in free slots ([`Decoder::start`]) and calls
+/// [`Decoder::step`]: one decode call of at most `n_batch` tokens that carries one generated
+/// token of every decoding sequence and, with the room left, pieces of newcomers' prompts. A
+/// sequence that ends frees its slot at once.
+///
+/// Both engines keep their loaded models in a [`cache::ModelCache`] (the pure [`lru`] decides)
+/// and read no clock: the worker passes `now` to whatever the keep-alive depends on.
+pub trait Engine: Residency + Text + Decoder + Send {}
 
+impl<T: Residency + Text + Decoder + Send> Engine for T {}
+
+/// Which models are in memory, and the current one's context: loads, unloads, keep-alive and
+/// the memory gate's lever.
+pub trait Residency {
+    /// Make `model` the current model, loading it if needed (evicting idle ones as the LRU
+    /// says), with a context of `shape`; `now` is when it was used, for the keep-alive. A new
+    /// shape (or model) drops the sequences in flight: call it when none are.
+    fn load(
+        &mut self,
+        model: &ModelRef,
+        shape: Shape,
+        now: Millis,
+    ) -> Result<ModelInfo, EngineError>;
+
+    /// Unload every model.
+    fn unload(&mut self, now: Millis);
+
+    /// The current model (the batch's), if any.
+    fn loaded(&self) -> Option<&ModelRef>;
+
+    /// The shape of the current model's context while it has one: loading that model at that
+    /// shape again reuses it and takes no more memory.
+    fn context(&self) -> Option<Shape>;
+
+    /// Housekeeping while the worker is idle: with no sequence in flight the current model's
+    /// context is dropped (its memory given back) and it becomes idle; idle models past their
+    /// keep-alive are unloaded. Returns the names of the models unloaded.
+    fn maintain(&mut self, now: Millis) -> Vec<String>;
+
+    /// Unload idle models until `bytes` are freed (the memory gate's lever); bytes freed.
+    fn free_memory(&mut self, bytes: u64) -> u64;
+
+    /// The loaded models, most recently used first.
+    fn models(&self) -> Vec<cache::LoadedModel>;
+}
+
+/// Text operations of the current model: tokens and its chat template.
+pub trait Text {
     /// Tokens of plain text (no special tokens parsed, none added).
     fn tokenize(&mut self, text: &str) -> Result<Vec<u32>, EngineError>;
 
-    /// Text of tokens made by [`Engine::tokenize`].
+    /// Text of tokens made by [`Text::tokenize`].
     fn detokenize(&mut self, tokens: &[u32]) -> Result<String, EngineError>;
 
     /// The prompt for `messages` in the model's chat template, ending with the opening of the
@@ -260,9 +302,12 @@ pub trait Engine: Send {
     fn render(&mut self, messages: &[ChatMessage]) -> Result<Prompt, EngineError>;
 
     /// Count the tokens of a rendered prompt (special tokens parsed in its template pieces
-    /// only, BOS as the model wants), as [`Engine::start`] will feed it.
+    /// only, BOS as the model wants), as [`Decoder::start`] will feed it.
     fn prompt_tokens(&mut self, prompt: &Prompt) -> Result<u32, EngineError>;
+}
 
+/// Decoding: sequences in the current model's context, stepped together.
+pub trait Decoder {
     /// Start a sequence in a free slot. Errors concern this sequence only (its prompt does not
     /// fit, its grammar is invalid, no slot is free).
     fn start(&mut self, request: SeqRequest) -> Result<(), EngineError>;
@@ -285,29 +330,8 @@ pub trait Engine: Send {
     /// adaptive batch size's ceiling).
     fn longest_prompt(&self) -> u32;
 
-    /// Slots free for [`Engine::start`].
+    /// Slots free for [`Decoder::start`].
     fn free_slots(&self) -> usize;
-
-    /// Unload every model.
-    fn unload(&mut self);
-
-    /// The current model (the batch's), if any.
-    fn loaded(&self) -> Option<&ModelRef>;
-
-    /// The shape of the current model's context while it has one: loading that model at that
-    /// shape again reuses it and takes no more memory.
-    fn context(&self) -> Option<Shape>;
-
-    /// Housekeeping while the worker is idle: with no sequence in flight the current model's
-    /// context is dropped (its memory given back) and it becomes idle; idle models past their
-    /// keep-alive are unloaded. Returns the names of the models unloaded.
-    fn maintain(&mut self, now: Millis) -> Vec<String>;
-
-    /// Unload idle models until `bytes` are freed (the memory gate's lever); bytes freed.
-    fn free_memory(&mut self, bytes: u64) -> u64;
-
-    /// The loaded models, most recently used first.
-    fn models(&self) -> Vec<cache::LoadedModel>;
 
     /// Generate one sequence alone, from start to end: the B=1 path for tools and examples.
     /// `control` is asked before each decode step and may stop it. Other sequences must not be

@@ -167,7 +167,7 @@ impl Worker {
             n_ctx: b.n_ctx,
             n_seq: b.n_seq,
         };
-        match self.engine.load(&model, shape) {
+        match self.engine.load(&model, shape, (self.now)()) {
             Ok(_) => true,
             Err(e) => {
                 tracing::warn!("resizing the batch: {e}");

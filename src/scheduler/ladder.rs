@@ -169,7 +169,10 @@ impl Worker {
             let mut evicted = false;
             loop {
                 let attempt = match self.gate(&model, shape, fresh) {
-                    Ok(()) => self.engine.load(&model, shape).map_err(LoadError::from),
+                    Ok(()) => self
+                        .engine
+                        .load(&model, shape, (self.now)())
+                        .map_err(LoadError::from),
                     Err(refused) => Err(LoadError::from(refused)),
                 };
                 match attempt {

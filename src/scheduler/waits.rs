@@ -24,7 +24,7 @@ impl Worker {
         let finished = self.status.lock().unwrap().finished;
         if b.waits.last_try != Some(finished) {
             b.waits.last_try = Some(finished);
-            self.engine.unload();
+            self.engine.unload((self.now)());
             tracing::info!(
                 jobs = b.waits.jobs.len(),
                 "drain: jobs wait for memory; unloaded every model for them to try once more"
