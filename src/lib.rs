@@ -39,7 +39,8 @@
 //!
 //! ## The path a job takes
 //! ```text
-//! enqueue (CLI) ──socket or direct──▶ handler ──▶ queue::enqueue (documents, jobs, ready; flushed;
+//! enqueue (CLI) ──socket or direct──▶ handler ──▶ queue::enqueue (a document over 64 KiB to a file,
+//!               durable first; then documents, jobs, ready in one transaction; flushed;
 //!               a batch request's messages are its document, the job keeps their turns)
 //! worker loop:  claim (same model as the batch) ─▶ engine.load (LRU; fallback ladder if it
 //!               does not fit) ─▶ split into chunks ─▶ chunks take free slots of the batch ─▶

@@ -764,3 +764,81 @@ fn a_damaged_stored_job_is_quarantined_and_everything_else_goes_on() {
     assert_eq!(h.show("b.txt")["state"], "succeeded");
     assert_eq!(h.results(&[]).len(), 2, "results go on too");
 }
+
+/// A large document lives in a file beside the store (schema 6): a file gone or damaged is
+/// that job's error — dead at once, naming the file — and every other job runs.
+#[test]
+fn a_document_file_gone_or_damaged_kills_its_job_only() {
+    let h = TestHome::new();
+    let big = |n: usize| -> String {
+        (0..2500)
+            .map(|i| format!("Document {n}, line {i}, of a large text.\n"))
+            .collect()
+    };
+    for (name, text) in [
+        ("gone.txt", big(1)),
+        ("flipped.txt", big(2)),
+        ("fine.txt", big(3)),
+        ("small.txt", "a small document".to_string()),
+    ] {
+        let doc = h.doc(name, &text);
+        h.enqueue_tiny(&doc, "4");
+    }
+    let dir = h.path().join("store/documents");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 3, "the three large documents: {files:?}");
+    let mut of = |needle: &str| {
+        let i = files
+            .iter()
+            .position(|p| std::fs::read_to_string(p).unwrap().starts_with(needle))
+            .unwrap();
+        files.remove(i)
+    };
+    std::fs::remove_file(of("Document 1,")).unwrap();
+    let flipped = of("Document 2,");
+    let mut bytes = std::fs::read(&flipped).unwrap();
+    bytes[500] ^= 0x20;
+    std::fs::write(&flipped, bytes).unwrap();
+    h.ok(&["worker", "--drain", "--n-ctx", "256"]);
+    for (job, why) in [("gone.txt", "is missing"), ("flipped.txt", "checksum")] {
+        let shown = h.show(job);
+        assert_eq!(shown["state"], "dead", "{shown}");
+        let error = shown["error"].as_str().unwrap();
+        assert!(
+            error.contains("stored document cannot be read") && error.contains(why),
+            "{shown}"
+        );
+    }
+    assert_eq!(h.show("fine.txt")["state"], "succeeded");
+    assert_eq!(h.show("small.txt")["state"], "succeeded");
+}
+
+/// A document file no job names (a command killed between writing it and committing its job)
+/// is removed when the worker starts; a file the store did not write is left alone.
+#[test]
+fn the_worker_removes_document_files_no_job_names() {
+    let h = TestHome::new();
+    let big: String = (0..2500)
+        .map(|i| format!("Line {i} of a large text.\n"))
+        .collect();
+    let doc = h.doc("kept.txt", &big);
+    h.enqueue_tiny(&doc, "4");
+    let dir = h.path().join("store/documents");
+    let orphan = dir.join("0123456789abcdef0123456789abcdef");
+    let foreign = dir.join("notes.txt");
+    std::fs::write(&orphan, "written, never committed").unwrap();
+    std::fs::write(&foreign, "not the store's").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20)); // older than the worker's opening
+    h.ok(&["worker", "--drain", "--n-ctx", "1024"]);
+    assert!(!orphan.exists(), "the orphan went");
+    assert!(foreign.exists(), "a file the store did not write stays");
+    assert_eq!(
+        h.show("kept.txt")["state"],
+        "succeeded",
+        "its own file was read"
+    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+}

@@ -62,6 +62,10 @@ pub enum StoreError {
     Codec(#[from] codec::CodecError),
     #[error("no job {0}")]
     NoSuchJob(JobId),
+    /// The job's stored document cannot be read back (a file gone or damaged): the job's
+    /// error, not the store's.
+    #[error("job {id}'s stored document cannot be read: {reason}")]
+    DamagedDocument { id: JobId, reason: String },
     #[error("job {id} is {from} and cannot become {to}")]
     IllegalTransition {
         id: JobId,

@@ -145,7 +145,15 @@ impl Worker {
         if let Some(record) = &info.memory {
             self.store.record_memory(&model.path, record)?;
         }
-        let text = self.store.document(id)?;
+        let text = match self.store.document(id) {
+            Ok(text) => text,
+            // A document file gone or damaged: this job cannot run, the others can.
+            Err(e @ StoreError::DamagedDocument { .. }) => {
+                let e = EngineError::DamagedJob(e.to_string());
+                return self.fail_claimed(job, Stop::Engine(e));
+            }
+            Err(e) => return Err(e),
+        };
         let chunks = match chunk_texts(
             self.engine.as_mut(),
             &job,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{count, poll, prose, s, sigterm, wait_exit, Rng, TestHome};
+use super::{count, poll, prose, s, sigterm, wait_exit, wait_until, Rng, TestHome};
 
 /// (job id, chunk) → how many times the chunk was recorded as finished, from every job's
 /// history (`show --json` of jobs 1..=jobs).
@@ -184,12 +184,46 @@ impl Drains<'_> {
 /// enqueue kills; the directory.
 pub fn enqueue_documents(h: &TestHome, docs: usize) -> std::path::PathBuf {
     for i in 0..docs {
+        let words = if is_large(i) { 12_000 } else { 12 };
         h.doc(
             &format!("e/d{i:04}.txt"),
-            &format!("document {i}: {}", prose(i, 12)),
+            &format!("document {i}: {}", prose(i, words)),
         );
     }
     h.path().join("docs/e")
+}
+
+/// One document in a hundred is larger than a stored part (about 80 KiB): its text goes to a
+/// file beside the store, written before the transaction that names it.
+fn is_large(i: usize) -> bool {
+    i % 100 == 7
+}
+
+/// The document files in `h`'s store.
+fn document_files(h: &TestHome) -> usize {
+    std::fs::read_dir(h.path().join("store/documents")).map_or(0, |d| d.count())
+}
+
+/// Once every document is a job, exactly one file per large document — after a worker's start,
+/// which removes the files a killed command wrote but never committed (none is lost).
+fn one_file_per_large_document(h: &TestHome, docs: usize, worker: Option<&super::SpawnedWorker>) {
+    let large = (0..docs).filter(|&i| is_large(i)).count();
+    if worker.is_some() {
+        // The command was killed, not the worker that writes: nothing is orphaned.
+        assert_eq!(document_files(h), large);
+        return;
+    }
+    assert!(document_files(h) >= large);
+    let mut w = h.spawn_worker(&["--n-ctx", "256"]);
+    h.wait_for_worker(&mut w);
+    h.ok(&["pause"]);
+    wait_until(
+        Duration::from_secs(30),
+        "one file per large document after the worker's sweep",
+        || document_files(h) == large,
+    );
+    sigterm(&w);
+    wait_exit(&mut w, Duration::from_secs(30)).expect("the worker stops");
 }
 
 /// Every job `list --json` shows, each custom id once (panics on an id listed twice).
@@ -274,6 +308,7 @@ pub fn enqueues(
         let outcomes: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(outcomes.as_array().unwrap().len(), docs);
         assert_eq!(listed_once(&h).len(), docs, "one job per document");
+        one_file_per_large_document(&h, docs, worker.as_ref());
         stop(worker);
     }
     eprintln!("jobs in each store after its kill (a whole enqueue: {whole} ms): {partial:?}");

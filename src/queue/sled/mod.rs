@@ -7,6 +7,7 @@
 //! (`keys.rs`, big-endian so that sled's order is the queue's) are pure.
 
 mod crashes;
+mod files;
 mod history;
 pub mod keys;
 pub mod migrate;
@@ -22,7 +23,7 @@ use super::{codec, OpenOptions, Queue, Result, StoreError};
 use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Set once sled has failed to write in this process (disk full, I/O error). After that,
 /// sled's flush on drop waits forever for a write that will never be stable, so a [`SledStore`]
@@ -61,6 +62,11 @@ pub struct SledStore {
     trees: Vec<sled::Tree>,
     /// Where the store lives, for messages.
     path: PathBuf,
+    /// The files of documents larger than one part (`files.rs`).
+    files: files::DocFiles,
+    /// When this process opened the store: document files written since are its own, and the
+    /// sweep of orphans leaves them alone.
+    opened: SystemTime,
 }
 
 impl Drop for SledStore {
@@ -80,6 +86,15 @@ impl std::fmt::Debug for SledStore {
         f.debug_struct("SledStore")
             .field("path", &self.path)
             .finish()
+    }
+}
+
+/// A file operation of the store failed (document files).
+fn io_error(e: std::io::Error) -> StoreError {
+    if e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == std::io::ErrorKind::StorageFull {
+        StoreError::DiskFull
+    } else {
+        StoreError::Io(e.to_string())
     }
 }
 
@@ -125,6 +140,8 @@ impl SledStore {
                 }
             }
         };
+        let opened = SystemTime::now();
+        let files = files::DocFiles::open(dir).map_err(io_error)?;
         private(dir);
         let trees = trees::ALL
             .iter()
@@ -134,6 +151,8 @@ impl SledStore {
             db: ManuallyDrop::new(db),
             trees,
             path: dir.to_path_buf(),
+            files,
+            opened,
         };
         migrate::run(&store)?;
         Ok(store)
@@ -155,7 +174,14 @@ impl Queue for SledStore {
     }
 
     fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk()?)
+        let files = match self
+            .tree(trees::t::META)
+            .get(trees::meta::DOCUMENT_FILE_BYTES)?
+        {
+            Some(v) => codec::decode::<u64>(&v)?,
+            None => 0,
+        };
+        Ok(self.db.size_on_disk()?.saturating_add(files))
     }
 }
 

@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 
+use super::files::DocFile;
 use super::trees::{meta, t};
 use super::write::custom_id_key;
 use super::{codec, keys, Result, SledStore};
 use crate::job::{ChunkOutput, Event, Job, JobId, JobResult, Millis, StateKind};
+use crate::queue::StoreError;
 use crate::queue::{Counts, JobFilter, JobReads};
 
 impl JobReads for SledStore {
@@ -107,6 +109,11 @@ impl JobReads for SledStore {
     }
 
     fn document(&self, id: JobId) -> Result<String> {
+        if let Some(v) = self.tree(t::DOCUMENT_FILES).get(keys::job(id))? {
+            let damaged = |reason: String| StoreError::DamagedDocument { id, reason };
+            let doc: DocFile = codec::decode(&v).map_err(|e| damaged(e.to_string()))?;
+            return self.files.read(&doc).map_err(|e| damaged(e.to_string()));
+        }
         let mut text = String::new();
         for v in self.tree(t::DOCUMENTS).scan_prefix(keys::job(id)).values() {
             text.push_str(&codec::decode::<String>(&v?)?);

@@ -46,8 +46,12 @@ pub const CRASHES: &str = "crashes";
 /// the error; a dead stand-in takes its place in `jobs`.
 pub const QUARANTINE: &str = "quarantine";
 
+/// job id → `DocFile` (schema 6): where the text of a document larger than one part lives,
+/// in a file of `documents/` (see `files.rs`). Such a job has no entry in [`DOCUMENTS`].
+pub const DOCUMENT_FILES: &str = "document_files";
+
 /// Every tree the store opens, in the order of [`T`]'s indexes.
-pub const ALL: [&str; 18] = [
+pub const ALL: [&str; 19] = [
     META,
     JOBS,
     READY,
@@ -66,6 +70,7 @@ pub const ALL: [&str; 18] = [
     CALIBRATIONS,
     CRASHES,
     QUARANTINE,
+    DOCUMENT_FILES,
 ];
 
 /// Indexes into [`ALL`] (and into a transaction's tree list).
@@ -88,6 +93,7 @@ pub mod t {
     pub const CALIBRATIONS: usize = 15;
     pub const CRASHES: usize = 16;
     pub const QUARANTINE: usize = 17;
+    pub const DOCUMENT_FILES: usize = 18;
 }
 
 /// Keys in [`META`].
@@ -96,9 +102,12 @@ pub mod meta {
     pub const NEXT_JOB_ID: &[u8] = b"next_job_id";
     pub const EVENT_SEQ: &[u8] = b"event_seq";
     pub const PAUSED: &[u8] = b"paused";
+    /// Bytes of the document files jobs name (schema 6): `status` reads it, never the files.
+    pub const DOCUMENT_FILE_BYTES: &[u8] = b"document_file_bytes";
 }
 
-/// The largest value a document part may hold.
+/// The largest value a document part may hold; a document larger than one part lives in a
+/// file (schema 6).
 pub const DOCUMENT_PART_BYTES: usize = 64 * 1024;
 
 #[cfg(test)]
@@ -115,6 +124,7 @@ mod tests {
         assert_eq!(ALL[t::DEDUPE], DEDUPE);
         assert_eq!(ALL[t::CUSTOM_IDS], CUSTOM_IDS);
         assert_eq!(ALL[t::DOCUMENTS], DOCUMENTS);
+        assert_eq!(ALL[t::DOCUMENT_FILES], DOCUMENT_FILES);
         assert_eq!(ALL[t::CHECKPOINTS], CHECKPOINTS);
         assert_eq!(ALL[t::RESULTS], RESULTS);
         assert_eq!(ALL[t::EVENTS], EVENTS);

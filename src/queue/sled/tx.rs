@@ -56,6 +56,18 @@ impl Tx<'_> {
         Ok(current)
     }
 
+    /// Add `delta` (saturating at 0 and `u64::MAX`) to the total under `key` in [`META`]
+    /// (absent: 0); the new total.
+    pub(super) fn add_to(&self, key: &[u8], delta: i128) -> TxResult<u64> {
+        let current = match self.0[t::META].get(key)? {
+            Some(v) => codec::decode::<u64>(&v).or_else(|e| abort(e.into()))?,
+            None => 0,
+        };
+        let total = (i128::from(current) + delta).clamp(0, i128::from(u64::MAX)) as u64;
+        self.0[t::META].insert(key, enc(&total)?)?;
+        Ok(total)
+    }
+
     pub(super) fn event(&self, id: JobId, event: &Event) -> TxResult<()> {
         let seq = self.counter(meta::EVENT_SEQ)?;
         self.0[t::EVENTS].insert(&keys::event(id, seq), enc(event)?)?;

@@ -2,9 +2,10 @@
 
 use sled::transaction::abort;
 
+use super::files::DocFile;
 use super::trees::{meta, t, DOCUMENT_PART_BYTES};
 use super::tx::{enc, Tx, TxResult};
-use super::{codec, keys, Result, SledStore, StoreError};
+use super::{codec, io_error, keys, Result, SledStore, StoreError};
 use crate::job::{
     after_failure, ChunkOutput, Event, Job, JobId, JobResult, JobState, Millis, StateKind,
 };
@@ -36,9 +37,20 @@ pub(crate) fn split_parts(text: &str) -> Vec<&str> {
 impl JobWrites for SledStore {
     fn enqueue(&self, items: &[NewJob], force: bool, now: Millis) -> Result<Vec<EnqueueOutcome>> {
         let dedupe: Vec<[u8; 32]> = items.iter().map(|i| dedupe_key(&i.spec)).collect();
+        // Documents larger than one part go to files first, durable before the transaction
+        // that names them (files.rs).
+        let large: Vec<usize> = (0..items.len())
+            .filter(|&i| items[i].text.len() > DOCUMENT_PART_BYTES)
+            .collect();
+        let texts: Vec<&str> = large.iter().map(|&i| items[i].text.as_str()).collect();
+        let written = self.files.write_all(&texts).map_err(io_error)?;
+        let mut file_of: Vec<Option<&DocFile>> = vec![None; items.len()];
+        for (&i, doc) in large.iter().zip(&written) {
+            file_of[i] = Some(doc);
+        }
         let out = self.transact(|tx| {
             let mut outcomes = Vec::with_capacity(items.len());
-            for (item, dkey) in items.iter().zip(&dedupe) {
+            for ((item, dkey), file) in items.iter().zip(&dedupe).zip(&file_of) {
                 if !force {
                     if let Some(existing) = tx.0[t::DEDUPE].get(dkey)? {
                         if let Some(id) = keys::job_from(&existing) {
@@ -62,8 +74,17 @@ impl JobWrites for SledStore {
                 tx.index(&job, now)?;
                 tx.0[t::DEDUPE].insert(&dkey[..], &keys::job(id))?;
                 tx.0[t::CUSTOM_IDS].insert(custom_id_key(&job.spec.custom_id, id), &[])?;
-                for (n, part) in split_parts(&item.text).into_iter().enumerate() {
-                    tx.0[t::DOCUMENTS].insert(&keys::job_part(id, n as u32), enc(&part)?)?;
+                match file {
+                    Some(doc) => {
+                        tx.0[t::DOCUMENT_FILES].insert(&keys::job(id), enc(doc)?)?;
+                        tx.add_to(meta::DOCUMENT_FILE_BYTES, i128::from(doc.bytes))?;
+                    }
+                    None => {
+                        for (n, part) in split_parts(&item.text).into_iter().enumerate() {
+                            tx.0[t::DOCUMENTS]
+                                .insert(&keys::job_part(id, n as u32), enc(&part)?)?;
+                        }
+                    }
                 }
                 tx.event(
                     id,
@@ -78,8 +99,25 @@ impl JobWrites for SledStore {
                 outcomes.push(EnqueueOutcome::Queued(id));
             }
             Ok(outcomes)
-        })?;
+        });
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                // Nothing names them: orphans now, not at the next sweep.
+                self.files.remove(written.iter().map(|d| d.name.as_str()));
+                return Err(e);
+            }
+        };
+        // (A failed flush leaves them: the transaction names them in memory; the sweep takes
+        // those nothing on disk names.)
         self.flush()?;
+        // A document that was a job already: its file is named by nobody.
+        let unused = file_of
+            .iter()
+            .zip(&out)
+            .filter(|(_, o)| matches!(o, EnqueueOutcome::Existing(..)))
+            .filter_map(|(f, _)| f.map(|d| d.name.as_str()));
+        self.files.remove(unused);
         Ok(out)
     }
 
@@ -368,6 +406,7 @@ impl JobWrites for SledStore {
             );
             self.release(id, now, &reason)?;
         }
+        self.sweep_document_files()?;
         Ok(running)
     }
 
@@ -416,12 +455,20 @@ impl JobWrites for SledStore {
                     }
                 }
                 let dkey = dedupe_key(&job.spec);
-                self.transact(|tx| {
+                let file: Option<DocFile> = match self.tree(t::DOCUMENT_FILES).get(keys::job(id))? {
+                    Some(v) => codec::decode(&v).ok(),
+                    None => None,
+                };
+                let gone = self.transact(|tx| {
                     let Some(job) = tx.job(id)? else {
-                        return Ok(());
+                        return Ok(false);
                     };
                     if !job.state.kind().is_terminal() {
-                        return Ok(()); // retried meanwhile
+                        return Ok(false); // retried meanwhile
+                    }
+                    tx.0[t::DOCUMENT_FILES].remove(&keys::job(id))?;
+                    if let Some(doc) = &file {
+                        tx.add_to(meta::DOCUMENT_FILE_BYTES, -i128::from(doc.bytes))?;
                     }
                     tx.unindex(&job)?;
                     tx.0[t::JOBS].remove(&keys::job(id))?;
@@ -433,8 +480,15 @@ impl JobWrites for SledStore {
                     for (tree, k) in &doomed {
                         tx.0[*tree].remove(&k[..])?;
                     }
-                    Ok(())
+                    Ok(true)
                 })?;
+                if !gone {
+                    continue;
+                }
+                if let Some(doc) = &file {
+                    self.flush()?; // the job is gone on disk before its file is
+                    self.files.remove([doc.name.as_str()]);
+                }
                 pruned += 1;
             }
         }
@@ -444,6 +498,22 @@ impl JobWrites for SledStore {
 }
 
 impl SledStore {
+    /// Remove the document files no job names: left by a process that died between writing
+    /// them and committing the jobs (files.rs). Files this process wrote are left alone.
+    fn sweep_document_files(&self) -> Result<()> {
+        let mut named = std::collections::HashSet::new();
+        for v in self.tree(t::DOCUMENT_FILES).iter().values() {
+            if let Ok(doc) = codec::decode::<DocFile>(&v?) {
+                named.insert(doc.name);
+            }
+        }
+        let removed = self.files.sweep(&named, self.opened);
+        if removed > 0 {
+            tracing::info!(files = removed, "removed document files no job names");
+        }
+        Ok(())
+    }
+
     /// Change one job and flush: the common shape of every single-job state change.
     fn change_job<T>(&self, id: JobId, f: impl Fn(&Tx, &mut Job) -> TxResult<T>) -> Result<T> {
         let out = self.transact(|tx| {

@@ -8,6 +8,7 @@ mod v2;
 mod v3;
 mod v4;
 mod v5;
+mod v6;
 
 use super::codec::SCHEMA_VERSION;
 use super::trees::{meta, t};
@@ -42,6 +43,11 @@ pub const STEPS: &[Step] = &[
         to: 5,
         name: "conversations with their documents, dedupe keys with parameters and batch ids",
         run: v5::run,
+    },
+    Step {
+        to: 6,
+        name: "large documents in files",
+        run: v6::run,
     },
 ];
 
