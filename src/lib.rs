@@ -39,21 +39,21 @@
 //!
 //! ## The path a job takes
 //! ```text
-//! enqueue (CLI) ──socket or direct──▶ handler ──▶ queue::enqueue (a document over 64 KiB to a file,
-//!               durable first; then documents, jobs, ready in one transaction; flushed;
-//!               a batch request's messages are its document, the job keeps their turns)
+//! enqueue (CLI) ──socket or direct──▶ handler ──▶ JobWrites::enqueue (a document over 64 KiB
+//!               to a file, durable first; then documents, jobs, ready in one transaction;
+//!               flushed; a batch request's messages are its document, the job its turns)
 //! worker loop:  claim (same model as the batch) ─▶ engine.load (LRU; fallback ladder if it
 //!               does not fit) ─▶ split into chunks ─▶ chunks take free slots of the batch ─▶
 //!               each decode step advances every slot ─▶ a finished chunk: checkpoint (flushed),
 //!               its slot takes the next chunk ─▶ merge or reduce ─▶ result + event (flushed)
 //! sampler (in the worker): memory every second ─▶ store: memory history (24 h, then minutes)
-//! results (CLI) ──socket or direct──▶ handler ──▶ queue::result ──▶ text | jsonl | openai | files
+//! results (CLI) ──socket or direct──▶ handler ──▶ JobReads::result ──▶ text | jsonl | openai | files
 //! ```
 //! A `kill -9` at any point loses at most the chunk being generated: at start the worker puts
 //! jobs left Running back in the queue, and they resume after their last checkpoint. The worker
 //! is a supervisor and a runner (`supervise`): when the runner dies by a signal it inflicted on
-//! itself, the supervisor charges the crash to the job in flight (`crash`, `Queue::record_crash`) —
-//! several in flight run alone first — and starts the runner again.
+//! itself, the supervisor charges the crash to the job in flight (`crash`,
+//! `Crashes::record_crash`) — several in flight run alone first — and starts the runner again.
 
 pub mod calibration;
 pub mod client;

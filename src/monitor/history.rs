@@ -1,6 +1,6 @@
 //! Memory history: what a sample holds, downsampling to minutes, the trend over a window, a
 //! terminal sparkline and recommendations. Pure: samples in, summaries out. The store keeps the
-//! samples (`queue/history.rs`); the worker's sampler writes them.
+//! samples (`queue::MemoryHistory`); the worker's sampler writes them.
 
 use serde::{Deserialize, Serialize};
 

@@ -32,7 +32,8 @@ pub trait Queue:
     /// Make everything written so far durable (the writes that say so already are).
     fn flush(&self) -> Result<()>;
 
-    /// Bytes the store takes on disk.
+    /// Bytes the store takes on disk, its documents' files included (a maintained figure:
+    /// nothing is walked).
     fn size_on_disk(&self) -> Result<u64>;
 }
 
@@ -52,7 +53,10 @@ pub trait JobReads {
     /// Jobs matching the filter, in id (enqueue) order.
     fn list(&self, filter: &JobFilter) -> Result<Vec<Job>>;
 
-    /// The document as enqueued.
+    /// The document as enqueued. A document damaged or gone is
+    /// [`StoreError::DamagedDocument`](super::StoreError::DamagedDocument), one that could not
+    /// be read this time [`StoreError::UnreadableDocument`](super::StoreError::UnreadableDocument):
+    /// the job's errors, never a reason to stop.
     fn document(&self, id: JobId) -> Result<String>;
 
     /// Finished chunks of a job that has not succeeded yet, by chunk number.
@@ -151,7 +155,8 @@ pub trait JobWrites {
     /// ends at `now`. Nothing happens to a job that is no longer waiting. Whether it was.
     fn wake(&self, id: JobId, now: Millis, reason: &str) -> Result<bool>;
 
-    /// At worker start: every job left Running by a dead worker goes back to the queue.
+    /// At worker start: every job left Running by a dead worker goes back to the queue, and
+    /// what a dead writer left half done (document files no job names) goes.
     fn recover(&self, now: Millis) -> Result<Vec<JobId>>;
 
     /// The worker cancels a job it runs (a person asked it to).

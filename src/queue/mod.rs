@@ -62,10 +62,14 @@ pub enum StoreError {
     Codec(#[from] codec::CodecError),
     #[error("no job {0}")]
     NoSuchJob(JobId),
-    /// The job's stored document cannot be read back (a file gone or damaged): the job's
-    /// error, not the store's.
+    /// The job's stored document is damaged or gone: the job's error (no retry can help),
+    /// not the store's.
     #[error("job {id}'s stored document cannot be read: {reason}")]
     DamagedDocument { id: JobId, reason: String },
+    /// Reading the job's stored document failed this time (an I/O error, no descriptor
+    /// free): the job's error, and a retry may pass.
+    #[error("job {id}'s stored document could not be read now: {reason}")]
+    UnreadableDocument { id: JobId, reason: String },
     #[error("job {id} is {from} and cannot become {to}")]
     IllegalTransition {
         id: JobId,

@@ -147,10 +147,14 @@ impl Worker {
         }
         let text = match self.store.document(id) {
             Ok(text) => text,
-            // A document file gone or damaged: this job cannot run, the others can.
+            // A document damaged or gone: this job cannot run (dead at once), the others can;
+            // one that could not be read now fails and is retried later.
             Err(e @ StoreError::DamagedDocument { .. }) => {
                 let e = EngineError::DamagedJob(e.to_string());
                 return self.fail_claimed(job, Stop::Engine(e));
+            }
+            Err(e @ StoreError::UnreadableDocument { .. }) => {
+                return self.fail_claimed(job, Stop::Unreadable(e.to_string()));
             }
             Err(e) => return Err(e),
         };

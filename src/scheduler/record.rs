@@ -16,6 +16,8 @@ pub(super) enum Stop {
     Engine(EngineError),
     /// The memory gate refused it, in a way waiting does not mend.
     Refused(Refusal),
+    /// Its stored document could not be read this time: it fails and is retried later.
+    Unreadable(String),
     /// A step ran past the time limit.
     Timeout {
         step: u32,
@@ -159,6 +161,7 @@ impl Worker {
                 false,
             ),
             Stop::Refused(r) => (r.to_string(), false),
+            Stop::Unreadable(why) => (why, false),
             Stop::Engine(e) => (e.to_string(), e.is_permanent()),
         };
         let failed = self.store.fail(id, &msg, permanent, now, jitter(id, now));

@@ -7,13 +7,17 @@
 //!
 //! Order, for `kill -9` at any point: the files of a batch are written under fresh names and
 //! made durable *before* the transaction that names them commits. A file that no committed
-//! job names (the process died in between, or the document turned out to be a job already)
-//! is an orphan: removed at once where the writer knows it, else by [`DocFiles::sweep`] when
-//! the worker starts. Removing a job (prune) removes its file after the transaction.
+//! job names (the process died in between, the transaction failed, the document turned out
+//! to be a job already) is an orphan: removed at once where the writer knows it is one, else
+//! by [`DocFiles::sweep`] when the worker starts. The store excludes the sweep from enqueues
+//! in flight (`SledStore::doc_writes`), and only one process opens a store: no file about to
+//! be named can be swept. Removing a job (prune) removes its file after the transaction.
 //!
 //! Everything read back is checked: a file name from the store must be 32 hex digits (no path
-//! from stored bytes), the length is capped and must match, and the text must hash to the
-//! recorded SHA-256 — a damaged or missing file is the job's error, not the worker's.
+//! from stored bytes), the file's length must be the recorded one (read no further, whatever
+//! the record claims), and the text must hash to the recorded SHA-256. A file damaged or gone
+//! is that job's error ([`FileError::is_permanent`]); a failed read (no descriptor free, an
+//! I/O error) may pass. Neither stops the worker.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -22,9 +26,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use sha2::{Digest, Sha256};
-
 use crate::ingest::MAX_DOCUMENT_BYTES;
+
+use sha2::{Digest, Sha256};
 
 /// Where a document's text lives (tree `document_files`, by job id).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -57,6 +61,18 @@ pub enum FileError {
     #[error("reading its file {name}: {error}")]
     Io { name: String, error: std::io::Error },
 }
+
+impl FileError {
+    /// The file is gone or does not hold what was written: no retry can help. A failed read
+    /// ([`FileError::Io`]) may pass.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, FileError::Io { .. })
+    }
+}
+
+/// The largest document file read back: the largest document ingest takes, grown by its
+/// decoding to UTF-8 (UTF-16 text grows by half at most).
+const MAX_FILE_BYTES: u64 = MAX_DOCUMENT_BYTES / 2 * 3;
 
 /// The `documents/` directory of one store.
 #[derive(Debug)]
@@ -109,6 +125,9 @@ impl DocFiles {
         }
         let mut written: Vec<DocFile> = Vec::with_capacity(texts.len());
         let result = (|| {
+            // Opened before the first write: Linux's syncfs reports the write-back errors
+            // recorded since its descriptor was opened (5.8 on).
+            let batch = Batch::start(&self.dir)?;
             for text in texts {
                 let sha: [u8; 32] = Sha256::digest(text.as_bytes()).into();
                 let name = fresh_name(&sha);
@@ -123,9 +142,9 @@ impl DocFiles {
                     sha256: sha,
                 });
                 f.write_all(text.as_bytes())?;
-                durable_file(&f)?;
+                batch.written(&f)?;
             }
-            durable_batch(&self.dir)
+            batch.durable()
         })();
         match result {
             Ok(()) => Ok(written),
@@ -153,12 +172,19 @@ impl DocFiles {
             }
             Err(e) => return Err(io(e)),
         };
-        // Never more than a document may hold, whatever the file or the record says.
-        let cap = MAX_DOCUMENT_BYTES.min(doc.bytes);
-        let on_disk = file.metadata().map_or(0, |m| m.len());
-        let mut bytes = Vec::with_capacity(on_disk.min(cap + 1) as usize);
-        file.take(cap + 1).read_to_end(&mut bytes).map_err(io)?;
-        if bytes.len() as u64 != doc.bytes {
+        // The file's length must be the recorded one, and neither is believed past the
+        // largest document: no allocation follows a damaged record or a grown file.
+        let on_disk = file.metadata().map_err(io)?.len();
+        if on_disk != doc.bytes || on_disk > MAX_FILE_BYTES {
+            return Err(FileError::Length {
+                name: name(),
+                found: on_disk,
+                expected: doc.bytes,
+            });
+        }
+        let mut bytes = Vec::with_capacity(on_disk as usize);
+        file.take(on_disk).read_to_end(&mut bytes).map_err(io)?;
+        if bytes.len() as u64 != on_disk {
             return Err(FileError::Length {
                 name: name(),
                 found: bytes.len() as u64,
@@ -178,21 +204,16 @@ impl DocFiles {
         }
     }
 
-    /// Remove the files no job names (`named`), among those last modified before `before`
-    /// (files written since are this process's, perhaps not committed yet). How many went.
-    pub fn sweep(&self, named: &HashSet<String>, before: SystemTime) -> usize {
+    /// Remove the files no job names (`named`); files the store did not write (other names)
+    /// stay. The caller keeps enqueues out meanwhile. How many went.
+    pub fn sweep(&self, named: &HashSet<String>) -> usize {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return 0;
         };
         let mut removed = 0;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t < before);
             if valid_name(&name)
-                && old
                 && !named.contains(&name)
                 && std::fs::remove_file(entry.path()).is_ok()
             {
@@ -203,34 +224,46 @@ impl DocFiles {
     }
 }
 
-/// Make the files written durable, and the directory's entries naming them. Linux: one
-/// `syncfs` for the whole batch (a flush per file would cost a disk flush each); elsewhere
-/// each file's own `fsync` as it is written (macOS's `F_FULLFSYNC` through std), then the
-/// directory's.
-#[cfg(target_os = "linux")]
-fn durable_file(_: &std::fs::File) -> std::io::Result<()> {
-    Ok(())
+/// Making a batch of files durable, with the directory's entries naming them. Linux: one
+/// `syncfs` for the whole batch (a flush per file would cost a disk flush each), on a
+/// descriptor opened before the first write; elsewhere each file's own `fsync` as it is
+/// written (macOS's `F_FULLFSYNC` through std), then the directory's.
+struct Batch {
+    /// The documents directory, opened when the batch starts.
+    dir: std::fs::File,
 }
 
-#[cfg(target_os = "linux")]
-fn durable_batch(dir: &Path) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let d = std::fs::File::open(dir)?;
-    // SAFETY: a valid open descriptor; syncfs only reads it.
-    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
-        return Err(std::io::Error::last_os_error());
+impl Batch {
+    fn start(dir: &Path) -> std::io::Result<Batch> {
+        Ok(Batch {
+            dir: std::fs::File::open(dir)?,
+        })
     }
-    Ok(())
-}
 
-#[cfg(not(target_os = "linux"))]
-fn durable_file(f: &std::fs::File) -> std::io::Result<()> {
-    f.sync_all()
-}
+    #[cfg(target_os = "linux")]
+    fn written(&self, _: &std::fs::File) -> std::io::Result<()> {
+        Ok(())
+    }
 
-#[cfg(not(target_os = "linux"))]
-fn durable_batch(dir: &Path) -> std::io::Result<()> {
-    sync_dir(dir)
+    #[cfg(not(target_os = "linux"))]
+    fn written(&self, f: &std::fs::File) -> std::io::Result<()> {
+        f.sync_all()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn durable(self) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid open descriptor; syncfs only reads it.
+        if unsafe { libc::syncfs(self.dir.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn durable(self) -> std::io::Result<()> {
+        self.dir.sync_all()
+    }
 }
 
 /// Make a directory's entries (a file created or removed in it) durable.
@@ -275,24 +308,40 @@ mod tests {
             ..docs[0].clone()
         };
         assert!(matches!(files.read(&evil), Err(FileError::BadName(_))));
-        // A record claiming more than a document may hold reads no more than that.
+        // A record claiming exabytes opens the file and reads nothing.
         let huge = DocFile {
             bytes: u64::MAX,
             ..docs[0].clone()
         };
         assert!(matches!(files.read(&huge), Err(FileError::Length { .. })));
+        // A file grown past the largest document (sparse: nothing is written) is not read,
+        // even with a record that agrees.
+        let grown = dir.path().join("documents").join(&docs[0].name);
+        std::fs::File::options()
+            .write(true)
+            .open(&grown)
+            .unwrap()
+            .set_len(MAX_FILE_BYTES + 1)
+            .unwrap();
+        let agreeing = DocFile {
+            bytes: MAX_FILE_BYTES + 1,
+            ..docs[0].clone()
+        };
+        assert!(matches!(
+            files.read(&agreeing),
+            Err(FileError::Length { .. })
+        ));
     }
 
     #[test]
-    fn the_sweep_takes_only_old_files_no_job_names() {
+    fn the_sweep_takes_only_files_of_its_own_that_no_job_names() {
         let dir = tempfile::tempdir().unwrap();
         let files = DocFiles::open(dir.path()).unwrap();
         let docs = files.write_all(&["a", "b", "c"]).unwrap();
+        std::fs::write(dir.path().join("documents/notes.txt"), "not ours").unwrap();
         let named: HashSet<String> = [docs[0].name.clone()].into();
-        let before_them = SystemTime::UNIX_EPOCH;
-        assert_eq!(files.sweep(&named, before_them), 0, "all written since");
-        let later = SystemTime::now() + std::time::Duration::from_secs(1);
-        assert_eq!(files.sweep(&named, later), 2);
+        assert_eq!(files.sweep(&named), 2);
+        assert!(dir.path().join("documents/notes.txt").exists());
         assert_eq!(files.read(&docs[0]).unwrap(), "a");
         assert!(matches!(files.read(&docs[1]), Err(FileError::Missing(_))));
     }

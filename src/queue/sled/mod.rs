@@ -1,6 +1,7 @@
 //! The sled backend of the queue: the only code that sees sled.
 //!
-//! A [`SledStore`] owns one sled database in the home directory. Every state change is one sled
+//! A [`SledStore`] owns one sled database in the home directory, and beside it, in
+//! `documents/`, the files of documents larger than one part (`files.rs`). Every state change is one sled
 //! transaction over all the trees it touches (the job, its indexes, its event), followed by a
 //! `flush` before the caller is told it happened. Reads (`read.rs`) and state changes
 //! (`write.rs`) are split, each implementing its part of the [`Queue`] interface; keys
@@ -23,7 +24,7 @@ use super::{codec, OpenOptions, Queue, Result, StoreError};
 use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// Set once sled has failed to write in this process (disk full, I/O error). After that,
 /// sled's flush on drop waits forever for a write that will never be stable, so a [`SledStore`]
@@ -64,9 +65,10 @@ pub struct SledStore {
     path: PathBuf,
     /// The files of documents larger than one part (`files.rs`).
     files: files::DocFiles,
-    /// When this process opened the store: document files written since are its own, and the
-    /// sweep of orphans leaves them alone.
-    opened: SystemTime,
+    /// Enqueues hold it shared from writing their documents' files to committing the jobs that
+    /// name them; the sweep of orphan files holds it alone, so it never takes a file about to
+    /// be named.
+    doc_writes: std::sync::RwLock<()>,
 }
 
 impl Drop for SledStore {
@@ -91,7 +93,10 @@ impl std::fmt::Debug for SledStore {
 
 /// A file operation of the store failed (document files).
 fn io_error(e: std::io::Error) -> StoreError {
-    if e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == std::io::ErrorKind::StorageFull {
+    let full = [libc::ENOSPC, libc::EDQUOT];
+    if e.raw_os_error().is_some_and(|c| full.contains(&c))
+        || e.kind() == std::io::ErrorKind::StorageFull
+    {
         StoreError::DiskFull
     } else {
         StoreError::Io(e.to_string())
@@ -140,7 +145,6 @@ impl SledStore {
                 }
             }
         };
-        let opened = SystemTime::now();
         let files = files::DocFiles::open(dir).map_err(io_error)?;
         private(dir);
         let trees = trees::ALL
@@ -152,7 +156,7 @@ impl SledStore {
             trees,
             path: dir.to_path_buf(),
             files,
-            opened,
+            doc_writes: std::sync::RwLock::new(()),
         };
         migrate::run(&store)?;
         Ok(store)
@@ -268,6 +272,28 @@ pub(crate) mod test_support {
             ];
             self.tree(trees::t::JOBS)
                 .insert(keys::job(id), &garbage[..])
+                .unwrap();
+        }
+    }
+
+    impl SledStore {
+        /// Overwrite the first stored part of job `id`'s document with bytes that do not
+        /// decode.
+        pub fn damage_document_for_tests(&self, id: JobId) {
+            let garbage = [
+                codec::SCHEMA_VERSION,
+                253,
+                255,
+                255,
+                255,
+                255,
+                255,
+                255,
+                255,
+                31,
+            ];
+            self.tree(trees::t::DOCUMENTS)
+                .insert(keys::job_part(id, 0), &garbage[..])
                 .unwrap();
         }
     }

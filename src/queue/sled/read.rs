@@ -109,14 +109,24 @@ impl JobReads for SledStore {
     }
 
     fn document(&self, id: JobId) -> Result<String> {
+        let damaged = |reason: String| StoreError::DamagedDocument { id, reason };
         if let Some(v) = self.tree(t::DOCUMENT_FILES).get(keys::job(id))? {
-            let damaged = |reason: String| StoreError::DamagedDocument { id, reason };
             let doc: DocFile = codec::decode(&v).map_err(|e| damaged(e.to_string()))?;
-            return self.files.read(&doc).map_err(|e| damaged(e.to_string()));
+            return self.files.read(&doc).map_err(|e| {
+                if e.is_permanent() {
+                    damaged(e.to_string())
+                } else {
+                    StoreError::UnreadableDocument {
+                        id,
+                        reason: e.to_string(),
+                    }
+                }
+            });
         }
         let mut text = String::new();
         for v in self.tree(t::DOCUMENTS).scan_prefix(keys::job(id)).values() {
-            text.push_str(&codec::decode::<String>(&v?)?);
+            let part: String = codec::decode(&v?).map_err(|e| damaged(e.to_string()))?;
+            text.push_str(&part);
         }
         Ok(text)
     }

@@ -1,6 +1,7 @@
-//! Tree names in one place, and the layout of each (schema version 5; see `migrations/`).
+//! Tree names in one place, and the layout of each (schema version 6; see `migrations/`).
 
-/// SledStore-wide settings and counters: `schema_version`, `next_job_id`, `event_seq`, `paused`.
+/// Store-wide settings and counters: `schema_version`, `next_job_id`, `event_seq`, `paused`,
+/// `document_file_bytes`.
 pub const META: &str = "meta";
 /// job id → `Job` (spec, state, attempts).
 pub const JOBS: &str = "jobs";
@@ -10,12 +11,13 @@ pub const READY: &str = "ready";
 pub const DELAYED: &str = "delayed";
 /// (state byte, job id) → (). Listing by state and crash recovery scan one prefix.
 pub const BY_STATE: &str = "by_state";
-/// `write::dedupe_key` (document, task, system, model, parameters; a batch request's id) →
+/// `identity::dedupe_key` (document, task, system, model, parameters; a batch request's id) →
 /// job id. Enqueuing the same work returns the job.
 pub const DEDUPE: &str = "dedupe";
 /// (custom_id bytes, 0x00, job id) → (). Lookup by the user's own name.
 pub const CUSTOM_IDS: &str = "custom_ids";
-/// (job id, part) → text, at most 64 KiB a part. The document as enqueued.
+/// (job id, part) → text, at most 64 KiB a part. The document as enqueued, when it fits in one
+/// part (schema 6; larger ones: [`DOCUMENT_FILES`]) or was stored by schema 5 or earlier.
 pub const DOCUMENTS: &str = "documents";
 /// (job id, chunk) → `ChunkOutput`. A finished chunk; removed once the job succeeds.
 pub const CHECKPOINTS: &str = "checkpoints";

@@ -57,10 +57,11 @@ impl Tx<'_> {
     }
 
     /// Add `delta` (saturating at 0 and `u64::MAX`) to the total under `key` in [`META`]
-    /// (absent: 0); the new total.
+    /// (absent: 0); the new total. A damaged total restarts from 0: a figure for `status`,
+    /// not a reason to refuse work.
     pub(super) fn add_to(&self, key: &[u8], delta: i128) -> TxResult<u64> {
         let current = match self.0[t::META].get(key)? {
-            Some(v) => codec::decode::<u64>(&v).or_else(|e| abort(e.into()))?,
+            Some(v) => codec::decode::<u64>(&v).unwrap_or(0),
             None => 0,
         };
         let total = (i128::from(current) + delta).clamp(0, i128::from(u64::MAX)) as u64;

@@ -518,6 +518,34 @@ fn a_chat_whose_document_does_not_match_its_turns_is_dead_at_once() {
     }
 }
 
+/// A damaged stored document (in sled's parts; a file's damage is tested on the binary) is its
+/// job's death, not the worker's: the next job runs.
+#[test]
+fn a_job_whose_stored_document_is_damaged_is_dead_and_the_rest_run() {
+    let (_d, store) = temp_store();
+    let store = Arc::new(store);
+    let ids = enqueue_docs(&store, 2);
+    store.damage_document_for_tests(ids[0]);
+    let w = worker(
+        &store,
+        FakeEngine::new(1000),
+        now,
+        true,
+        &Signals::default(),
+    );
+    assert_eq!(w.run().unwrap(), Exit::Drained { delayed: 0 });
+    match store.job(ids[0]).unwrap().unwrap().state {
+        JobState::Dead { error, .. } => {
+            assert!(error.contains("stored document cannot be read"), "{error}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        store.job(ids[1]).unwrap().unwrap().state,
+        JobState::Succeeded { .. }
+    ));
+}
+
 fn model(name: &str) -> crate::job::ModelRef {
     crate::job::ModelRef {
         name: name.into(),
