@@ -253,47 +253,34 @@ pub(crate) mod test_support {
         }
     }
 
-    impl SledStore {
-        /// Overwrite job `id`'s stored value with bytes that do not decode (a length that
-        /// claims exabytes), as a damaged disk would.
-        pub fn damage_job_for_tests(&self, id: JobId) {
-            let garbage = [
-                codec::SCHEMA_VERSION,
-                2,
-                253,
-                255,
-                255,
-                255,
-                255,
-                255,
-                255,
-                255,
-                31,
-            ];
-            self.tree(trees::t::JOBS)
-                .insert(keys::job(id), &garbage[..])
-                .unwrap();
-        }
-    }
+    /// A value that does not decode, as a damaged disk would leave it: today's version byte,
+    /// then a length that claims exabytes.
+    const GARBAGE: [u8; 11] = [
+        codec::SCHEMA_VERSION,
+        2,
+        253,
+        255,
+        255,
+        255,
+        255,
+        255,
+        255,
+        255,
+        31,
+    ];
 
     impl SledStore {
-        /// Overwrite the first stored part of job `id`'s document with bytes that do not
-        /// decode.
+        /// Overwrite job `id`'s stored value with [`GARBAGE`].
+        pub fn damage_job_for_tests(&self, id: JobId) {
+            self.tree(trees::t::JOBS)
+                .insert(keys::job(id), &GARBAGE[..])
+                .unwrap();
+        }
+
+        /// Overwrite the first stored part of job `id`'s document with [`GARBAGE`].
         pub fn damage_document_for_tests(&self, id: JobId) {
-            let garbage = [
-                codec::SCHEMA_VERSION,
-                253,
-                255,
-                255,
-                255,
-                255,
-                255,
-                255,
-                255,
-                31,
-            ];
             self.tree(trees::t::DOCUMENTS)
-                .insert(keys::job_part(id, 0), &garbage[..])
+                .insert(keys::job_part(id, 0), &GARBAGE[..])
                 .unwrap();
         }
     }
