@@ -84,29 +84,32 @@ impl Worker {
             return;
         }
         let generated = self.engine.generated_tokens();
+        // The worker's clock, not the machine's: a test's clock makes the readings exact.
+        let now = (self.now)();
         let Some((since, before)) = b.adaptive.read else {
-            b.adaptive.read = Some((std::time::Instant::now(), generated));
+            b.adaptive.read = Some((now, generated));
             return;
         };
-        if since.elapsed() < self.settings.adapt_interval {
+        let elapsed_ms = now.saturating_sub(since);
+        if elapsed_ms < self.settings.adapt_interval.as_millis() as u64 {
             return;
         }
         if std::mem::take(&mut b.adaptive.warmup) {
             // The first interval after a resize is the new slots' prompts filling in: not
             // the steady rate of this B. Measure from here.
-            b.adaptive.read = Some((std::time::Instant::now(), generated));
+            b.adaptive.read = Some((now, generated));
             return;
         }
-        let snapshot = self.probe.sample((self.now)());
+        let snapshot = self.probe.sample(now);
         let reading = super::batch_size::Reading {
             used_percent: snapshot.used_percent(),
             pressure: pressure(&snapshot, &self.budget),
             tokens_per_sec: generated.saturating_sub(before) as f64
-                / since.elapsed().as_secs_f64().max(1e-3),
+                / (elapsed_ms as f64 / 1000.0).max(1e-3),
             alloc_failure: std::mem::take(&mut b.adaptive.alloc_failed),
             longest_input: self.engine.longest_prompt(),
         };
-        b.adaptive.read = Some((std::time::Instant::now(), generated));
+        b.adaptive.read = Some((now, generated));
         let Some(controller) = b.adaptive.controllers.get_mut(&path) else {
             return;
         };

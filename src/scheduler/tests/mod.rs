@@ -1,6 +1,7 @@
 //! The worker loop and the runner on the fake engine: fast checks of the logic around
 //! inference (the real llama.cpp path is covered by `tests/`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -892,12 +893,18 @@ fn the_adaptive_batch_grows_while_throughput_improves_then_halves_on_a_memory_ju
         let total: u64 = if n_seq <= 3 { 10 * n_seq as u64 } else { 41 };
         measured(&store, "m.gguf", 1000, n_seq, 1 << 30, (total - 1) << 30);
     }
+    // Each step takes 5 ms of the worker's clock whatever B (the engine advances it: no
+    // sleep, so a busy machine changes nothing): throughput grows with B.
+    static CLOCK: AtomicU64 = AtomicU64::new(1_000_000);
+    fn clock() -> u64 {
+        CLOCK.load(Ordering::SeqCst)
+    }
     let mut engine = FakeEngine::new(1000);
-    // Each step takes the same time whatever B: throughput grows with B.
-    engine.token_delay = Duration::from_millis(5);
+    engine.on_step = Some(Box::new(|_| {
+        CLOCK.fetch_add(5, Ordering::SeqCst);
+    }));
     let log = engine.log.clone();
-    // Readings over 300 ms (60 steps) each: B + 1 is 17–33 % faster, well beyond the noise of
-    // a busy machine.
+    // Readings over 300 ms (60 steps) each: B + 1 is 17–33 % faster.
     let settings = RunSettings {
         parallel: 6,
         adaptive: true,
@@ -905,7 +912,7 @@ fn the_adaptive_batch_grows_while_throughput_improves_then_halves_on_a_memory_ju
         pressure_interval: Duration::from_secs(3600),
         ..settings(1000)
     };
-    let mut w = worker_with(&store, engine, settings, now, true, &Signals::default());
+    let mut w = worker_with(&store, engine, settings, clock, true, &Signals::default());
     // Memory is steady at 40 % until the controller has reached B = 6, then jumps to 60 %
     // (keyed to the loads, not to a count of readings, which depends on timing).
     struct JumpAtPeak(Arc<Mutex<crate::engine::fake::FakeLog>>);
