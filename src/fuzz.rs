@@ -146,7 +146,10 @@ impl Target {
                 // A chat's turns against its document (schema 5), as a claimed job reads them.
                 let chat = decode::<(Vec<crate::job::Turn>, String)>(input)
                     .is_ok_and(|(turns, text)| crate::job::chat_messages(&turns, &text).is_ok());
-                job || result || state || chat
+                // Where a large document lives (schema 6): the record, then the name it gives.
+                let file = decode::<crate::queue::sled::files::DocFile>(input)
+                    .is_ok_and(|d| crate::queue::sled::files::valid_name(&d.name));
+                job || result || state || chat || file
             }
         }
     }
@@ -261,6 +264,12 @@ fn stored_seeds() -> Vec<Vec<u8>> {
             attempt: 2,
             error: "llama.cpp decode failed".into(),
             next_attempt_at: 77,
+        })
+        .expect("encodes"),
+        encode(&crate::queue::sled::files::DocFile {
+            name: "0123456789abcdef0123456789abcdef".into(),
+            bytes: 70_000,
+            sha256: [7; 32],
         })
         .expect("encodes"),
     ]

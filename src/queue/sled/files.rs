@@ -97,7 +97,8 @@ fn fresh_name(sha: &[u8; 32]) -> String {
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn valid_name(name: &str) -> bool {
+/// A name this store writes: 32 lowercase hex digits (nothing else is ever opened or removed).
+pub(crate) fn valid_name(name: &str) -> bool {
     name.len() == 32
         && name
             .bytes()

@@ -8,7 +8,7 @@
 //! (`keys.rs`, big-endian so that sled's order is the queue's) are pure.
 
 mod crashes;
-mod files;
+pub(crate) mod files;
 mod history;
 pub mod keys;
 pub mod migrate;
