@@ -3,7 +3,7 @@
 //! is refused here, before llama.cpp ever sees it.
 
 use std::collections::BTreeMap;
-use std::io::{BufReader, Read, Seek};
+use std::io::{BufRead, BufReader, Read, Seek};
 use std::path::Path;
 
 /// A metadata value. Arrays keep their first few items (token lists are huge) and their length.
@@ -317,7 +317,7 @@ struct R<T> {
     kept: u64,
 }
 
-impl<T: Read + Seek> R<T> {
+impl<T: BufRead + Seek> R<T> {
     fn bytes<const N: usize>(&mut self) -> Result<[u8; N], GgufError> {
         let mut b = [0u8; N];
         self.inner.read_exact(&mut b).map_err(eof)?;
@@ -363,11 +363,22 @@ impl<T: Read + Seek> R<T> {
         if len > MAX_STRING {
             return Err(GgufError::Damaged(format!("string of {len} bytes")));
         }
-        // Read past it: seeking would throw away a BufReader's buffer on every string, and a
-        // tokenizer has hundreds of thousands of them.
-        let skipped = std::io::copy(&mut (&mut self.inner).take(len), &mut std::io::sink())?;
-        if skipped < len {
-            return Err(GgufError::Damaged("the header ends early".into()));
+        self.skip(len)
+    }
+
+    /// Step over `len` bytes in the reader's buffer: a tokenizer has hundreds of thousands of
+    /// strings of a few bytes, and a seek (or a copy) per string costs more than the rest of
+    /// the header.
+    fn skip(&mut self, len: u64) -> Result<(), GgufError> {
+        let mut left = len;
+        while left > 0 {
+            let available = self.inner.fill_buf()?.len() as u64;
+            if available == 0 {
+                return Err(GgufError::Damaged("the header ends early".into()));
+            }
+            let n = available.min(left);
+            self.inner.consume(n as usize);
+            left -= n;
         }
         Ok(())
     }
@@ -395,10 +406,18 @@ impl<T: Read + Seek> R<T> {
                 let item_ty = self.u32()?;
                 let len = self.count("array")?;
                 let mut head = Vec::new();
-                for i in 0..len {
-                    let v = self.value(item_ty, keep && i < ARRAY_HEAD, depth + 1)?;
-                    if i < ARRAY_HEAD {
-                        head.push(v);
+                for _ in 0..len.min(ARRAY_HEAD) {
+                    head.push(self.value(item_ty, keep, depth + 1)?);
+                }
+                let rest = len - len.min(ARRAY_HEAD);
+                match fixed_size(item_ty) {
+                    // Scores and token types: hundreds of thousands of numbers, stepped over
+                    // at once (count × size cannot overflow: the count is capped).
+                    Some(size) => self.skip(rest * size)?,
+                    None => {
+                        for _ in 0..rest {
+                            self.value(item_ty, false, depth + 1)?;
+                        }
                     }
                 }
                 Value::Array { len, head }
@@ -411,6 +430,18 @@ impl<T: Read + Seek> R<T> {
     }
 }
 
+/// Bytes of one value of a fixed-size type (numbers and booleans); `None` for strings and
+/// arrays.
+fn fixed_size(ty: u32) -> Option<u64> {
+    match ty {
+        0 | 1 | 7 => Some(1),
+        2 | 3 => Some(2),
+        4..=6 => Some(4),
+        10..=12 => Some(8),
+        _ => None,
+    }
+}
+
 fn eof(e: std::io::Error) -> GgufError {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
         GgufError::Damaged("the header ends early".into())
@@ -420,7 +451,7 @@ fn eof(e: std::io::Error) -> GgufError {
 }
 
 /// Parse the header from a reader positioned at the start of the file.
-pub fn read_header<T: Read + Seek>(inner: T) -> Result<Header, GgufError> {
+pub fn read_header<T: BufRead + Seek>(inner: T) -> Result<Header, GgufError> {
     let mut r = R { inner, kept: 0 };
     let magic: [u8; 4] = r.bytes().map_err(|_| GgufError::NotGguf)?;
     if &magic != b"GGUF" {
@@ -563,6 +594,65 @@ mod tests {
             b.extend([0u8; 32]);
         }
         b
+    }
+
+    /// Long arrays of every fixed-size type and of strings are stepped over exactly: the
+    /// key after each, and the tensor after them all, read as written.
+    #[test]
+    fn long_arrays_are_skipped_exactly() {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(1u64.to_le_bytes()); // tensors
+        let types: [(u32, usize); 11] = [
+            (0, 1),
+            (1, 1),
+            (2, 2),
+            (3, 2),
+            (4, 4),
+            (5, 4),
+            (6, 4),
+            (7, 1),
+            (10, 8),
+            (11, 8),
+            (12, 8),
+        ];
+        b.extend((2 * types.len() as u64 + 2).to_le_bytes()); // kv
+        for (n, (ty, size)) in types.iter().enumerate() {
+            s(&mut b, &format!("a{n}"));
+            b.extend(9u32.to_le_bytes());
+            b.extend(ty.to_le_bytes());
+            b.extend(1000u64.to_le_bytes());
+            b.extend(std::iter::repeat_n(0x5a, 1000 * size));
+            s(&mut b, &format!("after{n}"));
+            b.extend(4u32.to_le_bytes());
+            b.extend((n as u32 + 100).to_le_bytes());
+        }
+        s(&mut b, "tokens");
+        b.extend(9u32.to_le_bytes());
+        b.extend(8u32.to_le_bytes());
+        b.extend(3000u64.to_le_bytes());
+        for i in 0..3000 {
+            s(&mut b, &"t".repeat(i % 17));
+        }
+        s(&mut b, "general.architecture");
+        b.extend(8u32.to_le_bytes());
+        s(&mut b, "qwen3");
+        s(&mut b, "w");
+        b.extend(1u32.to_le_bytes());
+        b.extend(8u64.to_le_bytes());
+        b.extend(0u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        let h = read_header(Cursor::new(b)).unwrap();
+        for n in 0..types.len() {
+            assert_eq!(h.get_u64(&format!("after{n}")), Some(n as u64 + 100));
+            match &h.metadata[&format!("a{n}")] {
+                Value::Array { len, head } => assert!(*len == 1000 && head.len() == 8),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(h.architecture(), Some("qwen3"));
+        assert_eq!(h.tensors.len(), 1);
+        assert_eq!(h.tensors[0].name, "w");
     }
 
     #[test]
