@@ -246,6 +246,7 @@ impl Config {
         template: Option<&str>,
         config_path: &Path,
         registry: &dyn Fn(&str) -> Option<ModelEntry>,
+        checked: &crate::validated::ValidatedModels,
     ) -> Result<ModelRef, ConfigError> {
         let name = named
             .map(str::to_string)
@@ -274,15 +275,19 @@ impl Config {
         let path = path
             .canonicalize()
             .map_err(|e| ConfigError::Read(path.clone(), e))?;
-        let header = gguf::inspect(&path).map_err(|e| ConfigError::BadModel(path.clone(), e))?;
+        let check = checked
+            .check(&path)
+            .map_err(|e| ConfigError::BadModel(path.clone(), e))?;
         let template = template.map(str::to_string).or(entry_template);
-        let template = match (header.chat_template(), template) {
+        let template = match (check.has_template, template) {
             (_, Some(t)) => Some(t),
-            (Some(_), None) => None,
-            (None, None) => match builtin_template_for(header.architecture().unwrap_or("")) {
-                Some(t) => Some(t.to_string()),
-                None => return Err(ConfigError::NoTemplate(path)),
-            },
+            (true, None) => None,
+            (false, None) => {
+                match builtin_template_for(check.architecture.as_deref().unwrap_or("")) {
+                    Some(t) => Some(t.to_string()),
+                    None => return Err(ConfigError::NoTemplate(path)),
+                }
+            }
         };
         let display = if named_entry {
             name
@@ -384,23 +389,26 @@ mod tests {
     fn models_must_exist_and_be_gguf() {
         let c = Config::default();
         let p = Path::new("/cfg");
+        let cache_dir = tempfile::tempdir().unwrap();
+        let checked =
+            crate::validated::ValidatedModels::new(cache_dir.path().join("validated-models.json"));
         assert!(matches!(
-            c.resolve_model(None, None, p, &|_| None),
+            c.resolve_model(None, None, p, &|_| None, &checked),
             Err(ConfigError::NoModel(_))
         ));
         assert!(matches!(
-            c.resolve_model(Some("nosuchname"), None, p, &|_| None),
+            c.resolve_model(Some("nosuchname"), None, p, &|_| None, &checked),
             Err(ConfigError::UnknownModel(_))
         ));
         assert!(matches!(
-            c.resolve_model(Some("/no/such.gguf"), None, p, &|_| None),
+            c.resolve_model(Some("/no/such.gguf"), None, p, &|_| None, &checked),
             Err(ConfigError::ModelMissing(_))
         ));
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("fake.gguf");
         std::fs::write(&fake, "not a model").unwrap();
         let err = c
-            .resolve_model(Some(fake.to_str().unwrap()), None, p, &|_| None)
+            .resolve_model(Some(fake.to_str().unwrap()), None, p, &|_| None, &checked)
             .unwrap_err();
         assert!(matches!(err, ConfigError::BadModel(..)), "{err}");
         assert!(err.to_string().contains("not a GGUF"));

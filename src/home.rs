@@ -108,6 +108,11 @@ impl Home {
     pub fn config(&self) -> PathBuf {
         self.dir.join("config.toml")
     }
+
+    /// The cache of models already checked (`validated.rs`).
+    pub fn validated_models(&self) -> PathBuf {
+        self.dir.join("validated-models.json")
+    }
     pub fn logs(&self) -> PathBuf {
         self.dir.join("logs")
     }

@@ -32,7 +32,8 @@
 //! - [`supervise`] — `qwen3q worker` is a supervisor and a runner: the supervisor reads how the
 //!   runner died and charges crashes to the jobs in flight (`crash`), then starts it again.
 //! - [`client`] — the CLI side: the socket when a worker is alive, else the store directly.
-//! - [`config`], [`home`] — configuration and where data lives.
+//! - [`config`], [`home`] — configuration and where data lives; [`validated`] — models already
+//!   checked, remembered by path, size and time so a command does not read their header again.
 //! - [`ingest`] — reading documents from files, directories, stdin and OpenAI batch files.
 //! - [`fuzz`] — mutation fuzzing of the parsers of outside input (GGUF headers, batch lines,
 //!   socket requests, stored values): unit tests and `examples/fuzz_parsers`.
@@ -74,6 +75,7 @@ pub mod schedule;
 pub mod scheduler;
 pub mod service;
 pub mod supervise;
+pub mod validated;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> job::Millis {

@@ -16,9 +16,13 @@ use qwen3q::scheduler::admission::{admit_shares, Need};
 pub fn run(ctx: &Ctx, a: CalibrateArgs) -> Result<i32> {
     let model = ctx
         .config
-        .resolve_model(Some(&a.model), None, &ctx.home.config(), &|n| {
-            ctx.registered(n)
-        })
+        .resolve_model(
+            Some(&a.model),
+            None,
+            &ctx.home.config(),
+            &|n| ctx.registered(n),
+            &ctx.checked(),
+        )
         .map_err(|e| Coded(code::BAD_INPUT, e.to_string()))?;
     if let Response::Status(s) = ctx.call(Request::Status)? {
         if s.worker.is_some_and(|w| !w.running.is_empty()) {

@@ -159,7 +159,13 @@ fn fallback_of(ctx: &Ctx, a: &EnqueueArgs, primary: &ModelRef) -> Result<Vec<Mod
         .filter(|n| !n.is_empty())
         .map(|name| {
             ctx.config
-                .resolve_model(Some(name), None, &ctx.home.config(), &|n| ctx.registered(n))
+                .resolve_model(
+                    Some(name),
+                    None,
+                    &ctx.home.config(),
+                    &|n| ctx.registered(n),
+                    &ctx.checked(),
+                )
                 .map_err(|e| Coded(code::BAD_INPUT, format!("--fallback: {e}")).into())
         })
         .collect()
@@ -260,6 +266,7 @@ pub fn run(ctx: &Ctx, a: EnqueueArgs) -> Result<i32> {
                     a.template.as_deref(),
                     &ctx.home.config(),
                     &|name| ctx.registered(name),
+                    &ctx.checked(),
                 )
                 .map_err(|e| Coded(code::BAD_INPUT, e.to_string()))?;
             let fallback = fallback_of(ctx, &a, &model)?;

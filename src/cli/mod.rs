@@ -99,6 +99,11 @@ impl Ctx {
         })
     }
 
+    /// The cache of models already checked, in this home.
+    pub fn checked(&self) -> qwen3q::validated::ValidatedModels {
+        qwen3q::validated::ValidatedModels::new(self.home.validated_models())
+    }
+
     /// A registered model as a config entry, if the store knows the name.
     pub fn registered(&self, name: &str) -> Option<qwen3q::config::ModelEntry> {
         match self.call(Request::ModelGet(name.to_string())) {

@@ -93,6 +93,7 @@ fn checked(
             template,
             &ctx.home.config(),
             &|_| None,
+            &ctx.checked(),
         )
         .map_err(|e| Coded(code::BAD_INPUT, e.to_string()))?;
     let header = gguf::inspect(Path::new(&model_ref.path))
