@@ -122,30 +122,7 @@ impl ValidatedModels {
 mod tests {
     use super::*;
 
-    /// A minimal GGUF with an architecture and no template.
-    fn gguf(arch: &str) -> Vec<u8> {
-        fn s(out: &mut Vec<u8>, v: &str) {
-            out.extend((v.len() as u64).to_le_bytes());
-            out.extend(v.as_bytes());
-        }
-        let mut b = b"GGUF".to_vec();
-        b.extend(3u32.to_le_bytes());
-        b.extend(1u64.to_le_bytes());
-        b.extend(1u64.to_le_bytes());
-        s(&mut b, "general.architecture");
-        b.extend(8u32.to_le_bytes());
-        s(&mut b, arch);
-        s(&mut b, "w");
-        b.extend(1u32.to_le_bytes());
-        b.extend(8u64.to_le_bytes());
-        b.extend(0u32.to_le_bytes());
-        b.extend(0u64.to_le_bytes());
-        while b.len() % 32 != 0 {
-            b.push(0);
-        }
-        b.extend([0u8; 32]);
-        b
-    }
+    use crate::engine::gguf::test_model as gguf;
 
     #[test]
     fn an_unchanged_model_is_not_read_again_and_a_changed_one_is() {

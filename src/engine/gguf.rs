@@ -560,6 +560,33 @@ pub fn inspect(path: &Path) -> Result<Header, GgufError> {
     Ok(header)
 }
 
+/// A minimal usable GGUF for tests elsewhere: `general.architecture` = `arch`, one F32
+/// tensor of 8 elements with its data.
+#[cfg(test)]
+pub(crate) fn test_model(arch: &str) -> Vec<u8> {
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(1u64.to_le_bytes()); // tensors
+    b.extend(1u64.to_le_bytes()); // kv
+    let key = "general.architecture";
+    b.extend((key.len() as u64).to_le_bytes());
+    b.extend(key.as_bytes());
+    b.extend(8u32.to_le_bytes());
+    b.extend((arch.len() as u64).to_le_bytes());
+    b.extend(arch.as_bytes());
+    b.extend(1u64.to_le_bytes());
+    b.push(b'w');
+    b.extend(1u32.to_le_bytes()); // dims
+    b.extend(8u64.to_le_bytes());
+    b.extend(0u32.to_le_bytes()); // F32
+    b.extend(0u64.to_le_bytes()); // offset
+    while b.len() % 32 != 0 {
+        b.push(0);
+    }
+    b.extend([0u8; 32]);
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
