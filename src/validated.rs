@@ -31,7 +31,8 @@ struct Entry {
     check: ModelCheck,
 }
 
-/// At most this many models are remembered (the most recently added stay).
+/// At most this many models are remembered; past it, entries go in path order (a cache: a
+/// model dropped is only read again).
 const MAX_ENTRIES: usize = 64;
 /// A cache file larger than this is not read.
 const MAX_FILE_BYTES: u64 = 1 << 20;
@@ -83,10 +84,7 @@ impl ValidatedModels {
             },
         );
         while entries.len() > MAX_ENTRIES {
-            let oldest = entries.keys().next().cloned();
-            if let Some(k) = oldest {
-                entries.remove(&k);
-            }
+            entries.pop_first();
         }
         self.write(&entries);
         Ok(check)

@@ -784,11 +784,7 @@ fn a_document_file_gone_or_damaged_kills_its_job_only() {
         let doc = h.doc(name, &text);
         h.enqueue_tiny(&doc, "4");
     }
-    let dir = h.path().join("store/documents");
-    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut files = h.document_files();
     assert_eq!(files.len(), 3, "the three large documents: {files:?}");
     let mut of = |needle: &str| {
         let i = files
@@ -831,7 +827,6 @@ fn the_worker_removes_document_files_no_job_names() {
     let foreign = dir.join("notes.txt");
     std::fs::write(&orphan, "written, never committed").unwrap();
     std::fs::write(&foreign, "not the store's").unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(20)); // older than the worker's opening
     h.ok(&["worker", "--drain", "--n-ctx", "1024"]);
     assert!(!orphan.exists(), "the orphan went");
     assert!(foreign.exists(), "a file the store did not write stays");
@@ -840,5 +835,5 @@ fn the_worker_removes_document_files_no_job_names() {
         "succeeded",
         "its own file was read"
     );
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+    assert_eq!(h.document_files().len(), 2);
 }

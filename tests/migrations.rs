@@ -188,14 +188,6 @@ fn a_store_written_by_schema_v4_opens_with_its_conversations_and_new_identities(
     assert_eq!(chat3["state"], "succeeded", "{chat3}");
 }
 
-/// The document files in a home's store.
-fn document_files(h: &TestHome) -> Vec<std::path::PathBuf> {
-    match std::fs::read_dir(h.path().join("store/documents")) {
-        Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
 #[test]
 fn a_store_written_by_schema_v5_keeps_its_parted_document_and_writes_large_ones_to_files() {
     let h = home_with_fixture("store-v5.tar.gz");
@@ -203,7 +195,7 @@ fn a_store_written_by_schema_v5_keeps_its_parted_document_and_writes_large_ones_
     assert_eq!(count(&status, "succeeded"), 2, "{status}");
     assert_eq!(count(&status, "queued"), 1);
     assert!(h.results(&["chat-1"])[0]["answer"].is_string());
-    assert!(document_files(&h).is_empty(), "nothing moved out");
+    assert!(h.document_files().is_empty(), "nothing moved out");
     fixture_model_in_place(&h);
     // A large document after the upgrade goes to a file; a small one stays in the store.
     let big: String = (0..3000)
@@ -225,7 +217,7 @@ fn a_store_written_by_schema_v5_keeps_its_parted_document_and_writes_large_ones_
         out.contains("queued #4") && out.contains("queued #5"),
         "{out}"
     );
-    let files = document_files(&h);
+    let files = h.document_files();
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(std::fs::read_to_string(&files[0]).unwrap(), big);
     // The same file again is the same job, and leaves no second file behind.
@@ -239,7 +231,7 @@ fn a_store_written_by_schema_v5_keeps_its_parted_document_and_writes_large_ones_
             "8"
         ])
         .contains("exists (queued) #4"));
-    assert_eq!(document_files(&h).len(), 1);
+    assert_eq!(h.document_files().len(), 1);
     // Both kinds run: the schema-5 document from its parts, the new one from its file. The
     // worker reads what it was given: each job's prompt holds its document's start.
     h.ok(&["worker", "--drain"]);
@@ -255,5 +247,5 @@ fn a_store_written_by_schema_v5_keeps_its_parted_document_and_writes_large_ones_
     );
     // Pruning the jobs removes the file with them.
     assert!(h.ok(&["prune", "--older-than", "0s"]).contains("pruned 5"));
-    assert!(document_files(&h).is_empty());
+    assert!(h.document_files().is_empty());
 }

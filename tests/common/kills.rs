@@ -199,11 +199,6 @@ fn is_large(i: usize) -> bool {
     i % 100 == 7
 }
 
-/// The document files in `h`'s store.
-fn document_files(h: &TestHome) -> usize {
-    std::fs::read_dir(h.path().join("store/documents")).map_or(0, |d| d.count())
-}
-
 /// Once every document is a job, exactly one file per large document — after a worker's start,
 /// which removes the files a killed command wrote but never committed (none is lost).
 fn one_file_per_large_document(h: &TestHome, docs: usize, worker: Option<&super::SpawnedWorker>) {
@@ -214,18 +209,18 @@ fn one_file_per_large_document(h: &TestHome, docs: usize, worker: Option<&super:
         wait_until(
             Duration::from_secs(30),
             "one file per large document",
-            || document_files(h) == large,
+            || h.document_files().len() == large,
         );
         return;
     }
-    assert!(document_files(h) >= large);
+    assert!(h.document_files().len() >= large);
     let mut w = h.spawn_worker(&["--n-ctx", "256"]);
     h.wait_for_worker(&mut w);
     h.ok(&["pause"]);
     wait_until(
         Duration::from_secs(30),
         "one file per large document after the worker's sweep",
-        || document_files(h) == large,
+        || h.document_files().len() == large,
     );
     sigterm(&w);
     wait_exit(&mut w, Duration::from_secs(30)).expect("the worker stops");

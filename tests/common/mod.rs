@@ -239,6 +239,14 @@ impl TestHome {
         assert!(ok, "unpack {}", tar.display());
     }
 
+    /// The files of documents over one part in this home's store (`store/documents/`).
+    pub fn document_files(&self) -> Vec<PathBuf> {
+        match std::fs::read_dir(self.path().join("store/documents")) {
+            Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Write a document under the home's `docs/` directory.
     pub fn doc(&self, name: &str, text: &str) -> PathBuf {
         let p = self.path().join("docs").join(name);

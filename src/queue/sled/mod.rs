@@ -38,14 +38,7 @@ impl From<sled::Error> for StoreError {
             WRITE_FAILED.store(true, Ordering::SeqCst);
         }
         match e {
-            sled::Error::Io(io)
-                if io.raw_os_error() == Some(libc::ENOSPC)
-                    || io.kind() == std::io::ErrorKind::StorageFull
-                    || io.to_string().contains("No space left") =>
-            {
-                StoreError::DiskFull
-            }
-            sled::Error::Io(io) => StoreError::Io(io.to_string()),
+            sled::Error::Io(io) => io_error(io),
             sled::Error::Corruption { .. } => StoreError::Corrupt {
                 path: PathBuf::new(),
                 reason: e.to_string(),
@@ -91,11 +84,13 @@ impl std::fmt::Debug for SledStore {
     }
 }
 
-/// A file operation of the store failed (document files).
+/// An I/O error of the store (sled's, or the document files'): a full disk or quota is
+/// [`StoreError::DiskFull`] (sled sometimes passes it on as a message only).
 fn io_error(e: std::io::Error) -> StoreError {
     let full = [libc::ENOSPC, libc::EDQUOT];
     if e.raw_os_error().is_some_and(|c| full.contains(&c))
         || e.kind() == std::io::ErrorKind::StorageFull
+        || e.to_string().contains("No space left")
     {
         StoreError::DiskFull
     } else {
