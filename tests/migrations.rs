@@ -249,3 +249,33 @@ fn a_store_written_by_schema_v5_keeps_its_parted_document_and_writes_large_ones_
     assert!(h.ok(&["prune", "--older-than", "0s"]).contains("pruned 5"));
     assert!(h.document_files().is_empty());
 }
+
+#[test]
+fn a_store_written_by_schema_v6_gets_totals_per_state_that_later_moves_keep() {
+    let h = home_with_fixture("store-v6.tar.gz");
+    // The migration counted what the store held…
+    let status = h.status();
+    assert_eq!(count(&status, "succeeded"), 1, "{status}");
+    assert_eq!(count(&status, "queued"), 2, "{status}");
+    assert_eq!(count(&status, "cancelled"), 1, "{status}");
+    assert_eq!(h.document_files().len(), 1, "fx-big.txt stays in its file");
+    fixture_model_in_place(&h);
+    // …and every later move keeps the totals: a run, a retry, an enqueue, a prune.
+    h.ok(&["worker", "--drain"]);
+    let status = h.status();
+    assert_eq!(count(&status, "succeeded"), 3, "{status}");
+    assert_eq!(count(&status, "queued"), 0, "{status}");
+    assert!(h.results(&["fx-big.txt"])[0]["answer"].is_string());
+    h.ok(&["retry", "3"]);
+    let doc = h.doc("after.txt", "a document after the upgrade");
+    h.ok(&["enqueue", s(&doc), "--model", "fx-tiny", "--max-tokens", "8"]);
+    let status = h.status();
+    assert_eq!(count(&status, "queued"), 2, "{status}");
+    assert_eq!(count(&status, "cancelled"), 0, "{status}");
+    h.ok(&["worker", "--drain"]);
+    assert!(h.ok(&["prune", "--older-than", "0s"]).contains("pruned 5"));
+    let status = h.status();
+    for state in ["queued", "running", "succeeded", "failed", "dead", "cancelled"] {
+        assert_eq!(count(&status, state), 0, "{state}: {status}");
+    }
+}

@@ -5,7 +5,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 /// The layout every value written by this build follows. Bump it with a migration under
 /// `migrations/` and a step in `migrate/`.
-pub const SCHEMA_VERSION: u8 = 6;
+pub const SCHEMA_VERSION: u8 = 7;
 
 /// The oldest version byte whose values have this build's layout: values written by schemas
 /// `READS_FROM..=SCHEMA_VERSION` decode as they are. A schema that only adds trees (4 added

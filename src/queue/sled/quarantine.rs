@@ -3,7 +3,7 @@
 //! stand-in put in its place — so that one bad value does not stop the worker, `list` or
 //! `results`. Everything else goes on; `status` counts them.
 
-use super::trees::t;
+use super::trees::{meta, t};
 use super::tx::enc;
 use super::{codec, keys, Result, SledStore};
 use crate::job::{GenParams, Job, JobId, JobSpec, JobState, Millis, ModelRef, StateKind, Task};
@@ -91,10 +91,17 @@ impl SledStore {
         let job = stand_in(id, error, now);
         self.transact(|tx| {
             for (tree, k) in &stale {
-                tx.0[*tree].remove(&k[..])?;
+                let gone = tx.0[*tree].remove(&k[..])?;
+                // The state's total loses the job it counted (schema 7).
+                if *tree == t::BY_STATE && gone.is_some() {
+                    if let Some(kind) = k.first().copied().and_then(StateKind::from_byte) {
+                        tx.add_to(&meta::jobs_in(kind), -1)?;
+                    }
+                }
             }
             tx.0[t::QUARANTINE].insert(&keys::job(id), enc(&kept)?)?;
             tx.0[t::BY_STATE].insert(&keys::by_state(StateKind::Dead, id), &[])?;
+            tx.add_to(&meta::jobs_in(StateKind::Dead), 1)?;
             tx.put_job(&job)
         })?;
         self.flush()?;

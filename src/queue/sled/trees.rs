@@ -1,7 +1,7 @@
-//! Tree names in one place, and the layout of each (schema version 6; see `migrations/`).
+//! Tree names in one place, and the layout of each (schema version 7; see `migrations/`).
 
 /// Store-wide settings and counters: `schema_version`, `next_job_id`, `event_seq`, `paused`,
-/// `document_file_bytes`.
+/// `document_file_bytes`, `jobs_in<state>`.
 pub const META: &str = "meta";
 /// job id → `Job` (spec, state, attempts).
 pub const JOBS: &str = "jobs";
@@ -106,6 +106,15 @@ pub mod meta {
     pub const PAUSED: &[u8] = b"paused";
     /// Bytes of the document files jobs name (schema 6): `status` reads it, never the files.
     pub const DOCUMENT_FILE_BYTES: &[u8] = b"document_file_bytes";
+
+    /// How many jobs are in state `kind` (schema 7): `jobs_in` and the state's byte → `u64`.
+    /// Moved in the same transaction as the job's `by_state` entry, so `status` reads six keys
+    /// however many jobs the store holds.
+    pub fn jobs_in(kind: crate::job::StateKind) -> [u8; 8] {
+        let mut k = *b"jobs_in\0";
+        k[7] = kind as u8;
+        k
+    }
 }
 
 /// The largest value a document part may hold; a document larger than one part lives in a

@@ -79,6 +79,7 @@ impl Tx<'_> {
     pub(super) fn unindex(&self, job: &Job) -> TxResult<()> {
         let id = job.id;
         self.0[t::BY_STATE].remove(&keys::by_state(job.state.kind(), id))?;
+        self.add_to(&meta::jobs_in(job.state.kind()), -1)?;
         match &job.state {
             JobState::Queued => {
                 self.0[t::READY].remove(&keys::ready(job.spec.priority, id))?;
@@ -100,6 +101,7 @@ impl Tx<'_> {
     pub(super) fn index(&self, job: &Job, now: Millis) -> TxResult<()> {
         let id = job.id;
         self.0[t::BY_STATE].insert(&keys::by_state(job.state.kind(), id), &[])?;
+        self.add_to(&meta::jobs_in(job.state.kind()), 1)?;
         match &job.state {
             JobState::Queued => match job.spec.not_before {
                 Some(due) if due > now => {

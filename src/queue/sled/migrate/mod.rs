@@ -9,6 +9,7 @@ mod v3;
 mod v4;
 mod v5;
 mod v6;
+mod v7;
 
 use super::codec::SCHEMA_VERSION;
 use super::trees::{meta, t};
@@ -48,6 +49,11 @@ pub const STEPS: &[Step] = &[
         to: 6,
         name: "large documents in files",
         run: v6::run,
+    },
+    Step {
+        to: 7,
+        name: "totals of jobs per state",
+        run: v7::run,
     },
 ];
 
