@@ -1,24 +1,27 @@
-//! Benchmark: the worker's continuous batching against a raw batched decode of the same shapes
-//! (the method of llama.cpp's `llama-batched-bench`), on gemma, at B = 1, 2, 4, 8.
+//! Benchmark: the worker's continuous batching against llama.cpp's own `llama-batched-bench`,
+//! built by `scripts/build-anchors.sh` from the llama.cpp sources llama-cpp-sys-2 vendors (the
+//! worker's own llama.cpp), on gemma, at B = 1, 2, 4, 8.
 //!
 //! cargo build --release --bins && cargo run --release --example bench_batch -- [DOCS] [RUNS] [TG] [B,B,…]
 //!
-//! Each run and B: a fresh home; `qwen3q enqueue` of DOCS documents (not timed); then
-//! `qwen3q worker --drain --parallel B`. The worker's time runs from the first claim to the last
-//! result (`started_ms`/`finished_ms` in the results) less the one-time model load and context
-//! creation (from its log): queue, store writes and checkpoints are all inside. The raw anchor
-//! decodes DOCS/B waves of B sequences of the same mean prompt and answer lengths in this
-//! process, right before and right after the worker; the two rates are averaged. Reports total tokens/s (prompt + generated) of both and the
-//! ratio worker/raw per B (median over runs), the time from worker start to its first generated
-//! token, and the worker's peak RSS beyond the model file and the KV cache.
+//! Each B and run: a fresh home; `qwen3q enqueue` of DOCS documents (not timed); then
+//! `qwen3q worker --drain --parallel B`. The worker's time runs from the first claim to the last result
+//! (`started_ms`/`finished_ms` in the results) less the one-time model load and context
+//! creation (from its log): queue, store writes and checkpoints are all inside. The anchor is
+//! `llama-batched-bench -npl B,B,…` (DOCS/B waves of B sequences of the worker's mean prompt
+//! and answer lengths, one process, its load left out as the tool leaves it out) with the same
+//! context (`-c` n_ctx×B, one KV stream per sequence, `-b`/`-ub` 512, the worker's threads) and
+//! llama.cpp's default kernels (as the worker runs them), run right before and right after the worker; the two are averaged. Reports total tokens/s
+//! (prompt + generated) of both and the ratio worker/tool per B (median over runs), the time
+//! from worker start to its first generated token, and the worker's peak RSS beyond the model
+//! file and the KV cache.
 
 mod support;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use support::{bin, doc, log_number, median, model, now_ms, run_measured};
 
 use qwen3q::engine::gguf;
-use qwen3q::engine::llama::anchor::Anchor;
-use qwen3q::engine::Shape;
 
 const N_CTX: u32 = 1024;
 
@@ -30,13 +33,7 @@ struct WorkerRun {
     peak_rss: u64,
 }
 
-fn worker_run(
-    bin: &std::path::Path,
-    model: &std::path::Path,
-    n: usize,
-    tg: u32,
-    b: u32,
-) -> WorkerRun {
+fn worker_run(bin: &Path, model: &Path, n: usize, tg: u32, b: u32) -> WorkerRun {
     let dir = tempfile::Builder::new()
         .prefix("q3b")
         .tempdir_in("/tmp")
@@ -106,7 +103,7 @@ fn worker_run(
 
 /// Spawn → the result of a one-token job: the time to the first generated token, with process
 /// start, store open, model load and prefill inside.
-fn first_token_ms(bin: &std::path::Path, model: &std::path::Path) -> u64 {
+fn first_token_ms(bin: &Path, model: &Path) -> u64 {
     let dir = tempfile::Builder::new()
         .prefix("q3f")
         .tempdir_in("/tmp")
@@ -145,6 +142,63 @@ fn first_token_ms(bin: &std::path::Path, model: &std::path::Path) -> u64 {
     v["timings"]["finished_ms"].as_u64().unwrap() - spawned
 }
 
+/// `llama-batched-bench`: `QWEN3Q_BATCHED_BENCH`, or the one `scripts/build-anchors.sh` builds
+/// from the crate's llama.cpp (built on first use, about 15 minutes on 2 cores).
+fn batched_bench() -> PathBuf {
+    if let Some(p) = std::env::var_os("QWEN3Q_BATCHED_BENCH") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join("scripts/build-anchors.sh"))
+        .output()
+        .expect("scripts/build-anchors.sh runs");
+    assert!(out.status.success(), "scripts/build-anchors.sh failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("llama-batched-bench-crate="))
+        .map(PathBuf::from)
+        .expect("build-anchors.sh names llama-batched-bench-crate")
+}
+
+/// The tool's tokens/s over `waves` waves of B sequences of `pp` prompt and `tg` generated
+/// tokens.
+fn tool_tps(tool: &Path, model: &Path, b: u32, waves: usize, pp: u32, tg: u32) -> f64 {
+    let npl = vec![b.to_string(); waves].join(",");
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .to_string();
+    let mut cmd = Command::new(tool);
+    cmd.args(["-m", model.to_str().unwrap()])
+        .args(["-c", &(N_CTX * b).to_string(), "-b", "512", "-ub", "512"])
+        .args([
+            "-npp",
+            &pp.to_string(),
+            "-ntg",
+            &tg.to_string(),
+            "-npl",
+            &npl,
+        ])
+        .args(["-t", &threads, "-tb", &threads, "--output-format", "jsonl"]);
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mut tokens, mut secs) = (0f64, 0f64);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    for line in text.lines().filter(|l| l.starts_with("{\"n_kv_max\"")) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let t = v["t"].as_f64().unwrap();
+        tokens += v["speed"].as_f64().unwrap() * t;
+        secs += t;
+    }
+    assert!(secs > 0.0, "no rows from llama-batched-bench: {text}");
+    tokens / secs
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(16);
@@ -155,71 +209,60 @@ fn main() {
         .map(|s| s.split(',').map(|b| b.parse().unwrap()).collect())
         .unwrap_or_else(|| vec![1, 2, 4, 8]);
     let bin = bin();
+    let tool = batched_bench();
     let model = model("gemma-3-270m-q4_k_m.gguf");
     let facts = gguf::inspect(&model)
         .unwrap()
         .facts(std::fs::metadata(&model).unwrap().len());
-    let anchor = Anchor::load(&model, 512, 0).unwrap();
     println!("gemma-3-270m Q4_K_M, {n} docs, up to {tg} generated tokens each, n_ctx {N_CTX} per sequence, {runs} runs");
-    println!("| B | worker tok/s | raw tok/s | worker/raw | mean prompt | mean answer | worker peak RSS | RSS beyond model+KV |");
+    println!("anchor: {}", tool.display());
+    println!("| B | worker tok/s | tool tok/s | worker/tool | mean prompt | mean answer | worker peak RSS | RSS beyond model+KV |");
     println!("|---|---|---|---|---|---|---|---|");
-    for b in bs {
-        let (mut ws, mut rs, mut ratios, mut rss) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut mpp, mut mtg) = (0.0f64, 0.0f64);
-        for _ in 0..runs {
-            // The anchor runs as many waves as the worker's documents make, right before and
-            // right after the worker (the same shapes: the worker's mean lengths from its
-            // previous run, or a first guess), and the two are averaged: this machine's speed
-            // drifts within a minute, and a ratio must compare like with like.
-            let shape = Shape {
-                n_ctx: N_CTX,
-                n_seq: b,
-            };
+    {
+        for &b in &bs {
+            let (mut ws, mut rs, mut ratios, mut rss) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut mpp, mut mtg) = (0.0f64, 0.0f64);
             let waves = n.div_ceil(b as usize);
-            let raw_tps_now = |pp: u32, tg: u32| {
-                let (mut tokens, mut secs) = (0u64, 0f64);
-                for _ in 0..waves {
-                    let r = anchor.run(shape, pp, tg).unwrap();
-                    tokens += r.pp_tokens + r.tg_tokens;
-                    secs += r.pp_secs + r.tg_secs;
-                }
-                tokens as f64 / secs
-            };
-            let (pp0, tg0) = if mpp > 0.0 {
-                (mpp.round() as u32, mtg.round() as u32)
-            } else {
-                (151, tg)
-            };
-            let before = raw_tps_now(pp0, tg0);
-            let w = worker_run(&bin, &model, n, tg, b);
-            let (pp, tgm) = (w.mean_pp.round() as u32, w.mean_tg.round() as u32);
-            let after = raw_tps_now(pp, tgm);
-            let raw_tps = (before + after) / 2.0;
-            let worker_tps = w.tokens as f64 / w.secs;
-            eprintln!(
-                "B={b}: worker {worker_tps:.1} tok/s ({} tokens in {:.2} s), raw {before:.1} before / {after:.1} after, ratio {:.3}",
-                w.tokens,
-                w.secs,
-                worker_tps / raw_tps
+            for _ in 0..runs {
+                // The tool runs right before and right after the worker (the same shapes: the
+                // worker's mean lengths from its previous run, or a first guess), and the two
+                // are averaged: this machine's speed drifts within a minute.
+                let (pp0, tg0) = if mpp > 0.0 {
+                    (mpp.round() as u32, mtg.round() as u32)
+                } else {
+                    (151, tg)
+                };
+                let before = tool_tps(&tool, &model, b, waves, pp0, tg0);
+                let w = worker_run(&bin, &model, n, tg, b);
+                let (pp, tgm) = (w.mean_pp.round() as u32, w.mean_tg.round() as u32);
+                let after = tool_tps(&tool, &model, b, waves, pp, tgm);
+                let tool_tps = (before + after) / 2.0;
+                let worker_tps = w.tokens as f64 / w.secs;
+                eprintln!(
+                    "B={b}: worker {worker_tps:.1} tok/s ({} tokens in {:.2} s), tool {before:.1} before / {after:.1} after, ratio {:.3}",
+                    w.tokens,
+                    w.secs,
+                    worker_tps / tool_tps
+                );
+                ws.push(worker_tps);
+                rs.push(tool_tps);
+                ratios.push(worker_tps / tool_tps);
+                rss.push(w.peak_rss as f64);
+                mpp = w.mean_pp;
+                mtg = w.mean_tg;
+            }
+            let kv = facts.kv_cache_bytes(N_CTX as u64, 512, b as u64);
+            let peak = median(rss);
+            println!(
+                "| {b} | {:.0} | {:.0} | {:.3} | {mpp:.0} | {mtg:.0} | {:.0} MiB | {:.0} MiB |",
+                median(ws),
+                median(rs),
+                median(ratios),
+                peak / 1048576.0,
+                (peak - facts.file_bytes as f64 - kv as f64) / 1048576.0
             );
-            ws.push(worker_tps);
-            rs.push(raw_tps);
-            ratios.push(worker_tps / raw_tps);
-            rss.push(w.peak_rss as f64);
-            mpp = w.mean_pp;
-            mtg = w.mean_tg;
         }
-        let kv = facts.kv_cache_bytes(N_CTX as u64, 512, b as u64);
-        let peak = median(rss);
-        println!(
-            "| {b} | {:.0} | {:.0} | {:.3} | {mpp:.0} | {mtg:.0} | {:.0} MiB | {:.0} MiB |",
-            median(ws),
-            median(rs),
-            median(ratios),
-            peak / 1048576.0,
-            (peak - facts.file_bytes as f64 - kv as f64) / 1048576.0
-        );
     }
     let ttft: Vec<f64> = (0..runs)
         .map(|_| first_token_ms(&bin, &model) as f64)

@@ -2,14 +2,22 @@
 # Build llama.cpp's own tools that the benchmarks measure qwen3q against (issue 10): the real
 # `llama-batched-bench` and `llama-server`, never an imitation of them.
 #
-# llama-cpp-sys-2 vendors llama.cpp without the tools' sources, so they come from the
-# llama-cpp-python sdist on PyPI, whose vendor/llama.cpp tree is complete. Built with the flags
-# the crate gives its own llama.cpp (Release, GGML_NATIVE=OFF, no CPU features beyond the Rust
-# target's: the same kernels as the worker) and without the server's web page or TLS.
+# Two builds:
+# - `llama-batched-bench-crate`: the worker's own llama.cpp, the sources llama-cpp-sys-2
+#   vendors (in cargo's registry), with the tool's two source files from the llama-cpp-python
+#   sdist (the crate leaves tools out; the sdist's batched-bench compiles against the crate's
+#   llama.cpp unchanged). Same flags as the crate's build: RelWithDebInfo (cargo's release
+#   profile has debug = 1), -march=x86-64 with AVX, AVX2, FMA, F16C, BMI2 (the Rust target's),
+#   OpenMP, llamafile sgemm and CPU repacking on (the crate's defaults). The worker ÷ this tool
+#   is the speed of qwen3q's own loop.
+# - `llama-batched-bench` and `llama-server` from the llama-cpp-python sdist's complete
+#   vendor/llama.cpp (a newer llama.cpp: the server does not compile against the crate's), in
+#   Release, GGML_NATIVE=OFF, without the server's web page or TLS.
 #
 # Everything lives outside the clone, under ~/.cache/qwen3q/anchors (QWEN3Q_ANCHORS), so a
 # second run only prints the paths. Prints `name=path` for each tool on stdout.
 set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 version=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
 cache=${QWEN3Q_ANCHORS:-$HOME/.cache/qwen3q/anchors}
@@ -42,6 +50,41 @@ if [ ! -x "$bin/llama-batched-bench" ] || [ ! -x "$bin/llama-server" ]; then
     cmake --build "$build" -j "$(nproc)" --target llama-batched-bench llama-server >&2
 fi
 
+# The worker's own llama.cpp, with the sdist's batched-bench sources.
+sys_version=$(awk '/^name = "llama-cpp-sys-2"/ {getline; gsub(/"/, "", $3); print $3}' \
+    "$root/Cargo.lock")
+crate_src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"llama-cpp-sys-2-$sys_version"/llama.cpp 2>/dev/null | head -1)
+if [ -z "$crate_src" ]; then
+    (cd "$root" && cargo fetch --locked >&2)
+    crate_src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"llama-cpp-sys-2-$sys_version"/llama.cpp | head -1)
+fi
+crate=crate-$sys_version
+if [ ! -x "$crate/bin/llama-batched-bench" ]; then
+    rm -rf "$crate/src"
+    mkdir -p "$crate"
+    cp -r "$crate_src" "$crate/src"
+    chmod -R u+w "$crate/src"
+    cp "$src"/tools/batched-bench/{CMakeLists.txt,batched-bench.cpp,main.cpp} "$crate/src/tools/batched-bench/"
+    printf 'find_package(Threads REQUIRED)\nllama_add_compile_flags()\nadd_subdirectory(batched-bench)\n' \
+        > "$crate/src/tools/CMakeLists.txt"
+    flags="-ffunction-sections -fdata-sections -fPIC -m64 -march=x86-64"
+    cmake -S "$crate/src" -B "$crate/build" \
+        -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
+        -DBUILD_SHARED_LIBS=OFF \
+        -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+        -DGGML_BMI2=ON -DGGML_SSE42=ON -DGGML_OPENMP=ON \
+        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+        -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_APP=OFF \
+        -DLLAMA_BUILD_MTMD=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF >&2
+    cmake --build "$crate/build" -j "$(nproc)" --target llama-batched-bench >&2
+    mkdir -p "$crate/bin"
+    cp "$crate/build/bin/llama-batched-bench" "$crate/bin/"
+    rm -rf "$crate/build" "$crate/src"
+fi
+
 echo "llama_cpp_python=$version"
+echo "llama-cpp-sys-2=$sys_version"
+echo "llama-batched-bench-crate=$cache/$crate/bin/llama-batched-bench"
 echo "llama-batched-bench=$cache/$bin/llama-batched-bench"
 echo "llama-server=$cache/$bin/llama-server"

@@ -9,8 +9,8 @@
 //!   that sees sled: every state change one transaction, flushed before anyone is told.
 //! - [`engine`] — the inference seam (trait [`engine::Engine`] = `Residency` (which models are
 //!   loaded, keep-alive on the worker's clock) + `Text` (tokens, templates) + `Decoder` (a batch
-//!   of sequences decoded together)); `engine::llama` is the only code that sees llama-cpp-2 (`session`: the batch
-//!   context, `anchor`: the benchmark's raw decode). `engine::cache` keeps loaded models under
+//!   of sequences decoded together)); `engine::llama` is the only code that sees llama-cpp-2
+//!   (`session`: the batch context). `engine::cache` keeps loaded models under
 //!   the pure LRU (`engine::lru`); chunking, templates, GGUF headers and memory prediction
 //!   (`engine::memory`) are pure.
 //! - [`scheduler`] — the worker loop (recover → steer → fill → step → record): continuous

@@ -268,14 +268,28 @@ fn a_store_written_by_schema_v6_gets_totals_per_state_that_later_moves_keep() {
     assert!(h.results(&["fx-big.txt"])[0]["answer"].is_string());
     h.ok(&["retry", "3"]);
     let doc = h.doc("after.txt", "a document after the upgrade");
-    h.ok(&["enqueue", s(&doc), "--model", "fx-tiny", "--max-tokens", "8"]);
+    h.ok(&[
+        "enqueue",
+        s(&doc),
+        "--model",
+        "fx-tiny",
+        "--max-tokens",
+        "8",
+    ]);
     let status = h.status();
     assert_eq!(count(&status, "queued"), 2, "{status}");
     assert_eq!(count(&status, "cancelled"), 0, "{status}");
     h.ok(&["worker", "--drain"]);
     assert!(h.ok(&["prune", "--older-than", "0s"]).contains("pruned 5"));
     let status = h.status();
-    for state in ["queued", "running", "succeeded", "failed", "dead", "cancelled"] {
+    for state in [
+        "queued",
+        "running",
+        "succeeded",
+        "failed",
+        "dead",
+        "cancelled",
+    ] {
         assert_eq!(count(&status, state), 0, "{state}: {status}");
     }
 }

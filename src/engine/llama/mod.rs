@@ -8,7 +8,6 @@
 //! whole process (an assertion, not an error), so a step never adds more; and a prompt that
 //! does not fit the context is refused before any decode.
 
-pub mod anchor;
 mod prompt;
 mod session;
 

@@ -99,11 +99,6 @@ impl Session {
         })
     }
 
-    /// The context itself, for the raw anchor benchmark.
-    pub(super) fn ctx_mut(&mut self) -> &mut LlamaContext<'static> {
-        &mut self.ctx
-    }
-
     pub(super) fn active(&self) -> usize {
         self.slots.iter().filter(|s| s.is_some()).count()
     }

@@ -102,7 +102,11 @@ mod tests {
                 }
                 _ => drop(store.claim(now, 60_000).unwrap()),
             }
-            assert_eq!(store.counts().unwrap(), store.scan_counts().unwrap(), "step {step}");
+            assert_eq!(
+                store.counts().unwrap(),
+                store.scan_counts().unwrap(),
+                "step {step}"
+            );
         }
         let kept = store.counts().unwrap();
         assert!(kept.total() > 20, "the moves left jobs behind: {kept:?}");
