@@ -218,51 +218,49 @@ fn main() {
     println!("anchor: {}", tool.display());
     println!("| B | worker tok/s | tool tok/s | worker/tool | mean prompt | mean answer | worker peak RSS | RSS beyond model+KV |");
     println!("|---|---|---|---|---|---|---|---|");
-    {
-        for &b in &bs {
-            let (mut ws, mut rs, mut ratios, mut rss) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            let (mut mpp, mut mtg) = (0.0f64, 0.0f64);
-            let waves = n.div_ceil(b as usize);
-            for _ in 0..runs {
-                // The tool runs right before and right after the worker (the same shapes: the
-                // worker's mean lengths from its previous run, or a first guess), and the two
-                // are averaged: this machine's speed drifts within a minute.
-                let (pp0, tg0) = if mpp > 0.0 {
-                    (mpp.round() as u32, mtg.round() as u32)
-                } else {
-                    (151, tg)
-                };
-                let before = tool_tps(&tool, &model, b, waves, pp0, tg0);
-                let w = worker_run(&bin, &model, n, tg, b);
-                let (pp, tgm) = (w.mean_pp.round() as u32, w.mean_tg.round() as u32);
-                let after = tool_tps(&tool, &model, b, waves, pp, tgm);
-                let tool_tps = (before + after) / 2.0;
-                let worker_tps = w.tokens as f64 / w.secs;
-                eprintln!(
-                    "B={b}: worker {worker_tps:.1} tok/s ({} tokens in {:.2} s), tool {before:.1} before / {after:.1} after, ratio {:.3}",
-                    w.tokens,
-                    w.secs,
-                    worker_tps / tool_tps
-                );
-                ws.push(worker_tps);
-                rs.push(tool_tps);
-                ratios.push(worker_tps / tool_tps);
-                rss.push(w.peak_rss as f64);
-                mpp = w.mean_pp;
-                mtg = w.mean_tg;
-            }
-            let kv = facts.kv_cache_bytes(N_CTX as u64, 512, b as u64);
-            let peak = median(rss);
-            println!(
-                "| {b} | {:.0} | {:.0} | {:.3} | {mpp:.0} | {mtg:.0} | {:.0} MiB | {:.0} MiB |",
-                median(ws),
-                median(rs),
-                median(ratios),
-                peak / 1048576.0,
-                (peak - facts.file_bytes as f64 - kv as f64) / 1048576.0
+    for &b in &bs {
+        let (mut ws, mut rs, mut ratios, mut rss) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut mpp, mut mtg) = (0.0f64, 0.0f64);
+        let waves = n.div_ceil(b as usize);
+        for _ in 0..runs {
+            // The tool runs right before and right after the worker (the same shapes: the
+            // worker's mean lengths from its previous run, or a first guess), and the two
+            // are averaged: this machine's speed drifts within a minute.
+            let (pp0, tg0) = if mpp > 0.0 {
+                (mpp.round() as u32, mtg.round() as u32)
+            } else {
+                (151, tg)
+            };
+            let before = tool_tps(&tool, &model, b, waves, pp0, tg0);
+            let w = worker_run(&bin, &model, n, tg, b);
+            let (pp, tgm) = (w.mean_pp.round() as u32, w.mean_tg.round() as u32);
+            let after = tool_tps(&tool, &model, b, waves, pp, tgm);
+            let tool_rate = (before + after) / 2.0;
+            let worker_tps = w.tokens as f64 / w.secs;
+            eprintln!(
+                "B={b}: worker {worker_tps:.1} tok/s ({} tokens in {:.2} s), tool {before:.1} before / {after:.1} after, ratio {:.3}",
+                w.tokens,
+                w.secs,
+                worker_tps / tool_rate
             );
+            ws.push(worker_tps);
+            rs.push(tool_rate);
+            ratios.push(worker_tps / tool_rate);
+            rss.push(w.peak_rss as f64);
+            mpp = w.mean_pp;
+            mtg = w.mean_tg;
         }
+        let kv = facts.kv_cache_bytes(N_CTX as u64, 512, b as u64);
+        let peak = median(rss);
+        println!(
+            "| {b} | {:.0} | {:.0} | {:.3} | {mpp:.0} | {mtg:.0} | {:.0} MiB | {:.0} MiB |",
+            median(ws),
+            median(rs),
+            median(ratios),
+            peak / 1048576.0,
+            (peak - facts.file_bytes as f64 - kv as f64) / 1048576.0
+        );
     }
     let ttft: Vec<f64> = (0..runs)
         .map(|_| first_token_ms(&bin, &model) as f64)
