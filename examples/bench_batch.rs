@@ -2,17 +2,20 @@
 //! built by `scripts/build-anchors.sh` from the llama.cpp sources llama-cpp-sys-2 vendors (the
 //! worker's own llama.cpp), on gemma, at B = 1, 2, 4, 8.
 //!
-//! cargo build --release --bins && cargo run --release --example bench_batch -- [DOCS] [RUNS] [TG] [B,B,…]
+//! cargo build --release --bins && cargo run --release --example bench_batch -- [DOCS] [RUNS] [TG] [B,B,…] [KERNELS,…]
 //!
-//! Each B and run: a fresh home; `qwen3q enqueue` of DOCS documents (not timed); then
-//! `qwen3q worker --drain --parallel B`. The worker's time runs from the first claim to the last result
+//! Each B, run and kernels (`batch-invariant`, `fastest`; both by default): a fresh home;
+//! `qwen3q enqueue` of DOCS documents (not timed); then
+//! `qwen3q worker --drain --parallel B --kernels KERNELS`. The worker's time runs from the first claim to the last result
 //! (`started_ms`/`finished_ms` in the results) less the one-time model load and context
 //! creation (from its log): queue, store writes and checkpoints are all inside. The anchor is
 //! `llama-batched-bench -npl B,B,…` (DOCS/B waves of B sequences of the worker's mean prompt
 //! and answer lengths, one process, its load left out as the tool leaves it out) with the same
 //! context (`-c` n_ctx×B, one KV stream per sequence, `-b`/`-ub` 512, the worker's threads) and
-//! llama.cpp's default kernels (as the worker runs them), run right before and right after the worker; the two are averaged. Reports total tokens/s
-//! (prompt + generated) of both and the ratio worker/tool per B (median over runs), the time
+//! llama.cpp's default kernels, run right before and right after the workers; the two are
+//! averaged. Reports total tokens/s (prompt + generated) of both and the ratio worker/tool per
+//! B and kernels, and batch-invariant ÷ fastest (each a median over runs of ratios within a
+//! run), the time
 //! from worker start to its first generated token, and the worker's peak RSS beyond the model
 //! file and the KV cache.
 
@@ -33,7 +36,7 @@ struct WorkerRun {
     peak_rss: u64,
 }
 
-fn worker_run(bin: &Path, model: &Path, n: usize, tg: u32, b: u32) -> WorkerRun {
+fn worker_run(bin: &Path, model: &Path, n: usize, tg: u32, b: u32, kernels: &str) -> WorkerRun {
     let dir = tempfile::Builder::new()
         .prefix("q3b")
         .tempdir_in("/tmp")
@@ -72,6 +75,8 @@ fn worker_run(bin: &Path, model: &Path, n: usize, tg: u32, b: u32) -> WorkerRun 
                 &N_CTX.to_string(),
                 "--parallel",
                 &b.to_string(),
+                "--kernels",
+                kernels,
             ])
             .env("QWEN3Q_HOME", &home)
             .env("RUST_LOG", "qwen3q=info"),
@@ -208,6 +213,10 @@ fn main() {
         .get(4)
         .map(|s| s.split(',').map(|b| b.parse().unwrap()).collect())
         .unwrap_or_else(|| vec![1, 2, 4, 8]);
+    let kernels: Vec<&str> = args
+        .get(5)
+        .map(|s| s.split(',').collect())
+        .unwrap_or_else(|| vec!["batch-invariant", "fastest"]);
     let bin = bin();
     let tool = batched_bench();
     let model = model("gemma-3-270m-q4_k_m.gguf");
@@ -216,15 +225,19 @@ fn main() {
         .facts(std::fs::metadata(&model).unwrap().len());
     println!("gemma-3-270m Q4_K_M, {n} docs, up to {tg} generated tokens each, n_ctx {N_CTX} per sequence, {runs} runs");
     println!("anchor: {}", tool.display());
-    println!("| B | worker tok/s | tool tok/s | worker/tool | mean prompt | mean answer | worker peak RSS | RSS beyond model+KV |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| B | kernels | worker tok/s | tool tok/s | worker/tool | ÷ {} | mean prompt | mean answer | worker peak RSS | RSS beyond model+KV |", kernels[kernels.len() - 1]);
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for &b in &bs {
-        let (mut ws, mut rs, mut ratios, mut rss) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // Per kernels: worker tok/s, worker/tool and ÷ the last kernels' worker, all per run.
+        let mut ws = vec![Vec::new(); kernels.len()];
+        let mut ratios = vec![Vec::new(); kernels.len()];
+        let mut costs = vec![Vec::new(); kernels.len()];
+        let mut rss = vec![Vec::new(); kernels.len()];
+        let mut rs = Vec::new();
         let (mut mpp, mut mtg) = (0.0f64, 0.0f64);
         let waves = n.div_ceil(b as usize);
-        for _ in 0..runs {
-            // The tool runs right before and right after the worker (the same shapes: the
+        for run in 0..runs {
+            // The tool runs right before and right after the workers (the same shapes: the
             // worker's mean lengths from its previous run, or a first guess), and the two
             // are averaged: this machine's speed drifts within a minute.
             let (pp0, tg0) = if mpp > 0.0 {
@@ -233,34 +246,52 @@ fn main() {
                 (151, tg)
             };
             let before = tool_tps(&tool, &model, b, waves, pp0, tg0);
-            let w = worker_run(&bin, &model, n, tg, b);
-            let (pp, tgm) = (w.mean_pp.round() as u32, w.mean_tg.round() as u32);
+            // Every other run in the reverse order, so that neither kernels always goes first.
+            let mut runs: Vec<Option<WorkerRun>> = kernels.iter().map(|_| None).collect();
+            let mut order: Vec<usize> = (0..kernels.len()).collect();
+            if run % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                runs[i] = Some(worker_run(&bin, &model, n, tg, b, kernels[i]));
+            }
+            let runs: Vec<WorkerRun> = runs.into_iter().map(Option::unwrap).collect();
+            let last = &runs[runs.len() - 1];
+            let (pp, tgm) = (last.mean_pp.round() as u32, last.mean_tg.round() as u32);
             let after = tool_tps(&tool, &model, b, waves, pp, tgm);
             let tool_rate = (before + after) / 2.0;
-            let worker_tps = w.tokens as f64 / w.secs;
-            eprintln!(
-                "B={b}: worker {worker_tps:.1} tok/s ({} tokens in {:.2} s), tool {before:.1} before / {after:.1} after, ratio {:.3}",
-                w.tokens,
-                w.secs,
-                worker_tps / tool_rate
-            );
-            ws.push(worker_tps);
+            let last_tps = last.tokens as f64 / last.secs;
+            for (i, w) in runs.iter().enumerate() {
+                let worker_tps = w.tokens as f64 / w.secs;
+                eprintln!(
+                    "B={b} {}: worker {worker_tps:.1} tok/s ({} tokens in {:.2} s), tool {before:.1} before / {after:.1} after, ratio {:.3}",
+                    kernels[i],
+                    w.tokens,
+                    w.secs,
+                    worker_tps / tool_rate
+                );
+                ws[i].push(worker_tps);
+                ratios[i].push(worker_tps / tool_rate);
+                costs[i].push(worker_tps / last_tps);
+                rss[i].push(w.peak_rss as f64);
+            }
             rs.push(tool_rate);
-            ratios.push(worker_tps / tool_rate);
-            rss.push(w.peak_rss as f64);
-            mpp = w.mean_pp;
-            mtg = w.mean_tg;
+            mpp = last.mean_pp;
+            mtg = last.mean_tg;
         }
         let kv = facts.kv_cache_bytes(N_CTX as u64, 512, b as u64);
-        let peak = median(rss);
-        println!(
-            "| {b} | {:.0} | {:.0} | {:.3} | {mpp:.0} | {mtg:.0} | {:.0} MiB | {:.0} MiB |",
-            median(ws),
-            median(rs),
-            median(ratios),
-            peak / 1048576.0,
-            (peak - facts.file_bytes as f64 - kv as f64) / 1048576.0
-        );
+        let tool_rate = median(rs);
+        for (i, k) in kernels.iter().enumerate() {
+            let peak = median(rss[i].clone());
+            println!(
+                "| {b} | {k} | {:.0} | {tool_rate:.0} | {:.3} | {:.3} | {mpp:.0} | {mtg:.0} | {:.0} MiB | {:.0} MiB |",
+                median(ws[i].clone()),
+                median(ratios[i].clone()),
+                median(costs[i].clone()),
+                peak / 1048576.0,
+                (peak - facts.file_bytes as f64 - kv as f64) / 1048576.0
+            );
+        }
     }
     let ttft: Vec<f64> = (0..runs)
         .map(|_| first_token_ms(&bin, &model) as f64)

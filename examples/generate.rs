@@ -14,7 +14,7 @@ fn main() {
         std::process::exit(2);
     }
     let max_tokens = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(32);
-    let mut engine = LlamaEngine::new(LlamaSettings::default());
+    let mut engine = LlamaEngine::new(LlamaSettings::default()).unwrap();
     let model = ModelRef {
         name: "model".into(),
         path: args[1].clone(),

@@ -32,6 +32,9 @@ pub struct Config {
     pub parallel: u32,
     /// Decoding threads; 0 means all cores.
     pub threads: u32,
+    /// `batch-invariant` (answers do not depend on `parallel` or on who shares the batch) or
+    /// `fastest` (llama.cpp's repacked weights and flash attention; see BENCHMARKS.md).
+    pub kernels: crate::engine::Kernels,
     /// Attempts before a job is Dead.
     pub max_attempts: u32,
     /// Crashes of the worker while a job ran alone before that job is Dead.
@@ -89,6 +92,7 @@ impl Default for Config {
             n_ctx: 4096,
             parallel: 4,
             threads: 0,
+            kernels: crate::engine::Kernels::default(),
             max_attempts: 3,
             max_crashes: 3,
             chunk_timeout_secs: 600,
@@ -361,6 +365,19 @@ mod tests {
             assert!(e.contains(key), "{text}: {e}");
         }
         Config::default().check().unwrap();
+    }
+
+    #[test]
+    fn kernels_are_batch_invariant_unless_the_file_says_fastest() {
+        use crate::job::Kernels;
+        assert_eq!(Config::default().kernels, Kernels::BatchInvariant);
+        let c = Config::parse(r#"kernels = "fastest""#).unwrap();
+        assert_eq!(c.kernels, Kernels::Fastest);
+        let err = Config::parse(r#"kernels = "quick""#).unwrap_err();
+        assert!(
+            err.contains("quick") && err.contains("batch-invariant"),
+            "{err}"
+        );
     }
 
     #[test]

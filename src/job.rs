@@ -593,6 +593,66 @@ pub struct ChunkOutput {
     pub model: String,
 }
 
+/// Which llama.cpp kernels run.
+///
+/// llama.cpp's fastest CPU kernels compute a sequence's logits differently depending on the
+/// other rows of the batch: repacked weights (Q4_K and others interleaved 8 rows at a time)
+/// take a GEMM for groups of 4 rows and a GEMV for the rest; the tiled K-quant product is
+/// taken from 8 rows up; flash attention splits a long KV range across threads only for a
+/// single query row. The sums then round differently and a greedy answer can change with B.
+/// (A fourth such kernel, llamafile's sgemm, which declines a product of one row, is left out
+/// of the build altogether: `.cargo/config.toml`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kernels {
+    /// Weights as in the file (no repacking), no tiled product, attention without flash
+    /// attention: each output element is one dot product in a fixed order, whatever shares
+    /// the batch, so greedy and seeded answers do not depend on `--parallel` or on who rides
+    /// along. Cost: BENCHMARKS.md ("Batch-invariant kernels").
+    #[default]
+    BatchInvariant,
+    /// Repacked weights, the tiled product and flash attention where llama.cpp picks them: an
+    /// answer may differ with B.
+    Fastest,
+}
+
+impl Kernels {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kernels::BatchInvariant => "batch-invariant",
+            Kernels::Fastest => "fastest",
+        }
+    }
+}
+
+impl std::str::FromStr for Kernels {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [Kernels::BatchInvariant, Kernels::Fastest]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown kernels {s:?} (batch-invariant or fastest)"))
+    }
+}
+
+/// What reproduces a job's answer, beside the job's own parameters (sampling, seed, task,
+/// system prompt, which `results` shows): the model by its content, the chat template, the
+/// kernels and the engine that ran (schema v8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The model's identity, `gguf-sha256:<hash of its header>:<file size>`
+    /// (`engine::gguf::identity`): the same file anywhere, another file when anything but its
+    /// weights' bytes differs.
+    pub model: String,
+    /// `gguf` when the model's own template rendered the prompt (then part of the model's
+    /// identity), else the name of the fallback template.
+    pub template: String,
+    /// Whether the answer may depend on what shared the batch.
+    pub kernels: Kernels,
+    /// The engine and its version, e.g. `llama.cpp (llama-cpp-sys-2 0.1.161)`.
+    pub engine: String,
+}
+
 /// What a finished job produced, and what really ran.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobResult {
@@ -620,6 +680,8 @@ pub struct JobResult {
     /// Why this model ran, when the worker chose it (`--model auto`) or fell back from the
     /// job's own (schema v3).
     pub choice: Option<String>,
+    /// What reproduces the answer; `None` for a result written before schema v8.
+    pub provenance: Option<Provenance>,
 }
 
 /// Exponential backoff with jitter for a failed attempt: 30 s × 2^(attempt−1), at most an hour,

@@ -293,3 +293,49 @@ fn a_store_written_by_schema_v6_gets_totals_per_state_that_later_moves_keep() {
         assert_eq!(count(&status, state), 0, "{state}: {status}");
     }
 }
+
+#[test]
+fn a_store_written_by_schema_v7_keeps_its_results_and_new_ones_record_what_ran_them() {
+    let h = home_with_fixture("store-v7.tar.gz");
+    let status = h.status();
+    assert_eq!(count(&status, "succeeded"), 2, "{status}");
+    assert_eq!(count(&status, "queued"), 1, "{status}");
+    assert_eq!(count(&status, "cancelled"), 1, "{status}");
+    // The results written before keep every byte of their answers and usage; what ran them
+    // was not recorded, and says so (null).
+    let before = h.results(&["fx-a.txt", "chat-1"]);
+    assert_eq!(before[0]["answer"], "犯罪ANDLErendsㄖbaum❣ فوق-M");
+    assert_eq!(before[0]["usage"]["prompt_tokens"], 41);
+    assert_eq!(
+        before[1]["answer"],
+        "hash짱chart如果玩家התאמה HEAP mgasortable"
+    );
+    assert_eq!(before[1]["usage"]["completion_tokens"], 8);
+    for r in &before {
+        assert!(r["provenance"].is_null(), "{r}");
+    }
+    // A job run after the upgrade records the model by its content, the template, the
+    // kernels and the engine.
+    fixture_model_in_place(&h);
+    h.ok(&["worker", "--drain"]);
+    let after = &h.results(&["fx-b.txt"])[0];
+    assert_eq!(after["state"], "succeeded", "{after}");
+    let p = &after["provenance"];
+    let size = std::fs::metadata("/tmp/fixture-model.gguf").unwrap().len();
+    let model = p["model"].as_str().unwrap();
+    assert!(
+        model.starts_with("gguf-sha256:") && model.ends_with(&format!(":{size}")),
+        "{p}"
+    );
+    assert_eq!(p["kernels"], "batch-invariant", "{p}");
+    assert!(
+        p["engine"].as_str().unwrap().starts_with("llama.cpp"),
+        "{p}"
+    );
+    assert!(p["template"].is_string(), "{p}");
+    assert_eq!(
+        h.results(&["fx-a.txt"])[0]["answer"],
+        before[0]["answer"],
+        "an old result is left as it was"
+    );
+}

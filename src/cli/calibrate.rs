@@ -37,7 +37,7 @@ pub fn run(ctx: &Ctx, a: CalibrateArgs) -> Result<i32> {
         batch_sizes: batch_sizes(a.max_parallel.unwrap_or(parallel.max(8))),
         max_tokens: a.max_tokens.max(1),
     };
-    let mut engine = super::worker::engine(ctx, a.threads)?;
+    let mut engine = super::worker::engine(ctx, a.threads, None)?;
     // The worker's gate: what each shape is predicted to add must fit in free memory beyond
     // the reserve and within the budget's shares (once loaded, only the context is new).
     let facts = gguf::inspect(std::path::Path::new(&model.path))

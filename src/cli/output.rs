@@ -62,6 +62,14 @@ pub fn job_json(view: &JobView) -> Value {
         // set when a fallback ran).
         "quality": s.auto.map(|q| q.as_str()),
         "choice": r.and_then(|r| r.choice.as_ref()),
+        // What reproduces the answer beside the parameters above (null for a result stored
+        // before schema 8).
+        "provenance": r.and_then(|r| r.provenance.as_ref()).map(|p| json!({
+            "model": p.model,
+            "template": p.template,
+            "kernels": p.kernels,
+            "engine": p.engine,
+        })),
         "constraint": match &s.constraint {
             None => Value::Null,
             Some(Constraint::JsonSchema(_)) => json!("json_schema"),

@@ -59,6 +59,15 @@ pub fn run(ctx: &Ctx, jobs: &[String], json: bool) -> Result<i32> {
                     "  usage:    {} prompt + {} generated tokens, {} chunks, {} ms generating",
                     r.usage.prompt_tokens, r.usage.completion_tokens, r.chunks, r.generation_millis
                 );
+                if let Some(p) = &r.provenance {
+                    println!(
+                        "  ran on:   {} (template {}), {} kernels, {}",
+                        p.model,
+                        p.template,
+                        p.kernels.as_str(),
+                        p.engine
+                    );
+                }
                 if let Some(reasoning) = &r.reasoning {
                     println!("  reasoning:\n    {}", reasoning.replace('\n', "\n    "));
                 }

@@ -58,20 +58,33 @@ fn pins(ctx: &Ctx) -> Vec<String> {
         .collect()
 }
 
-/// The llama.cpp engine with the config's limits and pins (`threads` overrides the config's).
+/// The llama.cpp engine with the config's limits, pins and kernels (`threads` and `kernels`
+/// given override the config's).
 #[cfg(feature = "llama")]
-pub(super) fn engine(ctx: &Ctx, threads: Option<u32>) -> Result<Box<dyn Engine>> {
+pub(super) fn engine(
+    ctx: &Ctx,
+    threads: Option<u32>,
+    kernels: Option<qwen3q::engine::Kernels>,
+) -> Result<Box<dyn Engine>> {
     use qwen3q::engine::llama::{LlamaEngine, LlamaSettings};
-    Ok(Box::new(LlamaEngine::new(LlamaSettings {
+    match LlamaEngine::new(LlamaSettings {
         threads: threads.unwrap_or(ctx.config.threads),
         limits: limits(ctx),
         pins: pins(ctx),
+        kernels: kernels.unwrap_or(ctx.config.kernels),
         ..LlamaSettings::default()
-    })))
+    }) {
+        Ok(engine) => Ok(Box::new(engine)),
+        Err(e) => fail(code::FAILURE, e.to_string()),
+    }
 }
 
 #[cfg(not(feature = "llama"))]
-pub(super) fn engine(_: &Ctx, _: Option<u32>) -> Result<Box<dyn Engine>> {
+pub(super) fn engine(
+    _: &Ctx,
+    _: Option<u32>,
+    _: Option<qwen3q::engine::Kernels>,
+) -> Result<Box<dyn Engine>> {
     fail(
         code::FAILURE,
         qwen3q::engine::EngineError::Unavailable.to_string(),
@@ -121,7 +134,7 @@ fn run_runner(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
         ),
         ..RunSettings::default()
     };
-    let engine = engine(ctx, a.threads)?;
+    let engine = engine(ctx, a.threads, a.kernels)?;
     #[cfg(feature = "llama")]
     let devices: Option<fn() -> Vec<qwen3q::monitor::DeviceMemory>> =
         Some(qwen3q::engine::llama::device_memory);

@@ -11,7 +11,7 @@ use super::{
     Decoder, EngineError, FinishReason, Generation, ModelInfo, Piece, Prompt, Residency, SeqDone,
     SeqRequest, Shape, Text,
 };
-use crate::job::{ChatMessage, Millis, ModelRef};
+use crate::job::{ChatMessage, Kernels, Millis, ModelRef, Provenance};
 
 /// See the module docs. Fields are knobs a test sets.
 pub struct FakeEngine {
@@ -148,6 +148,12 @@ impl Residency for FakeEngine {
             thinking_template: true,
             size_bytes: bytes,
             memory: None,
+            provenance: Provenance {
+                model: format!("fake:{}", model.path),
+                template: "fake".into(),
+                kernels: Kernels::BatchInvariant,
+                engine: "fake".into(),
+            },
         })
     }
 

@@ -560,6 +560,29 @@ pub fn inspect(path: &Path) -> Result<Header, GgufError> {
     Ok(header)
 }
 
+/// What identifies a model wherever it is stored: the SHA-256 of its header (every byte
+/// before the tensor data: metadata, vocabulary, chat template, tensor table) and the file's
+/// size. Cheap on a large file, since the weights are not read, and blind to the path.
+pub fn identity(path: &Path, header: &Header) -> Result<String, GgufError> {
+    use sha2::{Digest, Sha256};
+    let mut file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut hash = Sha256::new();
+    let mut left = header.data_offset.min(size);
+    let mut buf = vec![0u8; 1 << 16];
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let got = file.read(&mut buf[..want])?;
+        if got == 0 {
+            break;
+        }
+        hash.update(&buf[..got]);
+        left -= got as u64;
+    }
+    let digest: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("gguf-sha256:{digest}:{size}"))
+}
+
 /// A minimal usable GGUF for tests elsewhere: `general.architecture` = `arch`, one F32
 /// tensor of 8 elements with its data.
 #[cfg(test)]
@@ -680,6 +703,43 @@ mod tests {
         assert_eq!(h.architecture(), Some("qwen3"));
         assert_eq!(h.tensors.len(), 1);
         assert_eq!(h.tensors[0].name, "w");
+    }
+
+    #[test]
+    fn a_model_is_identified_by_its_header_and_size_not_its_path_or_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            let h = inspect(&p).unwrap();
+            identity(&p, &h).unwrap()
+        };
+        let model = tiny(true);
+        let h = read_header(Cursor::new(model.clone())).unwrap();
+        let data = h.data_offset as usize;
+        let a = write("a.gguf", &model);
+        assert!(a.starts_with("gguf-sha256:") && a.ends_with(&format!(":{}", model.len())));
+        assert_eq!(
+            write("elsewhere.gguf", &model),
+            a,
+            "the path is not the identity"
+        );
+        // Other weights of the same size: the same identity (the weights are not read).
+        let mut weights = model.clone();
+        weights[data] ^= 0xff;
+        assert_eq!(write("w.gguf", &weights), a);
+        // One byte of metadata changed (a letter of the architecture's name), or one more
+        // byte at the end: another model.
+        let mut meta = model.clone();
+        let at = model.windows(5).position(|w| w == b"qwen3").unwrap();
+        meta[at + 4] = b'4';
+        let other = dir.path().join("m.gguf");
+        std::fs::write(&other, &meta).unwrap();
+        let hm = read_header(Cursor::new(meta.clone())).unwrap();
+        assert_ne!(identity(&other, &hm).unwrap(), a);
+        let mut longer = model.clone();
+        longer.push(0);
+        assert_ne!(write("l.gguf", &longer), a);
     }
 
     #[test]

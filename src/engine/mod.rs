@@ -24,6 +24,8 @@ pub mod templates;
 
 use crate::job::{ChatMessage, Constraint, Millis, ModelRef};
 
+pub use crate::job::{Kernels, Provenance};
+
 /// Why a generation was stopped from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interrupt {
@@ -90,6 +92,8 @@ pub struct ModelInfo {
     /// What creating this context took, measured: set by the `load` that created it (the
     /// worker stores it beside the prediction).
     pub memory: Option<crate::registry::MemoryRecord>,
+    /// What a result of this model records to be reproduced.
+    pub provenance: Provenance,
 }
 
 /// Errors of an engine. No llama-cpp-2 type crosses this boundary.
@@ -134,6 +138,8 @@ pub enum EngineError {
     Interrupted(Interrupt),
     #[error("this qwen3q was built without the llama feature; no inference engine is available")]
     Unavailable,
+    #[error("batch-invariant kernels need llama.cpp built without llamafile's sgemm (GGML_LLAMAFILE=OFF, which the clone's .cargo/config.toml sets: build from the clone), or run the worker with --kernels fastest")]
+    KernelsUnavailable,
 }
 
 impl EngineError {

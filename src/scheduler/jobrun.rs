@@ -507,6 +507,7 @@ impl JobRun {
             n_seq: self.info.n_seq,
             json: None,
             choice: self.choice.clone(),
+            provenance: Some(self.info.provenance.clone()),
         })
     }
 }

@@ -25,8 +25,8 @@ use llama_cpp_2::{send_logs_to_tracing, DecodeError, LogOptions};
 use super::cache::{LoadedModel, ModelCache};
 use super::lru::Limits;
 use super::{
-    gguf, templates, Decoder, EngineError, ModelInfo, Prompt, Residency, Sampling, SeqDone,
-    SeqRequest, Shape, Text,
+    gguf, templates, Decoder, EngineError, Kernels, ModelInfo, Prompt, Provenance, Residency,
+    Sampling, SeqDone, SeqRequest, Shape, Text,
 };
 use crate::job::{ChatMessage, ModelRef};
 use session::Session;
@@ -40,6 +40,35 @@ fn backend() -> &'static LlamaBackend {
     })
 }
 
+/// The engine a result records ([`Provenance::engine`]): llama.cpp as the crate pinned in
+/// `Cargo.toml` vendors it (a test checks the two agree).
+pub const LLAMA_CPP: &str = "llama.cpp (llama-cpp-sys-2 0.1.161)";
+
+/// The process-wide part of [`Kernels`]: ggml's tiled matrix product for K-quant weights that
+/// are not repacked (taken when 8 or more rows are multiplied at once, so a sequence's logits
+/// would differ between a batch of 4 and one of 8) reads its switch, `GGML_CPU_TILED_MM`, from
+/// the environment once, at the first product. Batch-invariant kernels turn it off here, before
+/// any product; the first engine of a process decides, and a later one asking otherwise is
+/// told so in the log. Fastest kernels leave llama.cpp's default (or the user's setting).
+fn set_process_kernels(kernels: Kernels) {
+    static CHOSEN: OnceLock<Kernels> = OnceLock::new();
+    let chosen = *CHOSEN.get_or_init(|| {
+        if kernels == Kernels::BatchInvariant {
+            // Before llama.cpp runs any product (the backend is initialised just after) and
+            // before the engine starts threads of its own.
+            std::env::set_var("GGML_CPU_TILED_MM", "0");
+        }
+        kernels
+    });
+    if chosen != kernels {
+        tracing::warn!(
+            asked = ?kernels,
+            process = ?chosen,
+            "the tiled matrix product was already chosen for this process; it keeps the first engine's kernels"
+        );
+    }
+}
+
 /// Settings of the engine itself (not of a job).
 #[derive(Debug, Clone)]
 pub struct LlamaSettings {
@@ -51,6 +80,8 @@ pub struct LlamaSettings {
     pub limits: Limits,
     /// Model paths kept loaded whatever their idle time.
     pub pins: Vec<String>,
+    /// Whether a sequence's result may depend on what else is in the batch (see [`Kernels`]).
+    pub kernels: Kernels,
 }
 
 impl Default for LlamaSettings {
@@ -64,6 +95,7 @@ impl Default for LlamaSettings {
                 keep_alive_ms: 300_000,
             },
             pins: Vec::new(),
+            kernels: Kernels::default(),
         }
     }
 }
@@ -93,15 +125,24 @@ pub struct LlamaEngine {
 }
 
 impl LlamaEngine {
-    pub fn new(settings: LlamaSettings) -> Self {
+    /// The engine, or [`EngineError::KernelsUnavailable`] when batch-invariant kernels are
+    /// asked of a llama.cpp built with llamafile's sgemm (a build from outside the clone,
+    /// without its `.cargo/config.toml`): answers would then depend on B after all.
+    pub fn new(settings: LlamaSettings) -> Result<Self, EngineError> {
+        // SAFETY: a query of a compile-time feature of ggml's CPU backend; no state.
+        let llamafile = unsafe { llama_cpp_sys_2::ggml_cpu_has_llamafile() } != 0;
+        if settings.kernels == Kernels::BatchInvariant && llamafile {
+            return Err(EngineError::KernelsUnavailable);
+        }
+        set_process_kernels(settings.kernels);
         backend();
-        LlamaEngine {
+        Ok(LlamaEngine {
             cache: ModelCache::new(settings.limits.clone(), &settings.pins),
             settings,
             session: None,
             asked: None,
             generated_before: 0,
-        }
+        })
     }
 
     fn threads(&self) -> i32 {
@@ -152,35 +193,49 @@ fn facts_of(model_ref: &ModelRef) -> Result<(gguf::Header, gguf::ModelFacts), En
 }
 
 /// Load the weights and pick the chat template.
-fn load_model(model_ref: &ModelRef, header: &gguf::Header) -> Result<Loaded, EngineError> {
+fn load_model(
+    model_ref: &ModelRef,
+    header: &gguf::Header,
+    kernels: Kernels,
+) -> Result<Loaded, EngineError> {
     {
         let path = Path::new(&model_ref.path);
         let started = Instant::now();
         // The weights are read into memory the worker owns, not mapped from the file, and the
         // file's pages are then dropped from the page cache: a loaded model is memory in use
         // and unloading frees it, as the memory gate counts it (see `engine::release`).
-        let params = LlamaModelParams::default().with_use_mmap(false);
+        // Batch-invariant: no "extra" buffer types, so no weight is repacked (see `Kernels`).
+        let params = LlamaModelParams::default()
+            .with_use_mmap(false)
+            .with_use_extra_bufts(kernels == Kernels::Fastest);
         let model = LlamaModel::load_from_file(backend(), path, &params);
         super::release::drop_cached(path);
         let model = model.map_err(|_| EngineError::LoadFailed {
             path: model_ref.path.clone(),
         })?;
-        let (template, thinking_template) = match model.chat_template(None) {
+        // The template's name when the fallback renders (the model's own is part of its
+        // identity).
+        let (template, thinking_template, template_name) = match model.chat_template(None) {
             Ok(t) => {
                 let thinking =
                     templates::template_knows_thinking(&t.to_string().unwrap_or_default());
-                (t, thinking)
+                (t, thinking, None)
             }
             Err(_) => match &model_ref.template {
                 Some(name) => (
                     LlamaChatTemplate::new(name)
                         .map_err(|e| EngineError::Template(e.to_string()))?,
                     false,
+                    Some(name.as_str()),
                 ),
                 None => return Err(EngineError::NoTemplate(model_ref.path.clone())),
             },
         };
         let n_ctx_train = model.n_ctx_train().max(1);
+        let identity = gguf::identity(path, header).map_err(|e| EngineError::BadModel {
+            path: model_ref.path.clone(),
+            reason: e.to_string(),
+        })?;
         let info = ModelInfo {
             n_ctx: n_ctx_train,
             n_seq: 1,
@@ -188,11 +243,18 @@ fn load_model(model_ref: &ModelRef, header: &gguf::Header) -> Result<Loaded, Eng
             thinking_template,
             size_bytes: model.size(),
             memory: None,
+            provenance: Provenance {
+                model: identity,
+                template: template_name.unwrap_or("gguf").to_string(),
+                kernels,
+                engine: LLAMA_CPP.to_string(),
+            },
         };
         tracing::info!(
             model = %model_ref.path,
             arch = header.architecture().unwrap_or("?"),
             bytes = info.size_bytes,
+            kernels = ?kernels,
             millis = started.elapsed().as_millis() as u64,
             "model loaded"
         );
@@ -274,6 +336,7 @@ impl Residency for LlamaEngine {
         now: crate::job::Millis,
     ) -> Result<ModelInfo, EngineError> {
         let n_batch = self.settings.n_batch.max(1);
+        let kernels = self.settings.kernels;
         if self.cache.current().map(|(r, _)| r) != Some(model_ref) {
             // Free the old context before anything else: the next model may need its memory.
             // The old model is no longer the current one either, even if this load fails (a
@@ -286,7 +349,7 @@ impl Residency for LlamaEngine {
                 .predict(n_ctx, shape.n_seq.max(1) as u64, n_batch as u64)
                 .total();
             let made = self.cache.make_current(model_ref, predicted, now, || {
-                let l = load_model(model_ref, &header)?;
+                let l = load_model(model_ref, &header, kernels)?;
                 let weights = l.model.size();
                 Ok((l, weights))
             });
@@ -310,7 +373,7 @@ impl Residency for LlamaEngine {
         if new_context {
             let started = Instant::now();
             let before = own_memory();
-            let session = match Session::new(l.model.clone(), shape, n_batch, threads) {
+            let session = match Session::new(l.model.clone(), shape, n_batch, threads, kernels) {
                 Ok(session) => session,
                 Err(e) => {
                     // No context: the model is idle (evictable, and it may expire) until a
@@ -452,5 +515,19 @@ impl Decoder for LlamaEngine {
 
     fn free_slots(&self) -> usize {
         self.session.as_ref().map_or(0, Session::free_slots)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_engine_a_result_records_is_the_llama_cpp_the_build_pins() {
+        let manifest = include_str!("../../../Cargo.toml");
+        let version = super::LLAMA_CPP
+            .strip_prefix("llama.cpp (llama-cpp-sys-2 ")
+            .and_then(|v| v.strip_suffix(')'))
+            .unwrap();
+        let pin = format!("llama-cpp-sys-2 = {{ version = \"={version}\"");
+        assert!(manifest.contains(&pin), "Cargo.toml does not pin {pin}");
     }
 }

@@ -69,9 +69,15 @@ impl Session {
         shape: Shape,
         n_batch: u32,
         threads: i32,
+        kernels: super::Kernels,
     ) -> Result<Self, EngineError> {
         let n_total = shape.n_ctx.saturating_mul(shape.n_seq);
+        let flash_attn = match kernels {
+            super::Kernels::BatchInvariant => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+            super::Kernels::Fastest => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_AUTO,
+        };
         let params = llama_cpp_2::context::params::LlamaContextParams::default()
+            .with_flash_attention_policy(flash_attn)
             .with_n_ctx(std::num::NonZeroU32::new(n_total))
             .with_n_batch(n_batch)
             .with_n_ubatch(n_batch)

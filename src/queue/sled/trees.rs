@@ -1,4 +1,4 @@
-//! Tree names in one place, and the layout of each (schema version 7; see `migrations/`).
+//! Tree names in one place, and the layout of each (schema version 8; see `migrations/`).
 
 /// Store-wide settings and counters: `schema_version`, `next_job_id`, `event_seq`, `paused`,
 /// `document_file_bytes`, `jobs_in<state>`.

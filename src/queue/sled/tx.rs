@@ -21,7 +21,12 @@ fn tx_err(e: TransactionError<StoreError>) -> StoreError {
 
 /// A value encoded for the store, inside a transaction.
 pub(super) fn enc<T: serde::Serialize>(v: &T) -> TxResult<Vec<u8>> {
-    codec::encode(v).or_else(|e| abort(e.into()))
+    enc_as(codec::SCHEMA_VERSION, v)
+}
+
+/// A value encoded as schema `version` (a migration's own), inside a transaction.
+pub(super) fn enc_as<T: serde::Serialize>(version: u8, v: &T) -> TxResult<Vec<u8>> {
+    codec::encode_as(version, v).or_else(|e| abort(e.into()))
 }
 
 /// The view of every tree inside one transaction, with the moves that keep indexes right.

@@ -10,6 +10,7 @@ mod v4;
 mod v5;
 mod v6;
 mod v7;
+mod v8;
 
 use super::codec::SCHEMA_VERSION;
 use super::trees::{meta, t};
@@ -55,6 +56,30 @@ pub const STEPS: &[Step] = &[
         name: "totals of jobs per state",
         run: v7::run,
     },
+    Step {
+        to: 8,
+        name: "what reproduces an answer, in its result",
+        run: v8::run,
+    },
+];
+
+/// Trees whose values are encoded values (a version byte, then bincode). The index trees
+/// (`ready`, `delayed`, `by_state`, `custom_ids`, `dedupe`) hold none.
+const VERSIONED: [usize; 14] = [
+    t::META,
+    t::JOBS,
+    t::DOCUMENTS,
+    t::CHECKPOINTS,
+    t::RESULTS,
+    t::EVENTS,
+    t::MODELS,
+    t::MODEL_MEMORY,
+    t::MEMORY_SAMPLES,
+    t::MEMORY_MINUTES,
+    t::CALIBRATIONS,
+    t::CRASHES,
+    t::QUARANTINE,
+    t::DOCUMENT_FILES,
 ];
 
 /// The schema version recorded in the store, if any. Stored as a single raw byte so that every
@@ -88,6 +113,28 @@ fn relabel(store: &SledStore, trees: &[usize], from: &[u8], to: u8) -> Result<()
                 let mut v = v.to_vec();
                 v[0] = to;
                 tree.insert(k, v)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rewrite every value of `tree` whose version byte is one of `from` with `convert` (decode the
+/// old layout, encode the new one as version `to`). Idempotent, like [`relabel`].
+fn rewrite<Old: serde::de::DeserializeOwned, New: serde::Serialize>(
+    store: &SledStore,
+    tree: usize,
+    from: &[u8],
+    to: u8,
+    convert: fn(Old) -> New,
+) -> Result<()> {
+    let tree = store.tree(tree);
+    for kv in tree.iter() {
+        let (k, v) = kv?;
+        if let Some((version, body)) = v.split_first() {
+            if from.contains(version) {
+                let new = convert(super::codec::decode_body::<Old>(body)?);
+                tree.insert(k, super::codec::encode_as(to, &new)?)?;
             }
         }
     }

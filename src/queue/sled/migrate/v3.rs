@@ -10,13 +10,11 @@
 use crate::queue::Queue;
 use serde::{Deserialize, Serialize};
 
-use super::super::codec::{self, decode_body};
 use super::super::trees::t;
 use super::super::{Result, SledStore};
 use super::v5::{JobV4, SpecV4, TaskV4};
-use crate::job::{
-    ChunkOutput, Constraint, GenParams, JobId, JobResult, JobState, Millis, ModelRef, Usage,
-};
+use super::v8::ResultV7;
+use crate::job::{ChunkOutput, Constraint, GenParams, JobId, JobState, Millis, ModelRef, Usage};
 use crate::monitor::history::Sample;
 use crate::monitor::Pressure;
 
@@ -136,8 +134,8 @@ pub(super) fn job_v3(old: JobV2) -> JobV4 {
     }
 }
 
-fn result_v3(r: ResultV2) -> JobResult {
-    JobResult {
+fn result_v3(r: ResultV2) -> ResultV7 {
+    ResultV7 {
         answer: r.answer,
         reasoning: r.reasoning,
         usage: r.usage,
@@ -177,22 +175,13 @@ fn sample_v3(s: SampleV2) -> Sample {
 /// Trees whose values carry a version byte but kept their layout.
 const RELABEL: [usize; 5] = [t::META, t::DOCUMENTS, t::EVENTS, t::MODELS, t::MODEL_MEMORY];
 
-/// Rewrite every version-2 value of `tree` with `convert` (decode the old layout, encode the
-/// new one).
+/// Rewrite every version-2 value of `tree` with `convert`, as version 3.
 fn rewrite<Old: serde::de::DeserializeOwned, New: Serialize>(
     store: &SledStore,
     tree: usize,
     convert: fn(Old) -> New,
 ) -> Result<()> {
-    let tree = store.tree(tree);
-    for kv in tree.iter() {
-        let (k, v) = kv?;
-        if let Some((2, body)) = v.split_first() {
-            let new = convert(decode_body::<Old>(body)?);
-            tree.insert(k, codec::encode_as(3, &new)?)?;
-        }
-    }
-    Ok(())
+    super::rewrite(store, tree, &[2], 3, convert)
 }
 
 pub fn run(store: &SledStore) -> Result<()> {
@@ -209,6 +198,7 @@ pub fn run(store: &SledStore) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::codec;
     use super::*;
     use crate::job::StateKind;
     use crate::queue::prelude::*;

@@ -17,9 +17,9 @@
 use crate::queue::Queue;
 use serde::{Deserialize, Serialize};
 
-use super::super::codec::{self, decode_body};
+use super::super::codec::decode_body;
 use super::super::trees::t;
-use super::super::tx::enc;
+use super::super::tx::enc_as;
 use super::super::write::split_parts;
 use super::super::{keys, Result, SledStore};
 use crate::job::{
@@ -160,13 +160,13 @@ fn move_job(store: &SledStore, key: &[u8], old_value: &[u8]) -> Result<()> {
         if tx.0[t::JOBS].get(key)?.as_deref() != Some(old_value) {
             return Ok(());
         }
-        tx.0[t::JOBS].insert(key, enc(&job)?)?;
+        tx.0[t::JOBS].insert(key, enc_as(5, &job)?)?;
         if let Some((text, parts)) = &replace {
             for k in parts {
                 tx.0[t::DOCUMENTS].remove(&k[..])?;
             }
             for (n, part) in split_parts(text).into_iter().enumerate() {
-                tx.0[t::DOCUMENTS].insert(&keys::job_part(job.id, n as u32), enc(&part)?)?;
+                tx.0[t::DOCUMENTS].insert(&keys::job_part(job.id, n as u32), enc_as(5, &part)?)?;
             }
         }
         Ok(())
@@ -203,14 +203,16 @@ pub fn run(store: &SledStore) -> Result<()> {
             move_job(store, &k, &v)?;
         }
     }
-    super::relabel(store, &RELABEL, &[3, 4], codec::SCHEMA_VERSION)?;
+    // Version 5, not this build's: later steps read what this one wrote by its number.
+    super::relabel(store, &RELABEL, &[3, 4], 5)?;
     // Dedupe keys, from scratch: in job order, so that of jobs enqueued with `--force` as the
     // same work the latest is the one found (as when they were enqueued).
     let dedupe = store.tree(t::DEDUPE);
     dedupe.clear()?;
     for kv in store.tree(t::JOBS).iter() {
         let (k, v) = kv?;
-        if let Ok(job) = codec::decode::<Job>(&v) {
+        // Every job is at version 5 now, whatever this build writes: read the body as such.
+        if let Some(Ok(job)) = v.split_first().map(|(_, body)| decode_body::<Job>(body)) {
             dedupe.insert(dedupe_key(&job.spec), k)?;
         }
     }
@@ -219,6 +221,7 @@ pub fn run(store: &SledStore) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::codec;
     use super::*;
     use crate::job::{JobId, StateKind};
     use crate::queue::prelude::*;
