@@ -368,11 +368,11 @@ mod tests {
     }
 
     #[test]
-    fn kernels_are_batch_invariant_unless_the_file_says_fastest() {
+    fn kernels_are_the_fastest_unless_the_file_asks_for_batch_invariant_ones() {
         use crate::job::Kernels;
-        assert_eq!(Config::default().kernels, Kernels::BatchInvariant);
-        let c = Config::parse(r#"kernels = "fastest""#).unwrap();
-        assert_eq!(c.kernels, Kernels::Fastest);
+        assert_eq!(Config::default().kernels, Kernels::Fastest);
+        let c = Config::parse(r#"kernels = "batch-invariant""#).unwrap();
+        assert_eq!(c.kernels, Kernels::BatchInvariant);
         let err = Config::parse(r#"kernels = "quick""#).unwrap_err();
         assert!(
             err.contains("quick") && err.contains("batch-invariant"),

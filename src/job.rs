@@ -591,6 +591,8 @@ pub struct ChunkOutput {
     /// a fallback) must not mix its answers with this one's. Empty when unknown (a checkpoint
     /// of schema 2 or before; schema v3).
     pub model: String,
+    /// Of the prompt's tokens, those whose KV cells were reused rather than decoded (schema v8).
+    pub cached_tokens: u64,
 }
 
 /// Which llama.cpp kernels run.
@@ -608,11 +610,12 @@ pub enum Kernels {
     /// Weights as in the file (no repacking), no tiled product, attention without flash
     /// attention: each output element is one dot product in a fixed order, whatever shares
     /// the batch, so greedy and seeded answers do not depend on `--parallel` or on who rides
-    /// along. Cost: BENCHMARKS.md ("Batch-invariant kernels").
-    #[default]
+    /// along. Cost: BENCHMARKS.md ("Batch-invariant kernels"): more than the 5 % that would
+    /// have made it the default.
     BatchInvariant,
     /// Repacked weights, the tiled product and flash attention where llama.cpp picks them: an
-    /// answer may differ with B.
+    /// answer may differ with B. The default.
+    #[default]
     Fastest,
 }
 
@@ -682,6 +685,9 @@ pub struct JobResult {
     pub choice: Option<String>,
     /// What reproduces the answer; `None` for a result written before schema v8.
     pub provenance: Option<Provenance>,
+    /// Of `usage.prompt_tokens`, those whose KV cells were reused from a prompt that began the
+    /// same way instead of decoded (OpenAI's `prompt_tokens_details.cached_tokens`; schema v8).
+    pub cached_tokens: u64,
 }
 
 /// Exponential backoff with jitter for a failed attempt: 30 s × 2^(attempt−1), at most an hour,

@@ -112,7 +112,24 @@ fn greedy_output_is_deterministic_and_enqueue_dedupes() {
         r[0]["answer"], r[1]["answer"],
         "greedy decoding of the same prompt"
     );
-    assert_eq!(r[0]["usage"], r[1]["usage"]);
+    for key in ["prompt_tokens", "completion_tokens"] {
+        assert_eq!(r[0]["usage"][key], r[1]["usage"][key], "{key}");
+    }
+    // The same prompt twice: one of the two decoded only its last token, from the other's
+    // cells (the first holds them, or a slot kept them).
+    let cached: Vec<u64> = r
+        .iter()
+        .map(|r| {
+            r["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let prompt = r[0]["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(
+        cached.contains(&0) && cached.contains(&(prompt - 1)),
+        "cached tokens {cached:?} of {prompt}"
+    );
 }
 
 #[test]

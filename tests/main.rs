@@ -10,6 +10,7 @@ mod crash;
 mod e2e;
 mod governance;
 mod migrations;
+mod prefix;
 mod registry;
 mod socket;
 mod steering;

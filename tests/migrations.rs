@@ -327,7 +327,7 @@ fn a_store_written_by_schema_v7_keeps_its_results_and_new_ones_record_what_ran_t
         model.starts_with("gguf-sha256:") && model.ends_with(&format!(":{size}")),
         "{p}"
     );
-    assert_eq!(p["kernels"], "batch-invariant", "{p}");
+    assert_eq!(p["kernels"], "fastest", "the default: {p}");
     assert!(
         p["engine"].as_str().unwrap().starts_with("llama.cpp"),
         "{p}"

@@ -298,8 +298,9 @@ pub struct WorkerArgs {
     #[arg(long)]
     pub threads: Option<u32>,
     /// `batch-invariant`: an answer does not depend on --parallel or on what shares the batch
-    /// (no repacked weights, no flash attention); `fastest`: llama.cpp's fastest kernels, an
-    /// answer may change with B (default from config: batch-invariant).
+    /// (no repacked weights, no tiled product, no flash attention; slower, see BENCHMARKS.md);
+    /// `fastest`: llama.cpp's fastest kernels, an answer may change with B (default from
+    /// config: fastest).
     #[arg(long, value_name = "batch-invariant|fastest")]
     pub kernels: Option<qwen3q::engine::Kernels>,
     /// Longest one chunk may generate, in seconds (default from config: 600).

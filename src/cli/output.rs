@@ -83,6 +83,7 @@ pub fn job_json(view: &JobView) -> Value {
         "usage": r.map(|r| json!({
             "prompt_tokens": r.usage.prompt_tokens,
             "completion_tokens": r.usage.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": r.cached_tokens},
         })),
         "chunks": r.map(|r| r.chunks),
         "timings": {
@@ -120,6 +121,7 @@ pub fn openai_success(view: &JobView) -> Option<Value> {
                     "prompt_tokens": r.usage.prompt_tokens,
                     "completion_tokens": r.usage.completion_tokens,
                     "total_tokens": r.usage.prompt_tokens + r.usage.completion_tokens,
+                    "prompt_tokens_details": {"cached_tokens": r.cached_tokens},
                 },
             },
         },

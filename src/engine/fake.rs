@@ -298,6 +298,8 @@ impl Decoder for FakeEngine {
                         result: Ok(Generation {
                             text: s.answer[..s.produced].iter().collect(),
                             prompt_tokens: s.prompt_tokens,
+                            // The fake keeps no KV cells to reuse.
+                            cached_tokens: 0,
                             completion_tokens: s.produced as u32,
                             finish,
                             millis: 0,

@@ -19,6 +19,7 @@ pub mod gguf;
 pub mod llama;
 pub mod lru;
 pub mod memory;
+pub mod prefix;
 pub mod release;
 pub mod templates;
 
@@ -72,6 +73,8 @@ pub struct Generation {
     /// The generated text as the model wrote it (thinking included, if any).
     pub text: String,
     pub prompt_tokens: u32,
+    /// Of the prompt tokens, those whose KV cells were reused rather than decoded.
+    pub cached_tokens: u32,
     pub completion_tokens: u32,
     pub finish: FinishReason,
     pub millis: u64,

@@ -94,6 +94,8 @@ pub struct JobRun {
     reduced: Option<ChunkOutput>,
     /// Usage of the reduce steps (chunk usage is in the checkpoints).
     reduce_usage: Usage,
+    /// Prompt tokens of reduce rounds whose cells were reused.
+    reduce_cached: u64,
     /// Generation time of the steps this attempt ran.
     generation_millis: u64,
 }
@@ -197,6 +199,7 @@ impl JobRun {
             next_step: total,
             reduced: None,
             reduce_usage: Usage::default(),
+            reduce_cached: 0,
             generation_millis: 0,
         }
     }
@@ -393,12 +396,14 @@ impl JobRun {
             n_ctx: self.info.n_ctx,
             chunks_total: self.total,
             model: self.model.path.clone(),
+            cached_tokens: generation.cached_tokens as u64,
         };
         if step < self.total {
             self.done.insert(step, output.clone());
             return Ok(Ended::Chunk(step, output));
         }
         self.reduce_usage += usage;
+        self.reduce_cached += output.cached_tokens;
         let Some(round) = self.reduce.as_mut() else {
             return Ok(Ended::Reduce);
         };
@@ -508,6 +513,8 @@ impl JobRun {
             json: None,
             choice: self.choice.clone(),
             provenance: Some(self.info.provenance.clone()),
+            cached_tokens: self.done.values().map(|c| c.cached_tokens).sum::<u64>()
+                + self.reduce_cached,
         })
     }
 }

@@ -5,7 +5,13 @@
 //! who shares the batch. A step builds one `llama_batch` of at most `n_batch` tokens: first the
 //! token each decoding sequence sampled last, then prompt pieces of newcomers in the order they
 //! came. After the decode every sequence whose logits were asked samples with its own chain; a
-//! sequence that ends clears its KV cells and frees its slot for the next one.
+//! sequence that ends frees its slot for the next one.
+//!
+//! A freed slot keeps the cells of its prompt: a new prompt skips what it shares with what a
+//! slot holds (`engine::prefix`): its own slot's cells are kept, or another's copied, and only
+//! the rest is decoded. The tokens skipped are the result's `cached_tokens`. With
+//! batch-invariant kernels a cell's values do not depend on the batch that wrote it, so the
+//! answer is the one a fresh decode gives (tested by `tests/prefix.rs`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +23,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
 use super::{decode_err, sampler};
+use crate::engine::prefix::{self, Holder, Start};
 use crate::engine::{EngineError, FinishReason, Generation, SeqDone, SeqRequest, Shape};
 use crate::job::Constraint;
 
@@ -32,9 +39,13 @@ struct Slot {
     /// is a millisecond per token, a tenth of a small model's step at B = 4). Same token: the
     /// first of the largest logits, as llama.cpp's greedy sampler picks.
     argmax: bool,
-    /// The prompt's tokens; `fed` of them are decoded.
+    /// The prompt's tokens; `fed` of them are decoded (or copied from another slot).
     prompt: Vec<LlamaToken>,
     fed: usize,
+    /// Prompt tokens not decoded for this sequence: its slot kept them, or they were copied.
+    cached: usize,
+    /// A copy to make before feeding: (donor slot, tokens), once the donor holds them.
+    copy_from: Option<(usize, usize)>,
     /// The token sampled last, to decode next (None while the prompt is being fed).
     next: Option<LlamaToken>,
     /// Position of the next token to decode.
@@ -54,6 +65,9 @@ pub(super) struct Session {
     ctx: LlamaContext<'static>,
     batch: LlamaBatch<'static>,
     slots: Vec<Option<Slot>>,
+    /// What each free slot's cells hold: the prompt of its last sequence (as far as it was
+    /// fed). Empty for a slot in use, and for one whose cells were cleared.
+    kept: Vec<Vec<LlamaToken>>,
     pub(super) shape: Shape,
     n_batch: usize,
     arrivals: u64,
@@ -97,6 +111,7 @@ impl Session {
             ctx,
             batch: LlamaBatch::new(n_batch as usize, 1),
             slots: (0..shape.n_seq).map(|_| None).collect(),
+            kept: (0..shape.n_seq).map(|_| Vec::new()).collect(),
             shape,
             n_batch: n_batch as usize,
             arrivals: 0,
@@ -127,9 +142,9 @@ impl Session {
         model: &LlamaModel,
         request: SeqRequest,
     ) -> Result<(), EngineError> {
-        let Some(free) = self.slots.iter().position(|s| s.is_none()) else {
+        if self.free_slots() == 0 {
             return Err(EngineError::NoFreeSlot(self.shape.n_seq));
-        };
+        }
         let prompt = super::prompt::tokens(model, &request.prompt);
         // (Fields are built only when debug logging is on: the text is joined for it alone.)
         tracing::debug!(prompt = request.prompt.text(), tokens = ?prompt.iter().map(|t| t.0).collect::<Vec<_>>(), "generating");
@@ -161,6 +176,20 @@ impl Session {
             LlamaSampler::chain_simple(chain)
         };
         let argmax = request.sampling.temperature <= 0.0 && request.grammar.is_none();
+        // A free slot, one whose cells no other sequence waits to copy if there is one, and
+        // where in the prompt it starts.
+        let free = self.pick_slot(&prompt)?;
+        self.cancel_copies_from(free);
+        let start = prefix::choose(&prompt, free, &self.holders());
+        let (fed, copy_from) = match start {
+            Start::Fresh => {
+                self.clear(free, 0);
+                (0, None)
+            }
+            Start::Own { len } => (self.keep_first(free, len), None),
+            Start::Copy { donor, len } => (0, Some((donor, len))),
+        };
+        self.kept[free].clear();
         self.arrivals += 1;
         self.slots[free] = Some(Slot {
             argmax,
@@ -168,9 +197,11 @@ impl Session {
             arrival: self.arrivals,
             sampler,
             prompt,
-            fed: 0,
+            fed,
+            cached: fed,
+            copy_from,
             next: None,
-            pos: 0,
+            pos: fed as i32,
             logits_at: None,
             out: Vec::new(),
             generated: 0,
@@ -190,23 +221,154 @@ impl Session {
         }
     }
 
-    /// Free slot `i` and its KV cells; the sequence that held it.
-    fn free(&mut self, i: usize) -> Option<Slot> {
-        // Removing a whole sequence cannot fail for a valid id.
-        let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
-        self.slots[i].take()
+    /// The free slot a new prompt takes (see [`prefix::pick_slot`]): of those whose cells no
+    /// sequence waits to copy, if there is one.
+    fn pick_slot(&self, prompt: &[LlamaToken]) -> Result<usize, EngineError> {
+        let awaited: Vec<usize> = self
+            .slots
+            .iter()
+            .flatten()
+            .filter_map(|s| s.copy_from.map(|c| c.0))
+            .collect();
+        let free = |spare_awaited: bool| -> Vec<Holder<'_, LlamaToken>> {
+            (0..self.slots.len())
+                .filter(|&i| self.slots[i].is_none() && (!spare_awaited || !awaited.contains(&i)))
+                .map(|i| Holder {
+                    slot: i,
+                    tokens: &self.kept[i],
+                })
+                .collect()
+        };
+        prefix::pick_slot(prompt, &free(true))
+            .or_else(|| prefix::pick_slot(prompt, &free(false)))
+            .ok_or(EngineError::NoFreeSlot(self.shape.n_seq))
     }
 
-    /// Drop every sequence (after a failed decode the cache holds half-written cells).
-    fn free_all(&mut self) {
-        for i in 0..self.slots.len() {
-            if self.slots[i].is_some() {
-                self.free(i);
+    /// Sequences waiting to copy slot `i`'s cells, which a new prompt now takes, feed their
+    /// prompts from the start instead.
+    fn cancel_copies_from(&mut self, i: usize) {
+        for j in 0..self.slots.len() {
+            if self.slots[j]
+                .as_ref()
+                .and_then(|s| s.copy_from)
+                .map(|c| c.0)
+                == Some(i)
+            {
+                self.clear(j, 0);
+                self.slots[j].as_mut().expect("slot in use").copy_from = None;
             }
         }
     }
 
+    /// What every slot holds or will hold: a free slot its kept cells, one in use its prompt
+    /// (fed now, or soon). A slot that waits for a copy itself is no donor (no chains, no
+    /// cycles).
+    fn holders(&self) -> Vec<Holder<'_, LlamaToken>> {
+        (0..self.slots.len())
+            .filter_map(|i| match &self.slots[i] {
+                Some(s) if s.copy_from.is_some() => None,
+                Some(s) => Some(Holder {
+                    slot: i,
+                    tokens: &s.prompt,
+                }),
+                None => Some(Holder {
+                    slot: i,
+                    tokens: &self.kept[i],
+                }),
+            })
+            .collect()
+    }
+
+    /// Keep slot `i`'s cells of positions `0..len`, if it still holds them all; the tokens it
+    /// kept (0 when it did not: then it holds nothing). A model with sliding-window attention
+    /// drops a layer's cells that fall out of its window as a sequence grows (llama.cpp's
+    /// `swa_full = false`); a prompt may only start after cells that are all there.
+    fn keep_first(&mut self, i: usize, len: usize) -> usize {
+        self.clear(i, len);
+        // The smallest position held in every layer (a sliding-window layer's, where it is
+        // larger): 0 when the cells start at the prompt's start, -1 when a layer holds none.
+        if len == 0 || self.ctx.kv_cache_seq_pos_min(i as i32) != 0 {
+            self.clear(i, 0);
+            return 0;
+        }
+        len
+    }
+
+    /// Drop slot `i`'s cells from position `from` on (all of them for 0).
+    fn clear(&mut self, i: usize, from: usize) {
+        // Removing cells of a valid sequence id cannot fail (it can only for recurrent models,
+        // and only a part of a sequence).
+        let from = (from > 0).then_some(from as u32);
+        let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), from, None);
+    }
+
+    /// Free slot `i`; its cells keep the prompt as far as it was fed, for the next prompt
+    /// that starts the same way.
+    fn free(&mut self, i: usize) -> Option<Slot> {
+        let slot = self.slots[i].take()?;
+        let mut kept = slot.prompt.clone();
+        // Fed, or waiting for a copy that never came (then nothing of it is in the cells).
+        kept.truncate(if slot.copy_from.is_some() {
+            0
+        } else {
+            slot.fed
+        });
+        self.kept[i] = kept;
+        Some(slot)
+    }
+
+    /// Drop every sequence and every kept cell (after a failed decode the cache holds
+    /// half-written cells).
+    fn free_all(&mut self) {
+        for i in 0..self.slots.len() {
+            self.slots[i] = None;
+            self.kept[i].clear();
+            self.clear(i, 0);
+        }
+    }
+
+    /// Make the copies whose donors now hold the tokens (a donor is never itself waiting:
+    /// see [`Session::holders`]). A donor's slot that another prompt took since still serves if
+    /// that prompt shares the tokens; otherwise the waiting sequence feeds from its start.
+    fn adopt(&mut self) -> Result<(), EngineError> {
+        for i in 0..self.slots.len() {
+            let Some((slot_prompt, (donor, len))) = self.slots[i]
+                .as_ref()
+                .and_then(|s| s.copy_from.map(|c| (&s.prompt, c)))
+            else {
+                continue;
+            };
+            let (held, fed) = match &self.slots[donor] {
+                Some(d) if d.copy_from.is_none() => (&d.prompt, d.fed),
+                Some(_) => (&self.kept[donor], 0),
+                None => (&self.kept[donor], self.kept[donor].len()),
+            };
+            let shares = prefix::common_prefix(held, slot_prompt) >= len;
+            let waits_for_feed = self.slots[donor]
+                .as_ref()
+                .is_some_and(|d| d.copy_from.is_none());
+            if shares && fed >= len {
+                // llama.cpp copies the donor's whole stream at the next decode, before that
+                // decode's tokens are computed; the cells after `len` are dropped here.
+                self.ctx
+                    .copy_kv_cache_seq(donor as i32, i as i32, None, None)
+                    .map_err(|e| EngineError::Decode(e.to_string()))?;
+                let len = self.keep_first(i, len);
+                let slot = self.slots[i].as_mut().expect("slot in use");
+                slot.copy_from = None;
+                slot.fed = len;
+                slot.cached = len;
+                slot.pos = len as i32;
+            } else if !(shares && waits_for_feed) {
+                self.clear(i, 0);
+                self.slots[i].as_mut().expect("slot in use").copy_from = None;
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn step(&mut self, model: &LlamaModel) -> Result<Vec<SeqDone>, EngineError> {
+        self.adopt()?;
         self.batch.clear();
         let add_err =
             |e: llama_cpp_2::llama_batch::BatchAddError| EngineError::Decode(e.to_string());
@@ -226,7 +388,7 @@ impl Session {
             .filter(|&i| {
                 self.slots[i]
                     .as_ref()
-                    .is_some_and(|s| s.fed < s.prompt.len())
+                    .is_some_and(|s| s.copy_from.is_none() && s.fed < s.prompt.len())
             })
             .collect();
         feeding.sort_by_key(|&i| self.slots[i].as_ref().map(|s| s.arrival));
@@ -299,6 +461,7 @@ impl Session {
                     result: Ok(Generation {
                         text: String::from_utf8_lossy(&slot.out).into_owned(),
                         prompt_tokens: slot.prompt.len() as u32,
+                        cached_tokens: slot.cached as u32,
                         completion_tokens: slot.generated,
                         finish,
                         millis: slot.started.elapsed().as_millis() as u64,

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::super::trees::t;
 use super::super::{Result, SledStore};
 use super::v5::{JobV4, SpecV4, TaskV4};
-use super::v8::ResultV7;
-use crate::job::{ChunkOutput, Constraint, GenParams, JobId, JobState, Millis, ModelRef, Usage};
+use super::v8::{ChunkV7, ResultV7};
+use crate::job::{Constraint, GenParams, JobId, JobState, Millis, ModelRef, Usage};
 use crate::monitor::history::Sample;
 use crate::monitor::Pressure;
 
@@ -77,8 +77,8 @@ struct ChunkV2 {
     chunks_total: u32,
 }
 
-fn chunk_v3(c: ChunkV2) -> ChunkOutput {
-    ChunkOutput {
+fn chunk_v3(c: ChunkV2) -> ChunkV7 {
+    ChunkV7 {
         text: c.text,
         reasoning: c.reasoning,
         usage: c.usage,

@@ -43,6 +43,7 @@ mod tests {
             json: None,
             choice: None,
             provenance: None,
+            cached_tokens: 0,
         }
     }
 
