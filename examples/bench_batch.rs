@@ -20,7 +20,7 @@
 //! file and the KV cache.
 
 mod support;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use support::{bin, doc, log_number, median, model, now_ms, run_measured};
 
@@ -147,25 +147,6 @@ fn first_token_ms(bin: &Path, model: &Path) -> u64 {
     v["timings"]["finished_ms"].as_u64().unwrap() - spawned
 }
 
-/// `llama-batched-bench`: `QWEN3Q_BATCHED_BENCH`, or the one `scripts/build-anchors.sh` builds
-/// from the crate's llama.cpp (built on first use, about 15 minutes on 2 cores).
-fn batched_bench() -> PathBuf {
-    if let Some(p) = std::env::var_os("QWEN3Q_BATCHED_BENCH") {
-        return PathBuf::from(p);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(root.join("scripts/build-anchors.sh"))
-        .output()
-        .expect("scripts/build-anchors.sh runs");
-    assert!(out.status.success(), "scripts/build-anchors.sh failed");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("llama-batched-bench-crate="))
-        .map(PathBuf::from)
-        .expect("build-anchors.sh names llama-batched-bench-crate")
-}
-
 /// The tool's tokens/s over `waves` waves of B sequences of `pp` prompt and `tg` generated
 /// tokens.
 fn tool_tps(tool: &Path, model: &Path, b: u32, waves: usize, pp: u32, tg: u32) -> f64 {
@@ -218,7 +199,8 @@ fn main() {
         .map(|s| s.split(',').collect())
         .unwrap_or_else(|| vec!["batch-invariant", "fastest"]);
     let bin = bin();
-    let tool = batched_bench();
+    // `llama-batched-bench` from the crate's own llama.cpp.
+    let tool = support::anchor("llama-batched-bench-crate", "QWEN3Q_BATCHED_BENCH");
     let model = model("gemma-3-270m-q4_k_m.gguf");
     let facts = gguf::inspect(&model)
         .unwrap()

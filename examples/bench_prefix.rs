@@ -22,7 +22,7 @@
 mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 use support::{bin, log_number, median, model, run_measured};
@@ -149,23 +149,6 @@ impl Drop for Server {
     }
 }
 
-fn llama_server() -> PathBuf {
-    if let Some(p) = std::env::var_os("QWEN3Q_LLAMA_SERVER") {
-        return PathBuf::from(p);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(root.join("scripts/build-anchors.sh"))
-        .output()
-        .expect("scripts/build-anchors.sh runs");
-    assert!(out.status.success(), "scripts/build-anchors.sh failed");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("llama-server="))
-        .map(PathBuf::from)
-        .expect("build-anchors.sh names llama-server")
-}
-
 /// One HTTP/1.1 POST of `body` (JSON) to `path`; the response's JSON body.
 fn post(port: u16, path: &str, body: &serde_json::Value) -> serde_json::Value {
     let body = body.to_string();
@@ -284,7 +267,7 @@ fn main() {
         .unwrap_or_else(|| "batch-invariant".into());
     let bin = bin();
     let model = model("gemma-3-270m-q4_k_m.gguf");
-    let tool = llama_server();
+    let tool = support::anchor("llama-server", "QWEN3Q_LLAMA_SERVER");
     let port = 18_000 + (std::process::id() % 1000) as u16;
     println!("gemma-3-270m Q4_K_M, {n} documents, up to {tg} generated tokens each, B = {b}, n_ctx {N_CTX} per sequence, worker kernels {kernels}, {runs} runs");
     println!("llama-server: {}", tool.display());

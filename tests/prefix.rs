@@ -49,6 +49,20 @@ fn enqueue(h: &TestHome, path: &std::path::Path) {
     ]);
 }
 
+/// Drain `h` with batch-invariant kernels, `parallel` sequences at a time.
+fn drain(h: &TestHome, n_ctx: &str, parallel: &str) {
+    h.ok(&[
+        "worker",
+        "--drain",
+        "--n-ctx",
+        n_ctx,
+        "--parallel",
+        parallel,
+        "--kernels",
+        "batch-invariant",
+    ]);
+}
+
 const DOCS: usize = 6;
 
 fn write_docs(h: &TestHome) -> Vec<std::path::PathBuf> {
@@ -63,31 +77,13 @@ fn a_shared_instruction_is_decoded_once_and_the_answers_are_those_of_fresh_decod
     let shared = TestHome::new();
     write_docs(&shared);
     enqueue(&shared, &shared.path().join("docs"));
-    shared.ok(&[
-        "worker",
-        "--drain",
-        "--n-ctx",
-        "1024",
-        "--parallel",
-        "2",
-        "--kernels",
-        "batch-invariant",
-    ]);
+    drain(&shared, "1024", "2");
     let together = answers(&shared);
     // Alone: every document in a worker of its own, whose context has held nothing before.
     let fresh = TestHome::new();
     for path in write_docs(&fresh) {
         enqueue(&fresh, &path);
-        fresh.ok(&[
-            "worker",
-            "--drain",
-            "--n-ctx",
-            "1024",
-            "--parallel",
-            "2",
-            "--kernels",
-            "batch-invariant",
-        ]);
+        drain(&fresh, "1024", "2");
     }
     let alone = answers(&fresh);
     assert_eq!(together.len(), DOCS);
@@ -122,26 +118,14 @@ fn a_shared_instruction_is_decoded_once_and_the_answers_are_those_of_fresh_decod
 #[test]
 fn cells_a_sliding_window_dropped_are_never_reused() {
     let run = |h: &TestHome, paths: &[std::path::PathBuf], each_alone: bool| {
-        let drain = || {
-            h.ok(&[
-                "worker",
-                "--drain",
-                "--n-ctx",
-                "2048",
-                "--parallel",
-                "1",
-                "--kernels",
-                "batch-invariant",
-            ])
-        };
         for p in paths {
             enqueue(h, p);
             if each_alone {
-                drain();
+                drain(h, "2048", "1");
             }
         }
         if !each_alone {
-            drain();
+            drain(h, "2048", "1");
         }
         answers(h)
     };

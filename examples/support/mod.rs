@@ -121,3 +121,23 @@ pub fn log_number(log: &str, what: &str, key: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {key} on a {what:?} line in the worker log:\n{log}"))
 }
+
+/// A tool `scripts/build-anchors.sh` builds (it names each as `NAME=PATH`; built on first use,
+/// which takes long on 2 cores), or the path in the environment variable `env` if set.
+pub fn anchor(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join("scripts/build-anchors.sh"))
+        .output()
+        .expect("scripts/build-anchors.sh runs");
+    assert!(out.status.success(), "scripts/build-anchors.sh failed");
+    let prefix = format!("{name}=");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("build-anchors.sh names no {name}"))
+}
