@@ -13,7 +13,8 @@
 //! and answer lengths, one process, its load left out as the tool leaves it out) with the same
 //! context (`-c` n_ctx×B, one KV stream per sequence, `-b`/`-ub` 512, the worker's threads) and
 //! llama.cpp's default kernels, run right before and right after the workers; the two are
-//! averaged. Reports total tokens/s (prompt + generated) of both and the ratio worker/tool per
+//! averaged. Reports total tokens/s (prompt tokens decoded + generated: prompt tokens the worker
+//! reused from a slot's cells are left out of its count and of the tool's prompts) of both and the ratio worker/tool per
 //! B and kernels, and batch-invariant ÷ fastest (each a median over runs of ratios within a
 //! run), the time
 //! from worker start to its first generated token, and the worker's peak RSS beyond the model
@@ -89,7 +90,12 @@ fn worker_run(bin: &Path, model: &Path, n: usize, tg: u32, b: u32, kernels: &str
     for line in String::from_utf8(out.stdout).unwrap().lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(v["state"], "succeeded");
-        let p = v["usage"]["prompt_tokens"].as_u64().unwrap();
+        // The prompt tokens decoded: those reused from a slot's cells (the shared instruction)
+        // are left out here and, through the mean, from the tool's prompts: equal work.
+        let p = v["usage"]["prompt_tokens"].as_u64().unwrap()
+            - v["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap();
         let g = v["usage"]["completion_tokens"].as_u64().unwrap();
         tokens += p + g;
         pp += p;

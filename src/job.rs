@@ -614,7 +614,9 @@ pub enum Kernels {
     /// have made it the default.
     BatchInvariant,
     /// Repacked weights, the tiled product and flash attention where llama.cpp picks them: an
-    /// answer may differ with B. The default.
+    /// answer may differ with B, with what shares the batch, and with what ran in its slot
+    /// before it (a reused prompt prefix leaves a shorter rest to decode, in other row groups).
+    /// The default.
     #[default]
     Fastest,
 }
@@ -638,9 +640,11 @@ impl std::str::FromStr for Kernels {
     }
 }
 
-/// What reproduces a job's answer, beside the job's own parameters (sampling, seed, task,
-/// system prompt, which `results` shows): the model by its content, the chat template, the
-/// kernels and the engine that ran (schema v8).
+/// What ran a job, beside the job's own parameters (sampling, seed, task, system prompt, which
+/// `results` shows): the model by its content, the chat template, the kernels and the engine
+/// (schema v8). With batch-invariant kernels that reproduces the answer on the same build and
+/// the same kind of CPU (its vector width orders sums too); the build flags and the CPU's
+/// features are not recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Provenance {
     /// The model's identity, `gguf-sha256:<hash of its header>:<file size>`

@@ -10,8 +10,10 @@
 //! - [`engine`] — the inference seam (trait [`engine::Engine`] = `Residency` (which models are
 //!   loaded, keep-alive on the worker's clock) + `Text` (tokens, templates) + `Decoder` (a batch
 //!   of sequences decoded together)); `engine::llama` is the only code that sees llama-cpp-2
-//!   (`session`: the batch context), and picks llama.cpp's kernels by [`job::Kernels`]
-//!   (batch-invariant by default: an answer does not depend on B). `engine::cache` keeps
+//!   (`session`: the batch context, whose freed slots keep their prompt's cells for the next
+//!   prompt that starts the same way, as the pure `engine::prefix` chooses), and picks
+//!   llama.cpp's kernels by [`job::Kernels`] (fastest by default; batch-invariant on request,
+//!   when an answer must not depend on B). `engine::cache` keeps
 //!   loaded models under the pure LRU (`engine::lru`); chunking, templates, GGUF headers (and
 //!   a model's identity, `gguf::identity`) and memory prediction (`engine::memory`) are pure.
 //!   Every result records its [`job::Provenance`]: model identity, template, kernels, engine.

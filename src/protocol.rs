@@ -9,9 +9,10 @@ use crate::queue::{Counts, EnqueueOutcome, JobFilter, NewJob, TransitionOutcome}
 use crate::registry::{Calibration, MemoryRecord, RegisteredModel};
 use crate::scheduler::LiveStatus;
 
-/// Bumped on any change to [`Request`] or [`Response`]. A mismatch is refused with a message
+/// Bumped on any change to [`Request`] or [`Response`] (4: results carry provenance and cached
+/// tokens). A mismatch is refused with a message
 /// telling which side to restart or upgrade.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The longest request line the worker reads. A longer one is answered with an error and the
 /// connection closed, so a client cannot make the worker buffer without bound. Enqueue

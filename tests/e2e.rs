@@ -105,7 +105,9 @@ fn greedy_output_is_deterministic_and_enqueue_dedupes() {
     let mut forced = args.to_vec();
     forced.push("--force");
     assert!(h.ok(&forced).contains("queued #2"));
-    h.ok(&["worker", "--drain"]);
+    // Batch-invariant: the second decodes only its last token from the first's cells, which
+    // with the fastest kernels may round differently from a whole decode.
+    h.ok(&["worker", "--drain", "--kernels", "batch-invariant"]);
     let r = h.results(&[]);
     assert_eq!(r.len(), 2);
     assert_eq!(

@@ -143,6 +143,8 @@ pub enum EngineError {
     Unavailable,
     #[error("batch-invariant kernels need llama.cpp built without llamafile's sgemm (GGML_LLAMAFILE=OFF, which the clone's .cargo/config.toml sets: build from the clone), or run the worker with --kernels fastest")]
     KernelsUnavailable,
+    #[error("this process already runs {} kernels (llama.cpp reads that choice once per process); start another process for the other kind", .0.as_str())]
+    KernelsFixed(Kernels),
 }
 
 impl EngineError {

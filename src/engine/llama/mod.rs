@@ -49,24 +49,23 @@ pub const LLAMA_CPP: &str = "llama.cpp (llama-cpp-sys-2 0.1.161)";
 /// would differ between a batch of 4 and one of 8) reads its switch, `GGML_CPU_TILED_MM`, from
 /// the environment once, at the first product. Batch-invariant kernels turn it off here, before
 /// any product; the first engine of a process decides, and a later one asking otherwise is
-/// told so in the log. Fastest kernels leave llama.cpp's default (or the user's setting).
-fn set_process_kernels(kernels: Kernels) {
+/// refused. Fastest kernels leave llama.cpp's default (or the user's setting).
+fn set_process_kernels(kernels: Kernels) -> Result<(), EngineError> {
     static CHOSEN: OnceLock<Kernels> = OnceLock::new();
     let chosen = *CHOSEN.get_or_init(|| {
         if kernels == Kernels::BatchInvariant {
-            // Before llama.cpp runs any product (the backend is initialised just after) and
-            // before the engine starts threads of its own.
+            // Before llama.cpp runs any product (the backend is initialised just after). The
+            // worker and `calibrate` make their engine before they start any thread of their
+            // own (the tokio runtime, the socket), so nothing reads the environment meanwhile.
             std::env::set_var("GGML_CPU_TILED_MM", "0");
         }
         kernels
     });
     if chosen != kernels {
-        tracing::warn!(
-            asked = ?kernels,
-            process = ?chosen,
-            "the tiled matrix product was already chosen for this process; it keeps the first engine's kernels"
-        );
+        // A result would record kernels that did not run.
+        return Err(EngineError::KernelsFixed(chosen));
     }
+    Ok(())
 }
 
 /// Settings of the engine itself (not of a job).
@@ -134,7 +133,7 @@ impl LlamaEngine {
         if settings.kernels == Kernels::BatchInvariant && llamafile {
             return Err(EngineError::KernelsUnavailable);
         }
-        set_process_kernels(settings.kernels);
+        set_process_kernels(settings.kernels)?;
         backend();
         Ok(LlamaEngine {
             cache: ModelCache::new(settings.limits.clone(), &settings.pins),

@@ -93,3 +93,113 @@ pub fn run(store: &SledStore) -> Result<()> {
     super::rewrite(store, t::CHECKPOINTS, &FROM, 8, chunk_v8)?;
     store.flush()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::{codec, keys};
+    use super::*;
+    use crate::job::{Event, JobId, StateKind};
+    use crate::queue::test_support::temp_store;
+
+    fn model() -> ModelRef {
+        ModelRef {
+            name: "m".into(),
+            path: "/m.gguf".into(),
+            template: None,
+        }
+    }
+
+    fn result(answer: &str) -> ResultV7 {
+        ResultV7 {
+            answer: answer.into(),
+            reasoning: Some("r".into()),
+            usage: Usage {
+                prompt_tokens: 40,
+                completion_tokens: 8,
+            },
+            model: model(),
+            n_ctx: 512,
+            chunks: 2,
+            reduced: true,
+            started: 1,
+            finished: 2,
+            generation_millis: 3,
+            attempts: 1,
+            n_seq: 4,
+            json: None,
+            choice: Some("auto".into()),
+        }
+    }
+
+    fn chunk(text: &str) -> ChunkV7 {
+        ChunkV7 {
+            text: text.into(),
+            reasoning: None,
+            usage: Usage {
+                prompt_tokens: 20,
+                completion_tokens: 4,
+            },
+            millis: 5,
+            n_ctx: 512,
+            chunks_total: 3,
+            model: "/m.gguf".into(),
+        }
+    }
+
+    /// Results and checkpoints of versions 5, 6 and 7 (one layout) and an event: after the
+    /// step, and after it again (a migration cut short runs again), every value decodes in
+    /// this build's layout with what it held.
+    #[test]
+    fn results_and_checkpoints_of_5_to_7_gain_their_fields_and_a_second_run_changes_nothing() {
+        let (_dir, store) = temp_store();
+        for (i, version) in FROM.into_iter().enumerate() {
+            let id = JobId(i as u64 + 1);
+            let put = |tree: usize, key: &[u8], value: Vec<u8>| {
+                store.tree(tree).insert(key, value).unwrap();
+            };
+            put(
+                t::RESULTS,
+                &keys::job(id),
+                codec::encode_as(version, &result(&format!("a{i}"))).unwrap(),
+            );
+            put(
+                t::CHECKPOINTS,
+                &keys::job_part(id, 0),
+                codec::encode_as(version, &chunk(&format!("c{i}"))).unwrap(),
+            );
+            let event = Event {
+                at: 7,
+                from: None,
+                to: StateKind::Queued,
+                chunk: None,
+                reason: format!("e{i}"),
+            };
+            put(
+                t::EVENTS,
+                &keys::job_part(id, 0),
+                codec::encode_as(version, &event).unwrap(),
+            );
+        }
+        for _ in 0..2 {
+            run(&store).unwrap();
+            for i in 0..FROM.len() {
+                let id = JobId(i as u64 + 1);
+                let get = |tree: usize, key: &[u8]| store.tree(tree).get(key).unwrap().unwrap();
+                let r: JobResult = codec::decode(&get(t::RESULTS, &keys::job(id))).unwrap();
+                assert_eq!(r.answer, format!("a{i}"));
+                assert_eq!((r.usage.prompt_tokens, r.n_seq), (40, 4));
+                assert_eq!(r.choice.as_deref(), Some("auto"));
+                assert_eq!((r.provenance, r.cached_tokens), (None, 0));
+                let c: ChunkOutput =
+                    codec::decode(&get(t::CHECKPOINTS, &keys::job_part(id, 0))).unwrap();
+                assert_eq!(
+                    (c.text.as_str(), c.chunks_total),
+                    (format!("c{i}").as_str(), 3)
+                );
+                assert_eq!((c.model.as_str(), c.cached_tokens), ("/m.gguf", 0));
+                let e: Event = codec::decode(&get(t::EVENTS, &keys::job_part(id, 0))).unwrap();
+                assert_eq!(e.reason, format!("e{i}"));
+            }
+        }
+    }
+}
