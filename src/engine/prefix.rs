@@ -22,16 +22,6 @@ pub enum Start {
     Copy { donor: usize, len: usize },
 }
 
-impl Start {
-    /// Tokens of the prompt that are not decoded again.
-    pub fn reused(self) -> usize {
-        match self {
-            Start::Fresh => 0,
-            Start::Own { len } | Start::Copy { len, .. } => len,
-        }
-    }
-}
-
 /// What slot `slot` holds or will hold: the tokens at positions 0.. of its cells.
 #[derive(Debug, Clone, Copy)]
 pub struct Holder<'a, T> {
@@ -44,6 +34,15 @@ pub fn common_prefix<T: PartialEq>(a: &[T], b: &[T]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
+/// The first of the (slot, length) pairs with the largest length: the same choice for the
+/// same holders.
+fn first_longest(pairs: impl Iterator<Item = (usize, usize)>) -> Option<(usize, usize)> {
+    pairs.fold(None, |best, (s, len)| match best {
+        Some((_, b)) if b >= len => best,
+        _ => Some((s, len)),
+    })
+}
+
 /// Where `prompt`, starting in slot `slot`, begins, given what every slot holds (`holders`,
 /// its own included). The last token of a prompt is always decoded (its logits choose the
 /// first generated token), so at most `prompt.len() - 1` are reused. Another slot is copied only
@@ -54,15 +53,12 @@ pub fn choose<T: PartialEq>(prompt: &[T], slot: usize, holders: &[Holder<'_, T>]
         .iter()
         .find(|h| h.slot == slot)
         .map_or(0, |h| common_prefix(prompt, h.tokens).min(most));
-    let best = holders
-        .iter()
-        .filter(|h| h.slot != slot)
-        .map(|h| (h.slot, common_prefix(prompt, h.tokens).min(most)))
-        // The first of the longest: the same choice for the same holders.
-        .fold(None, |best: Option<(usize, usize)>, (s, len)| match best {
-            Some((_, b)) if b >= len => best,
-            _ => Some((s, len)),
-        });
+    let best = first_longest(
+        holders
+            .iter()
+            .filter(|h| h.slot != slot)
+            .map(|h| (h.slot, common_prefix(prompt, h.tokens).min(most))),
+    );
     match best {
         Some((donor, len)) if len >= MIN_COPY && len >= own + MIN_COPY => {
             Start::Copy { donor, len }
@@ -77,13 +73,10 @@ pub fn choose<T: PartialEq>(prompt: &[T], slot: usize, holders: &[Holder<'_, T>]
 /// nothing, else the first. `free` are the free slots with what each keeps; `None` when there
 /// is none.
 pub fn pick_slot<T: PartialEq>(prompt: &[T], free: &[Holder<'_, T>]) -> Option<usize> {
-    let best = free
-        .iter()
-        .map(|h| (h.slot, common_prefix(prompt, h.tokens)))
-        .fold(None, |best: Option<(usize, usize)>, (s, len)| match best {
-            Some((_, b)) if b >= len => best,
-            _ => Some((s, len)),
-        })?;
+    let best = first_longest(
+        free.iter()
+            .map(|h| (h.slot, common_prefix(prompt, h.tokens))),
+    )?;
     if best.1 > 0 {
         return Some(best.0);
     }

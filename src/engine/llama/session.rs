@@ -338,15 +338,14 @@ impl Session {
             else {
                 continue;
             };
-            let (held, fed) = match &self.slots[donor] {
-                Some(d) if d.copy_from.is_none() => (&d.prompt, d.fed),
-                Some(_) => (&self.kept[donor], 0),
-                None => (&self.kept[donor], self.kept[donor].len()),
+            // What the donor's slot holds, how much of it is in its cells, and whether the rest
+            // is still being fed (a sequence in use that waits for no copy of its own).
+            let (held, fed, feeding) = match &self.slots[donor] {
+                Some(d) if d.copy_from.is_none() => (&d.prompt, d.fed, true),
+                Some(_) => (&self.kept[donor], 0, false),
+                None => (&self.kept[donor], self.kept[donor].len(), false),
             };
             let shares = prefix::common_prefix(held, slot_prompt) >= len;
-            let waits_for_feed = self.slots[donor]
-                .as_ref()
-                .is_some_and(|d| d.copy_from.is_none());
             if shares && fed >= len {
                 // llama.cpp copies the donor's whole stream at the next decode, before that
                 // decode's tokens are computed; the cells after `len` are dropped here.
@@ -359,7 +358,7 @@ impl Session {
                 slot.fed = len;
                 slot.cached = len;
                 slot.pos = len as i32;
-            } else if !(shares && waits_for_feed) {
+            } else if !(shares && feeding) {
                 self.clear(i, 0);
                 self.slots[i].as_mut().expect("slot in use").copy_from = None;
             }
