@@ -3,7 +3,14 @@
 //!
 //! cargo run --release --example generate -- MODEL.gguf "The capital of France is" [MAX_TOKENS]
 
-use qwen3q::engine::llama::{LlamaEngine, LlamaSettings};
+// The engine binary's llama.cpp module (the library links no llama.cpp; see
+// `qwen3q::cli::inference`).
+#[allow(dead_code)] // the example uses the engine, not the device readings
+#[path = "../src/bin/qwen3q-engine/llama/mod.rs"]
+mod llama;
+
+use llama::LlamaEngine;
+use qwen3q::engine::EngineSettings;
 use qwen3q::engine::{Control, Decoder, Residency, Sampling, Shape};
 use qwen3q::job::ModelRef;
 
@@ -14,7 +21,7 @@ fn main() {
         std::process::exit(2);
     }
     let max_tokens = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(32);
-    let mut engine = LlamaEngine::new(LlamaSettings::default()).unwrap();
+    let mut engine = LlamaEngine::new(EngineSettings::default()).unwrap();
     let model = ModelRef {
         name: "model".into(),
         path: args[1].clone(),

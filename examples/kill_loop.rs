@@ -67,13 +67,16 @@ fn bin() -> PathBuf {
         return p.into();
     }
     let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("qwen3q");
-    assert!(
-        bin.exists(),
-        "build it first: cargo build --release --bins --examples ({})",
-        bin.display()
-    );
-    bin
+    let dir = exe.parent().unwrap().parent().unwrap();
+    // qwen3q decodes through qwen3q-engine beside it: both, from one build.
+    for b in [dir.join("qwen3q"), dir.join("qwen3q-engine")] {
+        assert!(
+            b.exists(),
+            "build them first: cargo build --release --bins --examples ({})",
+            b.display()
+        );
+    }
+    dir.join("qwen3q")
 }
 
 fn main() {

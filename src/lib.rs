@@ -9,8 +9,10 @@
 //!   that sees sled: every state change one transaction, flushed before anyone is told.
 //! - [`engine`] — the inference seam (trait [`engine::Engine`] = `Residency` (which models are
 //!   loaded, keep-alive on the worker's clock) + `Text` (tokens, templates) + `Decoder` (a batch
-//!   of sequences decoded together)); `engine::llama` is the only code that sees llama-cpp-2
-//!   (`session`: the batch context, whose freed slots keep their prompt's cells for the next
+//!   of sequences decoded together)); the `llama` module of the `qwen3q-engine` binary
+//!   (`src/bin/qwen3q-engine/`) is the only code that sees llama-cpp-2 — the library links no
+//!   llama.cpp, so `qwen3q` starts fast (see [`cli::inference`]) — (`session`: the batch
+//!   context, whose freed slots keep their prompt's cells for the next
 //!   prompt that starts the same way, as the pure `engine::prefix` chooses), and picks
 //!   llama.cpp's kernels by [`job::Kernels`] (fastest by default; batch-invariant on request,
 //!   when an answer must not depend on B). `engine::cache` keeps
@@ -35,6 +37,10 @@
 //! - [`daemon`] — the worker process: the socket server plus the loop, wired together.
 //! - [`supervise`] — `qwen3q worker` is a supervisor and a runner: the supervisor reads how the
 //!   runner died and charges crashes to the jobs in flight (`crash`), then starts it again.
+//! - [`cli`] — the verbs, one file each (anyhow lives here only); `cli::start` is a process
+//!   from start to exit, for both binaries: `qwen3q` (src/main.rs) without an engine, and
+//!   `qwen3q-engine` with llama.cpp's ([`cli::inference`]: the worker's supervisor starts the
+//!   engine binary as its runner, `calibrate` becomes it; both check they are one build).
 //! - [`client`] — the CLI side: the socket when a worker is alive, else the store directly.
 //! - [`config`], [`home`] — configuration and where data lives; [`validated`] — models already
 //!   checked, remembered by path, size and time so a command does not read their header again.
@@ -61,6 +67,7 @@
 //! `Crashes::record_crash`) — several in flight run alone first — and starts the runner again.
 
 pub mod calibration;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod crash;
@@ -80,6 +87,10 @@ pub mod scheduler;
 pub mod service;
 pub mod supervise;
 pub mod validated;
+
+/// This build: a hash of the sources and the manifest (`build.rs`). The two binaries must
+/// share it (see `cli::inference`).
+pub const BUILD: &str = env!("QWEN3Q_BUILD");
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> job::Millis {

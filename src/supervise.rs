@@ -71,13 +71,17 @@ pub fn stopping() -> bool {
     STOPPING.load(Ordering::SeqCst)
 }
 
-/// Start the runner (this program, these arguments, in its own process group) and wait for
-/// its end.
-pub fn run_once(args: &[std::ffi::OsString]) -> std::io::Result<(u32, Death)> {
+/// Start the runner (`program` — the binary that decodes — with these arguments and
+/// environment, in its own process group) and wait for its end.
+pub fn run_once(
+    program: &std::path::Path,
+    args: &[std::ffi::OsString],
+    env: &[(&str, &str)],
+) -> std::io::Result<(u32, Death)> {
     use std::os::unix::process::{CommandExt, ExitStatusExt};
-    let exe = std::env::current_exe()?;
-    let mut child = std::process::Command::new(exe)
+    let mut child = std::process::Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .env(RUNNER_OF, std::process::id().to_string())
         .process_group(0)
         .spawn()?;

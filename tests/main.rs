@@ -5,6 +5,7 @@ mod common;
 
 mod badinput;
 mod batching;
+mod binaries;
 mod cgroup;
 mod crash;
 mod e2e;

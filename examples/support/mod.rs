@@ -16,11 +16,14 @@ pub fn bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
     let bin = target.join("release/qwen3q");
-    assert!(
-        bin.exists(),
-        "build the binary first: cargo build --release --bins ({})",
-        bin.display()
-    );
+    // qwen3q decodes through qwen3q-engine beside it: both, from one build.
+    for b in [bin.clone(), target.join("release/qwen3q-engine")] {
+        assert!(
+            b.exists(),
+            "build the binaries first: cargo build --release --bins ({})",
+            b.display()
+        );
+    }
     bin
 }
 

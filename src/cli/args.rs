@@ -220,7 +220,7 @@ pub struct EnqueueArgs {
     /// With `--model auto`: `high` takes the largest registered model that fits the memory
     /// free, `low` the smallest adequate one (at least 4 bits a weight), `medium` one between.
     #[arg(long, value_name = "low|medium|high")]
-    pub quality: Option<qwen3q::job::Quality>,
+    pub quality: Option<crate::job::Quality>,
     /// Built-in llama.cpp chat template for a GGUF without one (gemma, chatml, llama3, …).
     #[arg(long)]
     pub template: Option<String>,
@@ -302,7 +302,7 @@ pub struct WorkerArgs {
     /// `fastest`: llama.cpp's fastest kernels, an answer may change with B (default from
     /// config: fastest).
     #[arg(long, value_name = "batch-invariant|fastest")]
-    pub kernels: Option<qwen3q::engine::Kernels>,
+    pub kernels: Option<crate::engine::Kernels>,
     /// Longest one chunk may generate, in seconds (default from config: 600).
     #[arg(long)]
     pub chunk_timeout: Option<u64>,

@@ -7,11 +7,11 @@ use anyhow::Result;
 use super::args::CalibrateArgs;
 use super::output::human_bytes;
 use super::{code, fail, Coded, Ctx};
-use qwen3q::engine::calibrate::{batch_sizes, sweep, SweepSettings};
-use qwen3q::engine::{gguf, Shape};
-use qwen3q::monitor::{system::SystemProbe, MemoryProbe};
-use qwen3q::protocol::{Request, Response};
-use qwen3q::scheduler::admission::{admit_shares, Need};
+use crate::engine::calibrate::{batch_sizes, sweep, SweepSettings};
+use crate::engine::{gguf, Shape};
+use crate::monitor::{system::SystemProbe, MemoryProbe};
+use crate::protocol::{Request, Response};
+use crate::scheduler::admission::{admit_shares, Need};
 
 pub fn run(ctx: &Ctx, a: CalibrateArgs) -> Result<i32> {
     let model = ctx
@@ -37,7 +37,7 @@ pub fn run(ctx: &Ctx, a: CalibrateArgs) -> Result<i32> {
         batch_sizes: batch_sizes(a.max_parallel.unwrap_or(parallel.max(8))),
         max_tokens: a.max_tokens.max(1),
     };
-    let mut engine = super::worker::engine(ctx, a.threads, None)?;
+    let (mut engine, _) = super::worker::engine(ctx, a.threads, None)?;
     // The worker's gate: what each shape is predicted to add must fit in free memory beyond
     // the reserve and within the budget's shares (once loaded, only the context is new).
     let facts = gguf::inspect(std::path::Path::new(&model.path))
@@ -51,7 +51,7 @@ pub fn run(ctx: &Ctx, a: CalibrateArgs) -> Result<i32> {
             context: p.total() - p.weights,
             n_seq: shape.n_seq,
         };
-        let snap = probe.sample(qwen3q::now_ms());
+        let snap = probe.sample(crate::now_ms());
         admit_shares(&snap, need, 0, &ctx.budget(snap.effective_total())).map_err(|r| r.to_string())
     };
     if !a.json {
@@ -65,7 +65,7 @@ pub fn run(ctx: &Ctx, a: CalibrateArgs) -> Result<i32> {
         engine.as_mut(),
         &model,
         &settings,
-        qwen3q::now_ms(),
+        crate::now_ms(),
         &mut gate,
         &mut |p| {
             if !json {

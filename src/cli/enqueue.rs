@@ -7,15 +7,15 @@ use anyhow::Result;
 
 use super::args::{EnqueueArgs, GenArgs, TaskName};
 use super::{code, fail, millis, parse_duration, Coded, Ctx};
-use qwen3q::client::Sent;
-use qwen3q::ingest::{self, Refusal};
-use qwen3q::job::{
+use crate::client::Sent;
+use crate::ingest::{self, Refusal};
+use crate::job::{
     chat_document, document_sha256, printable, Constraint, GenOverrides, GenParams, JobSpec,
     ModelRef, Quality, Task,
 };
-use qwen3q::protocol::{Request, Response};
-use qwen3q::queue::{EnqueueOutcome, NewJob};
-use qwen3q::registry::RegisteredModel;
+use crate::protocol::{Request, Response};
+use crate::queue::{EnqueueOutcome, NewJob};
+use crate::registry::RegisteredModel;
 
 /// Documents per request: each batch is one transaction and one flush…
 const BATCH: usize = 500;
@@ -130,7 +130,7 @@ fn fallback_of(ctx: &Ctx, a: &EnqueueArgs, primary: &ModelRef) -> Result<Vec<Mod
         return Ok(Vec::new());
     };
     if list.trim() == "auto" {
-        let facts = qwen3q::engine::gguf::inspect(Path::new(&primary.path))
+        let facts = crate::engine::gguf::inspect(Path::new(&primary.path))
             .map_err(|e| Coded(code::BAD_INPUT, format!("{}: {e}", primary.path)))?
             .facts(0);
         let mut smaller: Vec<RegisteredModel> = match ctx.call(Request::ModelList)? {
@@ -197,7 +197,7 @@ fn not_before(s: &Option<String>) -> Result<Option<u64>> {
         };
     }
     Ok(Some(
-        qwen3q::now_ms().saturating_add(millis(parse_duration(s)?)),
+        crate::now_ms().saturating_add(millis(parse_duration(s)?)),
     ))
 }
 
@@ -358,7 +358,7 @@ fn path_items(
     }
     let total = found.len() + stdin_count;
     if let Some(id) = &a.custom_id {
-        qwen3q::job::check_custom_id(id)
+        crate::job::check_custom_id(id)
             .or_else(|why| fail(code::USAGE, format!("--custom-id: {why}")))?;
     }
     if a.custom_id.is_some() && total != 1 {
@@ -397,7 +397,7 @@ fn path_items(
             continue;
         }
         let id = a.custom_id.clone().unwrap_or(f.custom_id);
-        if let Err(why) = qwen3q::job::check_custom_id(&id) {
+        if let Err(why) = crate::job::check_custom_id(&id) {
             let path = f.path.display().to_string();
             refuse(tally, &path, &Refusal::BadName(why), f.in_directory);
             sender.skip();
@@ -606,7 +606,7 @@ fn progress(len: u64, what: &'static str) -> indicatif::ProgressBar {
 struct Sender {
     force: bool,
     json: bool,
-    conn: Option<qwen3q::client::Connection>,
+    conn: Option<crate::client::Connection>,
     bar: indicatif::ProgressBar,
     /// Print a line per document (small enqueues only).
     verbose: bool,
@@ -689,7 +689,7 @@ impl Sender {
                         "qwen3q: {}: too large to send to the worker ({} MiB as JSON; the limit is {} MiB)",
                         items[0].spec.source,
                         size >> 20,
-                        qwen3q::protocol::MAX_REQUEST_BYTES >> 20
+                        crate::protocol::MAX_REQUEST_BYTES >> 20
                     );
                     return Ok(());
                 }

@@ -5,9 +5,9 @@ use anyhow::Result;
 use super::args::ListArgs;
 use super::output::{ago, error_of, job_json};
 use super::{code, fail, millis, parse_duration, Coded, Ctx};
-use qwen3q::job::{JobState, StateKind};
-use qwen3q::protocol::{JobView, Request, Response};
-use qwen3q::queue::JobFilter;
+use crate::job::{JobState, StateKind};
+use crate::protocol::{JobView, Request, Response};
+use crate::queue::JobFilter;
 
 pub fn run(ctx: &Ctx, a: ListArgs) -> Result<i32> {
     let states = a
@@ -20,7 +20,7 @@ pub fn run(ctx: &Ctx, a: ListArgs) -> Result<i32> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let since = match &a.since {
-        Some(s) => Some(qwen3q::now_ms().saturating_sub(millis(parse_duration(s)?))),
+        Some(s) => Some(crate::now_ms().saturating_sub(millis(parse_duration(s)?))),
         None => None,
     };
     // Pages of jobs, so that neither the worker nor this process holds a list of every job.
@@ -84,8 +84,8 @@ pub fn run(ctx: &Ctx, a: ListArgs) -> Result<i32> {
 const PAGE: usize = 1000;
 
 /// One line a job.
-fn print_page(jobs: &[qwen3q::job::Job]) {
-    let now = qwen3q::now_ms();
+fn print_page(jobs: &[crate::job::Job]) {
+    let now = crate::now_ms();
     for j in jobs {
         let detail = match &j.state {
             JobState::Running {
@@ -113,7 +113,7 @@ fn print_page(jobs: &[qwen3q::job::Job]) {
             j.state.kind().as_str(),
             j.spec.task.name(),
             ago(j.updated, now),
-            qwen3q::job::printable(&j.spec.custom_id),
+            crate::job::printable(&j.spec.custom_id),
             detail
         );
     }

@@ -6,12 +6,12 @@ use anyhow::Result;
 use super::args::MemoryArgs;
 use super::output::human_bytes;
 use super::{code, fail, millis, parse_duration, Ctx};
-use qwen3q::monitor::history::{
+use crate::monitor::history::{
     recommendations, sparkline, trend, wait_advice, waits_by_model, Sample,
 };
-use qwen3q::monitor::{system::SystemProbe, MemoryProbe};
-use qwen3q::protocol::{Request, Response};
-use qwen3q::scheduler::admission::{pressure, Budget};
+use crate::monitor::{system::SystemProbe, MemoryProbe};
+use crate::protocol::{Request, Response};
+use crate::scheduler::admission::{pressure, Budget};
 
 /// One line for each model that waited for memory in the window (a minute or more), with a
 /// variant that would have fit the memory typically free.
@@ -37,7 +37,7 @@ fn wait_advices(ctx: &Ctx, samples: &[Sample], budget: &Budget) -> Result<Vec<St
 
 pub fn run(ctx: &Ctx, a: MemoryArgs) -> Result<i32> {
     let window = parse_duration(&a.window)?;
-    let now = qwen3q::now_ms();
+    let now = crate::now_ms();
     let snap = SystemProbe::new(None).sample(now);
     let budget = ctx.budget(snap.effective_total());
     let since = now.saturating_sub(millis(window));
@@ -160,14 +160,14 @@ pub fn run(ctx: &Ctx, a: MemoryArgs) -> Result<i32> {
 
 /// `--plot FILE.svg|FILE.png`: the window's samples, with the gate's waits and the sheds the
 /// history recorded.
-fn plot(samples: &[qwen3q::monitor::history::Sample], path: &std::path::Path) -> Result<i32> {
-    if qwen3q::monitor::plot::Format::of(path).is_none() {
+fn plot(samples: &[crate::monitor::history::Sample], path: &std::path::Path) -> Result<i32> {
+    if crate::monitor::plot::Format::of(path).is_none() {
         return fail(
             code::BAD_INPUT,
             format!("{}: name the plot file .svg or .png", path.display()),
         );
     }
-    match qwen3q::monitor::plot::draw(samples, path) {
+    match crate::monitor::plot::draw(samples, path) {
         Ok(()) => {
             println!("wrote {} ({} samples)", path.display(), samples.len());
             Ok(0)

@@ -1,9 +1,12 @@
-//! The CLI: one file per verb, sharing the helpers below. `anyhow` lives here and in
-//! `main.rs` only.
+//! The CLI: one file per verb, sharing the helpers below; `start` is a process from start to
+//! exit, `inference` which binary decodes. Both binaries are this module: `qwen3q` without an
+//! engine, `qwen3q-engine` with llama.cpp's. `anyhow` lives here only; the library below it
+//! reports typed errors (thiserror).
 
 pub mod args;
 mod calibrate;
 mod enqueue;
+pub mod inference;
 mod list;
 mod memory;
 mod models;
@@ -11,6 +14,7 @@ mod output;
 mod results;
 mod service;
 mod show;
+pub mod start;
 mod status;
 mod steer;
 mod supervisor;
@@ -20,12 +24,13 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::client::{ClientError, Connection};
+use crate::config::Config;
+use crate::home::Home;
+use crate::protocol::{Request, Response};
+use crate::queue::OpenOptions;
 use args::{Cli, Command};
-use qwen3q::client::{ClientError, Connection};
-use qwen3q::config::Config;
-use qwen3q::home::Home;
-use qwen3q::protocol::{Request, Response};
-use qwen3q::queue::OpenOptions;
+use inference::Inference;
 
 /// Exit codes, documented in the README.
 pub mod code {
@@ -59,18 +64,21 @@ pub fn fail<T>(code: i32, msg: impl Into<String>) -> Result<T> {
     Err(Coded(code, msg.into()).into())
 }
 
-/// What every verb needs: where the data lives and the configuration.
+/// What every verb needs: where the data lives, the configuration, what this binary decodes
+/// with.
 pub struct Ctx {
     pub home: Home,
     pub config: Config,
+    /// The engine linked into this binary; none in `qwen3q` (see [`inference`]).
+    pub inference: Option<&'static Inference>,
 }
 
 impl Ctx {
     /// The memory budget on a machine (or cgroup) with `total` bytes: defaults from it, then
     /// the config.
-    pub fn budget(&self, total: u64) -> qwen3q::scheduler::admission::Budget {
+    pub fn budget(&self, total: u64) -> crate::scheduler::admission::Budget {
         let mut b =
-            qwen3q::scheduler::admission::Budget::from_total(total, cfg!(target_os = "macos"));
+            crate::scheduler::admission::Budget::from_total(total, cfg!(target_os = "macos"));
         if self.config.memory_reserve_mb > 0 {
             b.reserve = self.config.memory_reserve_mb * 1024 * 1024;
         }
@@ -100,14 +108,14 @@ impl Ctx {
     }
 
     /// The cache of models already checked, in this home.
-    pub fn checked(&self) -> qwen3q::validated::ValidatedModels {
-        qwen3q::validated::ValidatedModels::new(self.home.validated_models())
+    pub fn checked(&self) -> crate::validated::ValidatedModels {
+        crate::validated::ValidatedModels::new(self.home.validated_models())
     }
 
     /// A registered model as a config entry, if the store knows the name.
-    pub fn registered(&self, name: &str) -> Option<qwen3q::config::ModelEntry> {
+    pub fn registered(&self, name: &str) -> Option<crate::config::ModelEntry> {
         match self.call(Request::ModelGet(name.to_string())) {
-            Ok(Response::Model(Some(m))) => Some(qwen3q::config::ModelEntry {
+            Ok(Response::Model(Some(m))) => Some(crate::config::ModelEntry {
                 path: m.path.into(),
                 template: m.template,
             }),
@@ -185,10 +193,17 @@ pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-pub fn run(cli: Cli) -> Result<i32> {
+pub fn run(cli: Cli, inference: Option<&'static Inference>) -> Result<i32> {
+    if inference.is_some() {
+        inference::check_build()?;
+    }
     let home = Home::resolve(cli.home.as_deref())?;
     let config = Config::load(&home.config()).map_err(|e| Coded(code::BAD_INPUT, e.to_string()))?;
-    let ctx = Ctx { home, config };
+    let ctx = Ctx {
+        home,
+        config,
+        inference,
+    };
     match cli.command {
         Command::Enqueue(a) => enqueue::run(&ctx, *a),
         Command::Worker(a) => worker::run(&ctx, a),

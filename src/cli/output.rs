@@ -3,8 +3,8 @@
 
 use serde_json::{json, Value};
 
-use qwen3q::job::{Constraint, Job, JobState, Millis, Task};
-use qwen3q::protocol::JobView;
+use crate::job::{Constraint, Job, JobState, Millis, Task};
+use crate::protocol::JobView;
 
 /// An `f32` as JSON the way a person wrote it (`0.7`, not `0.699999988079071`).
 fn f32_json(x: f32) -> Value {

@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use super::args::{ResultFormat, ResultsArgs};
 use super::output::{error_of, job_json, openai_error, openai_success};
 use super::{code, fail, Ctx};
-use qwen3q::job::{JobState, StateKind};
-use qwen3q::protocol::{JobView, Request, Response, Selector};
+use crate::job::{JobState, StateKind};
+use crate::protocol::{JobView, Request, Response, Selector};
 
 fn fetch(ctx: &Ctx, selectors: &[Selector]) -> Result<(Vec<JobView>, Vec<String>)> {
     match ctx.call(Request::Results(selectors.to_vec()))? {
@@ -42,7 +42,7 @@ fn for_each_page(
     }
     let mut after = None;
     loop {
-        let filter = qwen3q::queue::JobFilter {
+        let filter = crate::queue::JobFilter {
             limit: Some(PAGE),
             after,
             ..Default::default()
@@ -103,7 +103,7 @@ fn wait(ctx: &Ctx, selectors: &[Selector]) -> Result<()> {
             bar.finish_and_clear();
             return Ok(());
         }
-        if !warned && !qwen3q::daemon::worker_alive(&ctx.home) {
+        if !warned && !crate::daemon::worker_alive(&ctx.home) {
             eprintln!("qwen3q: no worker is running; start `qwen3q worker` to run the queue (still waiting)");
             warned = true;
         }
@@ -144,7 +144,7 @@ fn text_block(v: &JobView) -> String {
     let mut out = format!(
         "== #{} {} [{}]\n",
         job.id,
-        qwen3q::job::printable(&job.spec.custom_id),
+        crate::job::printable(&job.spec.custom_id),
         job.state.kind()
     );
     match (&v.result, &job.state) {

@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use super::args::ServiceCommand;
 use super::{code, fail, Ctx};
-use qwen3q::service::{ProcessType, ServiceSpec};
+use crate::service::{ProcessType, ServiceSpec};
 
 /// The unit's name on Linux, the job's label on macOS.
 #[cfg(target_os = "macos")]
@@ -96,7 +96,7 @@ fn spec(
 
 #[cfg(target_os = "macos")]
 fn install(ctx: &Ctx, system: bool, process_type: &str, worker_args: Vec<String>) -> Result<i32> {
-    use qwen3q::service::launchd;
+    use crate::service::launchd;
     let spec = spec(ctx, system, process_type, worker_args)?;
     let path = launchd::plist_path(&user_home(), LABEL, system);
     launchd::manage::install(&spec, &path).or_else(|e| fail(code::FAILURE, e.to_string()))?;
@@ -106,7 +106,7 @@ fn install(ctx: &Ctx, system: bool, process_type: &str, worker_args: Vec<String>
 
 #[cfg(not(target_os = "macos"))]
 fn install(ctx: &Ctx, system: bool, process_type: &str, worker_args: Vec<String>) -> Result<i32> {
-    use qwen3q::service::systemd;
+    use crate::service::systemd;
     if system {
         return fail(
             code::BAD_INPUT,
@@ -125,7 +125,7 @@ fn install(ctx: &Ctx, system: bool, process_type: &str, worker_args: Vec<String>
 
 #[cfg(target_os = "macos")]
 fn uninstall(system: bool) -> Result<i32> {
-    use qwen3q::service::launchd;
+    use crate::service::launchd;
     let path = launchd::plist_path(&user_home(), LABEL, system);
     match launchd::manage::uninstall(LABEL, &path, system) {
         Ok(true) => println!("uninstalled {LABEL}"),
@@ -137,7 +137,7 @@ fn uninstall(system: bool) -> Result<i32> {
 
 #[cfg(not(target_os = "macos"))]
 fn uninstall(_system: bool) -> Result<i32> {
-    use qwen3q::service::systemd;
+    use crate::service::systemd;
     let path = systemd::unit_path(&user_home(), LABEL);
     match systemd::uninstall(LABEL, &path) {
         Ok(true) => println!("uninstalled {LABEL}.service"),
@@ -149,7 +149,7 @@ fn uninstall(_system: bool) -> Result<i32> {
 
 #[cfg(target_os = "macos")]
 fn status(system: bool) -> Result<i32> {
-    match qwen3q::service::launchd::manage::status(LABEL, system) {
+    match crate::service::launchd::manage::status(LABEL, system) {
         Ok(text) => print!("{text}"),
         Err(e) => return fail(code::NOT_FOUND, format!("{LABEL} is not loaded: {e}")),
     }
@@ -158,7 +158,7 @@ fn status(system: bool) -> Result<i32> {
 
 #[cfg(not(target_os = "macos"))]
 fn status(_system: bool) -> Result<i32> {
-    match qwen3q::service::systemd::status(LABEL) {
+    match crate::service::systemd::status(LABEL) {
         Ok(text) => print!("{text}"),
         Err(e) => return fail(code::FAILURE, e.to_string()),
     }

@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use super::output::{error_of, job_json};
 use super::{code, fail, Ctx};
-use qwen3q::protocol::{Request, Response, Selector};
+use crate::protocol::{Request, Response, Selector};
 
 pub fn run(ctx: &Ctx, jobs: &[String], json: bool) -> Result<i32> {
     let selectors: Vec<Selector> = jobs.iter().map(|s| Selector::parse(s)).collect();
@@ -26,11 +26,7 @@ pub fn run(ctx: &Ctx, jobs: &[String], json: bool) -> Result<i32> {
     } else {
         for v in &views {
             let j = &v.job;
-            println!(
-                "job #{} {}",
-                j.id,
-                qwen3q::job::printable(&j.spec.custom_id)
-            );
+            println!("job #{} {}", j.id, crate::job::printable(&j.spec.custom_id));
             println!("  state:    {}", j.state.kind());
             if let Some(e) = error_of(&j.state) {
                 println!("  error:    {e}");

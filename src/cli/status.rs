@@ -4,8 +4,8 @@ use anyhow::Result;
 
 use super::output::{ago, human_bytes, human_duration};
 use super::{code, fail, Ctx};
-use qwen3q::job::StateKind;
-use qwen3q::protocol::{Request, Response};
+use crate::job::StateKind;
+use crate::protocol::{Request, Response};
 
 pub fn run(ctx: &Ctx, json: bool) -> Result<i32> {
     let report = match ctx.call(Request::Status)? {
@@ -16,7 +16,7 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(0);
     }
-    let now = qwen3q::now_ms();
+    let now = crate::now_ms();
     match &report.worker {
         Some(w) => {
             println!(
@@ -56,7 +56,7 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<i32> {
                 println!(
                     "running: #{} {} (started {}{progress})",
                     c.id,
-                    qwen3q::job::printable(&c.custom_id),
+                    crate::job::printable(&c.custom_id),
                     ago(c.started, now)
                 );
             }

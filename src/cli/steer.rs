@@ -4,9 +4,9 @@ use anyhow::Result;
 
 use super::args::{PruneArgs, RetryArgs};
 use super::{code, fail, millis, parse_duration, Ctx};
-use qwen3q::job::StateKind;
-use qwen3q::protocol::{Request, Response, Selector};
-use qwen3q::queue::TransitionOutcome;
+use crate::job::StateKind;
+use crate::protocol::{Request, Response, Selector};
+use crate::queue::TransitionOutcome;
 
 fn report(response: Response, verb: &str) -> Result<i32> {
     let Response::Transitions { outcomes, missing } = response else {
@@ -81,7 +81,7 @@ pub fn pause(ctx: &Ctx, paused: bool) -> Result<i32> {
 
 pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<i32> {
     let age = parse_duration(&a.older_than)?;
-    let before = qwen3q::now_ms().saturating_sub(millis(age));
+    let before = crate::now_ms().saturating_sub(millis(age));
     match ctx.call(Request::Prune { before })? {
         Response::Pruned(n) => {
             println!("pruned {n} finished jobs");

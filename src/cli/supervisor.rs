@@ -1,5 +1,5 @@
 //! `qwen3q worker` as the supervisor of the runner that does the work (see
-//! `qwen3q::supervise`): start it, pass stop signals on, and when it dies by a signal, charge
+//! `crate::supervise`): start it, pass stop signals on, and when it dies by a signal, charge
 //! a crash to the jobs it had in flight (a death it inflicted on itself) or nobody (a kill from
 //! outside), then start it again.
 
@@ -7,26 +7,30 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use super::inference::BUILD_ENV;
 use super::{code, fail, Ctx};
-use qwen3q::crash::{self_inflicted, Verdict};
-use qwen3q::supervise::{self, signal_name, Death};
+use crate::crash::{self_inflicted, Verdict};
+use crate::supervise::{self, signal_name, Death};
 
 /// A runner that lived less than this before dying is restarted after a growing pause (1 s,
 /// 2 s, … a minute), so that a runner dying at start cannot spin.
 const SHORT_LIFE: Duration = Duration::from_secs(10);
 
 pub fn run(ctx: &Ctx) -> Result<i32> {
+    // The runner decodes: it is `qwen3q-engine`, told this build (see `super::inference`).
+    let program = super::inference::program(ctx.inference)?;
     supervise::pass_signals_on();
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let mut pause = Duration::ZERO;
     loop {
         let started = Instant::now();
-        let (pid, death) = supervise::run_once(&args).or_else(|e| {
-            fail(
-                code::FAILURE,
-                format!("cannot start the worker's runner: {e}"),
-            )
-        })?;
+        let (pid, death) = supervise::run_once(&program, &args, &[(BUILD_ENV, crate::BUILD)])
+            .or_else(|e| {
+                fail(
+                    code::FAILURE,
+                    format!("cannot start the worker's runner: {e}"),
+                )
+            })?;
         let sig = match death {
             Death::Exited(code) => return Ok(code),
             Death::Signal(sig) => sig,
@@ -70,15 +74,15 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
 /// The runner crashed by `signal`: record it against the jobs it had in flight (the store is
 /// free now that the runner is dead; its lock may linger a moment). Whether any was.
 fn charge(ctx: &Ctx, pid: u32, signal: &str) -> Result<bool> {
-    let opts = qwen3q::queue::OpenOptions {
+    let opts = crate::queue::OpenOptions {
         lock_wait: Duration::from_secs(10),
         ..ctx.store_options()
     };
-    let store = match qwen3q::queue::open(&ctx.home.store(), &opts) {
+    let store = match crate::queue::open(&ctx.home.store(), &opts) {
         Ok(store) => store,
         Err(e) => return fail(code::FAILURE, format!("recording a crash: {e}")),
     };
-    let verdicts = store.record_crash(signal, qwen3q::now_ms(), ctx.config.max_crashes)?;
+    let verdicts = store.record_crash(signal, crate::now_ms(), ctx.config.max_crashes)?;
     if verdicts.is_empty() {
         tracing::error!(
             pid,

@@ -1,21 +1,22 @@
-//! `qwen3q worker`: own the store, serve the socket, drain the queue through llama.cpp.
+//! `qwen3q worker`: own the store, serve the socket, drain the queue through llama.cpp (the
+//! supervisor runs in either binary, the runner in `qwen3q-engine`).
 
 use std::time::Duration;
 
 use anyhow::Result;
 
 use super::args::WorkerArgs;
+use super::inference::Inference;
 use super::{code, fail, Ctx};
-use qwen3q::daemon::{self, DaemonError, WorkerOptions};
-use qwen3q::engine::Engine;
-use qwen3q::monitor::MemoryProbe;
-use qwen3q::scheduler::RunSettings;
-use qwen3q::scheduler::{Exit, Signals};
+use crate::daemon::{self, DaemonError, WorkerOptions};
+use crate::engine::{Engine, EngineSettings};
+use crate::monitor::MemoryProbe;
+use crate::scheduler::RunSettings;
+use crate::scheduler::{Exit, Signals};
 
-#[cfg(feature = "llama")]
 /// What may stay loaded, from the config: the byte budget (0: three quarters of physical
 /// memory), the model count, the keep-alive.
-fn limits(ctx: &Ctx) -> qwen3q::engine::lru::Limits {
+fn limits(ctx: &Ctx) -> crate::engine::lru::Limits {
     let budget_bytes = if ctx.config.model_budget_mb > 0 {
         ctx.config.model_budget_mb * 1024 * 1024
     } else {
@@ -31,14 +32,13 @@ fn limits(ctx: &Ctx) -> qwen3q::engine::lru::Limits {
             u64::MAX
         }
     };
-    qwen3q::engine::lru::Limits {
+    crate::engine::lru::Limits {
         budget_bytes,
         max_models: ctx.config.max_models.max(1),
         keep_alive_ms: ctx.config.keep_alive_secs * 1000,
     }
 }
 
-#[cfg(feature = "llama")]
 /// Pinned models as paths: config names, registered names or paths.
 fn pins(ctx: &Ctx) -> Vec<String> {
     ctx.config
@@ -58,41 +58,29 @@ fn pins(ctx: &Ctx) -> Vec<String> {
         .collect()
 }
 
-/// The llama.cpp engine with the config's limits, pins and kernels (`threads` and `kernels`
-/// given override the config's).
-#[cfg(feature = "llama")]
+/// This binary's engine (in `qwen3q`, which has none, the command runs again as
+/// `qwen3q-engine`) with the config's limits, pins and kernels (`threads` and `kernels` given
+/// override the config's), and the inference it came from.
 pub(super) fn engine(
     ctx: &Ctx,
     threads: Option<u32>,
-    kernels: Option<qwen3q::engine::Kernels>,
-) -> Result<Box<dyn Engine>> {
-    use qwen3q::engine::llama::{LlamaEngine, LlamaSettings};
-    match LlamaEngine::new(LlamaSettings {
+    kernels: Option<crate::engine::Kernels>,
+) -> Result<(Box<dyn Engine>, &'static Inference)> {
+    let inference = super::inference::require(ctx.inference)?;
+    match (inference.engine)(EngineSettings {
         threads: threads.unwrap_or(ctx.config.threads),
         limits: limits(ctx),
         pins: pins(ctx),
         kernels: kernels.unwrap_or(ctx.config.kernels),
-        ..LlamaSettings::default()
+        ..EngineSettings::default()
     }) {
-        Ok(engine) => Ok(Box::new(engine)),
+        Ok(engine) => Ok((engine, inference)),
         Err(e) => fail(code::FAILURE, e.to_string()),
     }
 }
 
-#[cfg(not(feature = "llama"))]
-pub(super) fn engine(
-    _: &Ctx,
-    _: Option<u32>,
-    _: Option<qwen3q::engine::Kernels>,
-) -> Result<Box<dyn Engine>> {
-    fail(
-        code::FAILURE,
-        qwen3q::engine::EngineError::Unavailable.to_string(),
-    )
-}
-
 /// The schedule window, from the flags or else the config; both halves or neither.
-fn window(ctx: &Ctx, a: &WorkerArgs) -> Result<Option<qwen3q::schedule::Window>> {
+fn window(ctx: &Ctx, a: &WorkerArgs) -> Result<Option<crate::schedule::Window>> {
     let (pattern, until) = match (&a.window, &a.until) {
         (Some(w), Some(u)) => (w.clone(), u.clone()),
         _ => match (&ctx.config.window, &ctx.config.until) {
@@ -101,7 +89,7 @@ fn window(ctx: &Ctx, a: &WorkerArgs) -> Result<Option<qwen3q::schedule::Window>>
             _ => return fail(code::BAD_INPUT, "the config needs both window and until"),
         },
     };
-    match qwen3q::schedule::Window::parse(&pattern, &until) {
+    match crate::schedule::Window::parse(&pattern, &until) {
         Ok(w) => Ok(Some(w)),
         Err(e) => fail(code::BAD_INPUT, e),
     }
@@ -109,9 +97,9 @@ fn window(ctx: &Ctx, a: &WorkerArgs) -> Result<Option<qwen3q::schedule::Window>>
 
 /// `qwen3q worker`: the supervisor, which starts this command again as the runner.
 pub fn run(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
-    match qwen3q::supervise::supervisor_pid() {
+    match crate::supervise::supervisor_pid() {
         Some(parent) => {
-            qwen3q::supervise::become_runner(parent);
+            crate::supervise::become_runner(parent);
             run_runner(ctx, a)
         }
         None => super::supervisor::run(ctx),
@@ -134,21 +122,17 @@ fn run_runner(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
         ),
         ..RunSettings::default()
     };
-    let engine = engine(ctx, a.threads, a.kernels)?;
-    #[cfg(feature = "llama")]
-    let devices: Option<fn() -> Vec<qwen3q::monitor::DeviceMemory>> =
-        Some(qwen3q::engine::llama::device_memory);
-    #[cfg(not(feature = "llama"))]
-    let devices = None;
-    let mut probe = qwen3q::monitor::system::SystemProbe::new(devices);
-    let history_probe = qwen3q::monitor::system::SystemProbe::new(devices);
+    let (engine, inference) = engine(ctx, a.threads, a.kernels)?;
+    let devices = Some(inference.devices);
+    let mut probe = crate::monitor::system::SystemProbe::new(devices);
+    let history_probe = crate::monitor::system::SystemProbe::new(devices);
     let options = WorkerOptions {
         settings,
         drain: a.drain,
         store: ctx.store_options(),
-        budget: ctx.budget(probe.sample(qwen3q::now_ms()).effective_total()),
+        budget: ctx.budget(probe.sample(crate::now_ms()).effective_total()),
         history_probe: Some(Box::new(history_probe)),
-        history: qwen3q::daemon::HistorySettings {
+        history: crate::daemon::HistorySettings {
             every: Duration::from_millis(
                 (ctx.config.history_sample_secs * 1000.0).max(100.0) as u64
             ),
@@ -219,7 +203,7 @@ fn run_runner(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
             )
         }
         Err(e @ DaemonError::AlreadyRunning(_)) => fail(code::BUSY, e.to_string()),
-        Err(e @ DaemonError::Store(qwen3q::queue::StoreError::Locked(_))) => {
+        Err(e @ DaemonError::Store(crate::queue::StoreError::Locked(_))) => {
             fail(code::BUSY, e.to_string())
         }
         Err(e) => fail(code::FAILURE, e.to_string()),

@@ -1,5 +1,6 @@
-//! The inference seam: trait [`Engine`], implemented by llama.cpp (`llama/`, the only code
-//! that sees llama-cpp-2) and by a deterministic fake (`fake.rs`) for fast unit tests. It is
+//! The inference seam: trait [`Engine`], implemented by llama.cpp (`llama/` of the
+//! `qwen3q-engine` binary, the only code that sees llama-cpp-2) and by a deterministic fake
+//! (`fake.rs`) for fast unit tests. It is
 //! three groups of operations: [`Residency`] (loads, unloads, keep-alive; time passed in),
 //! [`Text`] (tokens, the chat template) and [`Decoder`] (sequences stepped together).
 //!
@@ -15,8 +16,6 @@ pub mod calibrate;
 pub mod chunking;
 pub mod fake;
 pub mod gguf;
-#[cfg(feature = "llama")]
-pub mod llama;
 pub mod lru;
 pub mod memory;
 pub mod prefix;
@@ -24,8 +23,41 @@ pub mod release;
 pub mod templates;
 
 use crate::job::{ChatMessage, Constraint, Millis, ModelRef};
+use lru::Limits;
 
 pub use crate::job::{Kernels, Provenance};
+
+/// Settings of the inference engine itself (not of a job): what the worker and `calibrate`
+/// give the engine they make.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Threads for decoding; 0 means all cores.
+    pub threads: u32,
+    /// Most tokens in one decode call.
+    pub n_batch: u32,
+    /// What may stay loaded: byte budget, model count, keep-alive.
+    pub limits: Limits,
+    /// Model paths kept loaded whatever their idle time.
+    pub pins: Vec<String>,
+    /// Whether a sequence's result may depend on what else is in the batch (see [`Kernels`]).
+    pub kernels: Kernels,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            threads: 0,
+            n_batch: 512,
+            limits: Limits {
+                budget_bytes: u64::MAX,
+                max_models: 2,
+                keep_alive_ms: 300_000,
+            },
+            pins: Vec::new(),
+            kernels: Kernels::default(),
+        }
+    }
+}
 
 /// Why a generation was stopped from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

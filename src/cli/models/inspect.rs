@@ -7,8 +7,8 @@ use anyhow::Result;
 
 use super::super::output::human_bytes;
 use super::super::{code, fail, Ctx};
-use qwen3q::engine::gguf;
-use qwen3q::protocol::{Request, Response};
+use crate::engine::gguf;
+use crate::protocol::{Request, Response};
 
 pub fn run(
     ctx: &Ctx,

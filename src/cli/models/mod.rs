@@ -9,9 +9,9 @@ use anyhow::Result;
 use super::args::ModelsCommand;
 use super::output::human_bytes;
 use super::{code, fail, Coded, Ctx};
-use qwen3q::engine::gguf;
-use qwen3q::protocol::{Request, Response};
-use qwen3q::registry::{self, default_name, split_part, RegisteredModel};
+use crate::engine::gguf;
+use crate::protocol::{Request, Response};
+use crate::registry::{self, default_name, split_part, RegisteredModel};
 
 pub fn run(ctx: &Ctx, command: ModelsCommand) -> Result<i32> {
     match command {
@@ -117,7 +117,7 @@ fn checked(
         parameters: facts.parameters,
         quantization: facts.quantization,
         file_bytes,
-        added: qwen3q::now_ms(),
+        added: crate::now_ms(),
     })
 }
 

@@ -1,4 +1,6 @@
-//! The llama.cpp engine: the only code that sees llama-cpp-2 types.
+//! The llama.cpp engine: the only code that sees llama-cpp-2 types. It lives in the
+//! `qwen3q-engine` binary, not in the library, so that `qwen3q` links no llama.cpp (see
+//! `qwen3q::cli::Inference`).
 //!
 //! One `LlamaBackend` per process (llama.cpp's global state), with llama.cpp's logs sent to
 //! tracing. A model stays loaded across jobs, with one context ([`session::Session`]) in
@@ -22,13 +24,12 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{send_logs_to_tracing, DecodeError, LogOptions};
 
-use super::cache::{LoadedModel, ModelCache};
-use super::lru::Limits;
-use super::{
-    gguf, templates, Decoder, EngineError, Kernels, ModelInfo, Prompt, Provenance, Residency,
-    Sampling, SeqDone, SeqRequest, Shape, Text,
+use qwen3q::engine::cache::{LoadedModel, ModelCache};
+use qwen3q::engine::{
+    gguf, templates, Decoder, EngineError, EngineSettings, Kernels, ModelInfo, Prompt, Provenance,
+    Residency, Sampling, SeqDone, SeqRequest, Shape, Text,
 };
-use crate::job::{ChatMessage, ModelRef};
+use qwen3q::job::{ChatMessage, ModelRef};
 use session::Session;
 
 /// llama.cpp's process-wide backend, initialised once.
@@ -68,37 +69,6 @@ fn set_process_kernels(kernels: Kernels) -> Result<(), EngineError> {
     Ok(())
 }
 
-/// Settings of the engine itself (not of a job).
-#[derive(Debug, Clone)]
-pub struct LlamaSettings {
-    /// Threads for decoding; 0 means all cores.
-    pub threads: u32,
-    /// Most tokens in one decode call.
-    pub n_batch: u32,
-    /// What may stay loaded: byte budget, model count, keep-alive.
-    pub limits: Limits,
-    /// Model paths kept loaded whatever their idle time.
-    pub pins: Vec<String>,
-    /// Whether a sequence's result may depend on what else is in the batch (see [`Kernels`]).
-    pub kernels: Kernels,
-}
-
-impl Default for LlamaSettings {
-    fn default() -> Self {
-        LlamaSettings {
-            threads: 0,
-            n_batch: 512,
-            limits: Limits {
-                budget_bytes: u64::MAX,
-                max_models: 2,
-                keep_alive_ms: 300_000,
-            },
-            pins: Vec::new(),
-            kernels: Kernels::default(),
-        }
-    }
-}
-
 /// A loaded model with what generation needs of it.
 struct Loaded {
     /// Shared with the session's context, which borrows it.
@@ -111,7 +81,7 @@ struct Loaded {
 
 /// The real engine. See the module docs.
 pub struct LlamaEngine {
-    settings: LlamaSettings,
+    settings: EngineSettings,
     /// Loaded models under the byte budget; the current one is the batch's.
     cache: ModelCache<Loaded>,
     /// The context of the current model, with its sequences in flight.
@@ -127,7 +97,7 @@ impl LlamaEngine {
     /// The engine, or [`EngineError::KernelsUnavailable`] when batch-invariant kernels are
     /// asked of a llama.cpp built with llamafile's sgemm (a build from outside the clone,
     /// without its `.cargo/config.toml`): answers would then depend on B after all.
-    pub fn new(settings: LlamaSettings) -> Result<Self, EngineError> {
+    pub fn new(settings: EngineSettings) -> Result<Self, EngineError> {
         // SAFETY: a query of a compile-time feature of ggml's CPU backend; no state.
         let llamafile = unsafe { llama_cpp_sys_2::ggml_cpu_has_llamafile() } != 0;
         if settings.kernels == Kernels::BatchInvariant && llamafile {
@@ -208,7 +178,7 @@ fn load_model(
             .with_use_mmap(false)
             .with_use_extra_bufts(kernels == Kernels::Fastest);
         let model = LlamaModel::load_from_file(backend(), path, &params);
-        super::release::drop_cached(path);
+        qwen3q::engine::release::drop_cached(path);
         let model = model.map_err(|_| EngineError::LoadFailed {
             path: model_ref.path.clone(),
         })?;
@@ -273,11 +243,11 @@ fn to_u32(t: LlamaToken) -> u32 {
 
 /// llama.cpp's devices with their free and total memory (the CPU; Metal on Apple Silicon;
 /// CUDA or Vulkan when built with them).
-pub fn device_memory() -> Vec<crate::monitor::DeviceMemory> {
+pub fn device_memory() -> Vec<qwen3q::monitor::DeviceMemory> {
     backend();
     llama_cpp_2::list_llama_ggml_backend_devices()
         .into_iter()
-        .map(|d| crate::monitor::DeviceMemory {
+        .map(|d| qwen3q::monitor::DeviceMemory {
             name: format!("{} ({})", d.name, d.backend),
             free: d.memory_free as u64,
             total: d.memory_total as u64,
@@ -332,7 +302,7 @@ impl Residency for LlamaEngine {
         &mut self,
         model_ref: &ModelRef,
         shape: Shape,
-        now: crate::job::Millis,
+        now: qwen3q::job::Millis,
     ) -> Result<ModelInfo, EngineError> {
         let n_batch = self.settings.n_batch.max(1);
         let kernels = self.settings.kernels;
@@ -354,7 +324,7 @@ impl Residency for LlamaEngine {
             });
             // A switch frees the old context, perhaps models evicted for this one, the load's
             // own scratch, or a failed load's: give the memory back (switches are rare).
-            super::release::trim_heap();
+            qwen3q::engine::release::trim_heap();
             made?;
         }
         let threads = self.threads();
@@ -378,13 +348,13 @@ impl Residency for LlamaEngine {
                     // No context: the model is idle (evictable, and it may expire) until a
                     // load gives it one.
                     self.cache.release_current(now);
-                    super::release::trim_heap();
+                    qwen3q::engine::release::trim_heap();
                     return Err(e);
                 }
             };
             self.session = Some(session);
             let after = own_memory();
-            let record = crate::registry::MemoryRecord {
+            let record = qwen3q::registry::MemoryRecord {
                 n_ctx: shape.n_ctx,
                 n_seq: shape.n_seq,
                 weights: l.model.size(),
@@ -411,10 +381,10 @@ impl Residency for LlamaEngine {
         Ok(l.info.clone())
     }
 
-    fn unload(&mut self, now: crate::job::Millis) {
+    fn unload(&mut self, now: qwen3q::job::Millis) {
         self.drop_session();
         self.cache.clear(now);
-        super::release::trim_heap();
+        qwen3q::engine::release::trim_heap();
     }
 
     fn loaded(&self) -> Option<&ModelRef> {
@@ -425,7 +395,7 @@ impl Residency for LlamaEngine {
         self.session.as_ref().and(self.asked)
     }
 
-    fn maintain(&mut self, now: crate::job::Millis) -> Vec<String> {
+    fn maintain(&mut self, now: qwen3q::job::Millis) -> Vec<String> {
         let idle_context = self.active() == 0 && self.cache.current().is_some();
         if idle_context {
             self.drop_session();
@@ -433,7 +403,7 @@ impl Residency for LlamaEngine {
         }
         let expired = self.cache.expire(now);
         if idle_context || !expired.is_empty() {
-            super::release::trim_heap();
+            qwen3q::engine::release::trim_heap();
         }
         expired
     }
@@ -441,7 +411,7 @@ impl Residency for LlamaEngine {
     fn free_memory(&mut self, bytes: u64) -> u64 {
         let freed = self.cache.free(bytes);
         if freed > 0 {
-            super::release::trim_heap();
+            qwen3q::engine::release::trim_heap();
         }
         freed
     }
@@ -521,7 +491,7 @@ impl Decoder for LlamaEngine {
 mod tests {
     #[test]
     fn the_engine_a_result_records_is_the_llama_cpp_the_build_pins() {
-        let manifest = include_str!("../../../Cargo.toml");
+        let manifest = include_str!("../../../../Cargo.toml");
         let version = super::LLAMA_CPP
             .strip_prefix("llama.cpp (llama-cpp-sys-2 ")
             .and_then(|v| v.strip_suffix(')'))

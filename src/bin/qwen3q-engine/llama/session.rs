@@ -23,9 +23,9 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
 use super::{decode_err, sampler};
-use crate::engine::prefix::{self, Holder, Start};
-use crate::engine::{EngineError, FinishReason, Generation, SeqDone, SeqRequest, Shape};
-use crate::job::Constraint;
+use qwen3q::engine::prefix::{self, Holder, Start};
+use qwen3q::engine::{EngineError, FinishReason, Generation, SeqDone, SeqRequest, Shape};
+use qwen3q::job::Constraint;
 
 /// One sequence in flight.
 struct Slot {

@@ -10,8 +10,8 @@
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 
-use crate::engine::{EngineError, Piece, Prompt};
-use crate::job::ChatMessage;
+use qwen3q::engine::{EngineError, Piece, Prompt};
+use qwen3q::job::ChatMessage;
 
 /// A marker that none of `texts` contains.
 fn sentinel(texts: &[&str]) -> String {
