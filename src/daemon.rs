@@ -249,6 +249,8 @@ pub fn run(
     let _ = std::fs::remove_file(&socket);
     runtime.shutdown_timeout(Duration::from_secs(2));
     store.flush()?;
+    // The next `status` with no worker reads the store's card instead of opening it.
+    crate::client::close_with_card(home, store);
     match looped {
         Ok(result) => Ok(result?),
         Err(_) => Err(DaemonError::Crashed),

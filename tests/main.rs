@@ -6,6 +6,7 @@ mod common;
 mod badinput;
 mod batching;
 mod binaries;
+mod card;
 mod cgroup;
 mod crash;
 mod e2e;

@@ -139,6 +139,11 @@ impl Ctx {
                 | Request::Calibrations(_)
                 | Request::MemoryHistory { .. }
         );
+        if matches!(request, Request::Status) {
+            if let Some(answer) = crate::client::status_from_card(&self.home) {
+                return Ok(answer);
+            }
+        }
         let mut conn = self.connect()?;
         let answer = match conn.call(request.clone()) {
             Err(ClientError::Socket(..) | ClientError::Protocol(_))

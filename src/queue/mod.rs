@@ -39,6 +39,23 @@ pub fn open(dir: &Path, opts: &OpenOptions) -> Result<Arc<dyn Queue>> {
     Ok(Arc::new(self::sled::SledStore::open(dir, opts)?))
 }
 
+/// What the store in `dir` looks like on disk without opening it: each file the backend
+/// writes, with its size, times and inode. Any write to the store changes it. `None` when the
+/// directory cannot be read. (For the status card: `client::card`.)
+pub fn fingerprint(dir: &Path) -> Option<Vec<FileStamp>> {
+    self::sled::fingerprint(dir)
+}
+
+/// One file of a store's [`fingerprint`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileStamp {
+    pub name: String,
+    pub len: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+    pub inode: u64,
+}
+
 /// Errors of the store, whatever the backend. No backend type crosses this boundary.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -64,6 +64,33 @@ pub struct SledStore {
     doc_writes: std::sync::RwLock<()>,
 }
 
+/// The files sled writes in `dir` (its data file, its config, its snapshots), stamped: see
+/// [`super::fingerprint`]. The document files (`documents/`) change only with the data file.
+pub fn fingerprint(dir: &Path) -> Option<Vec<super::FileStamp>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut stamps = Vec::new();
+    for entry in std::fs::read_dir(dir).ok()? {
+        let entry = entry.ok()?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name == "db" || name == "conf" || name.starts_with("snap.")) {
+            continue;
+        }
+        let meta = entry.metadata().ok()?;
+        stamps.push(super::FileStamp {
+            name,
+            len: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            inode: meta.ino(),
+        });
+    }
+    if !stamps.iter().any(|s| s.name == "db") {
+        return None;
+    }
+    stamps.sort_by(|a, b| a.name.cmp(&b.name));
+    Some(stamps)
+}
+
 impl Drop for SledStore {
     fn drop(&mut self) {
         if WRITE_FAILED.load(Ordering::SeqCst) {

@@ -1,5 +1,9 @@
 //! The CLI's side: talk to the running worker over its socket, or, with no worker, open the
-//! store directly. Never both: only one process ever opens the store.
+//! store directly. Never both: only one process ever opens the store. A process that opened it
+//! leaves its status card on closing (`card`), which answers the next `status` while no
+//! worker runs and the store is unchanged.
+
+pub mod card;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -40,7 +44,52 @@ pub enum Connection {
     /// A worker is alive: requests go through its socket.
     Worker(UnixStream),
     /// No worker: this process opened the store itself.
-    Direct(Arc<dyn Queue>),
+    Direct(DirectStore),
+}
+
+/// The store, opened by this process; on closing, it leaves its status card.
+pub struct DirectStore {
+    /// Always `Some` until dropped.
+    store: Option<Arc<dyn Queue>>,
+    /// Where the card goes.
+    home: Home,
+}
+
+impl DirectStore {
+    fn store(&self) -> &dyn Queue {
+        &**self.store.as_ref().expect("open until dropped")
+    }
+}
+
+impl Drop for DirectStore {
+    fn drop(&mut self) {
+        let Some(store) = self.store.take() else {
+            return;
+        };
+        close_with_card(&self.home, store);
+    }
+}
+
+/// Close `store` (the last handle of it) and leave its status card. A handle still held
+/// elsewhere means the store stays open: then no card.
+pub fn close_with_card(home: &Home, store: Arc<dyn Queue>) {
+    let report = match crate::handler::handle(&*store, Request::Status, None, crate::now_ms()) {
+        Response::Status(report) if Arc::strong_count(&store) == 1 => report,
+        _ => return,
+    };
+    drop(store);
+    card::write(&home.dir, &home.store(), report);
+}
+
+/// The store's status from its card, when no worker answers and the card is still true (see
+/// [`card`]); `None` means: ask the worker or the store.
+pub fn status_from_card(home: &Home) -> Option<Response> {
+    if connect_worker(&home.socket()).is_some() {
+        return None;
+    }
+    let report = card::read(&home.dir, &home.store())?;
+    tracing::debug!("status from the card of the store as it was closed last");
+    Some(Response::Status(report))
 }
 
 /// Connect to a live worker's socket, if there is one. A socket file nobody listens on (left
@@ -64,7 +113,12 @@ impl Connection {
                 return Ok(Connection::Worker(s));
             }
             match crate::queue::open(&home.store(), &opts) {
-                Ok(store) => return Ok(Connection::Direct(store)),
+                Ok(store) => {
+                    return Ok(Connection::Direct(DirectStore {
+                        store: Some(store),
+                        home: home.clone(),
+                    }))
+                }
                 Err(StoreError::Locked(_)) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -90,8 +144,8 @@ impl Connection {
     /// back unsent with its size (serialized once either way: a caller may split it).
     pub fn send(&mut self, request: Request) -> Result<Sent, ClientError> {
         match self {
-            Connection::Direct(store) => Ok(Sent::Answer(crate::handler::handle(
-                &**store,
+            Connection::Direct(direct) => Ok(Sent::Answer(crate::handler::handle(
+                direct.store(),
                 request,
                 None,
                 crate::now_ms(),
