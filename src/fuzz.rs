@@ -125,7 +125,13 @@ impl Target {
                 Ok(h) => {
                     let facts = h.facts(input.len() as u64);
                     let _ = (h.required_size(), h.weight_bytes(), h.architecture());
-                    let _ = facts.predict(4096, 4, 512).total();
+                    let _ = facts
+                        .predict(
+                            4096,
+                            4,
+                            crate::engine::memory::Graph::of(Default::default()),
+                        )
+                        .total();
                     true
                 }
                 Err(_) => false,

@@ -224,10 +224,21 @@ fn not_here(why: String) {
 fn the_probe_sees_a_cgroup_limit_and_the_gate_holds_a_model_that_cannot_fit_it() {
     let h = TestHome::new();
     let gemma = gemma();
-    let (need, _) = predicted(&h, &gemma, 512, &[1]);
-    // Three quarters of what gemma needs alone at n_ctx 512 (mostly its compute buffer): the
-    // gate holds it instead of letting llama.cpp allocate into an OOM kill.
-    let limit = need[0] / 4 * 3 / MIB * MIB;
+    let (need, weights) = predicted(&h, &gemma, 512, &[1]);
+    // A limit between gemma's weights and what it needs with a context at n_ctx 512 (the least
+    // a job asks): the gate holds it instead of letting llama.cpp allocate into an OOM kill.
+    // Models may take all of it beyond a 1 MiB reserve, so that the weights alone pass the
+    // budget's share and what stops the load is memory.
+    std::fs::write(
+        h.path().join("config.toml"),
+        "memory_model_share = 1.0\nmemory_reserve_mb = 1\n",
+    )
+    .unwrap();
+    let limit = (weights + (need[0] - weights) / 2) / MIB * MIB;
+    assert!(
+        limit > weights + MIB && limit < need[0],
+        "{limit} {weights} {need:?}"
+    );
     let cg = match Cgroup::create("gate", limit) {
         Ok(cg) => cg,
         Err(why) => return not_here(why),

@@ -38,6 +38,7 @@ pub fn run(ctx: &Ctx, a: CalibrateArgs) -> Result<i32> {
         max_tokens: a.max_tokens.max(1),
     };
     let (mut engine, _) = super::worker::engine(ctx, a.threads, None)?;
+    let graph = engine.graph();
     // The worker's gate: what each shape is predicted to add must fit in free memory beyond
     // the reserve and within the budget's shares (once loaded, only the context is new).
     let facts = gguf::inspect(std::path::Path::new(&model.path))
@@ -45,7 +46,7 @@ pub fn run(ctx: &Ctx, a: CalibrateArgs) -> Result<i32> {
         .facts(std::fs::metadata(&model.path)?.len());
     let mut probe = SystemProbe::new(None);
     let mut gate = |shape: Shape, loaded: bool| {
-        let p = facts.predict(shape.n_ctx as u64, shape.n_seq as u64, 512);
+        let p = facts.predict(shape.n_ctx as u64, shape.n_seq as u64, graph);
         let need = Need {
             weights: if loaded { 0 } else { p.weights },
             context: p.total() - p.weights,

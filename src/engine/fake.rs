@@ -184,6 +184,10 @@ impl Residency for FakeEngine {
     fn models(&self) -> Vec<LoadedModel> {
         self.cache.loaded()
     }
+
+    fn graph(&self) -> super::memory::Graph {
+        super::memory::Graph::of(super::Kernels::default())
+    }
 }
 
 impl Text for FakeEngine {

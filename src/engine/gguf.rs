@@ -118,6 +118,8 @@ pub struct ModelFacts {
     pub weight_bytes: u64,
     pub layers: Option<u64>,
     pub embedding: Option<u64>,
+    /// Width of the feed-forward layers (`feed_forward_length`; per-layer arrays are not read).
+    pub feed_forward: Option<u64>,
     pub heads: Option<u64>,
     pub kv_heads: Option<u64>,
     /// Size of one attention head's key (and value) vector.
@@ -210,6 +212,7 @@ impl Header {
             weight_bytes: self.weight_bytes(),
             layers: self.arch_u64("block_count"),
             embedding,
+            feed_forward: self.arch_u64("feed_forward_length"),
             heads,
             kv_heads: self.arch_u64("attention.head_count_kv").or(heads),
             head_size,

@@ -330,6 +330,10 @@ pub trait Residency {
 
     /// The loaded models, most recently used first.
     fn models(&self) -> Vec<cache::LoadedModel>;
+
+    /// How this engine builds its contexts' graphs (ubatch, flash attention): what predicting
+    /// their memory needs ([`memory`]).
+    fn graph(&self) -> memory::Graph;
 }
 
 /// Text operations of the current model: tokens and its chat template.

@@ -137,7 +137,7 @@ impl Worker {
         let predicted = gguf::inspect(path).ok().map(|h| {
             let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
             h.facts(bytes)
-                .predict(shape.n_ctx as u64, shape.n_seq as u64, 512)
+                .predict(shape.n_ctx as u64, shape.n_seq as u64, self.engine.graph())
         });
         predicted.map_or((0, 0), |p| (p.total(), p.weights))
     }

@@ -41,8 +41,9 @@ pub fn run(
     };
     let file_bytes = std::fs::metadata(&path)?.len();
     let facts = header.facts(file_bytes);
-    // Predicted memory for a few context shapes (n_ubatch 512, as the worker runs) and for
-    // every shape the worker measured.
+    // Predicted memory for a few context shapes (as the worker runs: n_ubatch 512, the
+    // config's kernels) and for every shape the worker measured.
+    let graph = crate::engine::memory::Graph::of(ctx.config.kernels);
     let canonical = path.canonicalize()?.display().to_string();
     let measured = match ctx.call(Request::ModelMemory(canonical.clone()))? {
         Response::Memory(m) => m,
@@ -79,7 +80,7 @@ pub fn run(
             let m = measured
                 .iter()
                 .find(|m| (m.n_ctx as u64, m.n_seq as u64) == (n_ctx, n_seq));
-            (n_ctx, n_seq, facts.predict(n_ctx, n_seq, 512), m)
+            (n_ctx, n_seq, facts.predict(n_ctx, n_seq, graph), m)
         })
         .collect();
     if json {
@@ -158,7 +159,11 @@ pub fn run(
             "no (a built-in one is used; see --template)"
         }
     );
-    println!("\nmemory (n_ubatch 512; n_ctx per sequence; measured = weights + what the context allocated):");
+    println!(
+        "\nmemory (n_ubatch {}, {} kernels; n_ctx per sequence; measured = weights + what the context allocated):",
+        graph.n_ubatch,
+        ctx.config.kernels.as_str()
+    );
     println!(
         "{:>7} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>7}",
         "n_ctx", "n_seq", "weights", "KV cache", "compute", "predicted", "measured", "diff"

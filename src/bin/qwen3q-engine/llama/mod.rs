@@ -315,7 +315,7 @@ impl Residency for LlamaEngine {
             let (header, facts) = facts_of(model_ref)?;
             let n_ctx = (shape.n_ctx as u64).min(facts.context_length.unwrap_or(u64::MAX));
             let predicted = facts
-                .predict(n_ctx, shape.n_seq.max(1) as u64, n_batch as u64)
+                .predict(n_ctx, shape.n_seq.max(1) as u64, self.graph())
                 .total();
             let made = self.cache.make_current(model_ref, predicted, now, || {
                 let l = load_model(model_ref, &header, kernels)?;
@@ -418,6 +418,13 @@ impl Residency for LlamaEngine {
 
     fn models(&self) -> Vec<LoadedModel> {
         self.cache.loaded()
+    }
+
+    fn graph(&self) -> qwen3q::engine::memory::Graph {
+        qwen3q::engine::memory::Graph {
+            n_ubatch: u64::from(self.settings.n_batch.max(1)),
+            flash_attn: self.settings.kernels == Kernels::Fastest,
+        }
     }
 }
 

@@ -95,6 +95,10 @@ impl Session {
             .with_n_ctx(std::num::NonZeroU32::new(n_total))
             .with_n_batch(n_batch)
             .with_n_ubatch(n_batch)
+            // A step asks for the logits of one token per sequence at most (its decode token or
+            // its prompt's last): llama.cpp then keeps logits for n_seq rows, not n_batch, in its
+            // compute buffer (512 MiB less on gemma 3's 262k vocabulary).
+            .with_n_outputs_max(shape.n_seq)
             .with_n_seq_max(shape.n_seq)
             .with_kv_unified(false)
             .with_swa_full(false)

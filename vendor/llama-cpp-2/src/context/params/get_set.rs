@@ -85,6 +85,17 @@ impl LlamaContextParams {
         self
     }
 
+    /// Set `n_outputs_max` (qwen3q's patch; see vendor/README.md)
+    ///
+    /// The most tokens of one decode whose logits are asked for (0, llama.cpp's default, means
+    /// `n_batch`). llama.cpp sizes the logits of its worst-case graph, part of the compute
+    /// buffer, by it: `n_outputs_max × n_vocab × 4` bytes. A decode that asks for more aborts.
+    #[must_use]
+    pub fn with_n_outputs_max(mut self, n_outputs_max: u32) -> Self {
+        self.context_params.n_outputs_max = n_outputs_max;
+        self
+    }
+
     /// Get the `n_ubatch`
     ///
     /// # Examples
