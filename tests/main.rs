@@ -17,3 +17,4 @@ mod registry;
 mod socket;
 mod steering;
 mod structured;
+mod warm;

@@ -22,19 +22,26 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
     supervise::pass_signals_on();
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let mut pause = Duration::ZERO;
+    // After a runner that died by a signal soon after its start, the next starts cold: if the
+    // model it loaded at start is what killed it, it must not kill every restart.
+    let mut cold = false;
     loop {
         let started = Instant::now();
-        let (pid, death) = supervise::run_once(&program, &args, &[(BUILD_ENV, crate::BUILD)])
-            .or_else(|e| {
-                fail(
-                    code::FAILURE,
-                    format!("cannot start the worker's runner: {e}"),
-                )
-            })?;
+        let mut env = vec![(BUILD_ENV, crate::BUILD)];
+        if cold {
+            env.push((crate::daemon::warm::COLD_START_ENV, "1"));
+        }
+        let (pid, death) = supervise::run_once(&program, &args, &env).or_else(|e| {
+            fail(
+                code::FAILURE,
+                format!("cannot start the worker's runner: {e}"),
+            )
+        })?;
         let sig = match death {
             Death::Exited(code) => return Ok(code),
             Death::Signal(sig) => sig,
         };
+        cold = started.elapsed() < SHORT_LIFE;
         let name = signal_name(sig);
         // A crash with jobs in flight is progress (their charges lead to an end): start again
         // at once. A crash with none, soon after the start, may repeat at every start: pause.

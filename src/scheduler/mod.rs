@@ -113,6 +113,10 @@ pub struct LiveStatus {
     pub keep_awake: bool,
     /// On battery power (known only where the platform says).
     pub on_battery: Option<bool>,
+    /// The batch's model and its context's shape, for the next start's warm load
+    /// (`daemon::warm`); not part of `status`.
+    #[serde(skip)]
+    pub context: Option<Box<(crate::job::ModelRef, crate::engine::Shape)>>,
 }
 
 /// A job waits for memory: the gate refused its model.
@@ -206,6 +210,10 @@ impl Worker {
         }
         let mut b = Batch::new(self.settings.parallel.max(1), self.settings.n_ctx);
         let mut last_beat = Instant::now();
+        // Said once: how long after the worker's start its first token came (a restart's
+        // cost beside the model's load, which its own line gives).
+        let started = self.status.lock().map_or(now(), |s| s.started);
+        let mut first_token = false;
         loop {
             if self.signals.shutdown.is_triggered() {
                 self.release_all(&mut b)?;
@@ -254,6 +262,13 @@ impl Worker {
             }
             match self.engine.step() {
                 Ok(done) => {
+                    if !first_token && self.engine.generated_tokens() > 0 {
+                        first_token = true;
+                        tracing::info!(
+                            after_ms = now().saturating_sub(started),
+                            "first token since the worker started"
+                        );
+                    }
                     for d in done {
                         self.record(&mut b, d)?;
                     }
@@ -403,6 +418,9 @@ impl Worker {
             })
             .collect();
         st.loaded_model = self.engine.loaded().map(|m| m.name.clone());
+        st.context = (self.engine.loaded().cloned())
+            .zip(self.engine.context())
+            .map(Box::new);
         st.models = self.engine.models();
         st.parallel = b.n_seq;
         st.in_flight = self.engine.active() as u32;

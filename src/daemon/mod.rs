@@ -1,5 +1,8 @@
-//! The worker process, wired together: take the store, serve the socket, run the loop, stop
-//! cleanly. Wiring only: the logic lives in `scheduler`, `handler` and `queue`.
+//! The worker process, wired together: take the store (the last batch's model loading meanwhile:
+//! `warm`), serve the socket, run the loop, stop cleanly. Wiring only: the logic lives in
+//! `scheduler`, `handler` and `queue`.
+
+pub mod warm;
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
@@ -169,15 +172,24 @@ pub fn run(
     options: WorkerOptions,
     signals: Signals,
 ) -> Result<Exit, DaemonError> {
+    // Before the store opens: "up", and the first token's delay, count from here.
+    let started = crate::now_ms();
     home.ensure()?;
     let socket = home.socket();
     let already = || DaemonError::AlreadyRunning(socket.display().to_string());
     if connect_worker(&socket).is_some() {
         return Err(already());
     }
+    // The model the last batch decoded with loads while the store opens (`warm`).
+    let mut engine = engine;
+    let mut probe = probe;
+    let hint = warm::plan(home, &*engine, &mut *probe, &options.budget);
+    let opened = warm::alongside(hint, &mut *engine, || {
+        crate::queue::open(&home.store(), &options.store)
+    });
     // The store's lock decides between two workers starting at once; the loser then finds
     // the winner's socket (or a command holding the store briefly).
-    let store = match crate::queue::open(&home.store(), &options.store) {
+    let store = match opened {
         Ok(s) => s,
         Err(StoreError::Locked(p)) => {
             std::thread::sleep(Duration::from_millis(500));
@@ -208,7 +220,7 @@ pub fn run(
         // The pid a person stops: the supervisor's, when this process is its runner.
         pid: crate::supervise::supervisor_pid().unwrap_or_else(std::process::id),
         runner_pid: std::process::id(),
-        started: crate::now_ms(),
+        started,
         ..Default::default()
     }));
     let hooks = WorkerHooks {
@@ -227,6 +239,11 @@ pub fn run(
         ));
     }
     runtime.spawn(stop_on_signals(signals.clone()));
+    runtime.spawn(warm::keep_hint(
+        home.clone(),
+        status.clone(),
+        signals.shutdown.clone(),
+    ));
 
     let worker = Worker {
         store: store.clone(),
