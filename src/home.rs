@@ -118,6 +118,49 @@ impl Home {
     }
 }
 
+/// A small file of the home (a cache, a hint, a card) parsed as JSON: `None` when it is
+/// missing, unreadable, larger than `cap` bytes (not read whole: such a file is not ours) or not
+/// the JSON of a `T`.
+pub fn read_small_json<T: serde::de::DeserializeOwned>(path: &Path, cap: u64) -> Option<T> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).ok()?;
+    let mut bytes = Vec::new();
+    file.take(cap.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .ok()?;
+    if bytes.len() as u64 > cap {
+        return None;
+    }
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Replace a file of the home whole with `value` as JSON: written beside it (0600, this
+/// process's own temporary name), then renamed over it, so a reader sees the old file or the
+/// new one.
+pub fn replace_json<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&bytes)?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -91,28 +91,13 @@ impl ValidatedModels {
     }
 
     fn read(&self) -> BTreeMap<String, Entry> {
-        let fits = std::fs::metadata(&self.file).is_ok_and(|m| m.len() <= MAX_FILE_BYTES);
-        if !fits {
-            return BTreeMap::new();
-        }
-        std::fs::read(&self.file)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        crate::home::read_small_json(&self.file, MAX_FILE_BYTES).unwrap_or_default()
     }
 
     /// Replace the file whole (a temporary file renamed over it): a reader sees the old cache
     /// or the new one. Best effort.
     fn write(&self, entries: &BTreeMap<String, Entry>) {
-        let Ok(json) = serde_json::to_vec(entries) else {
-            return;
-        };
-        let tmp = self
-            .file
-            .with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, json).is_ok() && std::fs::rename(&tmp, &self.file).is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
+        let _ = crate::home::replace_json(&self.file, entries);
     }
 }
 

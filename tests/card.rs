@@ -60,18 +60,7 @@ fn status_without_a_worker_reads_the_card_only_while_the_store_is_as_it_was_clos
     wait_until(Duration::from_secs(60), "the late job", || {
         count(&h.status(), "succeeded") == 4
     });
-    let runner = h.status()["worker"]["runner_pid"].as_u64().unwrap();
-    // SIGKILL to both (the runner would die with the supervisor anyway), and wait until the
-    // runner is gone: until then its socket still answers.
-    std::process::Command::new("kill")
-        .args(["-9", &runner.to_string()])
-        .status()
-        .unwrap();
-    worker.0.kill().unwrap();
-    worker.0.wait().unwrap();
-    wait_until(Duration::from_secs(10), "the runner's death", || {
-        !std::path::Path::new(&format!("/proc/{runner}")).exists()
-    });
+    kill_9_worker(&h, &mut worker);
     let (after, carded) = status(&h);
     assert!(!carded, "a card older than the store is not read");
     assert_eq!(count(&after, "succeeded"), 4, "{after}");

@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::common::kills::{self, chunk_runs, events_to};
 use crate::common::*;
 
@@ -58,30 +56,6 @@ fn sigterm_mid_job_checkpoints_exits_zero_and_resumes() {
         "{events:?}"
     );
     assert!(chunk_runs(&h, 1).values().all(|n| *n == 1));
-}
-
-/// Send `sig` (a `kill` name: ABRT, SEGV, KILL…) to `pid`.
-fn kill(sig: &str, pid: u64) {
-    let ok = std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
-}
-
-/// The pid of the worker's runner (the process that runs inference), once it answers.
-fn runner(h: &TestHome) -> u64 {
-    let mut pid = 0;
-    wait_until(Duration::from_secs(60), "the runner answers", || {
-        let out = h.run(&["status", "--json"]);
-        pid = serde_json::from_slice::<Value>(&out.stdout)
-            .ok()
-            .and_then(|s| s["worker"]["runner_pid"].as_u64())
-            .unwrap_or(0);
-        pid > 0
-    });
-    pid
 }
 
 /// Wait until job `id`'s state is one of `states`.

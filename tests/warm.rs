@@ -14,10 +14,6 @@ fn runner_pid(h: &TestHome) -> Option<u64> {
     h.status()["worker"]["runner_pid"].as_u64()
 }
 
-fn gone(pid: u64) -> bool {
-    !std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
 #[test]
 fn after_kill_9_the_last_model_loads_while_the_store_opens_and_only_then() {
     let h = TestHome::new();
@@ -31,17 +27,7 @@ fn after_kill_9_the_last_model_loads_while_the_store_opens_and_only_then() {
     wait_until(Duration::from_secs(60), "the hint", || hint.exists());
     let text = std::fs::read_to_string(&hint).unwrap();
     assert!(text.contains("qwen3-tiny.gguf"), "{text}");
-    // kill -9 of the whole worker, as a reboot or a power loss would end it.
-    let runner = runner_pid(&h).unwrap();
-    std::process::Command::new("kill")
-        .args(["-9", &runner.to_string()])
-        .status()
-        .unwrap();
-    worker.0.kill().unwrap();
-    worker.0.wait().unwrap();
-    wait_until(Duration::from_secs(10), "the runner's death", || {
-        gone(runner)
-    });
+    kill_9_worker(&h, &mut worker);
 
     let out = h.run(&["worker", "--drain"]);
     let log = String::from_utf8_lossy(&out.stderr);
@@ -84,12 +70,9 @@ fn a_runner_killed_soon_after_its_start_is_followed_by_a_cold_one() {
     .unwrap();
     let mut worker = h.spawn_worker(&[]);
     h.wait_for_worker(&mut worker);
-    let first = runner_pid(&h).unwrap();
+    let first = runner(&h);
     // Killed within seconds of its start: the supervisor starts the next one cold.
-    std::process::Command::new("kill")
-        .args(["-9", &first.to_string()])
-        .status()
-        .unwrap();
+    kill("KILL", first);
     wait_until(Duration::from_secs(30), "a new runner", || {
         runner_pid(&h).is_some_and(|p| p != first)
     });

@@ -9,7 +9,6 @@
 //! newer or older build, a damaged or oversized card — and `status` opens the store as before.
 //! The card is a cache: nothing else reads it, and losing it loses nothing.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -41,13 +40,7 @@ fn path(home_dir: &Path) -> PathBuf {
 
 /// The status of the store in `store_dir` as its card has it, if the card is still true.
 pub fn read(home_dir: &Path, store_dir: &Path) -> Option<StatusReport> {
-    let file = std::fs::File::open(path(home_dir)).ok()?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CARD_BYTES + 1).read_to_end(&mut bytes).ok()?;
-    if bytes.len() as u64 > MAX_CARD_BYTES {
-        return None;
-    }
-    let card: Card = serde_json::from_slice(&bytes).ok()?;
+    let card: Card = crate::home::read_small_json(&path(home_dir), MAX_CARD_BYTES)?;
     if card.version != CARD_VERSION || card.schema != SCHEMA_VERSION {
         return None;
     }
@@ -69,20 +62,7 @@ pub fn write(home_dir: &Path, store_dir: &Path, mut report: StatusReport) {
         files,
         report,
     };
-    let written = (|| -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let tmp = home_dir.join(format!("status-card.{}.tmp", std::process::id()));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&serde_json::to_vec(&card).map_err(std::io::Error::other)?)?;
-        drop(f);
-        std::fs::rename(&tmp, &target)
-    })();
-    if let Err(e) = written {
+    if let Err(e) = crate::home::replace_json(&target, &card) {
         tracing::debug!(error = %e, "no status card");
         let _ = std::fs::remove_file(&target);
     }

@@ -11,7 +11,6 @@
 //! not kill every restart. A hinted model no job wants is an idle model like any other: the
 //! LRU unloads it.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,30 +44,13 @@ fn path(home: &Home) -> PathBuf {
 
 /// The hint in `home`, if there is a readable one.
 pub fn read(home: &Home) -> Option<Hint> {
-    let file = std::fs::File::open(path(home)).ok()?;
-    let mut bytes = Vec::new();
-    file.take(MAX_HINT_BYTES + 1).read_to_end(&mut bytes).ok()?;
-    if bytes.len() as u64 > MAX_HINT_BYTES {
-        return None;
-    }
-    let hint: Hint = serde_json::from_slice(&bytes).ok()?;
+    let hint: Hint = crate::home::read_small_json(&path(home), MAX_HINT_BYTES)?;
     (hint.n_ctx > 0 && hint.n_seq > 0).then_some(hint)
 }
 
-/// Replace the hint in `home` (written whole, then renamed: a reader never sees half of one).
+/// Replace the hint in `home` (a reader never sees half of one).
 pub fn write(home: &Home, hint: &Hint) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = home.dir.join(format!("warm.{}.tmp", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(&serde_json::to_vec(hint).map_err(std::io::Error::other)?)?;
-    drop(f);
-    std::fs::rename(&tmp, path(home))
+    crate::home::replace_json(&path(home), hint)
 }
 
 /// The hint to load at start, if there is one and its model fits in memory now (see the module

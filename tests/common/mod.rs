@@ -331,3 +331,39 @@ pub fn seed(what: &str) -> u64 {
     eprintln!("{what}: seed {seed}");
     seed
 }
+
+/// Send `sig` (a name: `KILL`, `SEGV`, …) to `pid`.
+pub fn kill(sig: &str, pid: u64) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// The pid of the worker's runner (the process that runs inference), once it answers.
+pub fn runner(h: &TestHome) -> u64 {
+    let mut pid = 0;
+    wait_until(Duration::from_secs(60), "the runner answers", || {
+        let out = h.run(&["status", "--json"]);
+        pid = serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .and_then(|s| s["worker"]["runner_pid"].as_u64())
+            .unwrap_or(0);
+        pid > 0
+    });
+    pid
+}
+
+/// `kill -9` of a whole worker, runner and supervisor, as a reboot or a power loss ends it;
+/// returns once the runner is gone (until then its socket still answers).
+pub fn kill_9_worker(h: &TestHome, worker: &mut SpawnedWorker) {
+    let pid = runner(h);
+    kill("KILL", pid);
+    worker.0.kill().unwrap();
+    worker.0.wait().unwrap();
+    wait_until(Duration::from_secs(10), "the runner's death", || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+}
