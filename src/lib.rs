@@ -34,14 +34,18 @@
 //! - [`protocol`] — the request and response enums the CLI and the worker share.
 //! - [`handler`] — requests executed against a store: the same code serves the socket and
 //!   the CLI's direct mode, so every verb behaves the same with or without a worker.
-//! - [`daemon`] — the worker process: the socket server plus the loop, wired together.
+//! - [`daemon`] — the worker process: the socket server plus the loop, wired together;
+//!   `daemon::warm` loads the last batch's model while the store opens (the hint in
+//!   `<home>/warm.json`), so a restart's first token waits for the load, not for both.
 //! - [`supervise`] — `qwen3q worker` is a supervisor and a runner: the supervisor reads how the
 //!   runner died and charges crashes to the jobs in flight (`crash`), then starts it again.
 //! - [`cli`] — the verbs, one file each (anyhow lives here only); `cli::start` is a process
 //!   from start to exit, for both binaries: `qwen3q` (src/main.rs) without an engine, and
 //!   `qwen3q-engine` with llama.cpp's ([`cli::inference`]: the worker's supervisor starts the
 //!   engine binary as its runner, `calibrate` becomes it; both check they are one build).
-//! - [`client`] — the CLI side: the socket when a worker is alive, else the store directly.
+//! - [`client`] — the CLI side: the socket when a worker is alive, else the store directly;
+//!   `client::card` is the status the last process to close the store left beside it, which
+//!   answers `status` without opening the store while nothing has written to it since.
 //! - [`config`], [`home`] — configuration and where data lives; [`validated`] — models already
 //!   checked, remembered by path, size and time so a command does not read their header again.
 //! - [`ingest`] — reading documents from files, directories, stdin and OpenAI batch files.
