@@ -3,7 +3,7 @@
 //! which a restart after a `kill -9` or a reboot would otherwise add to the model's load before
 //! its first token (BENCHMARKS.md "Restart").
 //!
-//! The hint — the batch's model and context shape, once it has produced tokens — is kept in
+//! The hint — the batch's model and context shape, once the worker has produced tokens — is kept in
 //! `<home>/warm.json` while the worker runs ([`keep_hint`]). No warm start when the hint is
 //! missing, damaged or names a file that is gone, when the model does not fit in memory now
 //! (the gate any load goes through), or when the supervisor says the runner before it died by a
@@ -133,8 +133,8 @@ fn need_of(path: &Path, hint: &Hint, engine: &dyn Engine) -> Option<Need> {
     })
 }
 
-/// While the worker runs: keep the hint of the batch's model and shape once it has produced
-/// tokens (checked every second; a change is written once).
+/// While the worker runs: keep the hint of the batch's model and shape once the worker has
+/// produced tokens (checked every second; a change is written once).
 pub async fn keep_hint(home: Home, status: Arc<Mutex<LiveStatus>>, shutdown: Shutdown) {
     let mut written = read(&home);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
