@@ -16,7 +16,7 @@
 mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::{bin, doc, log_number, median, model, run_measured};
+use support::{bin, doc, log_number, median, model, run_measured, run_ok as q};
 
 const N_CTX: u32 = 1024;
 
@@ -40,20 +40,6 @@ struct Outcome {
     gen_tps: f64,
     mean_b: f64,
     peak_rss: u64,
-}
-
-fn q(bin: &Path, home: &Path, args: &[&str]) -> std::process::Output {
-    let out = Command::new(bin)
-        .args(args)
-        .env("QWEN3Q_HOME", home)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "qwen3q {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -23,7 +23,7 @@
 mod support;
 use std::path::Path;
 use std::process::Command;
-use support::{bin, doc, log_number, median, model, now_ms, run_measured};
+use support::{bin, doc, measured_drain, median, model, now_ms, run_ok};
 
 use qwen3q::engine::gguf;
 
@@ -67,24 +67,7 @@ fn worker_run(bin: &Path, model: &Path, n: usize, tg: u32, b: u32, kernels: &str
         "0",
     ]);
     assert!(out.status.success());
-    let (status, peak_rss, log) = run_measured(
-        Command::new(bin)
-            .args([
-                "worker",
-                "--drain",
-                "--n-ctx",
-                &N_CTX.to_string(),
-                "--parallel",
-                &b.to_string(),
-                "--kernels",
-                kernels,
-            ])
-            .env("QWEN3Q_HOME", &home)
-            .env("RUST_LOG", "qwen3q=info"),
-    );
-    assert!(status.success(), "{log}");
-    let load_ms =
-        log_number(&log, "model loaded", "millis") + log_number(&log, "context ready", "millis");
+    let (peak_rss, load_ms) = measured_drain(bin, &home, N_CTX, b, kernels);
     let out = q(&["results", "--jsonl"]);
     let (mut tokens, mut pp, mut gen, mut first, mut last) = (0u64, 0u64, 0u64, u64::MAX, 0u64);
     for line in String::from_utf8(out.stdout).unwrap().lines() {
@@ -122,15 +105,7 @@ fn first_token_ms(bin: &Path, model: &Path) -> u64 {
     let d = dir.path().join("d.txt");
     std::fs::write(&d, doc(0)).unwrap();
     let home = dir.path().join("home");
-    let q = |args: &[&str]| {
-        let out = Command::new(bin)
-            .args(args)
-            .env("QWEN3Q_HOME", &home)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        out
-    };
+    let q = |args: &[&str]| run_ok(bin, &home, args);
     q(&[
         "enqueue",
         d.to_str().unwrap(),

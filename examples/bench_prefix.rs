@@ -25,7 +25,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
-use support::{bin, log_number, median, model, run_measured};
+use support::{bin, measured_drain, median, model, run_ok};
 
 const N_CTX: u32 = 1024;
 
@@ -81,19 +81,7 @@ fn worker_run(
         .tempdir_in("/tmp")
         .unwrap();
     let home = dir.path().join("home");
-    let q = |args: &[&str]| {
-        let out = Command::new(bin)
-            .args(args)
-            .env("QWEN3Q_HOME", &home)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
+    let q = |args: &[&str]| run_ok(bin, &home, args);
     for i in 0..n {
         let doc = dir.path().join(format!("r{i:03}.txt"));
         std::fs::write(&doc, document(i)).unwrap();
@@ -110,16 +98,7 @@ fn worker_run(
             "0",
         ]);
     }
-    let (status, _, log) = run_measured(
-        Command::new(bin)
-            .args(["worker", "--drain", "--n-ctx", &N_CTX.to_string()])
-            .args(["--parallel", &b.to_string(), "--kernels", kernels])
-            .env("QWEN3Q_HOME", &home)
-            .env("RUST_LOG", "qwen3q=info"),
-    );
-    assert!(status.success(), "{log}");
-    let load_ms =
-        log_number(&log, "model loaded", "millis") + log_number(&log, "context ready", "millis");
+    let (_, load_ms) = measured_drain(bin, &home, N_CTX, b, kernels);
     let out = q(&["results", "--jsonl"]);
     let (mut prompt, mut cached, mut first, mut last) = (0u64, 0u64, u64::MAX, 0u64);
     for line in String::from_utf8(out.stdout).unwrap().lines() {

@@ -14,20 +14,7 @@ fn answers_with(h: &TestHome, flags: &[&str]) -> Vec<(String, String, u64)> {
     let mut args = vec!["worker", "--drain", "--n-ctx", "512"];
     args.extend_from_slice(flags);
     h.ok(&args);
-    let mut out: Vec<(String, String, u64)> = h
-        .results(&[])
-        .iter()
-        .map(|r| {
-            assert_eq!(r["state"], "succeeded", "{r}");
-            (
-                r["custom_id"].as_str().unwrap().to_string(),
-                r["answer"].as_str().unwrap().to_string(),
-                r["usage"]["completion_tokens"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
+    answers_by_id(h, |r| r["usage"]["completion_tokens"].as_u64().unwrap())
 }
 
 #[test]

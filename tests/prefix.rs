@@ -14,23 +14,18 @@ fn instruction() -> String {
 
 /// (custom id, answer, prompt tokens, cached tokens) of every result, by custom id.
 fn answers(h: &TestHome) -> Vec<(String, String, u64, u64)> {
-    let mut out: Vec<_> = h
-        .results(&[])
-        .iter()
-        .map(|r| {
-            assert_eq!(r["state"], "succeeded", "{r}");
-            (
-                r["custom_id"].as_str().unwrap().to_string(),
-                r["answer"].as_str().unwrap().to_string(),
-                r["usage"]["prompt_tokens"].as_u64().unwrap(),
-                r["usage"]["prompt_tokens_details"]["cached_tokens"]
-                    .as_u64()
-                    .unwrap(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
+    answers_by_id(h, |r| {
+        let usage = &r["usage"];
+        (
+            usage["prompt_tokens"].as_u64().unwrap(),
+            usage["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap(),
+        )
+    })
+    .into_iter()
+    .map(|(id, answer, (prompt, cached))| (id, answer, prompt, cached))
+    .collect()
 }
 
 fn enqueue(h: &TestHome, path: &std::path::Path) {

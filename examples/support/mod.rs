@@ -44,6 +44,38 @@ pub fn qwen3q(home: &Path, args: &[&str]) -> Command {
     c
 }
 
+/// `bin ARGS` with `home`, run to its end; it must succeed (else its stderr is the panic).
+pub fn run_ok(bin: &Path, home: &Path, args: &[&str]) -> std::process::Output {
+    let out = Command::new(bin)
+        .args(args)
+        .env("QWEN3Q_HOME", home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "qwen3q {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A drain measured: `bin worker --drain --n-ctx N_CTX --parallel B --kernels KERNELS` on
+/// `home` (which must succeed), with its log at info; its peak RSS, and the one-time model
+/// load and context creation its log gives (ms), which a throughput leaves out.
+pub fn measured_drain(bin: &Path, home: &Path, n_ctx: u32, b: u32, kernels: &str) -> (u64, u64) {
+    let (status, peak_rss, log) = run_measured(
+        Command::new(bin)
+            .args(["worker", "--drain", "--n-ctx", &n_ctx.to_string()])
+            .args(["--parallel", &b.to_string(), "--kernels", kernels])
+            .env("QWEN3Q_HOME", home)
+            .env("RUST_LOG", "qwen3q=info"),
+    );
+    assert!(status.success(), "{log}");
+    let load_ms =
+        log_number(&log, "model loaded", "millis") + log_number(&log, "context ready", "millis");
+    (peak_rss, load_ms)
+}
+
 /// A worker on a new `home` that stores but claims nothing (paused), once it answers.
 pub fn paused_worker(home: &Path) -> std::process::Child {
     std::fs::create_dir_all(home).unwrap();

@@ -41,9 +41,8 @@ pub fn run(ctx: &Ctx, a: CalibrateArgs) -> Result<i32> {
     let graph = engine.graph();
     // The worker's gate: what each shape is predicted to add must fit in free memory beyond
     // the reserve and within the budget's shares (once loaded, only the context is new).
-    let facts = gguf::inspect(std::path::Path::new(&model.path))
-        .map_err(|e| Coded(code::BAD_INPUT, format!("{}: {e}", model.path)))?
-        .facts(std::fs::metadata(&model.path)?.len());
+    let facts = gguf::facts_of(std::path::Path::new(&model.path))
+        .map_err(|e| Coded(code::BAD_INPUT, format!("{}: {e}", model.path)))?;
     let mut probe = SystemProbe::new(None);
     let mut gate = |shape: Shape, loaded: bool| {
         let p = facts.predict(shape.n_ctx as u64, shape.n_seq as u64, graph);

@@ -167,8 +167,8 @@ async fn sample_memory(
 /// `engine` is made by the caller: the real llama.cpp one, or a fake in tests.
 pub fn run(
     home: &Home,
-    engine: Box<dyn Engine>,
-    probe: Box<dyn crate::monitor::MemoryProbe>,
+    mut engine: Box<dyn Engine>,
+    mut probe: Box<dyn crate::monitor::MemoryProbe>,
     options: WorkerOptions,
     signals: Signals,
 ) -> Result<Exit, DaemonError> {
@@ -181,8 +181,6 @@ pub fn run(
         return Err(already());
     }
     // The model the last batch decoded with loads while the store opens (`warm`).
-    let mut engine = engine;
-    let mut probe = probe;
     let hint = warm::plan(home, &*engine, &mut *probe, &options.budget);
     let opened = warm::alongside(hint, &mut *engine, || {
         crate::queue::open(&home.store(), &options.store)

@@ -120,12 +120,11 @@ pub fn alongside<T: Send>(
 /// What loading the hint's model at its shape needs, predicted from its header (as the gate
 /// predicts any first load); `None` when the file is gone or unreadable.
 fn need_of(path: &Path, hint: &Hint, engine: &dyn Engine) -> Option<Need> {
-    let header = gguf::inspect(path).ok()?;
-    let bytes = std::fs::metadata(path).ok()?.len();
-    let p =
-        header
-            .facts(bytes)
-            .predict(u64::from(hint.n_ctx), u64::from(hint.n_seq), engine.graph());
+    let p = gguf::facts_of(path).ok()?.predict(
+        u64::from(hint.n_ctx),
+        u64::from(hint.n_seq),
+        engine.graph(),
+    );
     Some(Need {
         weights: p.weights,
         context: p.total().saturating_sub(p.weights),

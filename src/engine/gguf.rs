@@ -563,6 +563,13 @@ pub fn inspect(path: &Path) -> Result<Header, GgufError> {
     Ok(header)
 }
 
+/// The facts of the model in the GGUF at `path` (its header [`inspect`]ed, and the file's size):
+/// what predicting its memory needs.
+pub fn facts_of(path: &Path) -> Result<ModelFacts, GgufError> {
+    let bytes = std::fs::metadata(path)?.len();
+    Ok(inspect(path)?.facts(bytes))
+}
+
 /// What identifies a model wherever it is stored: the SHA-256 of its header (every byte
 /// before the tensor data: metadata, vocabulary, chat template, tensor table) and the file's
 /// size. Cheap on a large file, since the weights are not read, and blind to the path.

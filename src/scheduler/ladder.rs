@@ -133,12 +133,9 @@ impl Worker {
         if let Some(m) = measured {
             return (m.total(), m.weights);
         }
-        let path = std::path::Path::new(&model.path);
-        let predicted = gguf::inspect(path).ok().map(|h| {
-            let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
-            h.facts(bytes)
-                .predict(shape.n_ctx as u64, shape.n_seq as u64, self.engine.graph())
-        });
+        let predicted = gguf::facts_of(std::path::Path::new(&model.path))
+            .ok()
+            .map(|f| f.predict(shape.n_ctx as u64, shape.n_seq as u64, self.engine.graph()));
         predicted.map_or((0, 0), |p| (p.total(), p.weights))
     }
 

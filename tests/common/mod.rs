@@ -367,3 +367,22 @@ pub fn kill_9_worker(h: &TestHome, worker: &mut SpawnedWorker) {
         !Path::new(&format!("/proc/{pid}")).exists()
     });
 }
+
+/// Every result of `h`, each asserted succeeded, as (custom id, answer, `more(result)`), sorted
+/// by custom id.
+pub fn answers_by_id<T: Ord>(h: &TestHome, more: impl Fn(&Value) -> T) -> Vec<(String, String, T)> {
+    let mut out: Vec<_> = h
+        .results(&[])
+        .iter()
+        .map(|r| {
+            assert_eq!(r["state"], "succeeded", "{r}");
+            (
+                r["custom_id"].as_str().unwrap().to_string(),
+                r["answer"].as_str().unwrap().to_string(),
+                more(r),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
