@@ -7,7 +7,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/qwen3q/target}
 scripts/ensure-deps.sh
-scripts/clean-stale-llama.sh
 models=$(scripts/fetch-models.sh)
 
 echo "quickstart: building and installing qwen3q (the first build compiles llama.cpp: ~15 min on 2 cores)" >&2

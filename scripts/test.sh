@@ -12,7 +12,6 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/qwen3q/target}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 scripts/ensure-deps.sh
-scripts/clean-stale-llama.sh
 QWEN3Q_MODEL_CACHE=$(scripts/fetch-models.sh)
 export QWEN3Q_MODEL_CACHE
 

@@ -33,7 +33,7 @@ pub struct Config {
     /// Decoding threads; 0 means all cores.
     pub threads: u32,
     /// `batch-invariant` (answers do not depend on `parallel` or on who shares the batch) or
-    /// `fastest` (llama.cpp's repacked weights and flash attention; see BENCHMARKS.md).
+    /// `fastest` (llama.cpp's defaults: llamafile, repacked weights; see BENCHMARKS.md).
     pub kernels: crate::engine::Kernels,
     /// Attempts before a job is Dead.
     pub max_attempts: u32,

@@ -129,7 +129,7 @@ impl Target {
                         .predict(
                             4096,
                             4,
-                            crate::engine::memory::Graph::of(Default::default()),
+                            crate::engine::memory::Graph::default(),
                         )
                         .total();
                     true

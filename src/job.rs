@@ -598,22 +598,24 @@ pub struct ChunkOutput {
 /// Which llama.cpp kernels run.
 ///
 /// llama.cpp's fastest CPU kernels compute a sequence's logits differently depending on the
-/// other rows of the batch: repacked weights (Q4_K and others interleaved 8 rows at a time)
-/// take a GEMM for groups of 4 rows and a GEMV for the rest; the tiled K-quant product is
-/// taken from 8 rows up; flash attention splits a long KV range across threads only for a
-/// single query row. The sums then round differently and a greedy answer can change with B.
-/// (A fourth such kernel, llamafile's sgemm, which declines a product of one row, is left out
-/// of the build altogether: `.cargo/config.toml`.)
+/// other rows of the batch: llamafile's sgemm takes products of two rows or more and leaves a
+/// single row to ggml's dot product; repacked weights (Q4_K and others interleaved 8 rows at a
+/// time) take a GEMM for groups of 4 rows and a GEMV for the rest; the tiled K-quant product is
+/// taken from 8 rows up; flash attention works in tiles of query rows, and splits a long KV
+/// range across threads only for a single row. The sums then round differently and a greedy
+/// answer can change with B.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kernels {
-    /// Weights as in the file (no repacking), no tiled product, attention without flash
-    /// attention: each output element is one dot product in a fixed order, whatever shares
+    /// Weights as in the file (no repacking), and ggml's reference kernels (its CPU backend's
+    /// `use_ref`: no llamafile, no tiled product, flash attention one query row at a time over
+    /// the whole KV range): each output element is computed in one fixed order, whatever shares
     /// the batch, so greedy and seeded answers do not depend on `--parallel` or on who rides
     /// along. Cost: BENCHMARKS.md ("Batch-invariant kernels"): more than the 5 % that would
     /// have made it the default.
     BatchInvariant,
-    /// Repacked weights, the tiled product and flash attention where llama.cpp picks them: an
+    /// llamafile, repacked weights, the tiled product and flash attention's tiles and split
+    /// where llama.cpp picks them (its defaults, as `llama-batched-bench` runs): an
     /// answer may differ with B, with what shares the batch, and with what ran in its slot
     /// before it (a reused prompt prefix leaves a shorter rest to decode, in other row groups).
     /// The default.

@@ -298,7 +298,7 @@ pub struct WorkerArgs {
     #[arg(long)]
     pub threads: Option<u32>,
     /// `batch-invariant`: an answer does not depend on --parallel or on what shares the batch
-    /// (no repacked weights, no tiled product, no flash attention; slower, see BENCHMARKS.md);
+    /// (ggml's reference kernels, weights not repacked; slower, see BENCHMARKS.md);
     /// `fastest`: llama.cpp's fastest kernels, an answer may change with B (default from
     /// config: fastest).
     #[arg(long, value_name = "batch-invariant|fastest")]

@@ -144,13 +144,15 @@ pub struct Graph {
 impl Graph {
     /// llama.cpp's default ubatch (the engine's `n_batch`).
     pub const N_UBATCH: u64 = 512;
+}
 
-    /// The graph of an engine with `kernels`: flash attention with the fastest kernels
-    /// (llama.cpp's "auto", which the CPU backend supports), none with batch-invariant ones.
-    pub fn of(kernels: crate::job::Kernels) -> Graph {
+impl Default for Graph {
+    /// llama.cpp's default ubatch, and flash attention ("auto", which the CPU backend
+    /// supports) with either kernels: batch-invariant ones run ggml's reference form of it.
+    fn default() -> Graph {
         Graph {
             n_ubatch: Self::N_UBATCH,
-            flash_attn: kernels == crate::job::Kernels::Fastest,
+            flash_attn: true,
         }
     }
 }

@@ -173,10 +173,6 @@ pub enum EngineError {
     Interrupted(Interrupt),
     #[error("this qwen3q was built without the llama feature; no inference engine is available")]
     Unavailable,
-    #[error("batch-invariant kernels need llama.cpp built without llamafile's sgemm (GGML_LLAMAFILE=OFF, which the clone's .cargo/config.toml sets: build from the clone), or run the worker with --kernels fastest")]
-    KernelsUnavailable,
-    #[error("this process already runs {} kernels (llama.cpp reads that choice once per process); start another process for the other kind", .0.as_str())]
-    KernelsFixed(Kernels),
 }
 
 impl EngineError {

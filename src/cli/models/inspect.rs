@@ -41,9 +41,9 @@ pub fn run(
     };
     let file_bytes = std::fs::metadata(&path)?.len();
     let facts = header.facts(file_bytes);
-    // Predicted memory for a few context shapes (as the worker runs: n_ubatch 512, the
-    // config's kernels) and for every shape the worker measured.
-    let graph = crate::engine::memory::Graph::of(ctx.config.kernels);
+    // Predicted memory for a few context shapes (as the worker runs: n_ubatch 512,
+    // flash attention) and for every shape the worker measured.
+    let graph = crate::engine::memory::Graph::default();
     let canonical = path.canonicalize()?.display().to_string();
     let measured = match ctx.call(Request::ModelMemory(canonical.clone()))? {
         Response::Memory(m) => m,

@@ -45,30 +45,6 @@ fn backend() -> &'static LlamaBackend {
 /// `Cargo.toml` vendors it (a test checks the two agree).
 pub const LLAMA_CPP: &str = "llama.cpp (llama-cpp-sys-2 0.1.161)";
 
-/// The process-wide part of [`Kernels`]: ggml's tiled matrix product for K-quant weights that
-/// are not repacked (taken when 8 or more rows are multiplied at once, so a sequence's logits
-/// would differ between a batch of 4 and one of 8) reads its switch, `GGML_CPU_TILED_MM`, from
-/// the environment once, at the first product. Batch-invariant kernels turn it off here, before
-/// any product; the first engine of a process decides, and a later one asking otherwise is
-/// refused. Fastest kernels leave llama.cpp's default (or the user's setting).
-fn set_process_kernels(kernels: Kernels) -> Result<(), EngineError> {
-    static CHOSEN: OnceLock<Kernels> = OnceLock::new();
-    let chosen = *CHOSEN.get_or_init(|| {
-        if kernels == Kernels::BatchInvariant {
-            // Before llama.cpp runs any product (the backend is initialised just after). The
-            // worker and `calibrate` make their engine before they start any thread of their
-            // own (the tokio runtime, the socket), so nothing reads the environment meanwhile.
-            std::env::set_var("GGML_CPU_TILED_MM", "0");
-        }
-        kernels
-    });
-    if chosen != kernels {
-        // A result would record kernels that did not run.
-        return Err(EngineError::KernelsFixed(chosen));
-    }
-    Ok(())
-}
-
 /// A loaded model with what generation needs of it.
 struct Loaded {
     /// Shared with the session's context, which borrows it.
@@ -94,16 +70,8 @@ pub struct LlamaEngine {
 }
 
 impl LlamaEngine {
-    /// The engine, or [`EngineError::KernelsUnavailable`] when batch-invariant kernels are
-    /// asked of a llama.cpp built with llamafile's sgemm (a build from outside the clone,
-    /// without its `.cargo/config.toml`): answers would then depend on B after all.
+    /// The engine. Nothing is loaded until a job asks for a model.
     pub fn new(settings: EngineSettings) -> Result<Self, EngineError> {
-        // SAFETY: a query of a compile-time feature of ggml's CPU backend; no state.
-        let llamafile = unsafe { llama_cpp_sys_2::ggml_cpu_has_llamafile() } != 0;
-        if settings.kernels == Kernels::BatchInvariant && llamafile {
-            return Err(EngineError::KernelsUnavailable);
-        }
-        set_process_kernels(settings.kernels)?;
         backend();
         Ok(LlamaEngine {
             cache: ModelCache::new(settings.limits.clone(), &settings.pins),
@@ -423,7 +391,7 @@ impl Residency for LlamaEngine {
     fn graph(&self) -> qwen3q::engine::memory::Graph {
         qwen3q::engine::memory::Graph {
             n_ubatch: u64::from(self.settings.n_batch.max(1)),
-            flash_attn: self.settings.kernels == Kernels::Fastest,
+            ..qwen3q::engine::memory::Graph::default()
         }
     }
 }

@@ -13,7 +13,7 @@
 //! batch-invariant kernels a cell's values do not depend on the batch that wrote it, so the
 //! answer is the one a fresh decode gives (tested by `tests/prefix.rs`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use llama_cpp_2::context::LlamaContext;
@@ -86,12 +86,10 @@ impl Session {
         kernels: super::Kernels,
     ) -> Result<Self, EngineError> {
         let n_total = shape.n_ctx.saturating_mul(shape.n_seq);
-        let flash_attn = match kernels {
-            super::Kernels::BatchInvariant => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED,
-            super::Kernels::Fastest => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_AUTO,
-        };
         let params = llama_cpp_2::context::params::LlamaContextParams::default()
-            .with_flash_attention_policy(flash_attn)
+            // Flash attention where llama.cpp can (with batch-invariant kernels ggml runs its
+            // reference form: one query row at a time over the whole KV range, BENCHMARKS.md).
+            .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_AUTO)
             .with_n_ctx(std::num::NonZeroU32::new(n_total))
             .with_n_batch(n_batch)
             .with_n_ubatch(n_batch)
@@ -108,9 +106,24 @@ impl Session {
         // Arc that this Session holds in `_model`, which is declared after `ctx` and `batch` and
         // so dropped after them; the reference never leaves the Session.
         let model_ref: &'static LlamaModel = unsafe { &*Arc::as_ptr(&model) };
-        let ctx = model_ref
-            .new_context(super::backend(), params)
-            .map_err(|_| EngineError::ContextFailed { n_ctx: n_total })?;
+        let ctx = {
+            // ggml's CPU backend takes its `use_ref` switch (reference kernels: no llamafile
+            // sgemm, no tiled product, no flash-attention tiling or KV split, no fused ops)
+            // from a process-wide default when llama.cpp creates the context's backend, here
+            // (a function the vendored llama-cpp-sys-2 adds: vendor/README.md). The lock keeps
+            // two engines of one process from creating contexts with each other's choice.
+            static CHOOSING: Mutex<()> = Mutex::new(());
+            let _choosing = CHOOSING.lock().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: sets an atomic in ggml's CPU backend; read only when a backend is made.
+            unsafe {
+                llama_cpp_sys_2::ggml_cpu_set_default_use_ref(
+                    kernels == super::Kernels::BatchInvariant,
+                )
+            };
+            model_ref
+                .new_context(super::backend(), params)
+                .map_err(|_| EngineError::ContextFailed { n_ctx: n_total })?
+        };
         Ok(Session {
             ctx,
             batch: LlamaBatch::new(n_batch as usize, 1),
