@@ -39,8 +39,8 @@ fn greedy_output_is_the_same_at_b1_and_b4() {
 
 /// llama.cpp's fastest kernels compute a row differently depending on the other rows of the
 /// batch (llamafile's sgemm from 2 rows, repacked Q4_K weights, the tiled product from 8 rows, flash
-/// attention): 5 of 14 greedy answers of gemma (64 tokens) differ between B=1 and B=4 with
-/// them in this build (BENCHMARKS.md).
+/// attention): 6 of 14 greedy answers of gemma (64 tokens) differ between B=1 and B=4 with
+/// them (scripts/bench-greedy-vs-b.sh, BENCHMARKS.md).
 /// With batch-invariant kernels not one may change. (With `--kernels fastest`, the default, in
 /// their place this test fails: checked by hand, 2026-12-01; and it fails with weights not
 /// repacked but ggml's `use_ref` left off, so llamafile's sgemm ran: checked 2026-12-02.)
