@@ -4,7 +4,7 @@
 #
 # Two builds:
 # - `llama-batched-bench-crate`: the worker's own llama.cpp, the sources llama-cpp-sys-2
-#   vendors (in cargo's registry), with the tool's two source files from the llama-cpp-python
+#   vendors (its copy in vendor/, whose patch changes no default: vendor/README.md), with the tool's two source files from the llama-cpp-python
 #   sdist (the crate leaves tools out; the sdist's batched-bench compiles against the crate's
 #   llama.cpp unchanged). Same flags as the crate's build: RelWithDebInfo (cargo's release
 #   profile has debug = 1), -march=x86-64 with AVX, AVX2, FMA, F16C, BMI2 (the Rust target's),
@@ -53,11 +53,7 @@ fi
 # The worker's own llama.cpp, with the sdist's batched-bench sources.
 sys_version=$(awk '/^name = "llama-cpp-sys-2"/ {getline; gsub(/"/, "", $3); print $3}' \
     "$root/Cargo.lock")
-crate_src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"llama-cpp-sys-2-$sys_version"/llama.cpp 2>/dev/null | head -1)
-if [ -z "$crate_src" ]; then
-    (cd "$root" && cargo fetch --locked >&2)
-    crate_src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"llama-cpp-sys-2-$sys_version"/llama.cpp | head -1)
-fi
+crate_src=$root/vendor/llama-cpp-sys-2/llama.cpp
 crate=crate-$sys_version
 if [ ! -x "$crate/bin/llama-batched-bench" ]; then
     rm -rf "$crate/src"

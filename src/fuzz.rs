@@ -126,11 +126,7 @@ impl Target {
                     let facts = h.facts(input.len() as u64);
                     let _ = (h.required_size(), h.weight_bytes(), h.architecture());
                     let _ = facts
-                        .predict(
-                            4096,
-                            4,
-                            crate::engine::memory::Graph::default(),
-                        )
+                        .predict(4096, 4, crate::engine::memory::Graph::default())
                         .total();
                     true
                 }

@@ -245,7 +245,7 @@ mod tests {
         }
         // The logits of a whole ubatch (llama.cpp's default n_outputs_max) are not reserved:
         // gemma's compute at four sequences is under a tenth of them.
-        let c = gemma().compute_bytes(4096, 4, Graph::of(crate::job::Kernels::Fastest));
+        let c = gemma().compute_bytes(4096, 4, Graph::default());
         assert!(c < 512 * 262_144 * 4 / 10, "{c}");
     }
 
@@ -267,7 +267,7 @@ mod tests {
             };
             assert_eq!(g.predict(u64::MAX, u64::MAX, graph).total(), u64::MAX);
         }
-        let p = g.predict(u64::MAX, u64::MAX, Graph::of(crate::job::Kernels::Fastest));
+        let p = g.predict(u64::MAX, u64::MAX, Graph::default());
         assert_eq!(p.total(), u64::MAX);
     }
 }

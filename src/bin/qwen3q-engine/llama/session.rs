@@ -120,9 +120,12 @@ impl Session {
                     kernels == super::Kernels::BatchInvariant,
                 )
             };
-            model_ref
-                .new_context(super::backend(), params)
-                .map_err(|_| EngineError::ContextFailed { n_ctx: n_total })?
+            let ctx = model_ref.new_context(super::backend(), params);
+            // Back to llama.cpp's default, so that nothing else that makes a CPU backend in
+            // this process inherits the choice.
+            // SAFETY: as above.
+            unsafe { llama_cpp_sys_2::ggml_cpu_set_default_use_ref(false) };
+            ctx.map_err(|_| EngineError::ContextFailed { n_ctx: n_total })?
         };
         Ok(Session {
             ctx,
