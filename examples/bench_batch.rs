@@ -48,27 +48,23 @@ fn worker_run(bin: &Path, model: &Path, n: usize, tg: u32, b: u32, kernels: &str
         std::fs::write(docs.join(format!("doc{i:03}.txt")), doc(i)).unwrap();
     }
     let home = dir.path().join("home");
-    let q = |args: &[&str]| {
-        Command::new(bin)
-            .args(args)
-            .env("QWEN3Q_HOME", &home)
-            .output()
-            .unwrap()
-    };
     let tg_s = tg.to_string();
-    let out = q(&[
-        "enqueue",
-        docs.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-        "--max-tokens",
-        &tg_s,
-        "--temperature",
-        "0",
-    ]);
-    assert!(out.status.success());
+    run_ok(
+        bin,
+        &home,
+        &[
+            "enqueue",
+            docs.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--max-tokens",
+            &tg_s,
+            "--temperature",
+            "0",
+        ],
+    );
     let (peak_rss, load_ms) = measured_drain(bin, &home, N_CTX, b, kernels);
-    let out = q(&["results", "--jsonl"]);
+    let out = run_ok(bin, &home, &["results", "--jsonl"]);
     let (mut tokens, mut pp, mut gen, mut first, mut last) = (0u64, 0u64, 0u64, u64::MAX, 0u64);
     for line in String::from_utf8(out.stdout).unwrap().lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -116,7 +112,7 @@ fn first_token_ms(bin: &Path, model: &Path) -> u64 {
     ]);
     let spawned = now_ms();
     q(&["worker", "--drain"]);
-    let out = q(&["results", "--jsonl"]);
+    let out = run_ok(bin, &home, &["results", "--jsonl"]);
     let v: serde_json::Value = serde_json::from_str(
         String::from_utf8(out.stdout)
             .unwrap()

@@ -42,8 +42,11 @@ fn backend() -> &'static LlamaBackend {
 }
 
 /// The engine a result records ([`Provenance::engine`]): llama.cpp as the crate pinned in
-/// `Cargo.toml` vendors it (a test checks the two agree).
-pub const LLAMA_CPP: &str = "llama.cpp (llama-cpp-sys-2 0.1.161)";
+/// `Cargo.toml` vendors it, and the revision of qwen3q's patch to it (vendor/README.md). Bump
+/// the `+qwen3q.N` whenever the patch or the engine's choice of kernels changes what a kernel
+/// computes, so that a recorded answer names the arithmetic that produced it (a test checks
+/// the version against the pin). 1: ggml's reference kernels with flash attention.
+pub const LLAMA_CPP: &str = "llama.cpp (llama-cpp-sys-2 0.1.161+qwen3q.1)";
 
 /// A loaded model with what generation needs of it.
 struct Loaded {
@@ -470,8 +473,18 @@ mod tests {
         let version = super::LLAMA_CPP
             .strip_prefix("llama.cpp (llama-cpp-sys-2 ")
             .and_then(|v| v.strip_suffix(')'))
+            .and_then(|v| v.split_once("+qwen3q."))
+            .map(|(version, _patch)| version)
             .unwrap();
         let pin = format!("llama-cpp-sys-2 = {{ version = \"={version}\"");
         assert!(manifest.contains(&pin), "Cargo.toml does not pin {pin}");
+        // The patched copy is that version (a newer crate copied in without a new pin would
+        // record the wrong one).
+        let vendored = include_str!("../../../../vendor/llama-cpp-sys-2/Cargo.toml");
+        let line = format!("\nversion = \"{version}\"\n");
+        assert!(
+            vendored.contains(&line),
+            "vendor/llama-cpp-sys-2 is not {version}"
+        );
     }
 }
