@@ -160,9 +160,9 @@ pub fn run(
         }
     );
     println!(
-        "\nmemory (n_ubatch {}, {} kernels; n_ctx per sequence; measured = weights + what the context allocated):",
+        "\nmemory (n_ubatch {}, flash attention {}; n_ctx per sequence; measured = weights + what the context allocated):",
         graph.n_ubatch,
-        ctx.config.kernels.as_str()
+        if graph.flash_attn { "on" } else { "off" }
     );
     println!(
         "{:>7} {:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>7}",
