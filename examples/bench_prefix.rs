@@ -16,8 +16,9 @@
 //! last answer received, after a warm-up request (its load is left out too). Reports the median
 //! of RUNS of each, the ratios within each run (distinct ÷ shared, server ÷ shared), the mean
 //! prompt and cached tokens. The server is `QWEN3Q_LLAMA_SERVER`, else the one
-//! `scripts/build-anchors.sh` builds from the llama-cpp-python 0.3.36 sdist's llama.cpp (a newer
-//! llama.cpp than the worker's: BENCHMARKS.md says how the versions compare at equal work).
+//! `scripts/build-anchors.sh` builds from the llama-cpp-python 0.3.36 sdist's llama.cpp (of the
+//! same weeks as the worker's, built -O3 as the worker's is: BENCHMARKS.md compares the two
+//! builds at equal work).
 
 mod support;
 use std::io::{Read, Write};

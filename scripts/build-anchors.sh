@@ -4,15 +4,17 @@
 #
 # Two builds:
 # - `llama-batched-bench-crate`: the worker's own llama.cpp, the sources llama-cpp-sys-2
-#   vendors (its copy in vendor/, whose patch changes no default: vendor/README.md), with the tool's two source files from the llama-cpp-python
-#   sdist (the crate leaves tools out; the sdist's batched-bench compiles against the crate's
-#   llama.cpp unchanged). Same flags as the crate's build: RelWithDebInfo (cargo's release
-#   profile has debug = 1), -march=x86-64 with AVX, AVX2, FMA, F16C, BMI2 (the Rust target's),
-#   OpenMP, llamafile sgemm and CPU repacking on (the crate's defaults). The worker ÷ this tool
-#   is the speed of qwen3q's own loop.
+#   vendors (its copy in vendor/, whose patch changes no kernel llama.cpp picks by default:
+#   vendor/README.md), with the tool's two source files from the llama-cpp-python sdist (the
+#   crate leaves tools out; the sdist's batched-bench compiles against the crate's llama.cpp
+#   unchanged). Same flags as the crate's build: Release (-O3; vendor/README.md says why the
+#   vendored build script no longer picks RelWithDebInfo), -march=x86-64 with AVX, AVX2, FMA,
+#   F16C, BMI2 (the Rust target's), OpenMP, llamafile sgemm and CPU repacking on (the crate's
+#   defaults). The worker ÷ this tool is the speed of qwen3q's own loop.
 # - `llama-batched-bench` and `llama-server` from the llama-cpp-python sdist's complete
-#   vendor/llama.cpp (a newer llama.cpp: the server does not compile against the crate's), in
-#   Release, GGML_NATIVE=OFF, without the server's web page or TLS.
+#   vendor/llama.cpp (the crate's copy leaves the server out; the sdist's is a llama.cpp of the
+#   same weeks, a few commits behind the crate's: BENCHMARKS.md), in Release, GGML_NATIVE=OFF,
+#   without the server's web page or TLS.
 #
 # Everything lives outside the clone, under ~/.cache/qwen3q/anchors (QWEN3Q_ANCHORS), so a
 # second run only prints the paths. Prints `name=path` for each tool on stdout.
@@ -54,7 +56,7 @@ fi
 sys_version=$(awk '/^name = "llama-cpp-sys-2"/ {getline; gsub(/"/, "", $3); print $3}' \
     "$root/Cargo.lock")
 crate_src=$root/vendor/llama-cpp-sys-2/llama.cpp
-crate=crate-$sys_version
+crate=crate-$sys_version-O3
 if [ ! -x "$crate/bin/llama-batched-bench" ]; then
     rm -rf "$crate/src"
     mkdir -p "$crate"
@@ -65,7 +67,7 @@ if [ ! -x "$crate/bin/llama-batched-bench" ]; then
         > "$crate/src/tools/CMakeLists.txt"
     flags="-ffunction-sections -fdata-sections -fPIC -m64 -march=x86-64"
     cmake -S "$crate/src" -B "$crate/build" \
-        -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DCMAKE_BUILD_TYPE=Release \
         -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
         -DBUILD_SHARED_LIBS=OFF \
         -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \

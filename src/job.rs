@@ -658,7 +658,7 @@ pub struct Provenance {
     pub template: String,
     /// Whether the answer may depend on what shared the batch.
     pub kernels: Kernels,
-    /// The engine and its version, e.g. `llama.cpp (llama-cpp-sys-2 0.1.161+qwen3q.1)` (the
+    /// The engine and its version, e.g. `llama.cpp (llama-cpp-sys-2 0.1.161+qwen3q.2)` (the
     /// crate that vendors llama.cpp, and the revision of qwen3q's patch to it).
     pub engine: String,
 }

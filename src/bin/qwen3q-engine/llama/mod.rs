@@ -45,8 +45,9 @@ fn backend() -> &'static LlamaBackend {
 /// `Cargo.toml` vendors it, and the revision of qwen3q's patch to it (vendor/README.md). Bump
 /// the `+qwen3q.N` whenever the patch or the engine's choice of kernels changes what a kernel
 /// computes, so that a recorded answer names the arithmetic that produced it (a test checks
-/// the version against the pin). 1: ggml's reference kernels with flash attention.
-pub const LLAMA_CPP: &str = "llama.cpp (llama-cpp-sys-2 0.1.161+qwen3q.1)";
+/// the version against the pin). 1: ggml's reference kernels with flash attention; 2: llama.cpp
+/// built -O3 (`Release`) instead of -O2, which may vectorise the reference kernels differently.
+pub const LLAMA_CPP: &str = "llama.cpp (llama-cpp-sys-2 0.1.161+qwen3q.2)";
 
 /// A loaded model with what generation needs of it.
 struct Loaded {
