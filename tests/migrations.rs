@@ -339,3 +339,43 @@ fn a_store_written_by_schema_v7_keeps_its_results_and_new_ones_record_what_ran_t
         "an old result is left as it was"
     );
 }
+
+#[test]
+fn a_store_written_by_schema_v8_keeps_its_results_provenance_and_delayed_job() {
+    let h = home_with_fixture("store-v8.tar.gz");
+    let status = h.status();
+    assert_eq!(count(&status, "succeeded"), 2, "{status}");
+    assert_eq!(count(&status, "queued"), 2, "{status}");
+    assert_eq!(count(&status, "cancelled"), 1, "{status}");
+    // The results keep every byte of their answers, usage and what ran them.
+    let before = h.results(&["fx-a.txt", "chat-1"]);
+    assert_eq!(before[0]["answer"], "犯罪ANDLErendsㄖbaum❣ فوق-M");
+    assert_eq!(before[0]["usage"]["prompt_tokens"], 41);
+    assert_eq!(
+        before[1]["answer"],
+        "hash짱chart如果玩家התאמה HEAP mgasortable"
+    );
+    for r in &before {
+        let p = &r["provenance"];
+        assert_eq!(
+            p["model"],
+            "gguf-sha256:11fa33da32b3400111205709d6da933927e8dd5785088b81441703ec0010e184:44978720",
+            "{r}"
+        );
+        assert_eq!(
+            p["engine"], "llama.cpp (llama-cpp-sys-2 0.1.161+qwen3q.2)",
+            "{r}"
+        );
+        assert_eq!(p["kernels"], "fastest", "{r}");
+        assert_eq!(p["template"], "gguf", "{r}");
+    }
+    // The queued job (priority 5) runs; the one delayed until 2099 stays queued, and the
+    // drain says so.
+    fixture_model_in_place(&h);
+    h.ok(&["worker", "--drain"]);
+    let after = h.results(&["fx-b.txt", "fx-d.txt", "fx-c.txt"]);
+    assert_eq!(after[0]["state"], "succeeded", "{}", after[0]);
+    assert_eq!(after[1]["state"], "queued", "{}", after[1]);
+    assert_eq!(after[2]["state"], "cancelled", "{}", after[2]);
+    assert_eq!(h.results(&["fx-a.txt"])[0]["answer"], before[0]["answer"]);
+}
