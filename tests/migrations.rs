@@ -294,15 +294,13 @@ fn a_store_written_by_schema_v6_gets_totals_per_state_that_later_moves_keep() {
     }
 }
 
-#[test]
-fn a_store_written_by_schema_v7_keeps_its_results_and_new_ones_record_what_ran_them() {
-    let h = home_with_fixture("store-v7.tar.gz");
+/// The jobs of the v7 and v8 fixtures (`queued` of them: v8 adds a delayed one), and the
+/// results of `fx-a.txt` and `chat-1` with every byte of their answers and usage, returned.
+fn fixture_results_kept(h: &TestHome, queued: u64) -> Vec<serde_json::Value> {
     let status = h.status();
     assert_eq!(count(&status, "succeeded"), 2, "{status}");
-    assert_eq!(count(&status, "queued"), 1, "{status}");
+    assert_eq!(count(&status, "queued"), queued, "{status}");
     assert_eq!(count(&status, "cancelled"), 1, "{status}");
-    // The results written before keep every byte of their answers and usage; what ran them
-    // was not recorded, and says so (null).
     let before = h.results(&["fx-a.txt", "chat-1"]);
     assert_eq!(before[0]["answer"], "犯罪ANDLErendsㄖbaum❣ فوق-M");
     assert_eq!(before[0]["usage"]["prompt_tokens"], 41);
@@ -311,6 +309,15 @@ fn a_store_written_by_schema_v7_keeps_its_results_and_new_ones_record_what_ran_t
         "hash짱chart如果玩家התאמה HEAP mgasortable"
     );
     assert_eq!(before[1]["usage"]["completion_tokens"], 8);
+    before
+}
+
+#[test]
+fn a_store_written_by_schema_v7_keeps_its_results_and_new_ones_record_what_ran_them() {
+    let h = home_with_fixture("store-v7.tar.gz");
+    // The results written before keep every byte of their answers and usage; what ran them
+    // was not recorded, and says so (null).
+    let before = fixture_results_kept(&h, 1);
     for r in &before {
         assert!(r["provenance"].is_null(), "{r}");
     }
@@ -343,18 +350,8 @@ fn a_store_written_by_schema_v7_keeps_its_results_and_new_ones_record_what_ran_t
 #[test]
 fn a_store_written_by_schema_v8_keeps_its_results_provenance_and_delayed_job() {
     let h = home_with_fixture("store-v8.tar.gz");
-    let status = h.status();
-    assert_eq!(count(&status, "succeeded"), 2, "{status}");
-    assert_eq!(count(&status, "queued"), 2, "{status}");
-    assert_eq!(count(&status, "cancelled"), 1, "{status}");
     // The results keep every byte of their answers, usage and what ran them.
-    let before = h.results(&["fx-a.txt", "chat-1"]);
-    assert_eq!(before[0]["answer"], "犯罪ANDLErendsㄖbaum❣ فوق-M");
-    assert_eq!(before[0]["usage"]["prompt_tokens"], 41);
-    assert_eq!(
-        before[1]["answer"],
-        "hash짱chart如果玩家התאמה HEAP mgasortable"
-    );
+    let before = fixture_results_kept(&h, 2);
     for r in &before {
         let p = &r["provenance"];
         assert_eq!(
