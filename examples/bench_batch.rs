@@ -112,7 +112,7 @@ fn first_token_ms(bin: &Path, model: &Path) -> u64 {
     ]);
     let spawned = now_ms();
     q(&["worker", "--drain"]);
-    let out = run_ok(bin, &home, &["results", "--jsonl"]);
+    let out = q(&["results", "--jsonl"]);
     let v: serde_json::Value = serde_json::from_str(
         String::from_utf8(out.stdout)
             .unwrap()

@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/qwen3q/target}
 scripts/ensure-deps.sh
 models=$(scripts/fetch-models.sh)
 
-echo "quickstart: building and installing qwen3q (the first build compiles llama.cpp, 10-11 min of it on 2 cores)" >&2
+echo "quickstart: building and installing qwen3q (the first build compiles llama.cpp, 5-11 min of it on 2 cores)" >&2
 cargo install --locked --quiet --path . --root "$HOME/.local"
 export PATH="$HOME/.local/bin:$PATH"
 

@@ -369,7 +369,13 @@ fn a_store_written_by_schema_v8_keeps_its_results_provenance_and_delayed_job() {
     // The queued job (priority 5) runs; the one delayed until 2099 stays queued, and the
     // drain says so.
     fixture_model_in_place(&h);
-    h.ok(&["worker", "--drain"]);
+    let drain = h.run(&["worker", "--drain"]);
+    let said = String::from_utf8_lossy(&drain.stderr);
+    assert!(drain.status.success(), "{said}");
+    assert!(
+        said.contains("drained: nothing ready; 1 jobs wait for a retry or their start time"),
+        "{said}"
+    );
     let after = h.results(&["fx-b.txt", "fx-d.txt", "fx-c.txt"]);
     assert_eq!(after[0]["state"], "succeeded", "{}", after[0]);
     assert_eq!(after[1]["state"], "queued", "{}", after[1]);
