@@ -151,7 +151,13 @@ impl Target {
                 // Where a large document lives (schema 6): the record, then the name it gives.
                 let file = decode::<crate::queue::sled::files::DocFile>(input)
                     .is_ok_and(|d| crate::queue::sled::files::valid_name(&d.name));
-                job || result || state || chat || file
+                // A batch and its counts (schema 9), as `batches` and `status` read them.
+                let batch = decode::<crate::batch::BatchRecord>(input).is_ok_and(|r| {
+                    let counts = decode::<crate::job::Counts>(input).unwrap_or_default();
+                    crate::batch::status(&r, &counts);
+                    true
+                });
+                job || result || state || chat || file || batch
             }
         }
     }
@@ -249,9 +255,22 @@ fn stored_seeds() -> Vec<Vec<u8>> {
         attempts: 0,
         enqueued: 1,
         updated: 1,
+        batch: Some(crate::job::BatchId(3)),
+        deadline: Some(99),
     };
+    let batch = crate::batch::BatchRecord::new(
+        crate::job::BatchId(3),
+        &crate::batch::NewBatch {
+            name: Some("night".into()),
+            metadata: vec![("team".into(), "ops".into())],
+            deadline: Some(99),
+            source: "--batch night.jsonl".into(),
+        },
+        1,
+    );
     vec![
         encode(&chat).expect("encodes"),
+        encode(&batch).expect("encodes"),
         encode(&(turns, text)).expect("encodes"),
         encode(&JobState::Queued).expect("encodes"),
         encode(&JobState::Succeeded {

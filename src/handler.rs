@@ -5,9 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::job::{JobId, StateKind};
-use crate::protocol::{JobView, Request, Response, Selector, StatusReport};
-use crate::queue::{JobFilter, Queue, StoreError, TransitionOutcome};
+use crate::job::{BatchId, JobId, StateKind};
+use crate::protocol::{JobView, Request, Response, Selector, StatusReport, STATUS_BATCHES};
+use crate::queue::{BatchTarget, JobFilter, Queue, StoreError, TransitionOutcome};
 use crate::scheduler::{LiveStatus, Signals};
 
 /// The running worker, when the request comes through its socket.
@@ -57,11 +57,25 @@ fn resolve(
                 }
                 ids.extend(found);
             }
+            Selector::Batch(b) => {
+                if store.batch(*b)?.is_none() {
+                    missing.push(b.to_string());
+                }
+                ids.extend(store.batch_jobs(*b, None, None)?);
+            }
         }
     }
     let mut seen = std::collections::HashSet::new();
     ids.retain(|id| seen.insert(*id));
     Ok((ids, missing))
+}
+
+/// The batches among the selectors.
+fn batches_of(selectors: &[Selector]) -> impl Iterator<Item = BatchId> + '_ {
+    selectors.iter().filter_map(|s| match s {
+        Selector::Batch(b) => Some(*b),
+        _ => None,
+    })
 }
 
 fn views(store: &dyn Queue, ids: &[JobId], with_events: bool) -> Result<Vec<JobView>, StoreError> {
@@ -157,7 +171,11 @@ fn handle_inner(
         }
         Request::Calibrations(path) => Response::Calibrations(store.calibrations_of(&path)?),
         Request::MemoryHistory { since } => Response::History(store.samples_since(since)?),
-        Request::Enqueue { items, force } => {
+        Request::Enqueue {
+            items,
+            force,
+            batch,
+        } => {
             // The CLI checks ids and builds chats from their messages; a request from anything
             // else is checked here too.
             let bad = items.iter().enumerate().find_map(|(i, item)| {
@@ -178,19 +196,40 @@ fn handle_inner(
                     i + 1
                 )));
             }
-            let outcomes = store.enqueue(&items, force, now)?;
+            if let BatchTarget::New(spec) = &batch {
+                if let Err(why) = spec.check() {
+                    return Ok(Response::Error(format!(
+                        "the batch: {why}; nothing enqueued"
+                    )));
+                }
+            }
+            let enqueued = store.enqueue_in(&items, force, now, &batch)?;
             wake();
-            Response::Enqueued(outcomes)
+            Response::Enqueued(enqueued)
         }
-        Request::Status => Response::Status(StatusReport {
-            counts: store.counts()?,
-            worker: worker.map(|w| w.status.lock().unwrap().clone()),
-            paused: store.paused()?,
-            store_path: store.location(),
-            store_bytes: store.size_on_disk()?,
-            next_due: store.next_due()?,
-            quarantined: store.quarantined_count(),
-        }),
+        Request::SealBatch(id) => {
+            store.seal_batch(id, now)?;
+            Response::Done
+        }
+        Request::Batches { before, limit } => Response::Batches(store.batches(before, limit)?),
+        Request::Batch(id) => match store.batch(id)? {
+            Some(view) => Response::Batches(vec![view]),
+            None => return Err(StoreError::NoSuchBatch(id)),
+        },
+        Request::Status => {
+            let open = store.open_batches(STATUS_BATCHES)?;
+            Response::Status(StatusReport {
+                counts: store.counts()?,
+                worker: worker.map(|w| w.status.lock().unwrap().clone()),
+                paused: store.paused()?,
+                store_path: store.location(),
+                store_bytes: store.size_on_disk()?,
+                next_due: store.next_due()?,
+                quarantined: store.quarantined_count(),
+                open_batches: open.0,
+                open_batch_count: open.1,
+            })
+        }
         Request::List(filter) => Response::Jobs(store.list(&filter)?),
         Request::Show(selectors) => {
             let (ids, missing) = resolve(store, &selectors)?;
@@ -212,6 +251,10 @@ fn handle_inner(
             }
         }
         Request::Cancel(selectors) => {
+            // A batch named is cancelled as a batch (its status says so), then job by job.
+            for b in batches_of(&selectors) {
+                store.set_batch_cancel(b, Some(now))?;
+            }
             let (ids, missing) = resolve(store, &selectors)?;
             let mut outcomes = Vec::new();
             for id in ids {
@@ -223,6 +266,9 @@ fn handle_inner(
             selectors,
             all_failed,
         } => {
+            for b in batches_of(&selectors) {
+                store.set_batch_cancel(b, None)?;
+            }
             let (mut ids, missing) = resolve(store, &selectors)?;
             if all_failed {
                 ids.extend(store.ids_in_state(StateKind::Failed)?);
@@ -280,6 +326,7 @@ mod tests {
             Request::Enqueue {
                 items,
                 force: false,
+                batch: BatchTarget::None,
             },
             None,
             1,
@@ -298,6 +345,7 @@ mod tests {
             Request::Enqueue {
                 items,
                 force: false,
+                batch: BatchTarget::None,
             },
             None,
             1,

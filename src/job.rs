@@ -27,6 +27,29 @@ impl FromStr for JobId {
     }
 }
 
+/// A batch's number (schema 9): every enqueue that adds a job makes one. Shown and parsed as
+/// OpenAI names batches, `batch_17` (a bare `17` parses too). The batch itself is
+/// [`crate::batch`]'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BatchId(pub u64);
+
+impl fmt::Display for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "batch_{}", self.0)
+    }
+}
+
+impl FromStr for BatchId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.strip_prefix("batch_")
+            .unwrap_or(s)
+            .parse()
+            .map(BatchId)
+            .map_err(|_| format!("{s:?} is not a batch id (batch_N)"))
+    }
+}
+
 /// What to do with a document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Task {
@@ -511,6 +534,56 @@ impl FromStr for StateKind {
     }
 }
 
+/// Jobs per state.
+/// (Here, not in `queue`, so that pure code such as `batch` can count without the queue.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
+    pub queued: u64,
+    pub running: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+}
+
+impl Counts {
+    pub fn get(&self, kind: StateKind) -> u64 {
+        match kind {
+            StateKind::Queued => self.queued,
+            StateKind::Running => self.running,
+            StateKind::Succeeded => self.succeeded,
+            StateKind::Failed => self.failed,
+            StateKind::Dead => self.dead,
+            StateKind::Cancelled => self.cancelled,
+        }
+    }
+
+    pub(crate) fn slot(&mut self, kind: StateKind) -> &mut u64 {
+        match kind {
+            StateKind::Queued => &mut self.queued,
+            StateKind::Running => &mut self.running,
+            StateKind::Succeeded => &mut self.succeeded,
+            StateKind::Failed => &mut self.failed,
+            StateKind::Dead => &mut self.dead,
+            StateKind::Cancelled => &mut self.cancelled,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        StateKind::ALL.iter().map(|k| self.get(*k)).sum()
+    }
+
+    /// Jobs something will still happen to without a person: queued, running, or failed and
+    /// waiting for their retry.
+    pub fn active(&self) -> u64 {
+        StateKind::ALL
+            .iter()
+            .filter(|k| !k.is_terminal())
+            .map(|k| self.get(*k))
+            .sum()
+    }
+}
+
 impl JobState {
     pub fn kind(&self) -> StateKind {
         match self {
@@ -562,6 +635,12 @@ pub struct Job {
     pub enqueued: Millis,
     /// Last state change.
     pub updated: Millis,
+    /// The batch whose enqueue added the job (schema 9); `None` for a job enqueued before
+    /// batches existed.
+    pub batch: Option<BatchId>,
+    /// Its batch's deadline (schema 9), copied here so that the ready order (priority, then
+    /// the earliest deadline) is kept without reading the batch.
+    pub deadline: Option<Millis>,
 }
 
 /// One line of a job's history: a state change or a finished chunk, with time and reason.

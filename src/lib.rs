@@ -70,6 +70,7 @@
 //! itself, the supervisor charges the crash to the job in flight (`crash`,
 //! `Crashes::record_crash`) — several in flight run alone first — and starts the runner again.
 
+pub mod batch;
 pub mod calibration;
 pub mod cli;
 pub mod client;

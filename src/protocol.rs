@@ -4,15 +4,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::job::{Event, Job, JobId, JobResult, Millis};
-use crate::queue::{Counts, EnqueueOutcome, JobFilter, NewJob, TransitionOutcome};
+use crate::batch::BatchView;
+use crate::job::{BatchId, Event, Job, JobId, JobResult, Millis};
+use crate::queue::{BatchTarget, Counts, Enqueued, JobFilter, NewJob, TransitionOutcome};
 use crate::registry::{Calibration, MemoryRecord, RegisteredModel};
 use crate::scheduler::LiveStatus;
 
 /// Bumped on any change to [`Request`] or [`Response`] (4: results carry provenance and cached
-/// tokens). A mismatch is refused with a message
+/// tokens; 5: batches). A mismatch is refused with a message
 /// telling which side to restart or upgrade.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The longest request line the worker reads. A longer one is answered with an error and the
 /// connection closed, so a client cannot make the worker buffer without bound. Enqueue
@@ -27,11 +28,13 @@ pub struct Envelope {
     pub request: Request,
 }
 
-/// How a person names a job: its number or its custom id.
+/// How a person names a job: its number or its custom id; or every job of a batch
+/// (`--batch ID`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Selector {
     Id(JobId),
     CustomId(String),
+    Batch(BatchId),
 }
 
 impl Selector {
@@ -49,7 +52,18 @@ pub enum Request {
     Enqueue {
         items: Vec<NewJob>,
         force: bool,
+        /// The batch the new jobs join (the first request of an enqueue makes it).
+        batch: BatchTarget,
     },
+    /// The enqueue that made this batch has sent all its requests.
+    SealBatch(BatchId),
+    /// Batches, newest first: a page of `limit` before `before`.
+    Batches {
+        before: Option<BatchId>,
+        limit: usize,
+    },
+    /// One batch.
+    Batch(BatchId),
     Status,
     List(JobFilter),
     /// Jobs with events and results.
@@ -115,11 +129,20 @@ pub struct StatusReport {
     /// Jobs whose stored value was damaged, kept apart (they count as dead).
     #[serde(default)]
     pub quarantined: usize,
+    /// The newest open batches (at most [`STATUS_BATCHES`]), and how many are open in all.
+    #[serde(default)]
+    pub open_batches: Vec<BatchView>,
+    #[serde(default)]
+    pub open_batch_count: u64,
 }
+
+/// How many open batches `status` shows.
+pub const STATUS_BATCHES: usize = 10;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
-    Enqueued(Vec<EnqueueOutcome>),
+    Enqueued(Enqueued),
+    Batches(Vec<BatchView>),
     Status(StatusReport),
     Jobs(Vec<Job>),
     Views {

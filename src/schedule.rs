@@ -80,6 +80,27 @@ impl Window {
     }
 }
 
+/// The next `HH:MM` wall-clock time after `now` (`--by 07:00`): today's if it is still to
+/// come, else tomorrow's; across a daylight-saving change as a window's `until` is.
+pub fn next_clock_time<Tz: TimeZone>(
+    now: &DateTime<Tz>,
+    hhmm: &str,
+) -> Result<DateTime<Tz>, String> {
+    let at = NaiveTime::parse_from_str(hhmm, "%H:%M")
+        .map_err(|_| format!("{hhmm:?}: expected HH:MM (e.g. 07:00)"))?;
+    let tz = now.timezone();
+    let mut day = now.naive_local().date();
+    for _ in 0..3 {
+        if let Some(t) = resolve(&tz, NaiveDateTime::new(day, at)) {
+            if t > *now {
+                return Ok(t);
+            }
+        }
+        day = day.succ_opt().ok_or("the date is out of range")?;
+    }
+    Err(format!("{hhmm:?}: no such time in the next days"))
+}
+
 /// A wall-clock time as an instant: the first of two in a repeated hour; the first instant after
 /// the gap for a time that does not exist.
 fn resolve<Tz: TimeZone>(tz: &Tz, at: NaiveDateTime) -> Option<DateTime<Tz>> {
@@ -109,6 +130,21 @@ mod tests {
         Tz::Offset: std::fmt::Display,
     {
         t.format("%Y-%m-%d %H:%M %z").to_string()
+    }
+
+    #[test]
+    fn a_deadline_by_a_clock_time_is_the_next_one() {
+        let next =
+            |now: &str, hhmm: &str| local(&next_clock_time(&at(&Berlin, now), hhmm).unwrap());
+        assert_eq!(next("2026-06-10 23:30", "07:00"), "2026-06-11 07:00 +0200");
+        assert_eq!(next("2026-06-10 05:00", "07:00"), "2026-06-10 07:00 +0200");
+        // The very minute is past: tomorrow's.
+        assert_eq!(next("2026-06-10 07:00", "07:00"), "2026-06-11 07:00 +0200");
+        // Spring forward in Berlin (2026-03-29, 02:00 -> 03:00): 02:30 does not exist that
+        // night; the deadline is the first instant after the gap.
+        assert_eq!(next("2026-03-28 23:00", "02:30"), "2026-03-29 03:00 +0200");
+        assert!(next_clock_time(&at(&Berlin, "2026-06-10 05:00"), "7am").is_err());
+        assert!(next_clock_time(&at(&Berlin, "2026-06-10 05:00"), "25:00").is_err());
     }
 
     #[test]

@@ -31,8 +31,13 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Print results.
     Results(ResultsArgs),
-    /// Counts per state, the worker and what it runs.
+    /// Counts per state, the worker and what it runs, the open batches.
     Status(JsonFlag),
+    /// Batches, newest first: what each enqueue asked for, its status and its jobs' counts.
+    Batches(BatchesArgs),
+    /// One batch.
+    #[command(subcommand)]
+    Batch(BatchCommand),
     /// List jobs.
     List(ListArgs),
     /// Everything about jobs, their history included.
@@ -232,6 +237,19 @@ pub struct EnqueueArgs {
     /// Do not start before: a delay from now (30m, 2h) or a Unix time (@1767225600).
     #[arg(long)]
     pub not_before: Option<String>,
+    /// A name for the batch this enqueue makes (shown by `batches` and `status`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Metadata of the batch, `key=value` (repeat it, at most 16, as OpenAI allows).
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub metadata: Vec<String>,
+    /// The batch's deadline, a wall-clock time (HH:MM, the next one): among jobs of equal
+    /// priority the earliest deadline runs first.
+    #[arg(long, value_name = "HH:MM", conflicts_with = "within")]
+    pub by: Option<String>,
+    /// The batch's deadline as a duration from now (8h, 90m; OpenAI's completion_window).
+    #[arg(long, value_name = "DURATION")]
+    pub within: Option<String>,
     /// Attempts before a job is given up (default from config: 3).
     #[arg(long)]
     pub max_attempts: Option<u32>,
@@ -334,6 +352,9 @@ pub enum ResultFormat {
 pub struct ResultsArgs {
     /// Job ids or custom ids (default: all jobs).
     pub jobs: Vec<String>,
+    /// The jobs of this batch, in enqueue order.
+    #[arg(long, value_name = "BATCH_ID", conflicts_with = "jobs")]
+    pub batch: Option<String>,
     /// One JSON object per job (same as --format jsonl).
     #[arg(long)]
     pub jsonl: bool,
@@ -354,6 +375,29 @@ pub struct ResultsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BatchesArgs {
+    /// At most this many.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Only batches older than this one (the next page after a page that ended with it).
+    #[arg(long, value_name = "BATCH_ID")]
+    pub before: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BatchCommand {
+    /// Everything about a batch: name, metadata, deadline, status, counts.
+    Show {
+        /// `batch_N` (or `N`).
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
 pub struct JsonFlag {
     #[arg(long)]
     pub json: bool,
@@ -370,6 +414,9 @@ pub struct ListArgs {
     /// Only custom ids matching this glob.
     #[arg(long)]
     pub custom_id: Option<String>,
+    /// Only jobs of this batch.
+    #[arg(long, value_name = "BATCH_ID")]
+    pub batch: Option<String>,
     #[arg(long)]
     pub limit: Option<usize>,
     #[arg(long)]
@@ -386,13 +433,20 @@ pub struct ShowArgs {
 
 #[derive(Debug, Args)]
 pub struct SelectArgs {
-    #[arg(required = true)]
+    #[arg(required_unless_present = "batch")]
     pub jobs: Vec<String>,
+    /// Every job of this batch (repeatable); its status becomes cancelling, then cancelled.
+    #[arg(long, value_name = "BATCH_ID")]
+    pub batch: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct RetryArgs {
     pub jobs: Vec<String>,
+    /// Every job of this batch that can run again (repeatable); a cancelled batch is open
+    /// again.
+    #[arg(long, value_name = "BATCH_ID")]
+    pub batch: Vec<String>,
     /// Every failed and dead job.
     #[arg(long)]
     pub all_failed: bool,

@@ -7,14 +7,15 @@ use anyhow::Result;
 
 use super::args::{EnqueueArgs, GenArgs, TaskName};
 use super::{code, fail, millis, parse_duration, Coded, Ctx};
+use crate::batch::{self, NewBatch};
 use crate::client::Sent;
 use crate::ingest::{self, Refusal};
 use crate::job::{
-    chat_document, document_sha256, printable, Constraint, GenOverrides, GenParams, JobSpec,
-    ModelRef, Quality, Task,
+    chat_document, document_sha256, printable, BatchId, Constraint, GenOverrides, GenParams,
+    JobSpec, ModelRef, Quality, Task,
 };
 use crate::protocol::{Request, Response};
-use crate::queue::{EnqueueOutcome, NewJob};
+use crate::queue::{BatchTarget, EnqueueOutcome, Enqueued, NewJob};
 use crate::registry::RegisteredModel;
 
 /// Documents per request: each batch is one transaction and one flush…
@@ -201,6 +202,41 @@ fn not_before(s: &Option<String>) -> Result<Option<u64>> {
     ))
 }
 
+/// The batch this enqueue makes: its name, metadata and deadline from the flags.
+fn new_batch(a: &EnqueueArgs) -> Result<NewBatch> {
+    let metadata = a
+        .metadata
+        .iter()
+        .map(|m| batch::parse_metadata_pair(m))
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(|e| Coded(code::USAGE, e))?;
+    let now = crate::now_ms();
+    let deadline = match (&a.by, &a.within) {
+        (Some(by), _) => {
+            let at = crate::schedule::next_clock_time(&chrono::Local::now(), by)
+                .map_err(|e| Coded(code::USAGE, format!("--by {e}")))?;
+            Some(u64::try_from(at.timestamp_millis()).unwrap_or(0))
+        }
+        (None, Some(within)) => Some(now.saturating_add(millis(parse_duration(within)?))),
+        (None, None) => None,
+    };
+    let source = match &a.batch {
+        Some(file) => format!("--batch {}", file.display()),
+        None => match a.paths.as_slice() {
+            [one] => one.display().to_string(),
+            many => format!("{} paths", many.len()),
+        },
+    };
+    let spec = NewBatch {
+        name: a.name.clone(),
+        metadata,
+        deadline,
+        source,
+    };
+    spec.check().map_err(|e| Coded(code::USAGE, e))?;
+    Ok(spec)
+}
+
 /// The parts of a spec shared by every document of one enqueue.
 struct Template {
     task: Task,
@@ -296,13 +332,16 @@ pub fn run(ctx: &Ctx, a: EnqueueArgs) -> Result<i32> {
         );
     }
     let mut tally = Tally::default();
-    let mut sender = Sender::new(a.force, a.json);
+    let mut sender = Sender::new(a.force, a.json, new_batch(&a)?);
     match &a.batch {
         Some(file) => send_batch_file(ctx, &tpl, file, a.strict, limit, &mut tally, &mut sender)?,
         None => path_items(ctx, &tpl, &a, limit, &mut tally, &mut sender)?,
     }
-    sender.finish()?;
+    let batch = sender.finish()?;
     let mut line = format!("queued {}", tally.queued);
+    if let Some(b) = batch {
+        line += &format!(" in {b}");
+    }
     if tally.existing > 0 {
         line += &format!(", already queued {}", tally.existing);
     }
@@ -614,11 +653,14 @@ struct Sender {
     /// Documents waiting to go as one batch, and their bytes of text.
     pending: Vec<NewJob>,
     pending_bytes: usize,
+    /// The batch the next request's jobs join: a new one until a request has made it.
+    target: BatchTarget,
 }
 
 impl Sender {
-    fn new(force: bool, json: bool) -> Sender {
+    fn new(force: bool, json: bool, batch: NewBatch) -> Sender {
         Sender {
+            target: BatchTarget::New(batch),
             force,
             json,
             conn: None,
@@ -678,6 +720,7 @@ impl Sender {
         let request = Request::Enqueue {
             items: batch,
             force: self.force,
+            batch: self.target.clone(),
         };
         let response = match conn.send(request)? {
             Sent::Answer(response) => response,
@@ -699,7 +742,7 @@ impl Sender {
             }
             Sent::TooLarge(..) => unreachable!("the request sent was an enqueue"),
         };
-        let outcomes = match response {
+        let Enqueued { outcomes, batch } = match response {
             Response::Enqueued(o) => o,
             Response::Error(e) => return fail(code::FAILURE, e),
             other => return fail(code::FAILURE, format!("unexpected answer: {other:?}")),
@@ -724,23 +767,42 @@ impl Sender {
                 println!("{word} #{id} {}{hint}", printable(custom_id));
             }
             if self.json {
-                self.all.push(serde_json::json!({
+                let mut entry = serde_json::json!({
                     "id": id.0,
                     "custom_id": custom_id,
                     "source": source,
                     "outcome": word,
-                }));
+                });
+                if let (EnqueueOutcome::Queued(_), Some(b)) = (outcome, batch) {
+                    entry["batch"] = b.to_string().into();
+                }
+                self.all.push(entry);
             }
+        }
+        if let Some(b) = batch {
+            self.target = BatchTarget::Add(b);
         }
         self.bar.inc(names.len() as u64);
         Ok(())
     }
 
-    fn finish(self) -> Result<()> {
+    /// The batch made, if any, sealed: every request of the enqueue was sent.
+    fn finish(mut self) -> Result<Option<BatchId>> {
         self.bar.finish_and_clear();
+        let batch = match self.target {
+            BatchTarget::Add(b) => Some(b),
+            _ => None,
+        };
+        if let (Some(b), Some(conn)) = (batch, self.conn.as_mut()) {
+            match conn.call(Request::SealBatch(b))? {
+                Response::Done => {}
+                Response::Error(e) => return fail(code::FAILURE, e),
+                other => return fail(code::FAILURE, format!("unexpected answer: {other:?}")),
+            }
+        }
         if self.json {
             println!("{}", serde_json::to_string_pretty(&self.all)?);
         }
-        Ok(())
+        Ok(batch)
     }
 }

@@ -4,6 +4,7 @@
 //! reports typed errors (thiserror).
 
 pub mod args;
+mod batches;
 mod calibrate;
 mod enqueue;
 pub mod inference;
@@ -138,6 +139,8 @@ impl Ctx {
                 | Request::ModelMemory(_)
                 | Request::Calibrations(_)
                 | Request::MemoryHistory { .. }
+                | Request::Batches { .. }
+                | Request::Batch(_)
         );
         if matches!(request, Request::Status) {
             if let Some(answer) = crate::client::status_from_card(&self.home) {
@@ -216,7 +219,9 @@ pub fn run(cli: Cli, inference: Option<&'static Inference>) -> Result<i32> {
         Command::Status(a) => status::run(&ctx, a.json),
         Command::List(a) => list::run(&ctx, a),
         Command::Show(a) => show::run(&ctx, &a.jobs, a.json),
-        Command::Cancel(a) => steer::cancel(&ctx, &a.jobs),
+        Command::Cancel(a) => steer::cancel(&ctx, &a),
+        Command::Batches(a) => batches::list(&ctx, a),
+        Command::Batch(c) => batches::run(&ctx, c),
         Command::Retry(a) => steer::retry(&ctx, a),
         Command::Pause => steer::pause(&ctx, true),
         Command::Resume => steer::pause(&ctx, false),

@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+use crate::batch::BatchView;
 use crate::job::{Constraint, Job, JobState, Millis, Task};
 use crate::protocol::JobView;
 
@@ -44,6 +45,7 @@ pub fn job_json(view: &JobView) -> Value {
         "custom_id": s.custom_id,
         "source": s.source,
         "state": job.state.kind().as_str(),
+        "batch": job.batch.map(|b| b.to_string()),
         "task": task_json(&s.task),
         "model": r.map(|r| &r.model.name).unwrap_or(&s.model.name),
         "model_path": r.map(|r| &r.model.path).unwrap_or(&s.model.path),
@@ -141,6 +143,35 @@ pub fn openai_error(job: &Job) -> Value {
         "custom_id": job.spec.custom_id,
         "response": null,
         "error": {"code": code, "message": message},
+    })
+}
+
+/// A batch as JSON (`batches --json`, `batch show --json`): OpenAI's Batch object — its
+/// `id`, `object`, `status`, `created_at` (Unix seconds), `metadata`, `request_counts` and, for
+/// a cancelled batch, `cancelling_at` — with what qwen3q adds: `name`, `source`, `deadline`
+/// (Unix seconds), `late`, and `counts`, the jobs per state.
+pub fn batch_json(view: &BatchView, now: Millis) -> Value {
+    let r = &view.record;
+    let secs = |ms: Millis| ms / 1000;
+    let metadata: serde_json::Map<String, Value> = r
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    json!({
+        "id": r.id.to_string(),
+        "object": "batch",
+        "status": view.status().as_str(),
+        "created_at": secs(r.created),
+        "in_progress_at": r.sealed.map(secs),
+        "cancelling_at": r.cancel_requested.map(secs),
+        "metadata": metadata,
+        "request_counts": view.request_counts(),
+        "name": r.name,
+        "source": r.source,
+        "deadline": r.deadline.map(secs),
+        "late": view.late(now),
+        "counts": view.counts,
     })
 }
 

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use super::args::{ResultFormat, ResultsArgs};
 use super::output::{error_of, job_json, openai_error, openai_success};
 use super::{code, fail, Ctx};
-use crate::job::{JobState, StateKind};
+use crate::job::{BatchId, JobState, StateKind};
 use crate::protocol::{JobView, Request, Response, Selector};
 
 fn fetch(ctx: &Ctx, selectors: &[Selector]) -> Result<(Vec<JobView>, Vec<String>)> {
@@ -33,6 +33,7 @@ const PAGE: usize = 500;
 fn for_each_page(
     ctx: &Ctx,
     selectors: &[Selector],
+    batch: Option<BatchId>,
     mut each: impl FnMut(Vec<JobView>) -> Result<()>,
 ) -> Result<Vec<String>> {
     if !selectors.is_empty() {
@@ -45,6 +46,7 @@ fn for_each_page(
         let filter = crate::queue::JobFilter {
             limit: Some(PAGE),
             after,
+            batch,
             ..Default::default()
         };
         let jobs = match ctx.call(Request::List(filter))? {
@@ -67,7 +69,11 @@ fn for_each_page(
 
 /// Jobs not finished yet, and all: for every job from the counts (cheap at any size), else
 /// from the selected jobs' views.
-fn progress(ctx: &Ctx, selectors: &[Selector]) -> Result<(u64, u64)> {
+fn progress(ctx: &Ctx, selectors: &[Selector], batch: Option<BatchId>) -> Result<(u64, u64)> {
+    if let Some(b) = batch {
+        let c = super::batches::require(ctx, b)?.counts;
+        return Ok((c.total() - c.active(), c.total()));
+    }
     if selectors.is_empty() {
         let Response::Status(report) = ctx.call(Request::Status)? else {
             return fail(code::FAILURE, "unexpected answer to status");
@@ -82,7 +88,7 @@ fn progress(ctx: &Ctx, selectors: &[Selector]) -> Result<(u64, u64)> {
 
 /// Poll until every selected job is finished. Each poll opens a fresh connection, so a
 /// worker can take the store between polls when none was running.
-fn wait(ctx: &Ctx, selectors: &[Selector]) -> Result<()> {
+fn wait(ctx: &Ctx, selectors: &[Selector], batch: Option<BatchId>) -> Result<()> {
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(0);
         b.set_style(
@@ -96,7 +102,7 @@ fn wait(ctx: &Ctx, selectors: &[Selector]) -> Result<()> {
     };
     let mut warned = false;
     loop {
-        let (done, all) = progress(ctx, selectors)?;
+        let (done, all) = progress(ctx, selectors, batch)?;
         bar.set_length(all);
         bar.set_position(done);
         if done == all {
@@ -169,19 +175,27 @@ pub fn run(ctx: &Ctx, a: ResultsArgs) -> Result<i32> {
         (None, false) => ResultFormat::Text,
     };
     let selectors: Vec<Selector> = a.jobs.iter().map(|s| Selector::parse(s)).collect();
+    let batch = match &a.batch {
+        Some(b) => Some(
+            super::batches::require(ctx, super::batches::parse_id(b)?)?
+                .record
+                .id,
+        ),
+        None => None,
+    };
     if a.wait {
-        wait(ctx, &selectors)?;
+        wait(ctx, &selectors, batch)?;
     }
     let missing = match &a.out {
         Some(dir) => {
             let mut files = FileWriter::new(dir, format)?;
-            let missing = for_each_page(ctx, &selectors, |views| files.write(&views))?;
+            let missing = for_each_page(ctx, &selectors, batch, |views| files.write(&views))?;
             files.finish()?;
             missing
         }
         None => {
             let mut stream = StreamWriter::new(&a, format)?;
-            let missing = for_each_page(ctx, &selectors, |views| stream.write(&views))?;
+            let missing = for_each_page(ctx, &selectors, batch, |views| stream.write(&views))?;
             stream.finish()?;
             missing
         }

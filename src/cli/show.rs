@@ -32,6 +32,9 @@ pub fn run(ctx: &Ctx, jobs: &[String], json: bool) -> Result<i32> {
                 println!("  error:    {e}");
             }
             println!("  source:   {}", j.spec.source);
+            if let Some(b) = j.batch {
+                println!("  batch:    {b}");
+            }
             println!(
                 "  task:     {}",
                 serde_json::to_string(&super::output::task_json(&j.spec.task))?

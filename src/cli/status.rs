@@ -101,6 +101,15 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<i32> {
         };
         println!("next:    a delayed job is due {when}");
     }
+    for v in &report.open_batches {
+        println!("batch:   {}", super::batches::line(v, now));
+    }
+    let more = report
+        .open_batch_count
+        .saturating_sub(report.open_batches.len() as u64);
+    if more > 0 {
+        println!("batches: {more} more open (qwen3q batches)");
+    }
     if report.paused {
         println!("paused:  yes (qwen3q resume)");
     }

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use super::args::{PruneArgs, RetryArgs};
+use super::args::{PruneArgs, RetryArgs, SelectArgs};
 use super::{code, fail, millis, parse_duration, Ctx};
 use crate::job::StateKind;
 use crate::protocol::{Request, Response, Selector};
@@ -43,20 +43,32 @@ fn report(response: Response, verb: &str) -> Result<i32> {
     Ok(if refused { code::BAD_INPUT } else { 0 })
 }
 
-fn selectors(jobs: &[String]) -> Vec<Selector> {
-    jobs.iter().map(|s| Selector::parse(s)).collect()
+/// Jobs named by number or custom id, then every job of each `--batch` (one that does not
+/// exist: exit "not found", nothing done).
+fn selectors(ctx: &Ctx, jobs: &[String], batches: &[String]) -> Result<Vec<Selector>> {
+    let mut out: Vec<Selector> = jobs.iter().map(|s| Selector::parse(s)).collect();
+    for b in batches {
+        let id = super::batches::parse_id(b)?;
+        super::batches::require(ctx, id)?;
+        out.push(Selector::Batch(id));
+    }
+    Ok(out)
 }
 
-pub fn cancel(ctx: &Ctx, jobs: &[String]) -> Result<i32> {
-    report(ctx.call(Request::Cancel(selectors(jobs)))?, "cancelled")
+pub fn cancel(ctx: &Ctx, a: &SelectArgs) -> Result<i32> {
+    let request = Request::Cancel(selectors(ctx, &a.jobs, &a.batch)?);
+    report(ctx.call(request)?, "cancelled")
 }
 
 pub fn retry(ctx: &Ctx, a: RetryArgs) -> Result<i32> {
-    if a.jobs.is_empty() && !a.all_failed {
-        return fail(code::BAD_INPUT, "name jobs to retry, or --all-failed");
+    if a.jobs.is_empty() && a.batch.is_empty() && !a.all_failed {
+        return fail(
+            code::BAD_INPUT,
+            "name jobs to retry, --batch ID, or --all-failed",
+        );
     }
     let request = Request::Retry {
-        selectors: selectors(&a.jobs),
+        selectors: selectors(ctx, &a.jobs, &a.batch)?,
         all_failed: a.all_failed,
     };
     report(ctx.call(request)?, "queued again")

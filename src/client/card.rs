@@ -85,6 +85,8 @@ mod tests {
             store_bytes: 1234,
             next_due: Some(42),
             quarantined: 0,
+            open_batches: Vec::new(),
+            open_batch_count: 0,
         }
     }
 

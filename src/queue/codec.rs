@@ -5,14 +5,14 @@ use serde::{de::DeserializeOwned, Serialize};
 
 /// The layout every value written by this build follows. Bump it with a migration under
 /// `migrations/` and a step in `migrate/`.
-pub const SCHEMA_VERSION: u8 = 8;
+pub const SCHEMA_VERSION: u8 = 9;
 
 /// The oldest version byte whose values have this build's layout: values written by schemas
 /// `READS_FROM..=SCHEMA_VERSION` decode as they are. A schema that only adds trees (4 added
 /// `crashes`) keeps it, and its migration rewrites nothing; one that changes a value's layout
 /// sets it to its own number, and its migration rewrites the values (5 changed `Task`; 6 only
-/// added a tree; 8 added `JobResult::provenance`).
-pub const READS_FROM: u8 = 8;
+/// added a tree; 8 added `JobResult::provenance`; 9 added `Job::batch` and `Job::deadline`).
+pub const READS_FROM: u8 = 9;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {

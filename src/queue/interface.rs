@@ -8,9 +8,13 @@
 
 use std::collections::BTreeMap;
 
-use super::{Counts, EnqueueOutcome, JobFilter, NewJob, Quarantined, Result, TransitionOutcome};
+use super::{
+    BatchTarget, Counts, EnqueueOutcome, Enqueued, JobFilter, NewJob, Quarantined, Result,
+    TransitionOutcome,
+};
+use crate::batch::BatchView;
 use crate::crash::{CrashRecord, Verdict};
-use crate::job::{ChunkOutput, Event, Job, JobId, JobResult, JobState, Millis, StateKind};
+use crate::job::{BatchId, ChunkOutput, Event, Job, JobId, JobResult, JobState, Millis, StateKind};
 use crate::monitor::history::Sample;
 use crate::registry::{Calibration, MemoryRecord, RegisteredModel};
 
@@ -18,6 +22,7 @@ use crate::registry::{Calibration, MemoryRecord, RegisteredModel};
 pub trait Queue:
     JobReads
     + JobWrites
+    + Batches
     + Crashes
     + MemoryHistory
     + ModelRecords
@@ -84,9 +89,23 @@ pub trait JobReads {
 /// State changes. Each is atomic over everything it touches (the job, its indexes, its
 /// event) and durable before it returns, unless its line says otherwise.
 pub trait JobWrites {
-    /// Enqueue documents, atomically. The same work already queued
-    /// comes back as [`EnqueueOutcome::Existing`] unless `force`.
-    fn enqueue(&self, items: &[NewJob], force: bool, now: Millis) -> Result<Vec<EnqueueOutcome>>;
+    /// Enqueue documents, atomically, into the batch `target` names (a new one is made with
+    /// the first job added, in the same transaction). The same work already queued comes
+    /// back as [`EnqueueOutcome::Existing`] unless `force`, and stays in its first batch.
+    fn enqueue_in(
+        &self,
+        items: &[NewJob],
+        force: bool,
+        now: Millis,
+        target: &BatchTarget,
+    ) -> Result<Enqueued>;
+
+    /// [`JobWrites::enqueue_in`] no batch.
+    fn enqueue(&self, items: &[NewJob], force: bool, now: Millis) -> Result<Vec<EnqueueOutcome>> {
+        Ok(self
+            .enqueue_in(items, force, now, &BatchTarget::None)?
+            .outcomes)
+    }
 
     /// Move jobs whose time has come from the delayed index to the ready one: Queued jobs
     /// past their not-before time, Failed jobs past their backoff. Returns how many moved.
@@ -179,6 +198,34 @@ pub trait JobWrites {
     /// their documents, results and events. Returns how many went.
     fn prune(&self, before: Millis) -> Result<usize>;
 }
+/// Batches (schema 9): what one enqueue asked for at once, with its jobs per state (kept by
+/// the transactions that move the jobs, so nothing here counts jobs).
+pub trait Batches {
+    fn batch(&self, id: BatchId) -> Result<Option<BatchView>>;
+
+    /// Up to `limit` batches, newest first, from the one before `before` on (a page).
+    fn batches(&self, before: Option<BatchId>, limit: usize) -> Result<Vec<BatchView>>;
+
+    /// The newest `limit` open batches (`batch::is_open`), and how many are open in all.
+    fn open_batches(&self, limit: usize) -> Result<(Vec<BatchView>, u64)>;
+
+    /// The batch's jobs in enqueue order, after `after`, at most `limit` (`None`: all). A
+    /// pruned job is not among them (its batch still counts it).
+    fn batch_jobs(
+        &self,
+        id: BatchId,
+        after: Option<JobId>,
+        limit: Option<usize>,
+    ) -> Result<Vec<JobId>>;
+
+    /// The enqueue that made the batch has ended. Whether it was still open to requests.
+    fn seal_batch(&self, id: BatchId, now: Millis) -> Result<bool>;
+
+    /// A person cancels the batch (`Some(now)`: its status becomes cancelling, then
+    /// cancelled, as the caller cancels its jobs) or retries it (`None`). Whether it exists.
+    fn set_batch_cancel(&self, id: BatchId, requested: Option<Millis>) -> Result<bool>;
+}
+
 /// Crash records: the jobs in flight when the worker killed itself (see `crash.rs`).
 pub trait Crashes {
     /// A job's crash record, if it has one.

@@ -14,14 +14,19 @@ mod interface;
 pub(crate) mod sled;
 mod types;
 
-pub use interface::{Crashes, JobReads, JobWrites, MemoryHistory, ModelRecords, Quarantine, Queue};
-pub use types::{Counts, EnqueueOutcome, JobFilter, NewJob, Quarantined, TransitionOutcome};
+pub use interface::{
+    Batches, Crashes, JobReads, JobWrites, MemoryHistory, ModelRecords, Quarantine, Queue,
+};
+pub use types::{
+    BatchTarget, Counts, EnqueueOutcome, Enqueued, JobFilter, NewJob, Quarantined,
+    TransitionOutcome,
+};
 
 /// The traits at once, for code that holds a backend's own type (its tests): a `dyn Queue`
 /// has every group's methods, a concrete store only those of the traits in scope.
 pub mod prelude {
     pub use super::interface::{
-        Crashes, JobReads, JobWrites, MemoryHistory, ModelRecords, Quarantine, Queue,
+        Batches, Crashes, JobReads, JobWrites, MemoryHistory, ModelRecords, Quarantine, Queue,
     };
 }
 
@@ -79,6 +84,8 @@ pub enum StoreError {
     Codec(#[from] codec::CodecError),
     #[error("no job {0}")]
     NoSuchJob(JobId),
+    #[error("no batch {0}")]
+    NoSuchBatch(crate::job::BatchId),
     /// The job's stored document is damaged or gone: the job's error (no retry can help),
     /// not the store's.
     #[error("job {id}'s stored document cannot be read: {reason}")]

@@ -1,45 +1,8 @@
 //! The values that cross the queue's interface, whatever backend holds them.
 
-use crate::job::{JobId, JobSpec, Millis, StateKind};
-
-/// Jobs per state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Counts {
-    pub queued: u64,
-    pub running: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-    pub dead: u64,
-    pub cancelled: u64,
-}
-
-impl Counts {
-    pub fn get(&self, kind: StateKind) -> u64 {
-        match kind {
-            StateKind::Queued => self.queued,
-            StateKind::Running => self.running,
-            StateKind::Succeeded => self.succeeded,
-            StateKind::Failed => self.failed,
-            StateKind::Dead => self.dead,
-            StateKind::Cancelled => self.cancelled,
-        }
-    }
-
-    pub(crate) fn slot(&mut self, kind: StateKind) -> &mut u64 {
-        match kind {
-            StateKind::Queued => &mut self.queued,
-            StateKind::Running => &mut self.running,
-            StateKind::Succeeded => &mut self.succeeded,
-            StateKind::Failed => &mut self.failed,
-            StateKind::Dead => &mut self.dead,
-            StateKind::Cancelled => &mut self.cancelled,
-        }
-    }
-
-    pub fn total(&self) -> u64 {
-        StateKind::ALL.iter().map(|k| self.get(*k)).sum()
-    }
-}
+use crate::batch::NewBatch;
+pub use crate::job::Counts;
+use crate::job::{BatchId, JobId, JobSpec, Millis, StateKind};
 
 /// Which jobs `list` returns.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -54,6 +17,9 @@ pub struct JobFilter {
     /// Only jobs after this one (by id): the next page after a page that ended with it.
     #[serde(default)]
     pub after: Option<JobId>,
+    /// Only jobs of this batch (schema 9).
+    #[serde(default)]
+    pub batch: Option<BatchId>,
 }
 
 /// A document to enqueue.
@@ -62,6 +28,26 @@ pub struct NewJob {
     pub spec: JobSpec,
     /// The text, copied into the store so the source may vanish before the run.
     pub text: String,
+}
+
+/// Which batch an enqueue's jobs join.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum BatchTarget {
+    /// None: a job of no batch (stores' own tests; jobs enqueued before schema 9 are such).
+    #[default]
+    None,
+    /// A new batch, made with the first job the enqueue adds: none when every document is a
+    /// job already (they stay in their first batch).
+    New(NewBatch),
+    /// A batch an earlier request of the same enqueue made (an enqueue is sent in parts).
+    Add(BatchId),
+}
+
+/// What an enqueue did: each document's outcome, and the batch its new jobs joined.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Enqueued {
+    pub outcomes: Vec<EnqueueOutcome>,
+    pub batch: Option<BatchId>,
 }
 
 /// What enqueuing one document did.

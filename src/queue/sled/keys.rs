@@ -1,7 +1,7 @@
 //! Big-endian key encodings, so that sled's byte order is numeric order (as in sled's
 //! `examples/structured.rs`). Pure.
 
-use crate::job::{JobId, Millis, StateKind};
+use crate::job::{BatchId, JobId, Millis, StateKind};
 
 /// `jobs`, `results`, `documents` prefix, `checkpoints` prefix, `events` prefix.
 pub fn job(id: JobId) -> [u8; 8] {
@@ -18,16 +18,39 @@ fn priority_desc(priority: i32) -> [u8; 4] {
     (!((priority as u32) ^ 0x8000_0000)).to_be_bytes()
 }
 
-/// `ready` index: higher priority first, then enqueue order (the job id is monotonic).
-pub fn ready(priority: i32, id: JobId) -> [u8; 12] {
-    let mut k = [0u8; 12];
+/// `ready` index (schema 9): higher priority first, then the earliest deadline (none: last),
+/// then enqueue order (the job id is monotonic).
+pub fn ready(priority: i32, deadline: Option<Millis>, id: JobId) -> [u8; 20] {
+    let mut k = [0u8; 20];
     k[..4].copy_from_slice(&priority_desc(priority));
-    k[4..].copy_from_slice(&job(id));
+    k[4..12].copy_from_slice(&deadline.unwrap_or(Millis::MAX).to_be_bytes());
+    k[12..].copy_from_slice(&job(id));
     k
 }
 
 pub fn ready_job(key: &[u8]) -> Option<JobId> {
-    job_from(key.get(4..)?)
+    job_from(key.get(12..)?)
+}
+
+/// `batches`, `batch_counts`, `open_batches`: the batch's number.
+pub fn batch(id: BatchId) -> [u8; 8] {
+    id.0.to_be_bytes()
+}
+
+pub fn batch_from(key: &[u8]) -> Option<BatchId> {
+    Some(BatchId(u64::from_be_bytes(key.get(..8)?.try_into().ok()?)))
+}
+
+/// `batch_jobs`: the batch, then the job (a batch's jobs in enqueue order, one prefix).
+pub fn batch_job(batch_id: BatchId, id: JobId) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&batch(batch_id));
+    k[8..].copy_from_slice(&job(id));
+    k
+}
+
+pub fn batch_job_parts(key: &[u8]) -> Option<(BatchId, JobId)> {
+    Some((batch_from(key)?, job_from(key.get(8..)?)?))
 }
 
 /// `delayed` index: jobs that may not run before a time (backoff, `--not-before`), by due time.
@@ -86,7 +109,12 @@ mod tests {
     fn round_trips() {
         for id in [0, 1, 255, 256, u64::MAX] {
             assert_eq!(job_from(&job(JobId(id))), Some(JobId(id)));
-            assert_eq!(ready_job(&ready(-5, JobId(id))), Some(JobId(id)));
+            assert_eq!(ready_job(&ready(-5, Some(9), JobId(id))), Some(JobId(id)));
+            assert_eq!(ready_job(&ready(-5, None, JobId(id))), Some(JobId(id)));
+            assert_eq!(
+                batch_job_parts(&batch_job(BatchId(id), JobId(3))),
+                Some((BatchId(id), JobId(3)))
+            );
             assert_eq!(
                 delayed_parts(&delayed(123_456, JobId(id))),
                 Some((123_456, JobId(id)))
@@ -119,13 +147,37 @@ mod tests {
             (i32::MAX, 9),
             (i32::MIN, 8),
         ];
-        let mut keys: Vec<_> = entries.iter().map(|&(p, i)| ready(p, JobId(i))).collect();
+        let mut keys: Vec<_> = entries
+            .iter()
+            .map(|&(p, i)| ready(p, None, JobId(i)))
+            .collect();
         keys.sort();
         let got: Vec<u64> = keys.iter().map(|k| ready_job(k).unwrap().0).collect();
         entries.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         let want: Vec<u64> = entries.iter().map(|e| e.1).collect();
         assert_eq!(got, want);
         assert_eq!(got, vec![9, 4, 5, 2, 3, 1, 8]);
+    }
+
+    #[test]
+    fn ready_puts_the_earliest_deadline_first_within_a_priority() {
+        // (priority, deadline, id): a deadline beats none, an earlier one a later one, and
+        // priority beats both.
+        let entries = [
+            (0, None, 1u64),
+            (0, Some(500), 2),
+            (0, Some(100), 3),
+            (5, None, 4),
+            (0, Some(100), 5),
+            (-1, Some(1), 6),
+        ];
+        let mut keys: Vec<_> = entries
+            .iter()
+            .map(|&(p, d, i)| ready(p, d, JobId(i)))
+            .collect();
+        keys.sort();
+        let got: Vec<u64> = keys.iter().map(|k| ready_job(k).unwrap().0).collect();
+        assert_eq!(got, vec![4, 3, 5, 2, 1, 6]);
     }
 
     #[test]

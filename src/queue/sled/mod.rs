@@ -7,6 +7,7 @@
 //! (`write.rs`) are split, each implementing its part of the [`Queue`] interface; keys
 //! (`keys.rs`, big-endian so that sled's order is the queue's) are pure.
 
+mod batches;
 mod crashes;
 pub(crate) mod files;
 mod history;

@@ -6,11 +6,13 @@
 use super::trees::{meta, t};
 use super::tx::enc;
 use super::{codec, keys, Result, SledStore};
-use crate::job::{GenParams, Job, JobId, JobSpec, JobState, Millis, ModelRef, StateKind, Task};
+use crate::job::{
+    BatchId, GenParams, Job, JobId, JobSpec, JobState, Millis, ModelRef, StateKind, Task,
+};
 use crate::queue::{Quarantine, Quarantined, Queue};
 
 /// The dead stand-in of a job whose value is damaged.
-fn stand_in(id: JobId, error: &str, now: Millis) -> Job {
+fn stand_in(id: JobId, batch: Option<BatchId>, error: &str, now: Millis) -> Job {
     Job {
         id,
         spec: JobSpec {
@@ -43,6 +45,8 @@ fn stand_in(id: JobId, error: &str, now: Millis) -> Job {
         attempts: 0,
         enqueued: now,
         updated: now,
+        batch,
+        deadline: None,
     }
 }
 
@@ -88,14 +92,21 @@ impl SledStore {
                 stale.push((t::DELAYED, k.to_vec()));
             }
         }
-        let job = stand_in(id, error, now);
+        // Its batch counts it in its old state: found by a scan, as the indexes above.
+        let batch = self.batch_listing(id)?;
+        let job = stand_in(id, batch, error, now);
         self.transact(|tx| {
             for (tree, k) in &stale {
                 let gone = tx.0[*tree].remove(&k[..])?;
-                // The state's total loses the job it counted (schema 7).
+                // The state's total loses the job it counted (schema 7), and so does its
+                // batch's (schema 9).
                 if *tree == t::BY_STATE && gone.is_some() {
                     if let Some(kind) = k.first().copied().and_then(StateKind::from_byte) {
                         tx.add_to(&meta::jobs_in(kind), -1)?;
+                        if let Some(b) = batch {
+                            tx.count_kind_in_batch(b, kind, -1)?;
+                            tx.count_kind_in_batch(b, StateKind::Dead, 1)?;
+                        }
                     }
                 }
             }

@@ -89,7 +89,21 @@ impl JobReads for SledStore {
         };
         let mut jobs = Vec::new();
         let limit = filter.limit.unwrap_or(usize::MAX);
-        if filter.states.is_empty() {
+        if let Some(b) = filter.batch {
+            use crate::queue::Batches;
+            let in_state =
+                |job: &Job| filter.states.is_empty() || filter.states.contains(&job.state.kind());
+            for id in self.batch_jobs(b, filter.after, None)? {
+                if let Some(job) = self.job(id)? {
+                    if in_state(&job) && keep(&job) {
+                        jobs.push(job);
+                        if jobs.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+            }
+        } else if filter.states.is_empty() {
             let start = filter.after.map_or(0, |a| a.0.saturating_add(1));
             for kv in self.tree(t::JOBS).range(keys::job(JobId(start))..) {
                 let (k, v) = kv?;

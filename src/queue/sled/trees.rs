@@ -1,11 +1,12 @@
-//! Tree names in one place, and the layout of each (schema version 8; see `migrations/`).
+//! Tree names in one place, and the layout of each (schema version 9; see `migrations/`).
 
 /// Store-wide settings and counters: `schema_version`, `next_job_id`, `event_seq`, `paused`,
 /// `document_file_bytes`, `jobs_in<state>`.
 pub const META: &str = "meta";
 /// job id → `Job` (spec, state, attempts).
 pub const JOBS: &str = "jobs";
-/// (priority descending, job id) → (). Jobs that may be claimed now.
+/// (priority descending, deadline ascending (none last; schema 9), job id) → (). Jobs that
+/// may be claimed now.
 pub const READY: &str = "ready";
 /// (due time, job id) → (). Queued jobs with a not-before time, and Failed jobs awaiting retry.
 pub const DELAYED: &str = "delayed";
@@ -52,8 +53,19 @@ pub const QUARANTINE: &str = "quarantine";
 /// in a file of `documents/` (see `files.rs`). Such a job has no entry in [`DOCUMENTS`].
 pub const DOCUMENT_FILES: &str = "document_files";
 
+/// batch id → `BatchRecord` (schema 9): what an enqueue asked for at once.
+pub const BATCHES: &str = "batches";
+/// (batch id, job id) → () (schema 9): a batch's jobs, in enqueue order.
+pub const BATCH_JOBS: &str = "batch_jobs";
+/// batch id → `Counts` (schema 9): the batch's jobs per state, moved in the transaction that
+/// moves a job (`Tx::index`), so a batch's status reads one value however many jobs it has.
+/// Pruning a job leaves it counted: the batch remembers what happened.
+pub const BATCH_COUNTS: &str = "batch_counts";
+/// batch id → () (schema 9): batches not finished (`batch::is_open`), which `status` shows.
+pub const OPEN_BATCHES: &str = "open_batches";
+
 /// Every tree the store opens, in the order of [`T`]'s indexes.
-pub const ALL: [&str; 19] = [
+pub const ALL: [&str; 23] = [
     META,
     JOBS,
     READY,
@@ -73,6 +85,10 @@ pub const ALL: [&str; 19] = [
     CRASHES,
     QUARANTINE,
     DOCUMENT_FILES,
+    BATCHES,
+    BATCH_JOBS,
+    BATCH_COUNTS,
+    OPEN_BATCHES,
 ];
 
 /// Indexes into [`ALL`] (and into a transaction's tree list).
@@ -96,6 +112,10 @@ pub mod t {
     pub const CRASHES: usize = 16;
     pub const QUARANTINE: usize = 17;
     pub const DOCUMENT_FILES: usize = 18;
+    pub const BATCHES: usize = 19;
+    pub const BATCH_JOBS: usize = 20;
+    pub const BATCH_COUNTS: usize = 21;
+    pub const OPEN_BATCHES: usize = 22;
 }
 
 /// Keys in [`META`].
@@ -106,6 +126,11 @@ pub mod meta {
     pub const PAUSED: &[u8] = b"paused";
     /// Bytes of the document files jobs name (schema 6): `status` reads it, never the files.
     pub const DOCUMENT_FILE_BYTES: &[u8] = b"document_file_bytes";
+    /// The next batch's number (schema 9).
+    pub const NEXT_BATCH_ID: &[u8] = b"next_batch_id";
+    /// How many batches `open_batches` holds (schema 9): `status` says how many more than
+    /// it lists without counting them.
+    pub const OPEN_BATCH_COUNT: &[u8] = b"open_batch_count";
 
     /// How many jobs are in state `kind` (schema 7): `jobs_in` and the state's byte → `u64`.
     /// Moved in the same transaction as the job's `by_state` entry, so `status` reads six keys
@@ -142,5 +167,9 @@ mod tests {
         assert_eq!(ALL[t::CALIBRATIONS], CALIBRATIONS);
         assert_eq!(ALL[t::CRASHES], CRASHES);
         assert_eq!(ALL[t::QUARANTINE], QUARANTINE);
+        assert_eq!(ALL[t::BATCHES], BATCHES);
+        assert_eq!(ALL[t::BATCH_JOBS], BATCH_JOBS);
+        assert_eq!(ALL[t::BATCH_COUNTS], BATCH_COUNTS);
+        assert_eq!(ALL[t::OPEN_BATCHES], OPEN_BATCHES);
     }
 }

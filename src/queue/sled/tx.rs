@@ -80,14 +80,21 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Remove the job from the indexes its current state puts it in.
+    /// Remove the job from the indexes its current state puts it in, its batch's count
+    /// included.
     pub(super) fn unindex(&self, job: &Job) -> TxResult<()> {
+        self.unindex_state(job)?;
+        self.count_in_batch(job, -1)
+    }
+
+    /// [`Tx::unindex`] but for its batch's count: a pruned job stays counted in its batch.
+    pub(super) fn unindex_state(&self, job: &Job) -> TxResult<()> {
         let id = job.id;
         self.0[t::BY_STATE].remove(&keys::by_state(job.state.kind(), id))?;
         self.add_to(&meta::jobs_in(job.state.kind()), -1)?;
         match &job.state {
             JobState::Queued => {
-                self.0[t::READY].remove(&keys::ready(job.spec.priority, id))?;
+                self.0[t::READY].remove(&keys::ready(job.spec.priority, job.deadline, id))?;
                 if let Some(due) = job.spec.not_before {
                     self.0[t::DELAYED].remove(&keys::delayed(due, id))?;
                 }
@@ -113,7 +120,8 @@ impl Tx<'_> {
                     self.0[t::DELAYED].insert(&keys::delayed(due, id), &[])?;
                 }
                 _ => {
-                    self.0[t::READY].insert(&keys::ready(job.spec.priority, id), &[])?;
+                    let key = keys::ready(job.spec.priority, job.deadline, id);
+                    self.0[t::READY].insert(&key, &[])?;
                 }
             },
             JobState::Failed {
@@ -123,7 +131,7 @@ impl Tx<'_> {
             }
             _ => {}
         }
-        Ok(())
+        self.count_in_batch(job, 1)
     }
 
     /// Move a job to a new state: check the move is legal, keep the indexes right, log it.

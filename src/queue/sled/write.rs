@@ -10,7 +10,9 @@ use crate::job::{
     after_failure, ChunkOutput, Event, Job, JobId, JobResult, JobState, Millis, StateKind,
 };
 use crate::queue::identity::dedupe_key;
-use crate::queue::{EnqueueOutcome, JobReads, JobWrites, NewJob, Queue, TransitionOutcome};
+use crate::queue::{
+    BatchTarget, EnqueueOutcome, Enqueued, JobReads, JobWrites, NewJob, Queue, TransitionOutcome,
+};
 
 pub(crate) fn custom_id_key(custom_id: &str, id: JobId) -> Vec<u8> {
     let mut k = custom_id.as_bytes().to_vec();
@@ -35,7 +37,13 @@ pub(crate) fn split_parts(text: &str) -> Vec<&str> {
 }
 
 impl JobWrites for SledStore {
-    fn enqueue(&self, items: &[NewJob], force: bool, now: Millis) -> Result<Vec<EnqueueOutcome>> {
+    fn enqueue_in(
+        &self,
+        items: &[NewJob],
+        force: bool,
+        now: Millis,
+        target: &BatchTarget,
+    ) -> Result<Enqueued> {
         let dedupe: Vec<[u8; 32]> = items.iter().map(|i| dedupe_key(&i.spec)).collect();
         // Documents larger than one part go to files first, durable before the transaction
         // that names them (files.rs) — but not those already a job: running the same enqueue
@@ -54,6 +62,14 @@ impl JobWrites for SledStore {
         }
         let out = self.transact(|tx| {
             let mut outcomes = Vec::with_capacity(items.len());
+            // The batch the new jobs join: an earlier part's, or one made with the first job.
+            let mut batch = match target {
+                BatchTarget::Add(id) => match tx.batch_record(*id)? {
+                    Some(record) => Some(record),
+                    None => return abort(StoreError::NoSuchBatch(*id)),
+                },
+                _ => None,
+            };
             for ((item, dkey), file) in items.iter().zip(&dedupe).zip(&file_of) {
                 if !force {
                     if let Some(existing) = tx.0[t::DEDUPE].get(dkey)? {
@@ -65,6 +81,9 @@ impl JobWrites for SledStore {
                         }
                     }
                 }
+                if let (None, BatchTarget::New(spec)) = (&batch, target) {
+                    batch = Some(tx.new_batch(spec, now)?);
+                }
                 let id = JobId(tx.counter(meta::NEXT_JOB_ID)?);
                 let job = Job {
                     id,
@@ -73,9 +92,12 @@ impl JobWrites for SledStore {
                     attempts: 0,
                     enqueued: now,
                     updated: now,
+                    batch: batch.as_ref().map(|b| b.id),
+                    deadline: batch.as_ref().and_then(|b| b.deadline),
                 };
                 tx.put_job(&job)?;
                 tx.index(&job, now)?;
+                tx.list_in_batch(&job)?;
                 tx.0[t::DEDUPE].insert(&dkey[..], &keys::job(id))?;
                 tx.0[t::CUSTOM_IDS].insert(custom_id_key(&job.spec.custom_id, id), &[])?;
                 match file {
@@ -102,7 +124,10 @@ impl JobWrites for SledStore {
                 )?;
                 outcomes.push(EnqueueOutcome::Queued(id));
             }
-            Ok(outcomes)
+            Ok(Enqueued {
+                outcomes,
+                batch: batch.map(|b| b.id),
+            })
         });
         // A failed transaction leaves its files to the sweep: sled may have applied part of it
         // in memory before failing, so no file is removed that a job may name.
@@ -111,7 +136,7 @@ impl JobWrites for SledStore {
         // A document that was a job already: its file is named by nobody.
         let unused = file_of
             .iter()
-            .zip(&out)
+            .zip(&out.outcomes)
             .filter(|(_, o)| matches!(o, EnqueueOutcome::Existing(..)))
             .filter_map(|(f, _)| f.map(|d| d.name.as_str()));
         self.files.remove(unused);
@@ -200,7 +225,7 @@ impl JobWrites for SledStore {
         let Some(job) = self.job(id)? else {
             return Ok(None);
         };
-        let key = keys::ready(job.spec.priority, id);
+        let key = keys::ready(job.spec.priority, job.deadline, id);
         if job.state != JobState::Queued || self.tree(t::READY).get(key)?.is_none() {
             return Ok(None);
         }
@@ -404,6 +429,13 @@ impl JobWrites for SledStore {
             self.release(id, now, &reason)?;
         }
         self.sweep_document_files()?;
+        let sealed = self.seal_left_open(now)?;
+        if sealed > 0 {
+            tracing::info!(
+                batches = sealed,
+                "sealed batches whose enqueue ended unfinished"
+            );
+        }
         Ok(running)
     }
 
@@ -468,7 +500,11 @@ impl JobWrites for SledStore {
                     if let Some(doc) = &file {
                         tx.add_to(meta::DOCUMENT_FILE_BYTES, -i128::from(doc.bytes))?;
                     }
-                    tx.unindex(&job)?;
+                    // Its batch keeps counting it: the batch remembers what happened.
+                    tx.unindex_state(&job)?;
+                    if let Some(b) = job.batch {
+                        tx.0[t::BATCH_JOBS].remove(&keys::batch_job(b, id))?;
+                    }
                     tx.0[t::JOBS].remove(&keys::job(id))?;
                     tx.0[t::RESULTS].remove(&keys::job(id))?;
                     tx.0[t::CUSTOM_IDS].remove(custom_id_key(&job.spec.custom_id, id))?;
@@ -632,7 +668,7 @@ mod tests {
         // Put a stale entry for the running job back into the ready index.
         store
             .tree(t::READY)
-            .insert(keys::ready(0, a.id), &[])
+            .insert(keys::ready(0, None, a.id), &[])
             .unwrap();
         let b = store.claim(3, 1000).unwrap().unwrap();
         assert_eq!(b.spec.custom_id, "b");

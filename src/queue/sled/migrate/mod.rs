@@ -11,6 +11,7 @@ mod v5;
 mod v6;
 mod v7;
 mod v8;
+mod v9;
 
 use super::codec::SCHEMA_VERSION;
 use super::trees::{meta, t};
@@ -61,11 +62,17 @@ pub const STEPS: &[Step] = &[
         name: "what reproduces an answer, in its result",
         run: v8::run,
     },
+    Step {
+        to: 9,
+        name: "batches, and the deadline in the ready order",
+        run: v9::run,
+    },
 ];
 
 /// Trees whose values are encoded values (a version byte, then bincode). The index trees
-/// (`ready`, `delayed`, `by_state`, `custom_ids`, `dedupe`) hold none.
-const VERSIONED: [usize; 14] = [
+/// (`ready`, `delayed`, `by_state`, `custom_ids`, `dedupe`, `batch_jobs`, `open_batches`)
+/// hold none.
+const VERSIONED: [usize; 16] = [
     t::META,
     t::JOBS,
     t::DOCUMENTS,
@@ -80,6 +87,8 @@ const VERSIONED: [usize; 14] = [
     t::CRASHES,
     t::QUARANTINE,
     t::DOCUMENT_FILES,
+    t::BATCHES,
+    t::BATCH_COUNTS,
 ];
 
 /// The schema version recorded in the store, if any. Stored as a single raw byte so that every

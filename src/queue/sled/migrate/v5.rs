@@ -22,8 +22,9 @@ use super::super::trees::t;
 use super::super::tx::enc_as;
 use super::super::write::split_parts;
 use super::super::{keys, Result, SledStore};
+use super::v9::JobV8;
 use crate::job::{
-    chat_document, ChatMessage, Constraint, GenParams, Job, JobSpec, JobState, Millis, ModelRef,
+    chat_document, ChatMessage, Constraint, GenParams, JobSpec, JobState, Millis, ModelRef,
     Quality, Task,
 };
 use crate::queue::identity::dedupe_key;
@@ -72,7 +73,7 @@ pub(super) struct JobV4 {
 
 /// The job in schema 5's layout, and for a chat the document its messages make (`None`: the
 /// document is unchanged).
-fn job_v5(old: JobV4) -> (Job, Option<String>) {
+fn job_v5(old: JobV4) -> (JobV8, Option<String>) {
     let s = old.spec;
     let mut document = None;
     let task = match s.task {
@@ -87,7 +88,7 @@ fn job_v5(old: JobV4) -> (Job, Option<String>) {
             Task::Chat { turns }
         }
     };
-    let job = Job {
+    let job = JobV8 {
         id: old.id,
         spec: JobSpec {
             custom_id: s.custom_id,
@@ -212,7 +213,7 @@ pub fn run(store: &SledStore) -> Result<()> {
     for kv in store.tree(t::JOBS).iter() {
         let (k, v) = kv?;
         // Every job is at version 5 now, whatever this build writes: read the body as such.
-        if let Some(Ok(job)) = v.split_first().map(|(_, body)| decode_body::<Job>(body)) {
+        if let Some(Ok(job)) = v.split_first().map(|(_, body)| decode_body::<JobV8>(body)) {
             dedupe.insert(dedupe_key(&job.spec), k)?;
         }
     }
@@ -324,7 +325,10 @@ mod tests {
                 tree(t::BY_STATE)
                     .insert(keys::by_state(StateKind::Queued, id), &[])
                     .unwrap();
-                tree(t::READY).insert(keys::ready(0, id), &[]).unwrap();
+                // Schema 4's ready key: the priority, then the job (schema 9 put the
+                // deadline between them).
+                let ready = [&keys::ready(0, None, id)[..4], &keys::job(id)[..]].concat();
+                tree(t::READY).insert(ready, &[]).unwrap();
             }
             // Schema 4 deduplicated the two chats into one key.
             tree(t::DEDUPE)

@@ -118,6 +118,7 @@ mod tests {
         run(&store).unwrap();
         // The steps after this one, as a store opened by this build runs them.
         super::super::v8::run(&store).unwrap();
+        super::super::v9::run(&store).unwrap();
         assert_eq!(store.counts().unwrap(), kept);
     }
 }

@@ -184,20 +184,25 @@ mod tests {
             run(&store).unwrap();
             for i in 0..FROM.len() {
                 let id = JobId(i as u64 + 1);
-                let get = |tree: usize, key: &[u8]| store.tree(tree).get(key).unwrap().unwrap();
-                let r: JobResult = codec::decode(&get(t::RESULTS, &keys::job(id))).unwrap();
+                // Values as this step leaves them: version 8 (the step to 9 relabels them).
+                let get = |tree: usize, key: &[u8]| {
+                    let v = store.tree(tree).get(key).unwrap().unwrap();
+                    assert_eq!(v[0], 8);
+                    v
+                };
+                let r: JobResult = codec::decode_body(&get(t::RESULTS, &keys::job(id))[1..]).unwrap();
                 assert_eq!(r.answer, format!("a{i}"));
                 assert_eq!((r.usage.prompt_tokens, r.n_seq), (40, 4));
                 assert_eq!(r.choice.as_deref(), Some("auto"));
                 assert_eq!((r.provenance, r.cached_tokens), (None, 0));
                 let c: ChunkOutput =
-                    codec::decode(&get(t::CHECKPOINTS, &keys::job_part(id, 0))).unwrap();
+                    codec::decode_body(&get(t::CHECKPOINTS, &keys::job_part(id, 0))[1..]).unwrap();
                 assert_eq!(
                     (c.text.as_str(), c.chunks_total),
                     (format!("c{i}").as_str(), 3)
                 );
                 assert_eq!((c.model.as_str(), c.cached_tokens), ("/m.gguf", 0));
-                let e: Event = codec::decode(&get(t::EVENTS, &keys::job_part(id, 0))).unwrap();
+                let e: Event = codec::decode_body(&get(t::EVENTS, &keys::job_part(id, 0))[1..]).unwrap();
                 assert_eq!(e.reason, format!("e{i}"));
             }
         }

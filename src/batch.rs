@@ -1,0 +1,330 @@
+//! Batches (schema 9): every enqueue that adds at least one job makes one, as OpenAI's Batch
+//! API does for an input file. A batch is what a person asked for at once — its name, its
+//! metadata, its deadline — and the jobs it added; its status is derived here from the number
+//! of its jobs in each state, which the store keeps in the transaction that moves a job. Pure:
+//! no store, no clock (times come in as arguments).
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::{BatchId, Counts, Millis};
+
+/// At most this many metadata pairs, as OpenAI limits them.
+pub const MAX_METADATA: usize = 16;
+/// Longest metadata key and value, in characters (OpenAI's limits).
+pub const MAX_METADATA_KEY: usize = 64;
+pub const MAX_METADATA_VALUE: usize = 512;
+/// Longest batch name, in characters.
+pub const MAX_NAME: usize = 256;
+
+/// What the enqueue that makes a batch says of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewBatch {
+    /// `--name`: for people (`batches`, `status`).
+    pub name: Option<String>,
+    /// `--meta key=value`, in the order given (OpenAI's `metadata`).
+    pub metadata: Vec<(String, String)>,
+    /// `--by 07:00` or `--within 8h`, resolved to a time: jobs not started by then expire.
+    pub deadline: Option<Millis>,
+    /// Where the requests came from (`--batch night.jsonl`, `3 paths`), for people.
+    pub source: String,
+}
+
+impl NewBatch {
+    /// Refuse what OpenAI would refuse, and what would forge lines on a terminal.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(name) = &self.name {
+            check_text("the batch name", name, MAX_NAME)?;
+        }
+        if self.metadata.len() > MAX_METADATA {
+            return Err(format!(
+                "{} metadata pairs (at most {MAX_METADATA})",
+                self.metadata.len()
+            ));
+        }
+        for (i, (k, v)) in self.metadata.iter().enumerate() {
+            check_text("a metadata key", k, MAX_METADATA_KEY)?;
+            if k.is_empty() {
+                return Err("a metadata key is empty".into());
+            }
+            if self.metadata[..i].iter().any(|(earlier, _)| earlier == k) {
+                return Err(format!("metadata key {k:?} is given twice"));
+            }
+            check_text(&format!("metadata {k:?}"), v, MAX_METADATA_VALUE)?;
+        }
+        check_text("the batch's source", &self.source, 4096)
+    }
+}
+
+fn check_text(what: &str, s: &str, max_chars: usize) -> Result<(), String> {
+    let n = s.chars().count();
+    if n > max_chars {
+        return Err(format!("{what} has {n} characters (at most {max_chars})"));
+    }
+    if let Some(c) = s.chars().find(|c| c.is_control()) {
+        return Err(format!("{what} contains the control character {c:?}"));
+    }
+    Ok(())
+}
+
+/// `key=value` as given to `--meta`.
+pub fn parse_metadata_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("--meta {s:?}: expected key=value")),
+    }
+}
+
+/// A stored batch (tree `batches`). Its jobs and their counts are kept beside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    pub id: BatchId,
+    pub created: Millis,
+    pub name: Option<String>,
+    pub metadata: Vec<(String, String)>,
+    pub deadline: Option<Millis>,
+    pub source: String,
+    /// When the enqueue that made it ended (every request of it was added): until then it is
+    /// `validating`, as OpenAI's batch is while its file is read. A worker that starts seals
+    /// what a dead enqueue left open.
+    pub sealed: Option<Millis>,
+    /// When a person asked to cancel it: `cancelling` while jobs of it still run, then
+    /// `cancelled`. A retry of the batch clears it.
+    pub cancel_requested: Option<Millis>,
+}
+
+impl BatchRecord {
+    pub fn new(id: BatchId, spec: &NewBatch, now: Millis) -> BatchRecord {
+        BatchRecord {
+            id,
+            created: now,
+            name: spec.name.clone(),
+            metadata: spec.metadata.clone(),
+            deadline: spec.deadline,
+            source: spec.source.clone(),
+            sealed: None,
+            cancel_requested: None,
+        }
+    }
+}
+
+/// A batch's status, OpenAI's names for it (the ones this build reaches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchStatus {
+    /// Its enqueue is still adding requests (jobs already added may run).
+    Validating,
+    /// Some of its jobs are queued, running, or failed and waiting to be retried.
+    InProgress,
+    /// A person cancelled it; jobs of it still run, or wait to be stopped.
+    Cancelling,
+    /// Cancelled, and none of its jobs is active any more (finished ones keep their results).
+    Cancelled,
+    /// Every job is finished: succeeded, dead (its error is in the error file) or cancelled
+    /// one by one.
+    Completed,
+}
+
+impl BatchStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchStatus::Validating => "validating",
+            BatchStatus::InProgress => "in_progress",
+            BatchStatus::Cancelling => "cancelling",
+            BatchStatus::Cancelled => "cancelled",
+            BatchStatus::Completed => "completed",
+        }
+    }
+
+    /// Nothing more will happen to the batch unless a person asks (retry).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, BatchStatus::Cancelled | BatchStatus::Completed)
+    }
+}
+
+impl std::fmt::Display for BatchStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The status of a batch whose jobs stand at `counts`.
+pub fn status(record: &BatchRecord, counts: &Counts) -> BatchStatus {
+    let active = counts.active();
+    if record.cancel_requested.is_some() {
+        return if active > 0 {
+            BatchStatus::Cancelling
+        } else {
+            BatchStatus::Cancelled
+        };
+    }
+    if record.sealed.is_none() {
+        return BatchStatus::Validating;
+    }
+    if active > 0 {
+        BatchStatus::InProgress
+    } else {
+        BatchStatus::Completed
+    }
+}
+
+/// Whether a batch stays among the open ones (`status` lists them): its enqueue has not ended,
+/// or some of its jobs are active.
+pub fn is_open(record: &BatchRecord, counts: &Counts) -> bool {
+    record.sealed.is_none() || counts.active() > 0
+}
+
+/// OpenAI's `request_counts`: every request, those that succeeded, those that failed for good
+/// (dead). Cancelled requests are neither, as with OpenAI.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCounts {
+    pub total: u64,
+    pub completed: u64,
+    pub failed: u64,
+}
+
+impl RequestCounts {
+    pub fn of(counts: &Counts) -> RequestCounts {
+        RequestCounts {
+            total: counts.total(),
+            completed: counts.succeeded,
+            failed: counts.dead,
+        }
+    }
+}
+
+/// A batch as the store answers for it: the record and its jobs per state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchView {
+    pub record: BatchRecord,
+    pub counts: Counts,
+}
+
+impl BatchView {
+    pub fn status(&self) -> BatchStatus {
+        status(&self.record, &self.counts)
+    }
+
+    pub fn request_counts(&self) -> RequestCounts {
+        RequestCounts::of(&self.counts)
+    }
+
+    /// Past its deadline with jobs not finished.
+    pub fn late(&self, now: Millis) -> bool {
+        self.record.deadline.is_some_and(|d| now > d) && self.counts.active() > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::StateKind;
+
+    fn record() -> BatchRecord {
+        BatchRecord::new(BatchId(1), &NewBatch::default(), 10)
+    }
+
+    fn counts(pairs: &[(StateKind, u64)]) -> Counts {
+        let mut c = Counts::default();
+        for &(k, n) in pairs {
+            *c.slot(k) = n;
+        }
+        c
+    }
+
+    #[test]
+    fn batch_ids_print_and_parse_as_openai_names_them() {
+        assert_eq!(BatchId(17).to_string(), "batch_17");
+        assert_eq!("batch_17".parse::<BatchId>(), Ok(BatchId(17)));
+        assert_eq!("17".parse::<BatchId>(), Ok(BatchId(17)));
+        assert!("batch_x".parse::<BatchId>().is_err());
+        assert!("batch_-1".parse::<BatchId>().is_err());
+    }
+
+    #[test]
+    fn the_status_follows_the_jobs_and_the_requests() {
+        use StateKind::*;
+        let mut r = record();
+        assert_eq!(status(&r, &counts(&[(Queued, 3)])), BatchStatus::Validating);
+        r.sealed = Some(11);
+        assert_eq!(status(&r, &counts(&[(Queued, 3)])), BatchStatus::InProgress);
+        // A failed job waits for its retry: still in progress.
+        let waiting = counts(&[(Succeeded, 2), (Failed, 1)]);
+        assert_eq!(status(&r, &waiting), BatchStatus::InProgress);
+        let done = counts(&[(Succeeded, 2), (Dead, 1), (Cancelled, 1)]);
+        assert_eq!(status(&r, &done), BatchStatus::Completed);
+        assert_eq!(
+            RequestCounts::of(&done),
+            RequestCounts {
+                total: 4,
+                completed: 2,
+                failed: 1
+            }
+        );
+        r.cancel_requested = Some(12);
+        assert_eq!(
+            status(&r, &counts(&[(Running, 1), (Cancelled, 2)])),
+            BatchStatus::Cancelling
+        );
+        assert_eq!(status(&r, &done), BatchStatus::Cancelled);
+        // Cancelled before its enqueue ended: cancelled all the same.
+        r.sealed = None;
+        assert_eq!(status(&r, &done), BatchStatus::Cancelled);
+    }
+
+    #[test]
+    fn a_batch_is_open_while_its_enqueue_runs_or_a_job_is_active() {
+        use StateKind::*;
+        let mut r = record();
+        assert!(is_open(&r, &Counts::default()));
+        r.sealed = Some(11);
+        assert!(!is_open(&r, &Counts::default()));
+        assert!(is_open(&r, &counts(&[(Running, 1)])));
+        assert!(!is_open(&r, &counts(&[(Succeeded, 1), (Dead, 1)])));
+    }
+
+    #[test]
+    fn late_means_past_the_deadline_with_work_left() {
+        let mut r = record();
+        r.deadline = Some(100);
+        let v = |c: Counts| BatchView {
+            record: r.clone(),
+            counts: c,
+        };
+        assert!(!v(counts(&[(StateKind::Queued, 1)])).late(100));
+        assert!(v(counts(&[(StateKind::Queued, 1)])).late(101));
+        assert!(!v(counts(&[(StateKind::Succeeded, 1)])).late(101));
+    }
+
+    #[test]
+    fn metadata_is_held_to_openais_limits() {
+        let ok = NewBatch {
+            metadata: (0..16).map(|i| (format!("k{i}"), "v".into())).collect(),
+            ..NewBatch::default()
+        };
+        assert_eq!(ok.check(), Ok(()));
+        let mut over = ok.clone();
+        over.metadata.push(("k16".into(), "v".into()));
+        assert!(over.check().unwrap_err().contains("at most 16"));
+        let twice = NewBatch {
+            metadata: vec![("a".into(), "1".into()), ("a".into(), "2".into())],
+            ..NewBatch::default()
+        };
+        assert!(twice.check().unwrap_err().contains("twice"));
+        let long = NewBatch {
+            metadata: vec![("k".repeat(65), "v".into())],
+            ..NewBatch::default()
+        };
+        assert!(long.check().unwrap_err().contains("at most 64"));
+        let forged = NewBatch {
+            name: Some("night\n\u{1b}[2J".into()),
+            ..NewBatch::default()
+        };
+        assert!(forged.check().unwrap_err().contains("control character"));
+        assert_eq!(
+            parse_metadata_pair("team=ops=1"),
+            Ok(("team".into(), "ops=1".into()))
+        );
+        assert!(parse_metadata_pair("=x").is_err());
+        assert!(parse_metadata_pair("novalue").is_err());
+    }
+}
