@@ -239,3 +239,348 @@ impl Batches for SledStore {
         Ok(exists)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{spec, temp_store};
+    use super::*;
+    use crate::batch::BatchStatus;
+    use crate::job::{JobResult, Usage};
+    use crate::queue::{BatchTarget, EnqueueOutcome, JobReads, JobWrites, NewJob};
+
+    fn doc(name: &str) -> NewJob {
+        NewJob {
+            spec: spec(name),
+            text: format!("text of {name}"),
+        }
+    }
+
+    fn new(name: &str, deadline: Option<Millis>) -> BatchTarget {
+        BatchTarget::New(NewBatch {
+            name: Some(name.into()),
+            metadata: vec![("team".into(), "ops".into())],
+            deadline,
+            source: "test".into(),
+        })
+    }
+
+    fn result_for(job: &Job, now: u64) -> JobResult {
+        JobResult {
+            answer: "ok".into(),
+            reasoning: None,
+            usage: Usage::default(),
+            model: job.spec.model.clone(),
+            n_ctx: 512,
+            chunks: 1,
+            reduced: false,
+            started: now,
+            finished: now,
+            generation_millis: 0,
+            attempts: 1,
+            n_seq: 1,
+            json: None,
+            choice: None,
+            provenance: None,
+            cached_tokens: 0,
+        }
+    }
+
+    #[test]
+    fn a_batch_is_made_with_its_first_new_job_and_holds_only_the_jobs_it_added() {
+        let (_d, store) = temp_store();
+        let first = store
+            .enqueue_in(&[doc("a"), doc("b")], false, 10, &new("night", None))
+            .unwrap();
+        let b1 = first.batch.expect("a batch");
+        assert_eq!(b1, BatchId(1));
+        let v = store.batch(b1).unwrap().unwrap();
+        assert_eq!(v.record.name.as_deref(), Some("night"));
+        assert_eq!(v.counts.queued, 2);
+        assert_eq!(v.status(), BatchStatus::Validating);
+        assert_eq!(store.open_batches(10).unwrap().1, 1);
+
+        // The same documents again: they are jobs already, and no batch is made.
+        let again = store
+            .enqueue_in(&[doc("a"), doc("b")], false, 11, &new("again", None))
+            .unwrap();
+        assert_eq!(again.batch, None);
+        assert!(again
+            .outcomes
+            .iter()
+            .all(|o| matches!(o, EnqueueOutcome::Existing(..))));
+        assert_eq!(store.batches(None, 10).unwrap().len(), 1);
+
+        // One old and one new: the new batch holds the new job only; the old stays in b1.
+        let mixed = store
+            .enqueue_in(&[doc("a"), doc("c")], false, 12, &new("mixed", None))
+            .unwrap();
+        let b2 = mixed.batch.unwrap();
+        assert_eq!(store.batch_jobs(b2, None, None).unwrap(), vec![JobId(3)]);
+        assert_eq!(store.job(JobId(1)).unwrap().unwrap().batch, Some(b1));
+
+        // A later part of the first enqueue joins b1, then it is sealed.
+        let part = store
+            .enqueue_in(&[doc("d")], false, 13, &BatchTarget::Add(b1))
+            .unwrap();
+        assert_eq!(part.batch, Some(b1));
+        assert_eq!(
+            store.batch_jobs(b1, None, None).unwrap(),
+            vec![JobId(1), JobId(2), JobId(4)]
+        );
+        assert_eq!(
+            store.batch_jobs(b1, Some(JobId(1)), Some(1)).unwrap(),
+            vec![JobId(2)]
+        );
+        assert!(store.seal_batch(b1, 14).unwrap());
+        assert!(!store.seal_batch(b1, 15).unwrap(), "sealed once");
+        assert_eq!(
+            store.batch(b1).unwrap().unwrap().status(),
+            BatchStatus::InProgress
+        );
+
+        // A batch that does not exist: refused, nothing enqueued.
+        let err = store
+            .enqueue_in(&[doc("e")], false, 16, &BatchTarget::Add(BatchId(99)))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NoSuchBatch(BatchId(99))), "{err}");
+        assert_eq!(store.counts().unwrap().total(), 4);
+
+        // Newest first, in pages.
+        let ids: Vec<BatchId> = store
+            .batches(None, 10)
+            .unwrap()
+            .iter()
+            .map(|v| v.record.id)
+            .collect();
+        assert_eq!(ids, vec![b2, b1]);
+        let page: Vec<BatchId> = store
+            .batches(Some(b2), 10)
+            .unwrap()
+            .iter()
+            .map(|v| v.record.id)
+            .collect();
+        assert_eq!(page, vec![b1]);
+    }
+
+    #[test]
+    fn a_batch_completes_when_its_last_job_ends_and_pruning_keeps_its_counts() {
+        let (_d, store) = temp_store();
+        let b = store
+            .enqueue_in(&[doc("a"), doc("b")], false, 10, &new("n", None))
+            .unwrap()
+            .batch
+            .unwrap();
+        store.seal_batch(b, 11).unwrap();
+        for now in [12, 13] {
+            let job = store.claim(now, 60_000).unwrap().unwrap();
+            assert_eq!(
+                store.open_batches(10).unwrap().1,
+                1,
+                "open while a job runs"
+            );
+            store.complete(job.id, &result_for(&job, now), now).unwrap();
+        }
+        let v = store.batch(b).unwrap().unwrap();
+        assert_eq!(v.status(), BatchStatus::Completed);
+        assert_eq!(v.request_counts().completed, 2);
+        assert_eq!(store.open_batches(10).unwrap(), (vec![], 0));
+
+        // Retried, it is open again; finished again and pruned, it still counts its jobs.
+        store.retry(JobId(1), 14, false).unwrap();
+        assert_eq!(
+            store.batch(b).unwrap().unwrap().status(),
+            BatchStatus::InProgress
+        );
+        assert_eq!(store.open_batches(10).unwrap().1, 1);
+        let job = store.claim(15, 60_000).unwrap().unwrap();
+        store.complete(job.id, &result_for(&job, 15), 15).unwrap();
+        assert_eq!(store.prune(100).unwrap(), 2);
+        let v = store.batch(b).unwrap().unwrap();
+        assert_eq!(
+            (v.counts.succeeded, v.status()),
+            (2, BatchStatus::Completed)
+        );
+        assert!(store.batch_jobs(b, None, None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_cancelled_batch_is_cancelling_until_its_jobs_stop() {
+        let (_d, store) = temp_store();
+        let b = store
+            .enqueue_in(&[doc("a"), doc("b")], false, 10, &new("n", None))
+            .unwrap()
+            .batch
+            .unwrap();
+        store.seal_batch(b, 11).unwrap();
+        let running = store.claim(12, 60_000).unwrap().unwrap();
+        assert!(store.set_batch_cancel(b, Some(13)).unwrap());
+        assert!(!store.set_batch_cancel(BatchId(9), Some(13)).unwrap());
+        store.person_cancel(JobId(2), 13, true).unwrap();
+        assert_eq!(
+            store.batch(b).unwrap().unwrap().status(),
+            BatchStatus::Cancelling
+        );
+        store.cancel(running.id, 14).unwrap();
+        let v = store.batch(b).unwrap().unwrap();
+        assert_eq!(
+            (v.status(), v.counts.cancelled),
+            (BatchStatus::Cancelled, 2)
+        );
+        assert_eq!(store.open_batches(10).unwrap().1, 0);
+        // A retry of the batch clears the request and runs its jobs again.
+        store.set_batch_cancel(b, None).unwrap();
+        store.retry(JobId(1), 15, false).unwrap();
+        assert_eq!(
+            store.batch(b).unwrap().unwrap().status(),
+            BatchStatus::InProgress
+        );
+    }
+
+    #[test]
+    fn among_equal_priorities_the_earliest_deadline_is_claimed_first() {
+        let (_d, store) = temp_store();
+        let early = |name: &str| new(name, Some(5_000));
+        store
+            .enqueue_in(&[doc("none")], false, 10, &new("none", None))
+            .unwrap();
+        store
+            .enqueue_in(&[doc("late")], false, 11, &new("late", Some(9_000)))
+            .unwrap();
+        store
+            .enqueue_in(&[doc("early")], false, 12, &early("early"))
+            .unwrap();
+        let mut high = doc("high");
+        high.spec.priority = 1;
+        store
+            .enqueue_in(&[high], false, 13, &new("high", None))
+            .unwrap();
+        let order: Vec<String> = (0..4)
+            .map(|i| store.claim(20 + i, 60_000).unwrap().unwrap().spec.custom_id)
+            .collect();
+        assert_eq!(order, ["high", "early", "late", "none"]);
+        assert_eq!(store.job(JobId(3)).unwrap().unwrap().deadline, Some(5_000));
+    }
+
+    /// Every kind of move, chosen by a seeded generator, 800 of them, over jobs of several
+    /// batches (new ones and later parts of earlier ones), cancels and retries of batches,
+    /// and damaged values: after each, every batch's kept counts equal a count of its jobs'
+    /// states, its listing equals its jobs, and the open set (and its size) equals the
+    /// batches `batch::is_open` calls open.
+    #[test]
+    fn the_counts_every_move_keeps_equal_a_count_of_each_batchs_jobs() {
+        let (_d, store) = temp_store();
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n.max(1)
+        };
+        let mut now = 1_000u64;
+        let mut made = 0usize;
+        let mut batches: Vec<BatchId> = Vec::new();
+        for step in 0..800 {
+            now += 1 + next(40_000);
+            let some = JobId(1 + next((made as u64).max(1)));
+            match next(13) {
+                0 | 1 => {
+                    let target = match (batches.is_empty(), next(3)) {
+                        (false, 0) => {
+                            BatchTarget::Add(batches[next(batches.len() as u64) as usize])
+                        }
+                        _ => new(&format!("b{step}"), Some(now + next(100_000))),
+                    };
+                    let items: Vec<NewJob> = (0..1 + next(4))
+                        .map(|_| {
+                            // Now and then a document that is a job already.
+                            if made > 0 && next(5) == 0 {
+                                return doc(&format!("d{}", 1 + next(made as u64)));
+                            }
+                            made += 1;
+                            doc(&format!("d{made}"))
+                        })
+                        .collect();
+                    let got = store.enqueue_in(&items, false, now, &target).unwrap();
+                    if let (BatchTarget::New(_), Some(b)) = (&target, got.batch) {
+                        batches.push(b);
+                    }
+                    if next(2) == 0 {
+                        if let Some(b) = got.batch {
+                            store.seal_batch(b, now).unwrap();
+                        }
+                    }
+                }
+                2 | 3 => {
+                    if let Some(job) = store.claim(now, 60_000).unwrap() {
+                        match next(4) {
+                            0 => store.complete(job.id, &result_for(&job, now), now).unwrap(),
+                            1 => drop(store.fail(job.id, "boom", next(2) == 0, now, 0.5).unwrap()),
+                            2 => store.release(job.id, now, "shutdown").unwrap(),
+                            _ => store.defer(job.id, now, now + 50_000, "memory").unwrap(),
+                        }
+                    }
+                }
+                4 => drop(store.promote_due(now).unwrap()),
+                5 => drop(store.person_cancel(some, now, next(2) == 0)),
+                6 => drop(store.retry(some, now, next(2) == 0)),
+                7 => drop(store.recover(now).unwrap()),
+                8 if !batches.is_empty() => {
+                    let b = batches[next(batches.len() as u64) as usize];
+                    let cancel = next(2) == 0;
+                    store.set_batch_cancel(b, cancel.then_some(now)).unwrap();
+                }
+                9 if made > 0 => {
+                    if store.job(some).unwrap().is_some() {
+                        store.damage_job_for_tests(some);
+                        drop(store.job(some).unwrap());
+                    }
+                }
+                _ => drop(store.claim(now, 60_000).unwrap()),
+            }
+            let jobs = store.list(&Default::default()).unwrap();
+            let mut open = Vec::new();
+            for &b in &batches {
+                let mut scanned = Counts::default();
+                let mut listed = Vec::new();
+                for j in jobs.iter().filter(|j| j.batch == Some(b)) {
+                    *scanned.slot(j.state.kind()) += 1;
+                    listed.push(j.id);
+                }
+                let v = store.batch(b).unwrap().unwrap();
+                assert_eq!(v.counts, scanned, "step {step}: {b}");
+                assert_eq!(
+                    store.batch_jobs(b, None, None).unwrap(),
+                    listed,
+                    "step {step}"
+                );
+                if batch::is_open(&v.record, &v.counts) {
+                    open.push(b);
+                }
+            }
+            open.reverse();
+            let (views, total) = store.open_batches(usize::MAX).unwrap();
+            let got: Vec<BatchId> = views.iter().map(|v| v.record.id).collect();
+            assert_eq!(got, open, "step {step}");
+            assert_eq!(total, open.len() as u64, "step {step}");
+        }
+        assert!(batches.len() > 20, "{} batches", batches.len());
+        let all: Vec<_> = batches
+            .iter()
+            .map(|b| store.batch(*b).unwrap().unwrap())
+            .collect();
+        for status in [
+            BatchStatus::InProgress,
+            BatchStatus::Completed,
+            BatchStatus::Cancelled,
+        ] {
+            assert!(
+                all.iter().any(|v| v.status() == status),
+                "no batch ended {status}"
+            );
+        }
+        assert!(
+            all.iter().any(|v| v.counts.dead > 0),
+            "a dead job in a batch"
+        );
+    }
+}

@@ -190,7 +190,8 @@ mod tests {
                     assert_eq!(v[0], 8);
                     v
                 };
-                let r: JobResult = codec::decode_body(&get(t::RESULTS, &keys::job(id))[1..]).unwrap();
+                let r: JobResult =
+                    codec::decode_body(&get(t::RESULTS, &keys::job(id))[1..]).unwrap();
                 assert_eq!(r.answer, format!("a{i}"));
                 assert_eq!((r.usage.prompt_tokens, r.n_seq), (40, 4));
                 assert_eq!(r.choice.as_deref(), Some("auto"));
@@ -202,7 +203,8 @@ mod tests {
                     (format!("c{i}").as_str(), 3)
                 );
                 assert_eq!((c.model.as_str(), c.cached_tokens), ("/m.gguf", 0));
-                let e: Event = codec::decode_body(&get(t::EVENTS, &keys::job_part(id, 0))[1..]).unwrap();
+                let e: Event =
+                    codec::decode_body(&get(t::EVENTS, &keys::job_part(id, 0))[1..]).unwrap();
                 assert_eq!(e.reason, format!("e{i}"));
             }
         }
