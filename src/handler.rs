@@ -266,10 +266,25 @@ fn handle_inner(
             selectors,
             all_failed,
         } => {
-            for b in batches_of(&selectors) {
+            // A batch retried runs again what did not succeed; its answers stay. (A job
+            // named by itself runs again whatever its state.)
+            let (named, batches): (Vec<Selector>, Vec<Selector>) = selectors
+                .into_iter()
+                .partition(|s| !matches!(s, Selector::Batch(_)));
+            let (mut ids, mut missing) = resolve(store, &named)?;
+            for b in batches_of(&batches) {
                 store.set_batch_cancel(b, None)?;
             }
-            let (mut ids, missing) = resolve(store, &selectors)?;
+            let (of_batches, missing_batches) = resolve(store, &batches)?;
+            missing.extend(missing_batches);
+            for id in of_batches {
+                if store
+                    .job(id)?
+                    .is_some_and(|j| j.state.kind() != StateKind::Succeeded)
+                {
+                    ids.push(id);
+                }
+            }
             if all_failed {
                 ids.extend(store.ids_in_state(StateKind::Failed)?);
                 ids.extend(store.ids_in_state(StateKind::Dead)?);

@@ -4,6 +4,7 @@
 mod common;
 
 mod badinput;
+mod batches;
 mod batching;
 mod binaries;
 mod card;

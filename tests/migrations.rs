@@ -381,4 +381,17 @@ fn a_store_written_by_schema_v8_keeps_its_results_provenance_and_delayed_job() {
     assert_eq!(after[1]["state"], "queued", "{}", after[1]);
     assert_eq!(after[2]["state"], "cancelled", "{}", after[2]);
     assert_eq!(h.results(&["fx-a.txt"])[0]["answer"], before[0]["answer"]);
+    // Schema 9: the jobs enqueued before batches belong to none, and the first enqueue after
+    // the upgrade makes batch_1 (the delayed job, at priority 2, is still behind it in line).
+    assert!(after.iter().all(|j| j["batch"].is_null()), "{after:?}");
+    assert_eq!(h.ok(&["batches"]).trim(), "no batches");
+    let doc = h.doc("fx-e.txt", "a document after the upgrade");
+    let out = h.run(&["enqueue", s(&doc), "--model", "fx-tiny", "--max-tokens", "8"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("queued 1 in batch_1"), "{said}");
+    h.ok(&["worker", "--drain"]);
+    let b: serde_json::Value =
+        serde_json::from_str(&h.ok(&["batch", "show", "batch_1", "--json"])).unwrap();
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(h.results(&["fx-d.txt"])[0]["state"], "queued");
 }

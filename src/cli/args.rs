@@ -443,7 +443,7 @@ pub struct SelectArgs {
 #[derive(Debug, Args)]
 pub struct RetryArgs {
     pub jobs: Vec<String>,
-    /// Every job of this batch that can run again (repeatable); a cancelled batch is open
+    /// Every job of this batch that did not succeed (repeatable); a cancelled batch is open
     /// again.
     #[arg(long, value_name = "BATCH_ID")]
     pub batch: Vec<String>,
