@@ -119,6 +119,9 @@ pub enum BatchStatus {
     Cancelling,
     /// Cancelled, and none of its jobs is active any more (finished ones keep their results).
     Cancelled,
+    /// Its deadline passed before some of its jobs started: they expired, the rest finished
+    /// (their results are kept).
+    Expired,
     /// Every job is finished: succeeded, dead (its error is in the error file) or cancelled
     /// one by one.
     Completed,
@@ -131,13 +134,17 @@ impl BatchStatus {
             BatchStatus::InProgress => "in_progress",
             BatchStatus::Cancelling => "cancelling",
             BatchStatus::Cancelled => "cancelled",
+            BatchStatus::Expired => "expired",
             BatchStatus::Completed => "completed",
         }
     }
 
     /// Nothing more will happen to the batch unless a person asks (retry).
     pub fn is_terminal(self) -> bool {
-        matches!(self, BatchStatus::Cancelled | BatchStatus::Completed)
+        matches!(
+            self,
+            BatchStatus::Cancelled | BatchStatus::Expired | BatchStatus::Completed
+        )
     }
 }
 
@@ -162,6 +169,8 @@ pub fn status(record: &BatchRecord, counts: &Counts) -> BatchStatus {
     }
     if active > 0 {
         BatchStatus::InProgress
+    } else if counts.expired > 0 {
+        BatchStatus::Expired
     } else {
         BatchStatus::Completed
     }
@@ -174,7 +183,7 @@ pub fn is_open(record: &BatchRecord, counts: &Counts) -> bool {
 }
 
 /// OpenAI's `request_counts`: every request, those that succeeded, those that failed for good
-/// (dead). Cancelled requests are neither, as with OpenAI.
+/// (dead) or expired. Cancelled requests are neither, as with OpenAI.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestCounts {
     pub total: u64,
@@ -187,7 +196,7 @@ impl RequestCounts {
         RequestCounts {
             total: counts.total(),
             completed: counts.succeeded,
-            failed: counts.dead,
+            failed: counts.dead + counts.expired,
         }
     }
 }
@@ -252,6 +261,9 @@ mod tests {
         assert_eq!(status(&r, &waiting), BatchStatus::InProgress);
         let done = counts(&[(Succeeded, 2), (Dead, 1), (Cancelled, 1)]);
         assert_eq!(status(&r, &done), BatchStatus::Completed);
+        let expired = counts(&[(Succeeded, 2), (Expired, 3)]);
+        assert_eq!(status(&r, &expired), BatchStatus::Expired);
+        assert_eq!(RequestCounts::of(&expired).failed, 3);
         assert_eq!(
             RequestCounts::of(&done),
             RequestCounts {

@@ -466,6 +466,10 @@ pub enum JobState {
     Cancelled {
         at: Millis,
     },
+    /// Its batch's deadline passed before it started (schema 9; OpenAI's expired request).
+    Expired {
+        at: Millis,
+    },
 }
 
 /// The state's kind without its data: the key of the per-state indexes. In JSON it is the
@@ -480,16 +484,18 @@ pub enum StateKind {
     Failed = 4,
     Dead = 5,
     Cancelled = 6,
+    Expired = 7,
 }
 
 impl StateKind {
-    pub const ALL: [StateKind; 6] = [
+    pub const ALL: [StateKind; 7] = [
         StateKind::Queued,
         StateKind::Running,
         StateKind::Succeeded,
         StateKind::Failed,
         StateKind::Dead,
         StateKind::Cancelled,
+        StateKind::Expired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -500,6 +506,7 @@ impl StateKind {
             StateKind::Failed => "failed",
             StateKind::Dead => "dead",
             StateKind::Cancelled => "cancelled",
+            StateKind::Expired => "expired",
         }
     }
 
@@ -511,7 +518,7 @@ impl StateKind {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            StateKind::Succeeded | StateKind::Dead | StateKind::Cancelled
+            StateKind::Succeeded | StateKind::Dead | StateKind::Cancelled | StateKind::Expired
         )
     }
 }
@@ -529,7 +536,9 @@ impl FromStr for StateKind {
             .into_iter()
             .find(|k| k.as_str() == s.to_ascii_lowercase())
             .ok_or_else(|| {
-                format!("unknown state {s:?} (queued, running, succeeded, failed, dead, cancelled)")
+                format!(
+                    "unknown state {s:?} (queued, running, succeeded, failed, dead, cancelled, expired)"
+                )
             })
     }
 }
@@ -544,6 +553,9 @@ pub struct Counts {
     pub failed: u64,
     pub dead: u64,
     pub cancelled: u64,
+    /// Not started before their batch's deadline (schema 9).
+    #[serde(default)]
+    pub expired: u64,
 }
 
 impl Counts {
@@ -555,6 +567,7 @@ impl Counts {
             StateKind::Failed => self.failed,
             StateKind::Dead => self.dead,
             StateKind::Cancelled => self.cancelled,
+            StateKind::Expired => self.expired,
         }
     }
 
@@ -566,6 +579,7 @@ impl Counts {
             StateKind::Failed => &mut self.failed,
             StateKind::Dead => &mut self.dead,
             StateKind::Cancelled => &mut self.cancelled,
+            StateKind::Expired => &mut self.expired,
         }
     }
 
@@ -593,6 +607,7 @@ impl JobState {
             JobState::Failed { .. } => StateKind::Failed,
             JobState::Dead { .. } => StateKind::Dead,
             JobState::Cancelled { .. } => StateKind::Cancelled,
+            JobState::Expired { .. } => StateKind::Expired,
         }
     }
 
@@ -602,7 +617,10 @@ impl JobState {
     /// - Running → Running (progress, heartbeat), Succeeded, Failed, Dead (out of attempts),
     ///   Queued (worker stopped or died: the attempt does not count), Cancelled.
     /// - Failed → Queued (backoff over, or a person's retry), Cancelled.
-    /// - Dead, Cancelled → Queued (retry). Succeeded → Queued (retry, to run it again).
+    /// - Queued, Failed → Expired (its batch's deadline passed before it started; a failed
+    ///   job waiting for its retry has not started that attempt).
+    /// - Dead, Cancelled, Expired → Queued (retry). Succeeded → Queued (retry, to run it
+    ///   again).
     pub fn can_become(&self, next: StateKind) -> bool {
         use StateKind::*;
         matches!(
@@ -617,8 +635,11 @@ impl JobState {
                 | (Running, Cancelled)
                 | (Failed, Queued)
                 | (Failed, Cancelled)
+                | (Queued, Expired)
+                | (Failed, Expired)
                 | (Dead, Queued)
                 | (Cancelled, Queued)
+                | (Expired, Queued)
                 | (Succeeded, Queued)
         )
     }
@@ -878,6 +899,7 @@ mod tests {
                 attempts: 3,
             },
             StateKind::Cancelled => JobState::Cancelled { at: 1 },
+            StateKind::Expired => JobState::Expired { at: 1 },
         }
     }
 
@@ -895,8 +917,11 @@ mod tests {
             (Running, Cancelled),
             (Failed, Queued),
             (Failed, Cancelled),
+            (Queued, Expired),
+            (Failed, Expired),
             (Dead, Queued),
             (Cancelled, Queued),
+            (Expired, Queued),
             (Succeeded, Queued),
         ];
         let mut n_legal = 0;

@@ -239,3 +239,49 @@ fn a_batch_cancelled_through_the_worker_keeps_its_finished_work_and_a_retry_reop
     // Without a worker, the store answers the same.
     assert_eq!(batch(&h, "batch_1")["status"], "completed");
 }
+
+#[test]
+fn jobs_not_started_by_the_deadline_expire_into_the_error_file_and_the_batch_says_expired() {
+    let h = TestHome::new();
+    h.doc("a.txt", &prose(1, 30));
+    h.doc("b.txt", &prose(2, 30));
+    let said = enqueue(&h, &[s(&h.path().join("docs")), "--within", "1s"]);
+    assert!(said.contains("queued 2 in batch_1"), "{said}");
+    std::thread::sleep(Duration::from_millis(1500));
+    // Late: `status` says so before any worker has looked.
+    let st = h.ok(&["status"]);
+    assert!(st.contains("passed"), "{st}");
+    h.ok(&["worker", "--drain", "--n-ctx", "512"]);
+    let b = batch(&h, "batch_1");
+    assert_eq!(b["status"], "expired", "{b}");
+    assert_eq!(b["counts"]["expired"], 2, "{b}");
+    assert_eq!(b["request_counts"]["failed"], 2, "{b}");
+    let out = h.path().join("out.jsonl");
+    let errors = h.path().join("errors.jsonl");
+    h.ok(&[
+        "results",
+        "--batch",
+        "batch_1",
+        "--format",
+        "openai",
+        "-o",
+        s(&out),
+        "--error-file",
+        s(&errors),
+    ]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "");
+    let lines: Vec<Value> = std::fs::read_to_string(&errors)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l["error"]["code"] == "batch_expired"),
+        "{lines:?}"
+    );
+    // A person's retry runs them after all.
+    h.ok(&["retry", "--batch", "batch_1"]);
+    h.ok(&["worker", "--drain", "--n-ctx", "512"]);
+    assert_eq!(batch(&h, "batch_1")["status"], "completed");
+}

@@ -386,7 +386,14 @@ fn a_store_written_by_schema_v8_keeps_its_results_provenance_and_delayed_job() {
     assert!(after.iter().all(|j| j["batch"].is_null()), "{after:?}");
     assert_eq!(h.ok(&["batches"]).trim(), "no batches");
     let doc = h.doc("fx-e.txt", "a document after the upgrade");
-    let out = h.run(&["enqueue", s(&doc), "--model", "fx-tiny", "--max-tokens", "8"]);
+    let out = h.run(&[
+        "enqueue",
+        s(&doc),
+        "--model",
+        "fx-tiny",
+        "--max-tokens",
+        "8",
+    ]);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("queued 1 in batch_1"), "{said}");
     h.ok(&["worker", "--drain"]);

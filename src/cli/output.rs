@@ -131,11 +131,16 @@ pub fn openai_success(view: &JobView) -> Option<Value> {
     }))
 }
 
-/// An OpenAI Batch API error line for a job that failed for good or was cancelled.
+/// An OpenAI Batch API error line for a job that failed for good, was cancelled or expired
+/// (OpenAI's codes `batch_cancelled` and `batch_expired` for the last two).
 pub fn openai_error(job: &Job) -> Value {
     let (code, message) = match &job.state {
         JobState::Dead { error, .. } => ("job_failed", error.clone()),
-        JobState::Cancelled { .. } => ("cancelled", "the job was cancelled".to_string()),
+        JobState::Cancelled { .. } => ("batch_cancelled", "the job was cancelled".to_string()),
+        JobState::Expired { .. } => (
+            "batch_expired",
+            "the batch's deadline passed before the job started".to_string(),
+        ),
         other => ("not_finished", format!("the job is {}", other.kind())),
     };
     json!({

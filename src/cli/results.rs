@@ -338,7 +338,12 @@ impl StreamWriter {
                     (JobState::Succeeded { .. }, Some(line)) => {
                         writeln!(self.out, "{}", serde_json::to_string(&line)?)?
                     }
-                    (s, _) if matches!(s.kind(), StateKind::Dead | StateKind::Cancelled) => {
+                    (s, _)
+                        if matches!(
+                            s.kind(),
+                            StateKind::Dead | StateKind::Cancelled | StateKind::Expired
+                        ) =>
+                    {
                         if let Some(errors) = self.errors.as_mut() {
                             writeln!(errors, "{}", serde_json::to_string(&openai_error(&v.job))?)?
                         }

@@ -76,7 +76,8 @@ pub trait JobReads {
 
     fn paused(&self) -> Result<bool>;
 
-    /// When the earliest delayed job (backoff or not-before) comes due.
+    /// When the earliest delayed job (backoff or not-before) comes due, or a job not started
+    /// reaches its deadline.
     fn next_due(&self) -> Result<Option<Millis>>;
 
     /// Jobs due before `until` whose last event says they wait for memory (deferred by the
@@ -111,7 +112,12 @@ pub trait JobWrites {
     /// past their not-before time, Failed jobs past their backoff. Returns how many moved.
     fn promote_due(&self, now: Millis) -> Result<usize>;
 
-    /// Claim the next ready job (highest priority, then oldest).
+    /// Jobs whose batch's deadline passed before they started (queued, or failed and waiting
+    /// for a retry) become Expired; finished work is kept. Returns how many expired.
+    fn expire_due(&self, now: Millis) -> Result<usize>;
+
+    /// Claim the next ready job (highest priority, then the earliest deadline, then oldest);
+    /// what expired by now first expires.
     fn claim(&self, now: Millis, lease_ms: u64) -> Result<Option<Job>>;
 
     /// Claim the first of the next `scan` ready jobs that `wanted` accepts (the worker fills

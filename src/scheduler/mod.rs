@@ -320,6 +320,11 @@ impl Worker {
     /// their keep-alive are unloaded.
     fn idle(&mut self, b: &mut Batch) -> Result<Option<Exit>, StoreError> {
         let now = (self.now)();
+        // Jobs not started by their batch's deadline expire even while claiming is paused.
+        let expired = self.store.expire_due(now)?;
+        if expired > 0 {
+            tracing::info!(jobs = expired, "expired: their batch's deadline passed");
+        }
         for name in self.engine.maintain(now) {
             tracing::info!(model = %name, "unloaded after its keep-alive");
         }

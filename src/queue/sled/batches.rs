@@ -245,7 +245,7 @@ mod tests {
     use super::super::test_support::{spec, temp_store};
     use super::*;
     use crate::batch::BatchStatus;
-    use crate::job::{JobResult, Usage};
+    use crate::job::{JobResult, StateKind, Usage};
     use crate::queue::{BatchTarget, EnqueueOutcome, JobReads, JobWrites, NewJob};
 
     fn doc(name: &str) -> NewJob {
@@ -437,6 +437,63 @@ mod tests {
     }
 
     #[test]
+    fn jobs_not_started_by_the_deadline_expire_and_the_batch_with_them() {
+        let (_d, store) = temp_store();
+        let docs = [doc("a"), doc("b"), doc("c"), doc("d")];
+        let b = store
+            .enqueue_in(&docs, false, 10, &new("n", Some(1_000)))
+            .unwrap()
+            .batch
+            .unwrap();
+        store.seal_batch(b, 11).unwrap();
+        assert_eq!(
+            store.next_due().unwrap(),
+            Some(1_000),
+            "the worker wakes for it"
+        );
+        let done = store.claim(20, 60_000).unwrap().unwrap();
+        store.complete(done.id, &result_for(&done, 30), 30).unwrap();
+        let running = store.claim(40, 60_000).unwrap().unwrap();
+        let failed = store.claim(50, 60_000).unwrap().unwrap();
+        store.fail(failed.id, "boom", false, 60, 0.5).unwrap();
+        assert_eq!(store.expire_due(999).unwrap(), 0, "not yet");
+        // At the deadline: the queued job and the failed one waiting for its retry expire;
+        // the running one runs on, and the finished one keeps its result.
+        assert_eq!(store.expire_due(1_000).unwrap(), 2);
+        let state = |id| store.job(id).unwrap().unwrap().state.kind();
+        assert_eq!(state(JobId(4)), StateKind::Expired);
+        assert_eq!(state(failed.id), StateKind::Expired);
+        assert_eq!(state(running.id), StateKind::Running);
+        assert!(store.result(done.id).unwrap().is_some());
+        assert_eq!(
+            store.batch(b).unwrap().unwrap().status(),
+            BatchStatus::InProgress
+        );
+        store
+            .complete(running.id, &result_for(&running, 1_100), 1_100)
+            .unwrap();
+        let v = store.batch(b).unwrap().unwrap();
+        assert_eq!(v.status(), BatchStatus::Expired);
+        assert_eq!(
+            (v.request_counts().completed, v.request_counts().failed),
+            (2, 2)
+        );
+        assert_eq!(store.next_due().unwrap(), None);
+        // A claim past the deadline expires first: nothing is claimed of a late batch.
+        let late = store
+            .enqueue_in(&[doc("e")], false, 1_200, &new("late", Some(1_300)))
+            .unwrap();
+        assert!(store.claim(1_400, 60_000).unwrap().is_none());
+        let e = store.batch(late.batch.unwrap()).unwrap().unwrap();
+        assert_eq!(e.counts.expired, 1);
+        // Retried by a person, an expired job runs again: past the deadline, without it.
+        store.retry(JobId(4), 1_500, false).unwrap();
+        assert_eq!(state(JobId(4)), StateKind::Queued);
+        assert_eq!(store.expire_due(1_600).unwrap(), 0);
+        assert_eq!(store.claim(1_700, 60_000).unwrap().unwrap().id, JobId(4));
+    }
+
+    #[test]
     fn among_equal_priorities_the_earliest_deadline_is_claimed_first() {
         let (_d, store) = temp_store();
         let early = |name: &str| new(name, Some(5_000));
@@ -482,7 +539,7 @@ mod tests {
         for step in 0..800 {
             now += 1 + next(40_000);
             let some = JobId(1 + next((made as u64).max(1)));
-            match next(13) {
+            match next(14) {
                 0 | 1 => {
                     let target = match (batches.is_empty(), next(3)) {
                         (false, 0) => {
@@ -529,6 +586,7 @@ mod tests {
                     let cancel = next(2) == 0;
                     store.set_batch_cancel(b, cancel.then_some(now)).unwrap();
                 }
+                10 => drop(store.expire_due(now).unwrap()),
                 9 if made > 0 => {
                     if store.job(some).unwrap().is_some() {
                         store.damage_job_for_tests(some);
@@ -558,6 +616,20 @@ mod tests {
                 }
             }
             open.reverse();
+            // The deadlines index holds exactly the jobs not started that have a deadline.
+            let mut waiting: Vec<(Millis, JobId)> = jobs
+                .iter()
+                .filter(|j| matches!(j.state.kind(), StateKind::Queued | StateKind::Failed))
+                .filter_map(|j| j.deadline.map(|d| (d, j.id)))
+                .collect();
+            waiting.sort();
+            let indexed: Vec<(Millis, JobId)> = store
+                .tree(t::DEADLINES)
+                .iter()
+                .keys()
+                .map(|k| keys::delayed_parts(&k.unwrap()).unwrap())
+                .collect();
+            assert_eq!(indexed, waiting, "step {step}");
             let (views, total) = store.open_batches(usize::MAX).unwrap();
             let got: Vec<BatchId> = views.iter().map(|v| v.record.id).collect();
             assert_eq!(got, open, "step {step}");

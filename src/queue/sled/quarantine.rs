@@ -75,7 +75,7 @@ impl SledStore {
             raw: raw.to_vec(),
         };
         // Index entries that name the job (its state, and so its keys, are unknown): found by
-        // scanning the three indexes. Rare, so a scan is fine.
+        // scanning the indexes. Rare, so a scan is fine.
         let mut stale: Vec<(usize, Vec<u8>)> = Vec::new();
         for kind in StateKind::ALL {
             stale.push((t::BY_STATE, keys::by_state(kind, id).to_vec()));
@@ -86,10 +86,12 @@ impl SledStore {
                 stale.push((t::READY, k.to_vec()));
             }
         }
-        for k in self.tree(t::DELAYED).iter().keys() {
-            let k = k?;
-            if keys::delayed_parts(&k).map(|(_, j)| j) == Some(id) {
-                stale.push((t::DELAYED, k.to_vec()));
+        for tree in [t::DELAYED, t::DEADLINES] {
+            for k in self.tree(tree).iter().keys() {
+                let k = k?;
+                if keys::delayed_parts(&k).map(|(_, j)| j) == Some(id) {
+                    stale.push((tree, k.to_vec()));
+                }
             }
         }
         // Its batch counts it in its old state: found by a scan, as the indexes above.

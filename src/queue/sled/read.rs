@@ -205,11 +205,17 @@ impl JobReads for SledStore {
     }
 
     fn next_due(&self) -> Result<Option<Millis>> {
-        Ok(self
-            .tree(t::DELAYED)
-            .first()?
-            .and_then(|(k, _)| keys::delayed_parts(&k))
-            .map(|(due, _)| due))
+        let first = |tree: usize| -> Result<Option<Millis>> {
+            Ok(self
+                .tree(tree)
+                .first()?
+                .and_then(|(k, _)| keys::delayed_parts(&k))
+                .map(|(due, _)| due))
+        };
+        Ok(match (first(t::DELAYED)?, first(t::DEADLINES)?) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     fn memory_deferred(&self, until: Millis) -> Result<Vec<JobId>> {

@@ -64,8 +64,12 @@ pub const BATCH_COUNTS: &str = "batch_counts";
 /// batch id → () (schema 9): batches not finished (`batch::is_open`), which `status` shows.
 pub const OPEN_BATCHES: &str = "open_batches";
 
+/// (deadline, job id) → () (schema 9): queued and failed jobs of a batch with a deadline, by
+/// it, so that those not started by then expire without a scan.
+pub const DEADLINES: &str = "deadlines";
+
 /// Every tree the store opens, in the order of [`T`]'s indexes.
-pub const ALL: [&str; 23] = [
+pub const ALL: [&str; 24] = [
     META,
     JOBS,
     READY,
@@ -89,6 +93,7 @@ pub const ALL: [&str; 23] = [
     BATCH_JOBS,
     BATCH_COUNTS,
     OPEN_BATCHES,
+    DEADLINES,
 ];
 
 /// Indexes into [`ALL`] (and into a transaction's tree list).
@@ -116,6 +121,7 @@ pub mod t {
     pub const BATCH_JOBS: usize = 20;
     pub const BATCH_COUNTS: usize = 21;
     pub const OPEN_BATCHES: usize = 22;
+    pub const DEADLINES: usize = 23;
 }
 
 /// Keys in [`META`].
@@ -171,5 +177,6 @@ mod tests {
         assert_eq!(ALL[t::BATCH_JOBS], BATCH_JOBS);
         assert_eq!(ALL[t::BATCH_COUNTS], BATCH_COUNTS);
         assert_eq!(ALL[t::OPEN_BATCHES], OPEN_BATCHES);
+        assert_eq!(ALL[t::DEADLINES], DEADLINES);
     }
 }

@@ -29,6 +29,15 @@ pub(super) fn enc_as<T: serde::Serialize>(version: u8, v: &T) -> TxResult<Vec<u8
     codec::encode_as(version, v).or_else(|e| abort(e.into()))
 }
 
+/// The job's key in the `deadlines` index, if its state puts it there: a job that has not
+/// started (queued, or failed and waiting for its retry) and has a deadline.
+fn deadline_key(job: &Job) -> Option<[u8; 16]> {
+    let waiting = matches!(job.state, JobState::Queued | JobState::Failed { .. });
+    job.deadline
+        .filter(|_| waiting)
+        .map(|d| keys::delayed(d, job.id))
+}
+
 /// The view of every tree inside one transaction, with the moves that keep indexes right.
 pub(super) struct Tx<'a>(pub(super) &'a [TransactionalTree]);
 
@@ -90,6 +99,9 @@ impl Tx<'_> {
     /// [`Tx::unindex`] but for its batch's count: a pruned job stays counted in its batch.
     pub(super) fn unindex_state(&self, job: &Job) -> TxResult<()> {
         let id = job.id;
+        if let Some(key) = deadline_key(job) {
+            self.0[t::DEADLINES].remove(&key)?;
+        }
         self.0[t::BY_STATE].remove(&keys::by_state(job.state.kind(), id))?;
         self.add_to(&meta::jobs_in(job.state.kind()), -1)?;
         match &job.state {
@@ -112,6 +124,9 @@ impl Tx<'_> {
     /// Put the job into the indexes its current state calls for.
     pub(super) fn index(&self, job: &Job, now: Millis) -> TxResult<()> {
         let id = job.id;
+        if let Some(key) = deadline_key(job) {
+            self.0[t::DEADLINES].insert(&key, &[])?;
+        }
         self.0[t::BY_STATE].insert(&keys::by_state(job.state.kind(), id), &[])?;
         self.add_to(&meta::jobs_in(job.state.kind()), 1)?;
         match &job.state {

@@ -181,6 +181,38 @@ impl JobWrites for SledStore {
         Ok(moved)
     }
 
+    fn expire_due(&self, now: Millis) -> Result<usize> {
+        let due: Vec<JobId> = self
+            .tree(t::DEADLINES)
+            .range(..keys::delayed(now.saturating_add(1), JobId(0)))
+            .keys()
+            .filter_map(|k| {
+                k.ok()
+                    .and_then(|k| keys::delayed_parts(&k))
+                    .map(|(_, id)| id)
+            })
+            .collect();
+        let mut expired = 0;
+        for id in due {
+            expired += self.transact(|tx| {
+                let Some(mut job) = tx.job(id)? else {
+                    return Ok(0);
+                };
+                let not_started = matches!(job.state, JobState::Queued | JobState::Failed { .. });
+                if !not_started || job.deadline.is_none_or(|d| d > now) {
+                    return Ok(0);
+                }
+                let reason = "its batch's deadline passed before it started".to_string();
+                tx.transition(&mut job, JobState::Expired { at: now }, now, reason, None)?;
+                Ok(1)
+            })?;
+        }
+        if expired > 0 {
+            self.flush()?;
+        }
+        Ok(expired)
+    }
+
     fn claim(&self, now: Millis, lease_ms: u64) -> Result<Option<Job>> {
         self.claim_matching(now, lease_ms, usize::MAX, &|_| true)
     }
@@ -192,6 +224,7 @@ impl JobWrites for SledStore {
         scan: usize,
         wanted: &dyn Fn(&Job) -> bool,
     ) -> Result<Option<Job>> {
+        self.expire_due(now)?;
         self.promote_due(now)?;
         let mut after: Option<Vec<u8>> = None;
         let mut seen = 0usize;
@@ -221,6 +254,7 @@ impl JobWrites for SledStore {
     }
 
     fn claim_job(&self, id: JobId, now: Millis, lease_ms: u64) -> Result<Option<Job>> {
+        self.expire_due(now)?;
         self.promote_due(now)?;
         let Some(job) = self.job(id)? else {
             return Ok(None);
@@ -640,6 +674,14 @@ impl SledStore {
                 _ => super::crashes::job_ended(tx, id)?,
             }
             tx.transition(&mut job, state, now, reason, None)?;
+            // A person's retry past the batch's deadline runs the job all the same: it would
+            // expire again at once.
+            if to == StateKind::Queued && job.deadline.is_some_and(|d| d <= now) {
+                tx.unindex(&job)?;
+                job.deadline = None;
+                tx.index(&job, now)?;
+                tx.put_job(&job)?;
+            }
             Ok(TransitionOutcome::Done)
         })?;
         self.flush()?;

@@ -64,7 +64,7 @@ pub const STEPS: &[Step] = &[
     },
     Step {
         to: 9,
-        name: "batches, and the deadline in the ready order",
+        name: "batches, deadlines in the ready order, expired jobs",
         run: v9::run,
     },
 ];
