@@ -91,6 +91,7 @@ pub mod schedule;
 pub mod scheduler;
 pub mod service;
 pub mod supervise;
+pub mod upload;
 pub mod validated;
 
 /// This build: a hash of the sources and the manifest (`build.rs`). The two binaries must

@@ -17,12 +17,14 @@ use crate::crash::{CrashRecord, Verdict};
 use crate::job::{BatchId, ChunkOutput, Event, Job, JobId, JobResult, JobState, Millis, StateKind};
 use crate::monitor::history::Sample;
 use crate::registry::{Calibration, MemoryRecord, RegisteredModel};
+use crate::upload::{FileId, FileInfo};
 
 /// A store: every group of operations, plus what concerns the store as a whole.
 pub trait Queue:
     JobReads
     + JobWrites
     + Batches
+    + Uploads
     + Crashes
     + MemoryHistory
     + ModelRecords
@@ -230,6 +232,31 @@ pub trait Batches {
     /// A person cancels the batch (`Some(now)`: its status becomes cancelling, then
     /// cancelled, as the caller cancels its jobs) or retries it (`None`). Whether it exists.
     fn set_batch_cancel(&self, id: BatchId, requested: Option<Millis>) -> Result<bool>;
+}
+
+/// Files uploaded through the HTTP API (schema 9): batch input files, kept until deleted.
+pub trait Uploads {
+    /// Keep `text` (checked by `upload::check`: `lines` are its requests), durable before
+    /// its record is.
+    fn add_upload(
+        &self,
+        filename: &str,
+        purpose: &str,
+        text: &str,
+        lines: u64,
+        now: Millis,
+    ) -> Result<FileInfo>;
+
+    fn upload(&self, id: FileId) -> Result<Option<FileInfo>>;
+
+    /// Up to `limit` uploads, newest first, from the one before `after` on (a page).
+    fn uploads(&self, after: Option<FileId>, limit: usize) -> Result<Vec<FileInfo>>;
+
+    /// The text as uploaded, checked against what was written.
+    fn upload_text(&self, id: FileId) -> Result<Option<String>>;
+
+    /// Forget an upload and its text. Whether it was there.
+    fn remove_upload(&self, id: FileId) -> Result<bool>;
 }
 
 /// Crash records: the jobs in flight when the worker killed itself (see `crash.rs`).

@@ -15,7 +15,7 @@ pub(crate) mod sled;
 mod types;
 
 pub use interface::{
-    Batches, Crashes, JobReads, JobWrites, MemoryHistory, ModelRecords, Quarantine, Queue,
+    Batches, Crashes, JobReads, JobWrites, MemoryHistory, ModelRecords, Quarantine, Queue, Uploads,
 };
 pub use types::{
     BatchTarget, Counts, EnqueueOutcome, Enqueued, JobFilter, NewJob, Quarantined,
@@ -27,6 +27,7 @@ pub use types::{
 pub mod prelude {
     pub use super::interface::{
         Batches, Crashes, JobReads, JobWrites, MemoryHistory, ModelRecords, Quarantine, Queue,
+        Uploads,
     };
 }
 

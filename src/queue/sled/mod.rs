@@ -18,6 +18,7 @@ mod quarantine;
 mod read;
 pub mod trees;
 mod tx;
+mod uploads;
 mod write;
 
 use super::{codec, OpenOptions, Queue, Result, StoreError};

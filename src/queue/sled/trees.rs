@@ -68,8 +68,12 @@ pub const OPEN_BATCHES: &str = "open_batches";
 /// it, so that those not started by then expire without a scan.
 pub const DEADLINES: &str = "deadlines";
 
+/// file id → `StoredUpload` (schema 9): a file uploaded through the HTTP API; its text lives
+/// in `documents/` as a large document's does.
+pub const UPLOADS: &str = "uploads";
+
 /// Every tree the store opens, in the order of [`T`]'s indexes.
-pub const ALL: [&str; 24] = [
+pub const ALL: [&str; 25] = [
     META,
     JOBS,
     READY,
@@ -94,6 +98,7 @@ pub const ALL: [&str; 24] = [
     BATCH_COUNTS,
     OPEN_BATCHES,
     DEADLINES,
+    UPLOADS,
 ];
 
 /// Indexes into [`ALL`] (and into a transaction's tree list).
@@ -122,6 +127,7 @@ pub mod t {
     pub const BATCH_COUNTS: usize = 21;
     pub const OPEN_BATCHES: usize = 22;
     pub const DEADLINES: usize = 23;
+    pub const UPLOADS: usize = 24;
 }
 
 /// Keys in [`META`].
@@ -132,6 +138,8 @@ pub mod meta {
     pub const PAUSED: &[u8] = b"paused";
     /// Bytes of the document files jobs name (schema 6): `status` reads it, never the files.
     pub const DOCUMENT_FILE_BYTES: &[u8] = b"document_file_bytes";
+    /// The next uploaded file's number (schema 9).
+    pub const NEXT_FILE_ID: &[u8] = b"next_file_id";
     /// The next batch's number (schema 9).
     pub const NEXT_BATCH_ID: &[u8] = b"next_batch_id";
     /// How many batches `open_batches` holds (schema 9): `status` says how many more than
@@ -178,5 +186,6 @@ mod tests {
         assert_eq!(ALL[t::BATCH_COUNTS], BATCH_COUNTS);
         assert_eq!(ALL[t::OPEN_BATCHES], OPEN_BATCHES);
         assert_eq!(ALL[t::DEADLINES], DEADLINES);
+        assert_eq!(ALL[t::UPLOADS], UPLOADS);
     }
 }

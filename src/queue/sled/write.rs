@@ -569,7 +569,9 @@ impl SledStore {
     /// them and committing the jobs (files.rs). Files this process wrote are left alone.
     fn sweep_document_files(&self) -> Result<()> {
         let _alone = self.doc_writes.write().unwrap_or_else(|e| e.into_inner());
-        let mut named = std::collections::HashSet::new();
+        // Uploads (schema 9) keep their text in the same directory.
+        let mut named: std::collections::HashSet<String> =
+            self.upload_file_names()?.into_iter().collect();
         for kv in self.tree(t::DOCUMENT_FILES).iter() {
             let (k, v) = kv?;
             match codec::decode::<DocFile>(&v) {

@@ -72,7 +72,7 @@ pub const STEPS: &[Step] = &[
 /// Trees whose values are encoded values (a version byte, then bincode). The index trees
 /// (`ready`, `delayed`, `by_state`, `custom_ids`, `dedupe`, `batch_jobs`, `open_batches`)
 /// hold none.
-const VERSIONED: [usize; 16] = [
+const VERSIONED: [usize; 17] = [
     t::META,
     t::JOBS,
     t::DOCUMENTS,
@@ -89,6 +89,7 @@ const VERSIONED: [usize; 16] = [
     t::DOCUMENT_FILES,
     t::BATCHES,
     t::BATCH_COUNTS,
+    t::UPLOADS,
 ];
 
 /// The schema version recorded in the store, if any. Stored as a single raw byte so that every
