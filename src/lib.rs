@@ -90,6 +90,7 @@ pub mod registry;
 pub mod schedule;
 pub mod scheduler;
 pub mod service;
+pub mod spec;
 pub mod supervise;
 pub mod upload;
 pub mod validated;

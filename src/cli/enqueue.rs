@@ -11,12 +11,12 @@ use crate::batch::{self, NewBatch};
 use crate::client::Sent;
 use crate::ingest::{self, Refusal};
 use crate::job::{
-    chat_document, document_sha256, printable, BatchId, Constraint, GenOverrides, GenParams,
-    JobSpec, ModelRef, Quality, Task,
+    printable, BatchId, Constraint, GenOverrides, GenParams, ModelRef, Quality, Task,
 };
 use crate::protocol::{Request, Response};
 use crate::queue::{BatchTarget, EnqueueOutcome, Enqueued, NewJob};
 use crate::registry::RegisteredModel;
+use crate::spec::SpecTemplate;
 
 /// Documents per request: each batch is one transaction and one flush…
 const BATCH: usize = 500;
@@ -237,42 +237,6 @@ fn new_batch(a: &EnqueueArgs) -> Result<NewBatch> {
     Ok(spec)
 }
 
-/// The parts of a spec shared by every document of one enqueue.
-struct Template {
-    task: Task,
-    system: Option<String>,
-    model: ModelRef,
-    params: GenParams,
-    priority: i32,
-    not_before: Option<u64>,
-    max_attempts: u32,
-    constraint: Option<Constraint>,
-    fallback: Vec<ModelRef>,
-    auto: Option<Quality>,
-}
-
-impl Template {
-    fn spec(&self, custom_id: String, source: String, text: &str) -> JobSpec {
-        JobSpec {
-            custom_id,
-            source,
-            doc_sha256: document_sha256(text),
-            doc_bytes: text.len() as u64,
-            task: self.task.clone(),
-            system: self.system.clone(),
-            model: self.model.clone(),
-            params: self.params.clone(),
-            priority: self.priority,
-            not_before: self.not_before,
-            max_attempts: self.max_attempts,
-            extra_json: None,
-            constraint: self.constraint.clone(),
-            fallback: self.fallback.clone(),
-            auto: self.auto,
-        }
-    }
-}
-
 /// Counts for the closing line.
 #[derive(Default)]
 struct Tally {
@@ -309,7 +273,7 @@ pub fn run(ctx: &Ctx, a: EnqueueArgs) -> Result<i32> {
             (model, fallback)
         }
     };
-    let tpl = Template {
+    let tpl = SpecTemplate {
         task,
         system: a.system.clone(),
         model,
@@ -368,7 +332,7 @@ pub fn run(ctx: &Ctx, a: EnqueueArgs) -> Result<i32> {
 /// batch however many files there are.
 fn path_items(
     ctx: &Ctx,
-    tpl: &Template,
+    tpl: &SpecTemplate,
     a: &EnqueueArgs,
     limit: u64,
     tally: &mut Tally,
@@ -496,7 +460,7 @@ fn batch_lines(
 /// batches. Neither pass holds more than a batch of it.
 fn send_batch_file(
     ctx: &Ctx,
-    tpl: &Template,
+    tpl: &SpecTemplate,
     file: &Path,
     strict: bool,
     limit: u64,
@@ -589,20 +553,8 @@ fn send_batch_file(
         let Ok(item) = line.and_then(|l| ingest::parse_batch_line(&l)) else {
             continue;
         };
-        let (doc, turns) = chat_document(&item.messages);
-        let mut spec = tpl.spec(
-            item.custom_id.clone(),
-            format!("{}:{n}", file.display()),
-            &doc,
-        );
-        spec.task = Task::Chat { turns };
-        item.gen.apply(&mut spec.params);
-        spec.extra_json = item.extra;
-        if item.constraint.is_some() {
-            spec.constraint = item.constraint;
-        }
         read_again += 1;
-        sender.push(NewJob { spec, text: doc }, tally)?;
+        sender.push(tpl.chat(item, format!("{}:{n}", file.display())), tally)?;
     }
     sender.flush(tally)?;
     if read_again < good {

@@ -19,10 +19,7 @@ pub(crate) struct StoredUpload {
 
 impl SledStore {
     fn stored_upload(&self, id: FileId) -> Result<Option<StoredUpload>> {
-        match self
-            .tree(t::UPLOADS)
-            .get(key(id))?
-        {
+        match self.tree(t::UPLOADS).get(key(id))? {
             Some(v) => Ok(Some(codec::decode(&v)?)),
             None => Ok(None),
         }
