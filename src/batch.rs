@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::job::{BatchId, Counts, Millis};
+use crate::upload::FileId;
 
 /// At most this many metadata pairs, as OpenAI limits them.
 pub const MAX_METADATA: usize = 16;
@@ -27,6 +28,8 @@ pub struct NewBatch {
     pub deadline: Option<Millis>,
     /// Where the requests came from (`--batch night.jsonl`, `3 paths`), for people.
     pub source: String,
+    /// Made through the HTTP API: from which file, for which endpoint.
+    pub api: Option<ApiOrigin>,
 }
 
 impl NewBatch {
@@ -74,15 +77,32 @@ pub fn parse_metadata_pair(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A batch made through the HTTP API: what `POST /v1/batches` named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiOrigin {
+    /// The uploaded file the requests came from.
+    pub input_file_id: FileId,
+    /// OpenAI's `endpoint` (`/v1/chat/completions`).
+    pub endpoint: String,
+    /// OpenAI's `completion_window` as given (`24h`); the deadline is resolved from it.
+    pub completion_window: String,
+}
+
+/// A line of an input file that failed validation (OpenAI's `BatchError`): the batch failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineError {
+    pub line: u64,
+    pub code: String,
+    pub message: String,
+}
+
 /// A stored batch (tree `batches`). Its jobs and their counts are kept beside it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchRecord {
     pub id: BatchId,
     pub created: Millis,
-    pub name: Option<String>,
-    pub metadata: Vec<(String, String)>,
-    pub deadline: Option<Millis>,
-    pub source: String,
+    /// What the enqueue asked for.
+    pub spec: NewBatch,
     /// When the enqueue that made it ended (every request of it was added): until then it is
     /// `validating`, as OpenAI's batch is while its file is read. A worker that starts seals
     /// what a dead enqueue left open.
@@ -90,6 +110,11 @@ pub struct BatchRecord {
     /// When a person asked to cancel it: `cancelling` while jobs of it still run, then
     /// `cancelled`. A retry of the batch clears it.
     pub cancel_requested: Option<Millis>,
+    /// When it last stopped being open (`is_open`): its jobs all ended. Cleared when a retry
+    /// opens it again.
+    pub ended: Option<Millis>,
+    /// Why its input failed validation (then it has no jobs and is `failed`).
+    pub errors: Vec<LineError>,
 }
 
 impl BatchRecord {
@@ -97,12 +122,11 @@ impl BatchRecord {
         BatchRecord {
             id,
             created: now,
-            name: spec.name.clone(),
-            metadata: spec.metadata.clone(),
-            deadline: spec.deadline,
-            source: spec.source.clone(),
+            spec: spec.clone(),
             sealed: None,
             cancel_requested: None,
+            ended: None,
+            errors: Vec::new(),
         }
     }
 }
@@ -111,6 +135,8 @@ impl BatchRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BatchStatus {
+    /// Its input failed validation: nothing of it was enqueued.
+    Failed,
     /// Its enqueue is still adding requests (jobs already added may run).
     Validating,
     /// Some of its jobs are queued, running, or failed and waiting to be retried.
@@ -130,6 +156,7 @@ pub enum BatchStatus {
 impl BatchStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            BatchStatus::Failed => "failed",
             BatchStatus::Validating => "validating",
             BatchStatus::InProgress => "in_progress",
             BatchStatus::Cancelling => "cancelling",
@@ -143,7 +170,10 @@ impl BatchStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            BatchStatus::Cancelled | BatchStatus::Expired | BatchStatus::Completed
+            BatchStatus::Failed
+                | BatchStatus::Cancelled
+                | BatchStatus::Expired
+                | BatchStatus::Completed
         )
     }
 }
@@ -157,6 +187,9 @@ impl std::fmt::Display for BatchStatus {
 /// The status of a batch whose jobs stand at `counts`.
 pub fn status(record: &BatchRecord, counts: &Counts) -> BatchStatus {
     let active = counts.active();
+    if !record.errors.is_empty() {
+        return BatchStatus::Failed;
+    }
     if record.cancel_requested.is_some() {
         return if active > 0 {
             BatchStatus::Cancelling
@@ -219,7 +252,7 @@ impl BatchView {
 
     /// Past its deadline with jobs not finished.
     pub fn late(&self, now: Millis) -> bool {
-        self.record.deadline.is_some_and(|d| now > d) && self.counts.active() > 0
+        self.record.spec.deadline.is_some_and(|d| now > d) && self.counts.active() > 0
     }
 }
 
@@ -281,6 +314,13 @@ mod tests {
         // Cancelled before its enqueue ended: cancelled all the same.
         r.sealed = None;
         assert_eq!(status(&r, &done), BatchStatus::Cancelled);
+        // An input that failed validation: failed, whatever else.
+        r.errors.push(LineError {
+            line: 3,
+            code: "invalid_request".into(),
+            message: "no messages".into(),
+        });
+        assert_eq!(status(&r, &Counts::default()), BatchStatus::Failed);
     }
 
     #[test]
@@ -297,7 +337,7 @@ mod tests {
     #[test]
     fn late_means_past_the_deadline_with_work_left() {
         let mut r = record();
-        r.deadline = Some(100);
+        r.spec.deadline = Some(100);
         let v = |c: Counts| BatchView {
             record: r.clone(),
             counts: c,

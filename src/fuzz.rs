@@ -265,6 +265,7 @@ fn stored_seeds() -> Vec<Vec<u8>> {
             metadata: vec![("team".into(), "ops".into())],
             deadline: Some(99),
             source: "--batch night.jsonl".into(),
+            api: None,
         },
         1,
     );

@@ -253,7 +253,7 @@ fn handle_inner(
         Request::Cancel(selectors) => {
             // A batch named is cancelled as a batch (its status says so), then job by job.
             for b in batches_of(&selectors) {
-                store.set_batch_cancel(b, Some(now))?;
+                store.set_batch_cancel(b, Some(now), now)?;
             }
             let (ids, missing) = resolve(store, &selectors)?;
             let mut outcomes = Vec::new();
@@ -273,7 +273,7 @@ fn handle_inner(
                 .partition(|s| !matches!(s, Selector::Batch(_)));
             let (mut ids, mut missing) = resolve(store, &named)?;
             for b in batches_of(&batches) {
-                store.set_batch_cancel(b, None)?;
+                store.set_batch_cancel(b, None, now)?;
             }
             let (of_batches, missing_batches) = resolve(store, &batches)?;
             missing.extend(missing_batches);

@@ -84,6 +84,7 @@ pub mod home;
 pub mod ingest;
 pub mod job;
 pub mod monitor;
+pub mod openai;
 pub mod protocol;
 pub mod queue;
 pub mod registry;

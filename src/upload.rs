@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-use crate::job::Millis;
+use crate::job::{BatchId, Millis};
 
 /// The largest upload, in bytes (OpenAI's 200 MB for a batch input file).
 pub const MAX_UPLOAD_BYTES: u64 = 200_000_000;
@@ -31,6 +31,47 @@ impl FromStr for FileId {
             .and_then(|n| n.parse().ok())
             .map(FileId)
             .ok_or_else(|| format!("{s:?} is not a file id (file-N)"))
+    }
+}
+
+/// A file the Files API serves: an upload, or the output or error file of a batch (made from
+/// its jobs' results when read: nothing is stored twice). `file-12`, `file-batch_7-output`,
+/// `file-batch_7-errors`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileRef {
+    Upload(FileId),
+    Output(BatchId),
+    Errors(BatchId),
+}
+
+impl fmt::Display for FileRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileRef::Upload(id) => write!(f, "{id}"),
+            FileRef::Output(b) => write!(f, "file-{b}-output"),
+            FileRef::Errors(b) => write!(f, "file-{b}-errors"),
+        }
+    }
+}
+
+impl FromStr for FileRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let batch = |rest: &str, suffix: &str| {
+            rest.strip_suffix(suffix)
+                .and_then(|b| b.strip_prefix("batch_"))
+                .and_then(|n| n.parse().ok())
+                .map(BatchId)
+        };
+        if let Some(rest) = s.strip_prefix("file-") {
+            if let Some(b) = batch(rest, "-output") {
+                return Ok(FileRef::Output(b));
+            }
+            if let Some(b) = batch(rest, "-errors") {
+                return Ok(FileRef::Errors(b));
+            }
+        }
+        s.parse().map(FileRef::Upload)
     }
 }
 
@@ -96,6 +137,23 @@ mod tests {
         assert_eq!("file-12".parse::<FileId>(), Ok(FileId(12)));
         assert!("12".parse::<FileId>().is_err());
         assert!("file-x".parse::<FileId>().is_err());
+    }
+
+    #[test]
+    fn batch_files_have_ids_of_their_own() {
+        for r in [
+            FileRef::Upload(FileId(3)),
+            FileRef::Output(BatchId(7)),
+            FileRef::Errors(BatchId(7)),
+        ] {
+            assert_eq!(r.to_string().parse::<FileRef>(), Ok(r));
+        }
+        assert_eq!(
+            FileRef::Output(BatchId(7)).to_string(),
+            "file-batch_7-output"
+        );
+        assert!("file-batch_x-output".parse::<FileRef>().is_err());
+        assert!("file-batch_7-input".parse::<FileRef>().is_err());
     }
 
     #[test]

@@ -71,10 +71,10 @@ pub fn line(v: &BatchView, now: Millis) -> String {
     if c.dead > 0 {
         out += &format!(", {} failed", c.dead);
     }
-    if let Some(name) = &r.name {
+    if let Some(name) = &r.spec.name {
         out += &format!("  {name}");
     }
-    if let Some(d) = r.deadline {
+    if let Some(d) = r.spec.deadline {
         out += &format!("  {}", deadline(d, now, v.late(now)));
     }
     out
@@ -106,15 +106,15 @@ fn show(ctx: &Ctx, id: BatchId, json: bool) -> Result<i32> {
     let r = &v.record;
     println!("{}", r.id);
     println!("  status:   {}", v.status());
-    if let Some(name) = &r.name {
+    if let Some(name) = &r.spec.name {
         println!("  name:     {name}");
     }
-    println!("  source:   {}", r.source);
+    println!("  source:   {}", r.spec.source);
     println!("  created:  {}", utc(r.created));
-    if let Some(d) = r.deadline {
+    if let Some(d) = r.spec.deadline {
         println!("  deadline: {}", deadline(d, now, v.late(now)));
     }
-    for (k, val) in &r.metadata {
+    for (k, val) in &r.spec.metadata {
         println!("  meta:     {k}={val}");
     }
     let parts: Vec<String> = StateKind::ALL

@@ -232,6 +232,7 @@ fn new_batch(a: &EnqueueArgs) -> Result<NewBatch> {
         metadata,
         deadline,
         source,
+        api: None,
     };
     spec.check().map_err(|e| Coded(code::USAGE, e))?;
     Ok(spec)

@@ -3,8 +3,9 @@
 
 use serde_json::{json, Value};
 
-use crate::batch::BatchView;
-use crate::job::{Constraint, Job, JobState, Millis, Task};
+pub use crate::openai::{batch_json, openai_error, openai_success};
+
+use crate::job::{Constraint, JobState, Millis, Task};
 use crate::protocol::JobView;
 
 /// An `f32` as JSON the way a person wrote it (`0.7`, not `0.699999988079071`).
@@ -96,87 +97,6 @@ pub fn job_json(view: &JobView) -> Value {
         },
         "attempts": job.attempts,
         "error": error_of(&job.state),
-    })
-}
-
-/// An OpenAI Batch API output line for a succeeded job.
-pub fn openai_success(view: &JobView) -> Option<Value> {
-    let r = view.result.as_ref()?;
-    let job = &view.job;
-    let mut message = json!({"role": "assistant", "content": r.answer});
-    if let Some(reasoning) = &r.reasoning {
-        message["reasoning_content"] = json!(reasoning);
-    }
-    Some(json!({
-        "id": format!("batch_req_{}", job.id),
-        "custom_id": job.spec.custom_id,
-        "response": {
-            "status_code": 200,
-            "request_id": format!("req_{}", job.id),
-            "body": {
-                "id": format!("chatcmpl-{}", job.id),
-                "object": "chat.completion",
-                "created": r.finished / 1000,
-                "model": r.model.name,
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": null}],
-                "usage": {
-                    "prompt_tokens": r.usage.prompt_tokens,
-                    "completion_tokens": r.usage.completion_tokens,
-                    "total_tokens": r.usage.prompt_tokens + r.usage.completion_tokens,
-                    "prompt_tokens_details": {"cached_tokens": r.cached_tokens},
-                },
-            },
-        },
-        "error": null,
-    }))
-}
-
-/// An OpenAI Batch API error line for a job that failed for good, was cancelled or expired
-/// (OpenAI's codes `batch_cancelled` and `batch_expired` for the last two).
-pub fn openai_error(job: &Job) -> Value {
-    let (code, message) = match &job.state {
-        JobState::Dead { error, .. } => ("job_failed", error.clone()),
-        JobState::Cancelled { .. } => ("batch_cancelled", "the job was cancelled".to_string()),
-        JobState::Expired { .. } => (
-            "batch_expired",
-            "the batch's deadline passed before the job started".to_string(),
-        ),
-        other => ("not_finished", format!("the job is {}", other.kind())),
-    };
-    json!({
-        "id": format!("batch_req_{}", job.id),
-        "custom_id": job.spec.custom_id,
-        "response": null,
-        "error": {"code": code, "message": message},
-    })
-}
-
-/// A batch as JSON (`batches --json`, `batch show --json`): OpenAI's Batch object — its
-/// `id`, `object`, `status`, `created_at` (Unix seconds), `metadata`, `request_counts` and, for
-/// a cancelled batch, `cancelling_at` — with what qwen3q adds: `name`, `source`, `deadline`
-/// (Unix seconds), `late`, and `counts`, the jobs per state.
-pub fn batch_json(view: &BatchView, now: Millis) -> Value {
-    let r = &view.record;
-    let secs = |ms: Millis| ms / 1000;
-    let metadata: serde_json::Map<String, Value> = r
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
-    json!({
-        "id": r.id.to_string(),
-        "object": "batch",
-        "status": view.status().as_str(),
-        "created_at": secs(r.created),
-        "in_progress_at": r.sealed.map(secs),
-        "cancelling_at": r.cancel_requested.map(secs),
-        "metadata": metadata,
-        "request_counts": view.request_counts(),
-        "name": r.name,
-        "source": r.source,
-        "deadline": r.deadline.map(secs),
-        "late": view.late(now),
-        "counts": view.counts,
     })
 }
 

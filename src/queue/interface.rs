@@ -12,7 +12,7 @@ use super::{
     BatchTarget, Counts, EnqueueOutcome, Enqueued, JobFilter, NewJob, Quarantined, Result,
     TransitionOutcome,
 };
-use crate::batch::BatchView;
+use crate::batch::{BatchView, LineError, NewBatch};
 use crate::crash::{CrashRecord, Verdict};
 use crate::job::{BatchId, ChunkOutput, Event, Job, JobId, JobResult, JobState, Millis, StateKind};
 use crate::monitor::history::Sample;
@@ -231,7 +231,15 @@ pub trait Batches {
 
     /// A person cancels the batch (`Some(now)`: its status becomes cancelling, then
     /// cancelled, as the caller cancels its jobs) or retries it (`None`). Whether it exists.
-    fn set_batch_cancel(&self, id: BatchId, requested: Option<Millis>) -> Result<bool>;
+    fn set_batch_cancel(&self, id: BatchId, requested: Option<Millis>, now: Millis)
+        -> Result<bool>;
+
+    /// An empty batch, open and validating: the HTTP API makes one before it reads the input
+    /// file (its requests join with `BatchTarget::Add`, then it is sealed).
+    fn create_batch(&self, spec: &NewBatch, now: Millis) -> Result<BatchView>;
+
+    /// The batch's input failed validation: it holds no jobs, and is failed with `errors`.
+    fn fail_batch(&self, id: BatchId, errors: &[LineError], now: Millis) -> Result<()>;
 }
 
 /// Files uploaded through the HTTP API (schema 9): batch input files, kept until deleted.

@@ -9,7 +9,7 @@ use sled::transaction::abort;
 use super::trees::{meta, t};
 use super::tx::{enc, Tx, TxResult};
 use super::{codec, keys, Result, SledStore, StoreError};
-use crate::batch::{self, BatchRecord, BatchView, NewBatch};
+use crate::batch::{self, BatchRecord, BatchView, LineError, NewBatch};
 use crate::job::{BatchId, Counts, Job, JobId, Millis};
 use crate::queue::{Batches, Queue};
 
@@ -51,8 +51,8 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Add `delta` to the count of the job's state in its batch, and keep the batch in the
-    /// open set while it is open.
+    /// Add `delta` to the count of the job's state in its batch. (`Tx::index`, which every
+    /// move ends with, then settles the batch.)
     pub(super) fn count_in_batch(&self, job: &Job, delta: i8) -> TxResult<()> {
         let Some(b) = job.batch else { return Ok(()) };
         self.count_kind_in_batch(b, job.state.kind(), delta)
@@ -65,7 +65,6 @@ impl Tx<'_> {
         delta: i8,
     ) -> TxResult<()> {
         let mut counts = self.batch_counts(b)?;
-        let was_active = counts.active() > 0;
         let slot = counts.slot(kind);
         *slot = if delta < 0 {
             slot.saturating_sub(delta.unsigned_abs().into())
@@ -73,15 +72,24 @@ impl Tx<'_> {
             slot.saturating_add(delta as u64)
         };
         self.0[t::BATCH_COUNTS].insert(&keys::batch(b), enc(&counts)?)?;
-        let active = counts.active() > 0;
-        if active && !was_active {
-            self.set_open(b, true)?;
-        } else if was_active && !active {
-            if let Some(record) = self.batch_record(b)? {
-                self.set_open(b, batch::is_open(&record, &counts))?;
-            }
-        }
         Ok(())
+    }
+
+    /// The batch is in the open set exactly while `batch::is_open` says so; when it leaves
+    /// it, its record says when (`ended`), and a batch opened again (a retry) forgets it.
+    pub(super) fn settle_batch(&self, b: BatchId, now: Millis) -> TxResult<()> {
+        let Some(mut record) = self.batch_record(b)? else {
+            return Ok(());
+        };
+        let counts = self.batch_counts(b)?;
+        let open = batch::is_open(&record, &counts);
+        let listed = self.0[t::OPEN_BATCHES].get(keys::batch(b))?.is_some();
+        if open == listed {
+            return Ok(());
+        }
+        self.set_open(b, open)?;
+        record.ended = (!open).then_some(now);
+        self.put_batch(&record)
     }
 
     /// Put the batch in the open set or take it out, keeping the set's size.
@@ -97,16 +105,19 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Change a batch's record with `f`, and its place in the open set with it. Whether the
-    /// batch exists.
-    fn change_batch(&self, id: BatchId, f: &dyn Fn(&mut BatchRecord)) -> TxResult<bool> {
+    /// Change a batch's record with `f`, then settle it. Whether the batch exists.
+    fn change_batch(
+        &self,
+        id: BatchId,
+        now: Millis,
+        f: &dyn Fn(&mut BatchRecord),
+    ) -> TxResult<bool> {
         let Some(mut record) = self.batch_record(id)? else {
             return Ok(false);
         };
         f(&mut record);
         self.put_batch(&record)?;
-        let counts = self.batch_counts(id)?;
-        self.set_open(id, batch::is_open(&record, &counts))?;
+        self.settle_batch(id, now)?;
         Ok(true)
     }
 }
@@ -226,15 +237,44 @@ impl Batches for SledStore {
             if record.sealed.is_some() {
                 return Ok(false);
             }
-            tx.change_batch(id, &|r| r.sealed = Some(now))
+            tx.change_batch(id, now, &|r| r.sealed = Some(now))
         })?;
         self.flush()?;
         Ok(was_open)
     }
 
-    fn set_batch_cancel(&self, id: BatchId, requested: Option<Millis>) -> Result<bool> {
+    fn create_batch(&self, spec: &NewBatch, now: Millis) -> Result<BatchView> {
+        let record = self.transact(|tx| tx.new_batch(spec, now))?;
+        self.flush()?;
+        Ok(BatchView {
+            record,
+            counts: Counts::default(),
+        })
+    }
+
+    fn fail_batch(&self, id: BatchId, errors: &[LineError], now: Millis) -> Result<()> {
+        let exists = self.transact(|tx| {
+            tx.change_batch(id, now, &|r| {
+                r.errors = errors.to_vec();
+                r.sealed = Some(now);
+            })
+        })?;
+        self.flush()?;
+        if exists {
+            Ok(())
+        } else {
+            Err(StoreError::NoSuchBatch(id))
+        }
+    }
+
+    fn set_batch_cancel(
+        &self,
+        id: BatchId,
+        requested: Option<Millis>,
+        now: Millis,
+    ) -> Result<bool> {
         let exists =
-            self.transact(|tx| tx.change_batch(id, &|r| r.cancel_requested = requested))?;
+            self.transact(|tx| tx.change_batch(id, now, &|r| r.cancel_requested = requested))?;
         self.flush()?;
         Ok(exists)
     }
@@ -261,6 +301,7 @@ mod tests {
             metadata: vec![("team".into(), "ops".into())],
             deadline,
             source: "test".into(),
+            api: None,
         })
     }
 
@@ -294,7 +335,7 @@ mod tests {
         let b1 = first.batch.expect("a batch");
         assert_eq!(b1, BatchId(1));
         let v = store.batch(b1).unwrap().unwrap();
-        assert_eq!(v.record.name.as_deref(), Some("night"));
+        assert_eq!(v.record.spec.name.as_deref(), Some("night"));
         assert_eq!(v.counts.queued, 2);
         assert_eq!(v.status(), BatchStatus::Validating);
         assert_eq!(store.open_batches(10).unwrap().1, 1);
@@ -413,8 +454,8 @@ mod tests {
             .unwrap();
         store.seal_batch(b, 11).unwrap();
         let running = store.claim(12, 60_000).unwrap().unwrap();
-        assert!(store.set_batch_cancel(b, Some(13)).unwrap());
-        assert!(!store.set_batch_cancel(BatchId(9), Some(13)).unwrap());
+        assert!(store.set_batch_cancel(b, Some(13), 13).unwrap());
+        assert!(!store.set_batch_cancel(BatchId(9), Some(13), 13).unwrap());
         store.person_cancel(JobId(2), 13, true).unwrap();
         assert_eq!(
             store.batch(b).unwrap().unwrap().status(),
@@ -428,7 +469,7 @@ mod tests {
         );
         assert_eq!(store.open_batches(10).unwrap().1, 0);
         // A retry of the batch clears the request and runs its jobs again.
-        store.set_batch_cancel(b, None).unwrap();
+        store.set_batch_cancel(b, None, 15).unwrap();
         store.retry(JobId(1), 15, false).unwrap();
         assert_eq!(
             store.batch(b).unwrap().unwrap().status(),
@@ -584,7 +625,9 @@ mod tests {
                 8 if !batches.is_empty() => {
                     let b = batches[next(batches.len() as u64) as usize];
                     let cancel = next(2) == 0;
-                    store.set_batch_cancel(b, cancel.then_some(now)).unwrap();
+                    store
+                        .set_batch_cancel(b, cancel.then_some(now), now)
+                        .unwrap();
                 }
                 10 => drop(store.expire_due(now).unwrap()),
                 9 if made > 0 => {
@@ -611,7 +654,9 @@ mod tests {
                     listed,
                     "step {step}"
                 );
-                if batch::is_open(&v.record, &v.counts) {
+                let is_open = batch::is_open(&v.record, &v.counts);
+                assert_eq!(v.record.ended.is_none(), is_open, "step {step}: {b} ended");
+                if is_open {
                     open.push(b);
                 }
             }

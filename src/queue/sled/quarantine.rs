@@ -108,6 +108,7 @@ impl SledStore {
                         if let Some(b) = batch {
                             tx.count_kind_in_batch(b, kind, -1)?;
                             tx.count_kind_in_batch(b, StateKind::Dead, 1)?;
+                            tx.settle_batch(b, now)?;
                         }
                     }
                 }

@@ -146,7 +146,11 @@ impl Tx<'_> {
             }
             _ => {}
         }
-        self.count_in_batch(job, 1)
+        self.count_in_batch(job, 1)?;
+        match job.batch {
+            Some(b) => self.settle_batch(b, now),
+            None => Ok(()),
+        }
     }
 
     /// Move a job to a new state: check the move is legal, keep the indexes right, log it.

@@ -93,7 +93,7 @@ impl JobWrites for SledStore {
                     enqueued: now,
                     updated: now,
                     batch: batch.as_ref().map(|b| b.id),
-                    deadline: batch.as_ref().and_then(|b| b.deadline),
+                    deadline: batch.as_ref().and_then(|b| b.spec.deadline),
                 };
                 tx.put_job(&job)?;
                 tx.index(&job, now)?;
