@@ -14,6 +14,9 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 scripts/ensure-deps.sh
 QWEN3Q_MODEL_CACHE=$(scripts/fetch-models.sh)
 export QWEN3Q_MODEL_CACHE
+# The official `openai` Python package (pinned), for the HTTP API's tests.
+QWEN3Q_API_PYTHON=$(scripts/api-venv.sh)
+export QWEN3Q_API_PYTHON
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check

@@ -69,6 +69,29 @@ fn check_text(what: &str, s: &str, max_chars: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// The longest completion window: a year (a deadline further off is a typo).
+pub const MAX_WINDOW_MS: Millis = 366 * 86_400_000;
+
+/// OpenAI's `completion_window` (`24h`; here any `N` + `s`, `m`, `h` or `d`, up to a year)
+/// in milliseconds.
+pub fn parse_window(s: &str) -> Result<Millis, String> {
+    let bad = || format!("completion_window {s:?}: a duration such as 24h, 90m or 2d");
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let unit_ms: u64 = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    match n.checked_mul(unit_ms) {
+        Some(ms) if ms > 0 && ms <= MAX_WINDOW_MS => Ok(ms),
+        _ => Err(format!("completion_window {s:?}: from 1s to 366d")),
+    }
+}
+
 /// `key=value` as given to `--meta`.
 pub fn parse_metadata_pair(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -345,6 +368,26 @@ mod tests {
         assert!(!v(counts(&[(StateKind::Queued, 1)])).late(100));
         assert!(v(counts(&[(StateKind::Queued, 1)])).late(101));
         assert!(!v(counts(&[(StateKind::Succeeded, 1)])).late(101));
+    }
+
+    #[test]
+    fn completion_windows_are_durations_up_to_a_year() {
+        assert_eq!(parse_window("24h"), Ok(86_400_000));
+        assert_eq!(parse_window("90m"), Ok(5_400_000));
+        assert_eq!(parse_window("2d"), Ok(172_800_000));
+        for bad in [
+            "",
+            "24",
+            "h",
+            "24 h",
+            "0h",
+            "367d",
+            "99999999999999999999d",
+            "-1h",
+            "1w",
+        ] {
+            assert!(parse_window(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub struct Config {
     /// processing buffers (KV cache, compute buffers), may take.
     pub memory_model_share: f64,
     pub memory_buffer_share: f64,
+    /// Serve the HTTP API on this address (`worker --http`), e.g. `127.0.0.1:11400`.
+    pub http: Option<String>,
 }
 
 impl Default for Config {
@@ -116,6 +118,7 @@ impl Default for Config {
             adapt_interval_secs: 5.0,
             memory_model_share: 0.75,
             memory_buffer_share: 0.25,
+            http: None,
         }
     }
 }

@@ -17,7 +17,8 @@ pub struct WorkerHooks {
     pub status: Arc<Mutex<LiveStatus>>,
 }
 
-/// Answer one request. Errors become [`Response::Error`] with a one-line message.
+/// Answer one request. Errors become [`Response::Error`] with a one-line message, or
+/// [`Response::NotFound`] when what the request names does not exist.
 pub fn handle(
     store: &dyn Queue,
     request: Request,
@@ -26,6 +27,9 @@ pub fn handle(
 ) -> Response {
     match handle_inner(store, request, worker, now) {
         Ok(r) => r,
+        Err(e @ (StoreError::NoSuchBatch(_) | StoreError::NoSuchJob(_))) => {
+            Response::NotFound(e.to_string())
+        }
         Err(e) => Response::Error(e.to_string()),
     }
 }
@@ -212,6 +216,38 @@ fn handle_inner(
             Response::Done
         }
         Request::Batches { before, limit } => Response::Batches(store.batches(before, limit)?),
+        Request::CreateBatch(spec) => {
+            if let Err(why) = spec.check() {
+                return Ok(Response::Error(format!("the batch: {why}")));
+            }
+            Response::Batches(vec![store.create_batch(&spec, now)?])
+        }
+        Request::FailBatch { id, errors } => {
+            store.fail_batch(id, &errors, now)?;
+            Response::Done
+        }
+        Request::UploadAdd {
+            filename,
+            purpose,
+            text,
+            lines,
+        } => Response::Files(vec![store.add_upload(
+            &crate::upload::clean_filename(&filename),
+            &purpose,
+            &text,
+            lines,
+            now,
+        )?]),
+        Request::UploadGet(id) => match store.upload(id)? {
+            Some(f) => Response::Files(vec![f]),
+            None => Response::NotFound(format!("No such File object: {id}")),
+        },
+        Request::Uploads { after, limit } => Response::Files(store.uploads(after, limit)?),
+        Request::UploadText(id) => match store.upload_text(id)? {
+            Some(t) => Response::Text(t),
+            None => Response::NotFound(format!("No such File object: {id}")),
+        },
+        Request::UploadRemove(id) => Response::Removed(store.remove_upload(id)?),
         Request::Batch(id) => match store.batch(id)? {
             Some(view) => Response::Batches(vec![view]),
             None => return Err(StoreError::NoSuchBatch(id)),

@@ -110,6 +110,10 @@ impl Home {
     }
 
     /// The cache of models already checked (`validated.rs`).
+    /// The HTTP API's key (0600), made at the first `worker --http`.
+    pub fn api_key(&self) -> PathBuf {
+        self.dir.join("api-key")
+    }
     pub fn validated_models(&self) -> PathBuf {
         self.dir.join("validated-models.json")
     }

@@ -242,6 +242,8 @@ impl SeenIds {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchItem {
     pub custom_id: String,
+    /// The body's `model`, if any (the HTTP API resolves it; the CLI's `--model` decides).
+    pub model: Option<String>,
     pub messages: Vec<ChatMessage>,
     pub gen: GenOverrides,
     /// Body fields not acted on, kept verbatim (JSON text).
@@ -429,8 +431,14 @@ pub fn parse_batch_line(line: &str) -> Result<BatchItem, String> {
         .filter(|(k, _)| !known.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let model = match body.get("model") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(m)) if !m.is_empty() && m.len() <= 256 => Some(m.clone()),
+        Some(_) => return Err("\"model\" must be a model's name".into()),
+    };
     Ok(BatchItem {
         custom_id,
+        model,
         messages,
         gen: GenOverrides {
             max_tokens: max_tokens.map(|n| n as u32),

@@ -81,6 +81,7 @@ pub mod engine;
 pub mod fuzz;
 pub mod handler;
 pub mod home;
+pub mod http;
 pub mod ingest;
 pub mod job;
 pub mod monitor;

@@ -9,11 +9,27 @@ use crate::job::{Job, JobState, Millis};
 use crate::protocol::JobView;
 use crate::upload::FileRef;
 
+/// OpenAI's `finish_reason`: `length` when one generation (a document of one chunk, a chat)
+/// used every token it was allowed, else `stop` (it ended by itself). A document of several
+/// chunks ends with its merge or reduce: `stop`.
+pub fn finish_reason(view: &JobView) -> &'static str {
+    match &view.result {
+        Some(r)
+            if r.chunks <= 1
+                && !r.reduced
+                && r.usage.completion_tokens >= u64::from(view.job.spec.params.max_tokens) =>
+        {
+            "length"
+        }
+        _ => "stop",
+    }
+}
+
 /// An OpenAI Batch API output line for a succeeded job.
 pub fn openai_success(view: &JobView) -> Option<Value> {
     let r = view.result.as_ref()?;
     let job = &view.job;
-    let mut message = json!({"role": "assistant", "content": r.answer});
+    let mut message = json!({"role": "assistant", "content": r.answer, "refusal": null});
     if let Some(reasoning) = &r.reasoning {
         message["reasoning_content"] = json!(reasoning);
     }
@@ -28,7 +44,12 @@ pub fn openai_success(view: &JobView) -> Option<Value> {
                 "object": "chat.completion",
                 "created": r.finished / 1000,
                 "model": r.model.name,
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": null}],
+                "choices": [{
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": finish_reason(view),
+                    "logprobs": null,
+                }],
                 "usage": {
                     "prompt_tokens": r.usage.prompt_tokens,
                     "completion_tokens": r.usage.completion_tokens,

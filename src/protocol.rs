@@ -4,11 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::batch::BatchView;
+use crate::batch::{BatchView, LineError, NewBatch};
 use crate::job::{BatchId, Event, Job, JobId, JobResult, Millis};
 use crate::queue::{BatchTarget, Counts, Enqueued, JobFilter, NewJob, TransitionOutcome};
 use crate::registry::{Calibration, MemoryRecord, RegisteredModel};
 use crate::scheduler::LiveStatus;
+use crate::upload::{FileId, FileInfo};
 
 /// Bumped on any change to [`Request`] or [`Response`] (4: results carry provenance and cached
 /// tokens; 5: batches). A mismatch is refused with a message
@@ -64,6 +65,29 @@ pub enum Request {
     },
     /// One batch.
     Batch(BatchId),
+    /// A batch the HTTP API fills from an uploaded file (then `Enqueue` into it, then
+    /// `SealBatch`).
+    CreateBatch(NewBatch),
+    /// The batch's input failed validation.
+    FailBatch {
+        id: BatchId,
+        errors: Vec<LineError>,
+    },
+    /// Keep an uploaded file (checked by `upload::check`).
+    UploadAdd {
+        filename: String,
+        purpose: String,
+        text: String,
+        lines: u64,
+    },
+    UploadGet(FileId),
+    /// Uploads, newest first: a page of `limit` after `after`.
+    Uploads {
+        after: Option<FileId>,
+        limit: usize,
+    },
+    UploadText(FileId),
+    UploadRemove(FileId),
     Status,
     List(JobFilter),
     /// Jobs with events and results.
@@ -143,6 +167,8 @@ pub const STATUS_BATCHES: usize = 10;
 pub enum Response {
     Enqueued(Enqueued),
     Batches(Vec<BatchView>),
+    Files(Vec<FileInfo>),
+    Text(String),
     Status(StatusReport),
     Jobs(Vec<Job>),
     Views {
@@ -162,6 +188,8 @@ pub enum Response {
     Memory(Vec<MemoryRecord>),
     Calibrations(Vec<Calibration>),
     History(Vec<crate::monitor::history::Sample>),
+    /// What the request names (a batch, a job, a file) does not exist.
+    NotFound(String),
     Error(String),
 }
 

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod api;
 mod badinput;
 mod batches;
 mod batching;

@@ -60,6 +60,8 @@ pub enum Command {
     /// Measure a model's throughput at B = 1, 2, 4, … sequences decoded together and store
     /// the curve: the adaptive batch size (worker --adaptive) starts at its knee.
     Calibrate(CalibrateArgs),
+    /// Print the HTTP API's key (made at the first `worker --http`, or now).
+    ApiKey,
     /// Run the worker as a service: launchd on macOS, a systemd user unit on Linux.
     #[command(subcommand)]
     Service(ServiceCommand),
@@ -339,6 +341,10 @@ pub struct WorkerArgs {
     /// pressure.
     #[arg(long)]
     pub adaptive: bool,
+    /// Serve OpenAI's Files, Batches and Models API on this address (e.g. 127.0.0.1:11400;
+    /// config `http`). Every request needs the key `qwen3q api-key` prints.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -17,12 +17,8 @@ pub fn parse_id(s: &str) -> Result<BatchId> {
 
 /// Batch `id`, or exit "not found".
 pub fn require(ctx: &Ctx, id: BatchId) -> Result<BatchView> {
-    match ctx.connect()?.call(Request::Batch(id))? {
+    match ctx.call(Request::Batch(id))? {
         Response::Batches(mut v) if v.len() == 1 => Ok(v.remove(0)),
-        Response::Error(e) if e == crate::queue::StoreError::NoSuchBatch(id).to_string() => {
-            fail(code::NOT_FOUND, e)
-        }
-        Response::Error(e) => fail(code::FAILURE, e),
         other => fail(code::FAILURE, format!("unexpected answer: {other:?}")),
     }
 }

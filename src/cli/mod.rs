@@ -160,6 +160,7 @@ impl Ctx {
         };
         match answer {
             Response::Error(e) => fail(code::FAILURE, e),
+            Response::NotFound(e) => fail(code::NOT_FOUND, e),
             r => Ok(r),
         }
     }
@@ -230,6 +231,17 @@ pub fn run(cli: Cli, inference: Option<&'static Inference>) -> Result<i32> {
         Command::Memory(a) => memory::run(&ctx, a),
         Command::Calibrate(a) => calibrate::run(&ctx, a),
         Command::Service(c) => service::run(&ctx, c),
+        Command::ApiKey => {
+            ctx.home.ensure()?;
+            let key = crate::http::ApiKey::load_or_create(&ctx.home.api_key()).map_err(|e| {
+                Coded(
+                    code::FAILURE,
+                    format!("{}: {e}", ctx.home.api_key().display()),
+                )
+            })?;
+            println!("{}", key.as_str());
+            Ok(0)
+        }
     }
 }
 

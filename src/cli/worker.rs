@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use super::args::WorkerArgs;
 use super::inference::Inference;
-use super::{code, fail, Ctx};
+use super::{code, fail, Coded, Ctx};
 use crate::daemon::{self, DaemonError, WorkerOptions};
 use crate::engine::{Engine, EngineSettings};
 use crate::monitor::MemoryProbe;
@@ -106,6 +106,58 @@ pub fn run(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
     }
 }
 
+/// `--http ADDR` (or the config's `http`): the address, the key (made now if there is none)
+/// and how a request's model name becomes a job's model.
+fn http_settings(ctx: &Ctx, flag: Option<&str>) -> Result<Option<crate::http::ApiSettings>> {
+    let Some(addr) = flag.or(ctx.config.http.as_deref()) else {
+        return Ok(None);
+    };
+    let addr: std::net::SocketAddr = addr.parse().map_err(|_| {
+        Coded(
+            code::USAGE,
+            format!("--http {addr:?}: an address and a port, e.g. 127.0.0.1:11400"),
+        )
+    })?;
+    let key_path = ctx.home.api_key();
+    let key = crate::http::ApiKey::load_or_create(&key_path)
+        .map_err(|e| Coded(code::FAILURE, format!("{}: {e}", key_path.display())))?;
+    let config = ctx.config.clone();
+    let config_path = ctx.home.config();
+    let checked = ctx.home.validated_models();
+    let resolve_model = move |store: &dyn crate::queue::Queue, name: Option<&str>| {
+        if let Some(n) = name.filter(|n| n.contains('/') || n.ends_with(".gguf")) {
+            return Err(format!(
+                "model {n:?}: name a registered model (qwen3q models list), not a path"
+            ));
+        }
+        let registry = |n: &str| {
+            store
+                .model(n)
+                .ok()
+                .flatten()
+                .map(|m| crate::config::ModelEntry {
+                    path: m.path.into(),
+                    template: m.template,
+                })
+        };
+        config
+            .resolve_model(
+                name,
+                None,
+                &config_path,
+                &registry,
+                &crate::validated::ValidatedModels::new(checked.clone()),
+            )
+            .map_err(|e| e.to_string())
+    };
+    Ok(Some(crate::http::ApiSettings {
+        addr,
+        key,
+        resolve_model: std::sync::Arc::new(resolve_model),
+        max_attempts: ctx.config.max_attempts,
+    }))
+}
+
 /// The runner: owns the store, serves the socket, drains the queue through llama.cpp.
 fn run_runner(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
     let settings = RunSettings {
@@ -139,6 +191,7 @@ fn run_runner(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
             full: Duration::from_secs(ctx.config.history_full_hours * 3600),
             keep: Duration::from_secs(ctx.config.history_keep_days * 86_400),
         },
+        http: http_settings(ctx, a.http.as_deref())?,
     };
     tracing::info!(home = %ctx.home.dir.display(), pid = std::process::id(), "worker starting");
     match daemon::run(

@@ -46,6 +46,8 @@ pub struct WorkerOptions {
     /// The memory history: the sampler's own probe (none: no history), and its timing.
     pub history_probe: Option<Box<dyn crate::monitor::MemoryProbe>>,
     pub history: HistorySettings,
+    /// The HTTP API, when asked for (`--http`).
+    pub http: Option<crate::http::ApiSettings>,
 }
 
 /// How the memory history is kept.
@@ -228,6 +230,32 @@ pub fn run(
         signals: signals.clone(),
         status: status.clone(),
     };
+    if let Some(api) = options.http {
+        let listener = {
+            let _guard = runtime.enter();
+            let std_listener = std::net::TcpListener::bind(api.addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|e| DaemonError::Listen(api.addr.to_string(), e))?;
+            tokio::net::TcpListener::from_std(std_listener)
+                .map_err(|e| DaemonError::Listen(api.addr.to_string(), e))?
+        };
+        if !crate::http::is_loopback(&api.addr) {
+            tracing::warn!(addr = %api.addr, "the HTTP API listens beyond this machine, without TLS: put a reverse proxy with TLS in front, or use an SSH tunnel");
+            eprintln!("qwen3q: warning: the HTTP API on {} is reachable from other machines, unencrypted (README: a reverse proxy or an SSH tunnel)", api.addr);
+        }
+        tracing::info!(addr = %api.addr, "HTTP API listening");
+        let state = std::sync::Arc::new(crate::http::ApiState {
+            store: store.clone(),
+            hooks: hooks.clone(),
+            key: api.key,
+            resolve_model: api.resolve_model,
+            max_attempts: api.max_attempts,
+        });
+        let shutdown = signals.shutdown.clone();
+        runtime.spawn(crate::http::serve(listener, state, async move {
+            shutdown.wait().await
+        }));
+    }
     runtime.spawn(serve(listener, store.clone(), hooks));
     if let Some(probe) = options.history_probe {
         runtime.spawn(sample_memory(

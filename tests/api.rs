@@ -1,0 +1,156 @@
+//! The HTTP API (issue 11 §2) driven by the official `openai` Python package (pinned in
+//! tests/api/requirements.txt, in a venv `scripts/api-venv.sh` makes) against the real worker
+//! on the tiny model through llama.cpp: the batch workflow, a cancel midway, a wrong key, an
+//! oversized upload; and the same batch file through the CLI gives the same answers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// The venv's python: `QWEN3Q_API_PYTHON` (scripts/test.sh sets it), else made now.
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("QWEN3Q_API_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/api-venv.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .output()
+        .expect("run api-venv.sh");
+    assert!(
+        out.status.success(),
+        "api-venv.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// A port on the loopback nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn request(id: &str, content: &str, max_tokens: u32) -> String {
+    json!({
+        "custom_id": id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "model": "tiny",
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": content}],
+            "max_tokens": max_tokens,
+            "temperature": 0,
+        }
+    })
+    .to_string()
+}
+
+/// The night's file: five requests, and one whose prompt cannot fit the context (it dies:
+/// the error file holds it).
+fn night_file(h: &TestHome) -> PathBuf {
+    let mut lines: Vec<String> = (0..5)
+        .map(|i| request(&format!("night-{i}"), &prose(i, 20), 8))
+        .collect();
+    lines.push(request("too-long", &prose(9, 3000), 8));
+    h.doc("night.jsonl", &(lines.join("\n") + "\n"))
+}
+
+#[test]
+fn the_openai_package_runs_a_batch_cancels_one_and_is_refused_a_wrong_key_and_a_large_file() {
+    let python = python();
+    let h = TestHome::new();
+    let tiny = tiny();
+    h.ok(&["models", "add", s(&tiny), "--name", "tiny"]);
+    let night = night_file(&h);
+    let slow_lines: Vec<String> = (0..10)
+        .map(|i| request(&format!("slow-{i}"), &prose(20 + i, 30), 96))
+        .collect();
+    let slow = h.doc("slow.jsonl", &(slow_lines.join("\n") + "\n"));
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut worker = h.spawn_worker(&["--http", &addr, "--parallel", "1", "--n-ctx", "512"]);
+    h.wait_for_worker(&mut worker);
+    let key = h.ok(&["api-key"]).trim().to_string();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/batch_flow.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(format!("http://{addr}/v1"))
+        .arg(&key)
+        .arg(&night)
+        .arg(&slow)
+        .output()
+        .expect("run python");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "batch_flow.py failed:\n{said}");
+    let seen: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+
+    assert_eq!(seen["models"], json!(["tiny"]));
+    let n = &seen["night"];
+    assert_eq!(n["status"], "completed", "{n}");
+    assert_eq!(
+        n["counts"],
+        json!({"total": 6, "completed": 5, "failed": 1}),
+        "{n}"
+    );
+    assert_eq!(n["answers"].as_object().unwrap().len(), 5, "{n}");
+    assert_eq!(n["errors"], json!({"too-long": "job_failed"}), "{n}");
+    let c = &seen["slow"];
+    let done = c["counts"]["completed"].as_u64().unwrap();
+    assert!((2..10).contains(&done), "cancelled midway: {c}");
+    assert_eq!(c["answers"].as_object().unwrap().len() as u64, done, "{c}");
+    let errors = c["errors"].as_object().unwrap();
+    assert_eq!(errors.len() as u64, 10 - done, "{c}");
+    assert!(errors.values().all(|code| code == "batch_cancelled"), "{c}");
+    assert_eq!(seen["wrong_key"], 401);
+    assert_eq!(seen["too_large"], 413);
+
+    // The worker took all of it and runs on; the CLI sees the API's batches.
+    assert!(worker.try_wait().unwrap().is_none(), "the worker exited");
+    let listed: Vec<Value> = serde_json::from_str(&h.ok(&["batches", "--json"])).unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1]["input_file_id"], "file-1");
+    sigterm(&worker);
+    wait_exit(&mut worker, std::time::Duration::from_secs(30)).expect("the worker stops");
+
+    // The same file through the CLI, in a home of its own: the same answers.
+    let cli = TestHome::new();
+    cli.ok(&["models", "add", s(&tiny), "--name", "tiny"]);
+    let out = cli.run(&[
+        "enqueue",
+        "--batch",
+        s(&night),
+        "--model",
+        "tiny",
+        "--max-attempts",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cli.ok(&["worker", "--drain", "--parallel", "1", "--n-ctx", "512"]);
+    let output = cli.ok(&["results", "--format", "openai"]);
+    let by_cli: BTreeMap<String, Value> = output
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|l| {
+            let answer = l["response"]["body"]["choices"][0]["message"]["content"].clone();
+            (l["custom_id"].as_str().unwrap().to_string(), answer)
+        })
+        .collect();
+    let by_api: BTreeMap<String, Value> = n["answers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(by_cli, by_api);
+}
