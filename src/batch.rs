@@ -33,7 +33,8 @@ pub struct NewBatch {
 }
 
 impl NewBatch {
-    /// Refuse what OpenAI would refuse, and what would forge lines on a terminal.
+    /// Refuse what OpenAI would refuse, and a name or source that would forge lines on a
+    /// terminal.
     pub fn check(&self) -> Result<(), String> {
         if let Some(name) = &self.name {
             check_text("the batch name", name, MAX_NAME)?;
@@ -44,36 +45,40 @@ impl NewBatch {
                 self.metadata.len()
             ));
         }
+        // Any text, as OpenAI takes it (a terminal shows it escaped: `job::printable`).
         for (i, (k, v)) in self.metadata.iter().enumerate() {
-            check_text("a metadata key", k, MAX_METADATA_KEY)?;
-            if k.is_empty() {
-                return Err("a metadata key is empty".into());
-            }
+            check_length("a metadata key", k, MAX_METADATA_KEY)?;
             if self.metadata[..i].iter().any(|(earlier, _)| earlier == k) {
                 return Err(format!("metadata key {k:?} is given twice"));
             }
-            check_text(&format!("metadata {k:?}"), v, MAX_METADATA_VALUE)?;
+            check_length(&format!("metadata {k:?}"), v, MAX_METADATA_VALUE)?;
         }
         check_text("the batch's source", &self.source, 4096)
     }
 }
 
-fn check_text(what: &str, s: &str, max_chars: usize) -> Result<(), String> {
+fn check_length(what: &str, s: &str, max_chars: usize) -> Result<(), String> {
     let n = s.chars().count();
     if n > max_chars {
         return Err(format!("{what} has {n} characters (at most {max_chars})"));
     }
+    Ok(())
+}
+
+fn check_text(what: &str, s: &str, max_chars: usize) -> Result<(), String> {
+    check_length(what, s, max_chars)?;
     if let Some(c) = s.chars().find(|c| c.is_control()) {
         return Err(format!("{what} contains the control character {c:?}"));
     }
     Ok(())
 }
 
-/// The longest completion window: a year (a deadline further off is a typo).
-pub const MAX_WINDOW_MS: Millis = 366 * 86_400_000;
+/// The longest completion window: 999,999 days (the six digits the API's document allows;
+/// any such deadline fits the clock's type).
+pub const MAX_WINDOW_MS: Millis = 999_999 * 86_400_000;
 
-/// OpenAI's `completion_window` (`24h`; here any `N` + `s`, `m`, `h` or `d`, up to a year)
-/// in milliseconds.
+/// OpenAI's `completion_window` (`24h`; here any `N` + `s`, `m`, `h` or `d`, N of at most
+/// six digits) in milliseconds.
 pub fn parse_window(s: &str) -> Result<Millis, String> {
     let bad = || format!("completion_window {s:?}: a duration such as 24h, 90m or 2d");
     let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
@@ -88,7 +93,7 @@ pub fn parse_window(s: &str) -> Result<Millis, String> {
     };
     match n.checked_mul(unit_ms) {
         Some(ms) if ms > 0 && ms <= MAX_WINDOW_MS => Ok(ms),
-        _ => Err(format!("completion_window {s:?}: from 1s to 366d")),
+        _ => Err(format!("completion_window {s:?}: from 1s to 999999d")),
     }
 }
 
@@ -410,6 +415,11 @@ mod tests {
             ..NewBatch::default()
         };
         assert!(long.check().unwrap_err().contains("at most 64"));
+        let anything = NewBatch {
+            metadata: vec![(String::new(), "\u{96}x\n".into())],
+            ..NewBatch::default()
+        };
+        assert_eq!(anything.check(), Ok(()), "any text, as OpenAI takes it");
         let forged = NewBatch {
             name: Some("night\n\u{1b}[2J".into()),
             ..NewBatch::default()

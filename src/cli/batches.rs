@@ -111,7 +111,11 @@ fn show(ctx: &Ctx, id: BatchId, json: bool) -> Result<i32> {
         println!("  deadline: {}", deadline(d, now, v.late(now)));
     }
     for (k, val) in &r.spec.metadata {
-        println!("  meta:     {k}={val}");
+        println!(
+            "  meta:     {}={}",
+            crate::job::printable(k),
+            crate::job::printable(val)
+        );
     }
     let parts: Vec<String> = StateKind::ALL
         .iter()

@@ -249,7 +249,10 @@ pub async fn list(
         ),
         None => None,
     };
-    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_param("limit", "limit: 1 to 100"));
+    }
     let mut views = match call(
         &state,
         Request::Batches {

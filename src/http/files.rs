@@ -34,8 +34,9 @@ fn file_json(f: &FileInfo) -> Value {
 
 pub async fn upload(
     State(state): State<Shared>,
-    mut form: Multipart,
+    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let mut form = form.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (mut content, mut filename, mut purpose) = (None, None, None);
     while let Some(field) = form.next_field().await? {
         match field.name() {
@@ -48,8 +49,14 @@ pub async fn upload(
                 content = Some(bytes.to_vec());
             }
             Some("purpose") => purpose = Some(field.text().await?),
-            // Other fields (`expires_after[…]`) are not acted on.
-            _ => {}
+            // Taken (OpenAI's clients send them), not acted on: uploads stay until deleted.
+            Some("expires_after[anchor]" | "expires_after[seconds]") => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown field {:?} in the form (file, purpose)",
+                    other.unwrap_or("")
+                )))
+            }
         }
     }
     let content = content.ok_or_else(|| ApiError::bad_param("file", "no `file` in the form"))?;
@@ -105,7 +112,10 @@ pub async fn list(
         ),
         None => None,
     };
-    let limit = q.limit.unwrap_or(10_000).clamp(1, 10_000);
+    let limit = q.limit.unwrap_or(10_000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad_param("limit", "limit: 1 to 10000"));
+    }
     let files = match call(
         &state,
         Request::Uploads {
