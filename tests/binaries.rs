@@ -86,3 +86,46 @@ fn a_missing_engine_or_one_of_another_build_is_refused_in_one_line_and_nothing_i
     // Started by its own qwen3q, it runs.
     engine.ok(&["status"]);
 }
+
+/// `completions SHELL` and `man` describe the real command line, without a home or a config:
+/// bash, loading the script, completes `qwen3q ba` to the batch verbs and `enqueue --wi` to
+/// `--within`; the manual page renders and names the verbs.
+#[test]
+fn completions_complete_the_real_verbs_and_the_man_page_renders() {
+    let h = TestHome::new();
+    // A config that does not parse: these verbs do not read it.
+    std::fs::write(h.path().join("config.toml"), "not = [toml").unwrap();
+    let script = h.path().join("qwen3q.bash");
+    std::fs::write(&script, h.ok(&["completions", "bash"])).unwrap();
+    let complete = |words: &str| {
+        let probe = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             COMP_LINE=\"{words}\"; _qwen3q qwen3q; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            s(&script)
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &probe])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let verbs = complete("qwen3q ba");
+    assert!(verbs.lines().any(|l| l == "batches"), "{verbs}");
+    assert!(verbs.lines().any(|l| l == "batch"), "{verbs}");
+    let flags = complete("qwen3q enqueue --wi");
+    assert!(flags.lines().any(|l| l == "--within"), "{flags}");
+    for shell in ["zsh", "fish", "powershell"] {
+        assert!(h.ok(&["completions", shell]).contains("api-key"), "{shell}");
+    }
+    let page = h.ok(&["man"]);
+    assert!(
+        page.starts_with(".ie") && page.contains(".TH qwen3q 1"),
+        "{page}"
+    );
+    assert!(
+        page.contains("batches") && page.contains("api\\-key"),
+        "{page}"
+    );
+    let out = h.run(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2), "clap's usage error");
+}

@@ -62,6 +62,13 @@ pub enum Command {
     Calibrate(CalibrateArgs),
     /// Print the HTTP API's key (made at the first `worker --http`, or now).
     ApiKey,
+    /// Print a shell completion script: `qwen3q completions bash > ~/.local/share/bash-completion/completions/qwen3q`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `qwen3q man | man -l -`.
+    Man,
     /// Run the worker as a service: launchd on macOS, a systemd user unit on Linux.
     #[command(subcommand)]
     Service(ServiceCommand),

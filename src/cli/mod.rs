@@ -206,6 +206,20 @@ pub fn run(cli: Cli, inference: Option<&'static Inference>) -> Result<i32> {
     if inference.is_some() {
         inference::check_build()?;
     }
+    // What needs no home or config: the command line's own description.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <args::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "qwen3q", &mut std::io::stdout());
+            return Ok(0);
+        }
+        Command::Man => {
+            let cmd = <args::Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            return Ok(0);
+        }
+        _ => {}
+    }
     let home = Home::resolve(cli.home.as_deref())?;
     let config = Config::load(&home.config()).map_err(|e| Coded(code::BAD_INPUT, e.to_string()))?;
     let ctx = Ctx {
@@ -231,6 +245,7 @@ pub fn run(cli: Cli, inference: Option<&'static Inference>) -> Result<i32> {
         Command::Memory(a) => memory::run(&ctx, a),
         Command::Calibrate(a) => calibrate::run(&ctx, a),
         Command::Service(c) => service::run(&ctx, c),
+        Command::Completions { .. } | Command::Man => unreachable!("answered above"),
         Command::ApiKey => {
             ctx.home.ensure()?;
             let key = crate::http::ApiKey::load_or_create(&ctx.home.api_key()).map_err(|e| {
