@@ -254,7 +254,7 @@ fn handle_inner(
         },
         Request::Status => {
             let open = store.open_batches(STATUS_BATCHES)?;
-            Response::Status(StatusReport {
+            Response::Status(Box::new(StatusReport {
                 counts: store.counts()?,
                 worker: worker.map(|w| w.status.lock().unwrap().clone()),
                 paused: store.paused()?,
@@ -264,7 +264,7 @@ fn handle_inner(
                 quarantined: store.quarantined_count(),
                 open_batches: open.0,
                 open_batch_count: open.1,
-            })
+            }))
         }
         Request::List(filter) => Response::Jobs(store.list(&filter)?),
         Request::Show(selectors) => {

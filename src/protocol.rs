@@ -169,7 +169,7 @@ pub enum Response {
     Batches(Vec<BatchView>),
     Files(Vec<FileInfo>),
     Text(String),
-    Status(StatusReport),
+    Status(Box<StatusReport>),
     Jobs(Vec<Job>),
     Views {
         views: Vec<JobView>,

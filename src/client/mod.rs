@@ -78,7 +78,7 @@ pub fn close_with_card(home: &Home, store: Arc<dyn Queue>) {
         _ => return,
     };
     drop(store);
-    card::write(&home.dir, &home.store(), report);
+    card::write(&home.dir, &home.store(), *report);
 }
 
 /// The store's status from its card, when no worker answers and the card is still true (see
@@ -89,7 +89,7 @@ pub fn status_from_card(home: &Home) -> Option<Response> {
     }
     let report = card::read(&home.dir, &home.store())?;
     tracing::debug!("status from the card of the store as it was closed last");
-    Some(Response::Status(report))
+    Some(Response::Status(Box::new(report)))
 }
 
 /// Connect to a live worker's socket, if there is one. A socket file nobody listens on (left
