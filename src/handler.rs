@@ -98,6 +98,11 @@ fn views(store: &dyn Queue, ids: &[JobId], with_events: bool) -> Result<Vec<JobV
                 } else {
                     None
                 },
+                ahead: if with_events {
+                    store.ahead_of(id)?
+                } else {
+                    None
+                },
                 job,
             });
         }

@@ -3,8 +3,15 @@
 //! ## Who owns what
 //! - [`job`] — what a job asks for and where it stands; the legal state moves. Pure.
 //! - [`crash`] — poison jobs: which jobs a crash of the worker is charged to. Pure.
+//! - [`batch`] — batches (schema 9): what one enqueue asked for at once (name, metadata,
+//!   deadline), and its OpenAI status derived from its jobs' counts per state, which the store
+//!   moves in the transaction that moves a job. Pure. [`upload`] — files uploaded through the
+//!   HTTP API and OpenAI's limits on them. Pure.
+//! - [`spec`] — the job specs of an enqueue: the CLI and the HTTP API build theirs here, so one
+//!   batch file gives the same jobs through either. [`openai`] — the OpenAI shapes written
+//!   (the Batch object, output and error lines), the same bytes from the CLI and the API.
 //! - [`queue`] — the durable queue behind one interface (trait [`queue::Queue`]: job reads and
-//!   writes, crashes, memory history, model records, quarantine); callers hold a
+//!   writes, batches, uploads, crashes, memory history, model records, quarantine); callers hold a
 //!   `dyn Queue` and see no backend type. `queue::sled` is the backend today and the only code
 //!   that sees sled: every state change one transaction, flushed before anyone is told.
 //! - [`engine`] — the inference seam (trait [`engine::Engine`] = `Residency` (which models are
@@ -34,6 +41,8 @@
 //! - [`protocol`] — the request and response enums the CLI and the worker share.
 //! - [`handler`] — requests executed against a store: the same code serves the socket and
 //!   the CLI's direct mode, so every verb behaves the same with or without a worker.
+//! - [`http`] — `worker --http`: OpenAI's Files, Batches and Models API (axum) on the worker's
+//!   runtime, behind a key; its handlers send the CLI's `Request`s to [`handler`].
 //! - [`daemon`] — the worker process: the socket server plus the loop, wired together;
 //!   `daemon::warm` loads the last batch's model while the store opens (the hint in
 //!   `<home>/warm.json`), so a restart's first token waits for the load, not for both.
@@ -63,7 +72,12 @@
 //!               its slot takes the next chunk ─▶ merge or reduce ─▶ result + event (flushed)
 //! sampler (in the worker): memory every second ─▶ store: memory history (24 h, then minutes)
 //! results (CLI) ──socket or direct──▶ handler ──▶ JobReads::result ──▶ text | jsonl | openai | files
+//! HTTP API:     POST /v1/files ─▶ handler ─▶ Uploads; POST /v1/batches ─▶ check every line ─▶
+//!               CreateBatch, Enqueue (parts of 500) into it, SealBatch ─▶ the worker loop as above;
+//!               GET /v1/files/file-batch_N-output/content ─▶ the batch's jobs' results, as lines
 //! ```
+//! Every enqueue that adds a job makes a batch (`batch`); its counts per state move with its
+//! jobs, a job not started by the batch's deadline expires (`JobWrites::expire_due`).
 //! A `kill -9` at any point loses at most the chunk being generated: at start the worker puts
 //! jobs left Running back in the queue, and they resume after their last checkpoint. The worker
 //! is a supervisor and a runner (`supervise`): when the runner dies by a signal it inflicted on

@@ -138,6 +138,9 @@ pub struct JobView {
     /// Crashes of the worker this job was in flight at (`show` only).
     #[serde(default)]
     pub crash: Option<crate::crash::CrashRecord>,
+    /// Ready jobs ahead of it, for a queued job that is ready (`show` only).
+    #[serde(default)]
+    pub ahead: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -65,6 +65,7 @@ pub fn run(ctx: &Ctx, a: ListArgs) -> Result<i32> {
                     result: None,
                     events: Vec::new(),
                     crash: None,
+                    ahead: None,
                 };
                 let text = serde_json::to_string_pretty(&job_json(&view))?;
                 let sep = if printed == 0 { "" } else { ",\n" };

@@ -19,6 +19,7 @@ pub fn run(ctx: &Ctx, jobs: &[String], json: bool) -> Result<i32> {
                 let mut j = job_json(v);
                 j["events"] = serde_json::to_value(&v.events).unwrap_or_default();
                 j["crashes"] = serde_json::to_value(&v.crash).unwrap_or_default();
+                j["ahead"] = serde_json::to_value(v.ahead).unwrap_or_default();
                 j
             })
             .collect();
@@ -28,6 +29,9 @@ pub fn run(ctx: &Ctx, jobs: &[String], json: bool) -> Result<i32> {
             let j = &v.job;
             println!("job #{} {}", j.id, crate::job::printable(&j.spec.custom_id));
             println!("  state:    {}", j.state.kind());
+            if let Some(n) = v.ahead {
+                println!("  position: {n} ready jobs ahead of it");
+            }
             if let Some(e) = error_of(&j.state) {
                 println!("  error:    {e}");
             }

@@ -78,6 +78,11 @@ pub trait JobReads {
 
     fn paused(&self) -> Result<bool>;
 
+    /// How many ready jobs a queued, ready job has ahead of it in the claim order (priority,
+    /// deadline, age); `None` for any other job. Reads the keys before it: for `show`, not for
+    /// listings.
+    fn ahead_of(&self, id: JobId) -> Result<Option<u64>>;
+
     /// When the earliest delayed job (backoff or not-before) comes due, or a job not started
     /// reaches its deadline.
     fn next_due(&self) -> Result<Option<Millis>>;

@@ -552,9 +552,19 @@ mod tests {
         store
             .enqueue_in(&[high], false, 13, &new("high", None))
             .unwrap();
+        // `show`'s position: the jobs ahead in that order.
+        let ahead: Vec<Option<u64>> = (1..=4)
+            .map(|id| store.ahead_of(JobId(id)).unwrap())
+            .collect();
+        assert_eq!(ahead, [Some(3), Some(2), Some(1), Some(0)]);
         let order: Vec<String> = (0..4)
             .map(|i| store.claim(20 + i, 60_000).unwrap().unwrap().spec.custom_id)
             .collect();
+        assert_eq!(
+            store.ahead_of(JobId(1)).unwrap(),
+            None,
+            "running: no place in line"
+        );
         assert_eq!(order, ["high", "early", "late", "none"]);
         assert_eq!(store.job(JobId(3)).unwrap().unwrap().deadline, Some(5_000));
     }

@@ -204,6 +204,22 @@ impl JobReads for SledStore {
         }
     }
 
+    fn ahead_of(&self, id: JobId) -> Result<Option<u64>> {
+        let Some(job) = self.job(id)? else {
+            return Ok(None);
+        };
+        let key = keys::ready(job.spec.priority, job.deadline, id);
+        if job.state != crate::job::JobState::Queued || self.tree(t::READY).get(key)?.is_none() {
+            return Ok(None);
+        }
+        let mut ahead = 0u64;
+        for k in self.tree(t::READY).range(..key).keys() {
+            k?;
+            ahead += 1;
+        }
+        Ok(Some(ahead))
+    }
+
     fn next_due(&self) -> Result<Option<Millis>> {
         let first = |tree: usize| -> Result<Option<Millis>> {
             Ok(self
