@@ -262,11 +262,54 @@ impl RequestCounts {
     }
 }
 
+/// Tokens of a batch's jobs, kept with its counts (moved in the same transactions): what its
+/// unfinished jobs may still generate, and what its finished ones generated of what they were
+/// allowed — from which [`BatchTokens::expected_left`] estimates the rest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchTokens {
+    /// `max_tokens` summed over the active jobs (queued, running, failed).
+    pub active_max: u64,
+    /// `max_tokens` summed over the succeeded jobs…
+    pub done_max: u64,
+    /// …and the tokens they generated (all their chunks and reduce rounds).
+    pub done_completion: u64,
+}
+
+impl BatchTokens {
+    /// The tokens its active jobs are expected to generate: their `max_tokens`, scaled by how
+    /// much of theirs the batch's finished jobs used (all of it until one has finished).
+    pub fn expected_left(&self) -> u64 {
+        if self.done_max == 0 {
+            return self.active_max;
+        }
+        let ratio = self.done_completion as f64 / self.done_max as f64;
+        (self.active_max as f64 * ratio).round() as u64
+    }
+
+    /// How long the rest takes at `tokens_per_sec` generated tokens a second (a measured
+    /// rate, prompts' time included in it), in milliseconds.
+    pub fn eta_ms(&self, tokens_per_sec: f64) -> Option<Millis> {
+        if !(tokens_per_sec.is_finite() && tokens_per_sec > 0.0) {
+            return None;
+        }
+        Some((self.expected_left() as f64 / tokens_per_sec * 1000.0).round() as Millis)
+    }
+}
+
+/// What the store keeps beside a batch's record (tree `batch_counts`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchTally {
+    pub counts: Counts,
+    pub tokens: BatchTokens,
+}
+
 /// A batch as the store answers for it: the record and its jobs per state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchView {
     pub record: BatchRecord,
     pub counts: Counts,
+    #[serde(default)]
+    pub tokens: BatchTokens,
 }
 
 impl BatchView {
@@ -281,6 +324,17 @@ impl BatchView {
     /// Past its deadline with jobs not finished.
     pub fn late(&self, now: Millis) -> bool {
         self.record.spec.deadline.is_some_and(|d| now > d) && self.counts.active() > 0
+    }
+
+    /// Will it miss its deadline: its rest, at this rate, ends after it (`late` once past).
+    pub fn will_miss(&self, now: Millis, tokens_per_sec: f64) -> bool {
+        match (
+            self.record.spec.deadline,
+            self.tokens.eta_ms(tokens_per_sec),
+        ) {
+            (Some(d), Some(eta)) => self.counts.active() > 0 && now.saturating_add(eta) > d,
+            _ => false,
+        }
     }
 }
 
@@ -369,6 +423,7 @@ mod tests {
         let v = |c: Counts| BatchView {
             record: r.clone(),
             counts: c,
+            tokens: BatchTokens::default(),
         };
         assert!(!v(counts(&[(StateKind::Queued, 1)])).late(100));
         assert!(v(counts(&[(StateKind::Queued, 1)])).late(101));
@@ -376,23 +431,49 @@ mod tests {
     }
 
     #[test]
-    fn completion_windows_are_durations_up_to_a_year() {
+    fn completion_windows_are_durations_of_up_to_six_digits() {
         assert_eq!(parse_window("24h"), Ok(86_400_000));
         assert_eq!(parse_window("90m"), Ok(5_400_000));
         assert_eq!(parse_window("2d"), Ok(172_800_000));
+        assert_eq!(parse_window("999999d"), Ok(MAX_WINDOW_MS));
         for bad in [
             "",
             "24",
             "h",
             "24 h",
             "0h",
-            "367d",
+            "1000000d",
             "99999999999999999999d",
             "-1h",
             "1w",
         ] {
             assert!(parse_window(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_rest_is_estimated_from_what_the_finished_jobs_used() {
+        let mut t = BatchTokens {
+            active_max: 1_000,
+            ..BatchTokens::default()
+        };
+        assert_eq!(t.expected_left(), 1_000, "nothing finished: all it may use");
+        t.done_max = 400;
+        t.done_completion = 100;
+        assert_eq!(t.expected_left(), 250);
+        assert_eq!(t.eta_ms(50.0), Some(5_000));
+        assert_eq!(t.eta_ms(0.0), None);
+        assert_eq!(t.eta_ms(f64::NAN), None);
+        let mut r = record();
+        r.spec.deadline = Some(10_000);
+        let v = BatchView {
+            record: r,
+            counts: counts(&[(StateKind::Queued, 4)]),
+            tokens: t,
+        };
+        assert!(!v.will_miss(5_000, 50.0), "ends at 10,000: on time");
+        assert!(v.will_miss(5_001, 50.0));
+        assert!(!v.will_miss(5_001, 0.0), "no rate: no guess");
     }
 
     #[test]

@@ -269,6 +269,9 @@ fn handle_inner(
                 quarantined: store.quarantined_count(),
                 open_batches: open.0,
                 open_batch_count: open.1,
+                tokens_per_sec: crate::monitor::history::generating_rate(
+                    &store.samples_since(now.saturating_sub(crate::protocol::RATE_WINDOW_MS))?,
+                ),
             }))
         }
         Request::List(filter) => Response::Jobs(store.list(&filter)?),

@@ -146,5 +146,6 @@ pub fn batch_json(view: &BatchView, now: Millis) -> Value {
         "deadline": r.spec.deadline.map(secs),
         "late": view.late(now),
         "counts": view.counts,
+        "expected_tokens_left": view.tokens.expected_left(),
     })
 }

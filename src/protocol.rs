@@ -161,7 +161,14 @@ pub struct StatusReport {
     pub open_batches: Vec<BatchView>,
     #[serde(default)]
     pub open_batch_count: u64,
+    /// Generated tokens a second while the worker generated, over the last
+    /// [`RATE_WINDOW_MS`] of the memory history: what a batch's rest is estimated at.
+    #[serde(default)]
+    pub tokens_per_sec: Option<f64>,
 }
+
+/// The window of history the rate in `status` is measured over.
+pub const RATE_WINDOW_MS: u64 = 10 * 60 * 1000;
 
 /// How many open batches `status` shows.
 pub const STATUS_BATCHES: usize = 10;

@@ -180,7 +180,9 @@ fn a_batch_cancelled_through_the_worker_keeps_its_finished_work_and_a_retry_reop
     assert_eq!(b["source"], format!("--batch {}", file.display()));
     // While paused, `show` says where a queued job stands in line.
     assert_eq!(h.show("req-5")["ahead"], 5);
-    assert!(h.ok(&["show", "req-0"]).contains("position: 0 ready jobs ahead of it"));
+    assert!(h
+        .ok(&["show", "req-0"])
+        .contains("position: 0 ready jobs ahead of it"));
 
     // Two run, then the batch is cancelled: the rest are cancelled, the two keep results.
     h.ok(&["resume"]);

@@ -43,7 +43,7 @@ pub fn list(ctx: &Ctx, a: BatchesArgs) -> Result<i32> {
         return Ok(0);
     }
     for v in &views {
-        println!("{}", line(v, now));
+        println!("{}", line(v, now, None));
     }
     if views.len() == a.limit.max(1) {
         if let Some(last) = views.last() {
@@ -53,8 +53,9 @@ pub fn list(ctx: &Ctx, a: BatchesArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// One batch on one line: id, status, progress, name, deadline.
-pub fn line(v: &BatchView, now: Millis) -> String {
+/// One batch on one line: id, status, progress, name, deadline; with a measured rate, how
+/// long its rest takes at it and whether it will miss its deadline.
+pub fn line(v: &BatchView, now: Millis, rate: Option<f64>) -> String {
     let r = &v.record;
     let c = &v.counts;
     let finished = c.total() - c.active();
@@ -64,14 +65,23 @@ pub fn line(v: &BatchView, now: Millis) -> String {
         v.status().as_str(),
         c.total()
     );
-    if c.dead > 0 {
-        out += &format!(", {} failed", c.dead);
+    if c.dead + c.expired > 0 {
+        out += &format!(", {} failed", c.dead + c.expired);
+    }
+    if let Some(eta) = rate
+        .filter(|_| c.active() > 0)
+        .and_then(|x| v.tokens.eta_ms(x))
+    {
+        out += &format!(", ~{} left", human_duration(eta));
     }
     if let Some(name) = &r.spec.name {
-        out += &format!("  {name}");
+        out += &format!("  {}", crate::job::printable(name));
     }
     if let Some(d) = r.spec.deadline {
         out += &format!("  {}", deadline(d, now, v.late(now)));
+        if !v.late(now) && rate.is_some_and(|x| v.will_miss(now, x)) {
+            out += ", will miss it";
+        }
     }
     out
 }

@@ -102,13 +102,19 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<i32> {
         println!("next:    a delayed job is due {when}");
     }
     for v in &report.open_batches {
-        println!("batch:   {}", super::batches::line(v, now));
+        println!(
+            "batch:   {}",
+            super::batches::line(v, now, report.tokens_per_sec)
+        );
     }
     let more = report
         .open_batch_count
         .saturating_sub(report.open_batches.len() as u64);
     if more > 0 {
         println!("batches: {more} more open (qwen3q batches)");
+    }
+    if let (Some(rate), false) = (report.tokens_per_sec, report.open_batches.is_empty()) {
+        println!("rate:    {rate:.0} tokens/s generated over the last 10 minutes of work");
     }
     if report.paused {
         println!("paused:  yes (qwen3q resume)");

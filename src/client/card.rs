@@ -87,6 +87,7 @@ mod tests {
             quarantined: 0,
             open_batches: Vec::new(),
             open_batch_count: 0,
+            tokens_per_sec: None,
         }
     }
 

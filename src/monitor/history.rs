@@ -241,6 +241,17 @@ pub fn recommendations(
 }
 
 /// A plain sample for tests: `used` percent of 100 bytes in use at `at`, B = 2, 10 tok/s.
+/// Generated tokens per second while the worker generated, over `samples` (a recent window
+/// of the history): the rate a batch's rest is estimated at. `None` without such a sample.
+pub fn generating_rate(samples: &[Sample]) -> Option<f64> {
+    let busy: Vec<f64> = samples
+        .iter()
+        .map(|s| s.tokens_per_sec)
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .collect();
+    (!busy.is_empty()).then(|| busy.iter().sum::<f64>() / busy.len() as f64)
+}
+
 #[cfg(test)]
 pub(crate) fn test_sample(at: Millis, used: f64) -> Sample {
     Sample {
@@ -264,6 +275,18 @@ pub(crate) fn test_sample(at: Millis, used: f64) -> Sample {
 mod tests {
     use super::test_sample as s;
     use super::*;
+
+    #[test]
+    fn the_rate_is_the_mean_while_generating() {
+        let with = |tps: f64| Sample {
+            tokens_per_sec: tps,
+            ..s(1, 10.0)
+        };
+        assert_eq!(generating_rate(&[]), None);
+        assert_eq!(generating_rate(&[with(0.0), with(0.0)]), None, "idle");
+        let rate = generating_rate(&[with(0.0), with(100.0), with(f64::NAN), with(300.0)]);
+        assert_eq!(rate, Some(200.0));
+    }
 
     #[test]
     fn minutes_average_their_samples() {

@@ -9,9 +9,18 @@ use sled::transaction::abort;
 use super::trees::{meta, t};
 use super::tx::{enc, Tx, TxResult};
 use super::{codec, keys, Result, SledStore, StoreError};
-use crate::batch::{self, BatchRecord, BatchView, LineError, NewBatch};
-use crate::job::{BatchId, Counts, Job, JobId, Millis};
+use crate::batch::{self, BatchRecord, BatchTally, BatchView, LineError, NewBatch};
+use crate::job::{BatchId, Counts, Job, JobId, JobState, Millis};
 use crate::queue::{Batches, Queue};
+
+/// `n` added to `slot` (`delta` > 0) or taken from it, saturating.
+fn add(slot: &mut u64, n: u64, delta: i8) {
+    *slot = if delta < 0 {
+        slot.saturating_sub(n)
+    } else {
+        slot.saturating_add(n)
+    };
+}
 
 impl Tx<'_> {
     pub(super) fn batch_record(&self, id: BatchId) -> TxResult<Option<BatchRecord>> {
@@ -26,11 +35,11 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// A damaged count restarts from zero: a figure for people, not a reason to refuse work.
-    fn batch_counts(&self, id: BatchId) -> TxResult<Counts> {
+    /// A damaged tally restarts from zero: a figure for people, not a reason to refuse work.
+    fn batch_tally(&self, id: BatchId) -> TxResult<BatchTally> {
         Ok(match self.0[t::BATCH_COUNTS].get(keys::batch(id))? {
             Some(v) => codec::decode(&v).unwrap_or_default(),
-            None => Counts::default(),
+            None => BatchTally::default(),
         })
     }
 
@@ -51,27 +60,40 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Add `delta` to the count of the job's state in its batch. (`Tx::index`, which every
-    /// move ends with, then settles the batch.)
+    /// Add `delta` to the count of the job's state in its batch, and its tokens to the
+    /// batch's (an active job's `max_tokens`; a succeeded one's and what it generated).
+    /// (`Tx::index`, which every move ends with, then settles the batch.)
     pub(super) fn count_in_batch(&self, job: &Job, delta: i8) -> TxResult<()> {
         let Some(b) = job.batch else { return Ok(()) };
-        self.count_kind_in_batch(b, job.state.kind(), delta)
+        let mut tally = self.batch_tally(b)?;
+        add(tally.counts.slot(job.state.kind()), 1, delta);
+        let max = u64::from(job.spec.params.max_tokens);
+        match &job.state {
+            JobState::Succeeded { usage, .. } => {
+                add(&mut tally.tokens.done_max, max, delta);
+                add(
+                    &mut tally.tokens.done_completion,
+                    usage.completion_tokens,
+                    delta,
+                );
+            }
+            s if !s.kind().is_terminal() => add(&mut tally.tokens.active_max, max, delta),
+            _ => {}
+        }
+        self.0[t::BATCH_COUNTS].insert(&keys::batch(b), enc(&tally)?)?;
+        Ok(())
     }
 
+    /// The count of `kind` in batch `b` only (a quarantined job, whose value is gone).
     pub(super) fn count_kind_in_batch(
         &self,
         b: BatchId,
         kind: crate::job::StateKind,
         delta: i8,
     ) -> TxResult<()> {
-        let mut counts = self.batch_counts(b)?;
-        let slot = counts.slot(kind);
-        *slot = if delta < 0 {
-            slot.saturating_sub(delta.unsigned_abs().into())
-        } else {
-            slot.saturating_add(delta as u64)
-        };
-        self.0[t::BATCH_COUNTS].insert(&keys::batch(b), enc(&counts)?)?;
+        let mut tally = self.batch_tally(b)?;
+        add(tally.counts.slot(kind), 1, delta);
+        self.0[t::BATCH_COUNTS].insert(&keys::batch(b), enc(&tally)?)?;
         Ok(())
     }
 
@@ -81,7 +103,7 @@ impl Tx<'_> {
         let Some(mut record) = self.batch_record(b)? else {
             return Ok(());
         };
-        let counts = self.batch_counts(b)?;
+        let counts = self.batch_tally(b)?.counts;
         let open = batch::is_open(&record, &counts);
         let listed = self.0[t::OPEN_BATCHES].get(keys::batch(b))?.is_some();
         if open == listed {
@@ -128,11 +150,15 @@ impl SledStore {
             return Ok(None);
         };
         let record: BatchRecord = codec::decode(&v)?;
-        let counts = match self.tree(t::BATCH_COUNTS).get(keys::batch(id))? {
+        let tally: BatchTally = match self.tree(t::BATCH_COUNTS).get(keys::batch(id))? {
             Some(v) => codec::decode(&v).unwrap_or_default(),
-            None => Counts::default(),
+            None => BatchTally::default(),
         };
-        Ok(Some(BatchView { record, counts }))
+        Ok(Some(BatchView {
+            record,
+            counts: tally.counts,
+            tokens: tally.tokens,
+        }))
     }
 
     /// At worker start: batches whose enqueue died before it ended are sealed (an enqueue
@@ -249,6 +275,7 @@ impl Batches for SledStore {
         Ok(BatchView {
             record,
             counts: Counts::default(),
+            tokens: Default::default(),
         })
     }
 
@@ -309,7 +336,10 @@ mod tests {
         JobResult {
             answer: "ok".into(),
             reasoning: None,
-            usage: Usage::default(),
+            usage: Usage {
+                prompt_tokens: 5,
+                completion_tokens: 1 + job.id.0 % 7,
+            },
             model: job.spec.model.clone(),
             n_ctx: 512,
             chunks: 1,
@@ -587,6 +617,7 @@ mod tests {
         let mut now = 1_000u64;
         let mut made = 0usize;
         let mut batches: Vec<BatchId> = Vec::new();
+        let mut quarantined: Vec<BatchId> = Vec::new();
         for step in 0..800 {
             now += 1 + next(40_000);
             let some = JobId(1 + next((made as u64).max(1)));
@@ -641,7 +672,10 @@ mod tests {
                 }
                 10 => drop(store.expire_due(now).unwrap()),
                 9 if made > 0 => {
-                    if store.job(some).unwrap().is_some() {
+                    if let Some(job) = store.job(some).unwrap() {
+                        // A quarantined job's tokens are not known any more: its batch's are
+                        // not checked after.
+                        quarantined.extend(job.batch);
                         store.damage_job_for_tests(some);
                         drop(store.job(some).unwrap());
                     }
@@ -653,12 +687,25 @@ mod tests {
             for &b in &batches {
                 let mut scanned = Counts::default();
                 let mut listed = Vec::new();
+                let mut tokens = batch::BatchTokens::default();
                 for j in jobs.iter().filter(|j| j.batch == Some(b)) {
                     *scanned.slot(j.state.kind()) += 1;
                     listed.push(j.id);
+                    let max = u64::from(j.spec.params.max_tokens);
+                    match &j.state {
+                        JobState::Succeeded { usage, .. } => {
+                            tokens.done_max += max;
+                            tokens.done_completion += usage.completion_tokens;
+                        }
+                        s if !s.kind().is_terminal() => tokens.active_max += max,
+                        _ => {}
+                    }
                 }
                 let v = store.batch(b).unwrap().unwrap();
                 assert_eq!(v.counts, scanned, "step {step}: {b}");
+                if !quarantined.contains(&b) {
+                    assert_eq!(v.tokens, tokens, "step {step}: {b}'s tokens");
+                }
                 assert_eq!(
                     store.batch_jobs(b, None, None).unwrap(),
                     listed,
