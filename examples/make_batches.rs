@@ -19,8 +19,7 @@ fn main() {
     let home = PathBuf::from(args.get(1).expect("HOME"));
     let n: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let model = args.get(3).cloned().unwrap_or_else(|| {
-        let cache = std::env::var("HOME").unwrap() + "/.cache/qwen3q/models/qwen3-tiny.gguf";
-        cache
+        std::env::var("HOME").unwrap() + "/.cache/qwen3q/models/qwen3-tiny.gguf"
     });
     std::fs::create_dir_all(&home).unwrap();
     let store = qwen3q::queue::open(&home.join("store"), &OpenOptions::default()).unwrap();

@@ -402,3 +402,77 @@ fn a_store_written_by_schema_v8_keeps_its_results_provenance_and_delayed_job() {
     assert_eq!(b["status"], "completed", "{b}");
     assert_eq!(h.results(&["fx-d.txt"])[0]["state"], "queued");
 }
+
+/// The store schema 9 wrote (batches, an upload, an API batch, deadlines): this build opens it
+/// with every batch, its counts and deadline, the upload's text, and runs what it left queued.
+#[test]
+fn a_store_written_by_schema_v9_keeps_its_batches_upload_and_deadlines() {
+    let h = home_with_fixture("store-v9.tar.gz");
+    let batches: Vec<serde_json::Value> =
+        serde_json::from_str(&h.ok(&["batches", "--json"])).unwrap();
+    let by_id = |id: &str| batches.iter().find(|b| b["id"] == id).unwrap().clone();
+    assert_eq!(batches.len(), 5, "{batches:?}");
+    let first = by_id("batch_1");
+    assert_eq!(first["status"], "completed", "{first}");
+    assert_eq!(first["name"], "fixture a");
+    assert_eq!(first["metadata"]["team"], "ops");
+    let third = by_id("batch_3");
+    assert_eq!(third["counts"]["succeeded"], 1, "{third}");
+    assert_eq!(third["counts"]["cancelled"], 1, "{third}");
+    let api = by_id("batch_5");
+    assert_eq!(api["input_file_id"], "file-1", "{api}");
+    assert_eq!(api["metadata"]["via"], "api");
+    let api_deadline = api["deadline"].as_u64().unwrap();
+    assert_eq!(
+        by_id("batch_4")["deadline"].as_u64().unwrap() / 86_400 / 365,
+        2126 - 1970,
+        "fx-d's batch: a century away"
+    );
+    let results = h.results(&["fx-a.txt", "chat-1"]);
+    assert!(
+        results.iter().all(|r| r["state"] == "succeeded"),
+        "{results:?}"
+    );
+    assert_eq!(results[0]["batch"], "batch_1");
+    // The worker runs the API batch's request — or it expires, once its 24 h have passed
+    // (the fixture was written on 2026-12-07); the delayed fx-d stays queued.
+    fixture_model_in_place(&h);
+    h.ok(&["resume"]);
+    h.ok(&["worker", "--drain"]);
+    let api =
+        serde_json::from_str::<serde_json::Value>(&h.ok(&["batch", "show", "batch_5", "--json"]))
+            .unwrap();
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expected = if now_s > api_deadline {
+        "expired"
+    } else {
+        "completed"
+    };
+    assert_eq!(api["status"], expected, "{api}");
+    assert_eq!(h.results(&["fx-d.txt"])[0]["state"], "queued");
+    // The upload's text comes back as written, through the API.
+    let addr = format!(
+        "127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    let mut worker = h.spawn_worker(&["--http", &addr]);
+    h.wait_for_worker(&mut worker);
+    let key = h.ok(&["api-key"]).trim().to_string();
+    let out = std::process::Command::new("curl")
+        .args(["-sf", "-H", &format!("Authorization: Bearer {key}")])
+        .arg(format!("http://{addr}/v1/files/file-1/content"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with(r#"{"custom_id":"api-1""#), "{text}");
+    sigterm(&worker);
+    wait_exit(&mut worker, std::time::Duration::from_secs(30)).expect("the worker stops");
+}
