@@ -290,3 +290,74 @@ fn jobs_not_started_by_the_deadline_expire_into_the_error_file_and_the_batch_say
     h.ok(&["worker", "--drain", "--n-ctx", "512"]);
     assert_eq!(batch(&h, "batch_1")["status"], "completed");
 }
+
+/// `plan` reads the documents as `enqueue` would, splits them with the model's own tokenizer
+/// into the chunks the worker then really makes, predicts the memory at B, and estimates the
+/// time once the model is calibrated — and enqueues nothing.
+#[test]
+fn plan_counts_the_chunks_the_worker_makes_and_enqueues_nothing() {
+    let h = TestHome::new();
+    h.ok(&["models", "add", s(&tiny()), "--name", "tiny"]);
+    h.doc("short.txt", &prose(1, 30));
+    h.doc("long.txt", &prose(2, 1500));
+    let dir = h.path().join("docs");
+    let args = [
+        "plan",
+        s(&dir),
+        "--model",
+        "tiny",
+        "--max-tokens",
+        "16",
+        "--n-ctx",
+        "512",
+        "--json",
+    ];
+    let plan: Value = serde_json::from_str(&h.ok(&args)).unwrap();
+    let t = &plan["totals"];
+    assert_eq!(t["documents"], 2, "{plan}");
+    assert!(t["tokens"].as_u64().unwrap() > 1500, "{plan}");
+    let chunks = t["chunks"].as_u64().unwrap();
+    assert!(chunks >= 4, "the long document is split: {plan}");
+    // Summaries of several chunks end with a reduce: one more generation.
+    assert_eq!(t["generations"].as_u64().unwrap(), chunks + 1, "{plan}");
+    assert_eq!(t["max_new_tokens"].as_u64().unwrap(), 16 * (chunks + 1));
+    assert_eq!(plan["parallel"], 4);
+    assert!(
+        plan["memory"]["total"].as_u64().unwrap() > plan["memory"]["weights"].as_u64().unwrap()
+    );
+    assert!(plan["tokens_per_sec"].is_null(), "not calibrated: {plan}");
+    assert_eq!(h.status()["counts"]["queued"], 0, "nothing enqueued");
+
+    // Calibrated, the plan has a time.
+    h.ok(&[
+        "calibrate",
+        "tiny",
+        "--max-parallel",
+        "4",
+        "--max-tokens",
+        "8",
+        "--n-ctx",
+        "512",
+    ]);
+    let plan: Value = serde_json::from_str(&h.ok(&args)).unwrap();
+    assert_eq!(plan["tokens_per_sec_from"], "calibration", "{plan}");
+    assert!(plan["seconds_at_most"].is_u64(), "{plan}");
+    assert!(h
+        .ok(&args[..args.len() - 1])
+        .contains("nothing was enqueued"));
+
+    // The worker makes the chunks the plan counted.
+    enqueue_16(&h, &dir);
+    h.ok(&["worker", "--drain", "--n-ctx", "512"]);
+    let made: u64 = h
+        .results(&[])
+        .iter()
+        .map(|r| r["chunks"].as_u64().unwrap())
+        .sum();
+    assert_eq!(made, chunks);
+}
+
+fn enqueue_16(h: &TestHome, dir: &std::path::Path) {
+    let tiny = tiny();
+    h.ok(&["enqueue", s(dir), "--model", s(&tiny), "--max-tokens", "16"]);
+}

@@ -60,6 +60,9 @@ pub enum Command {
     /// Measure a model's throughput at B = 1, 2, 4, … sequences decoded together and store
     /// the curve: the adaptive batch size (worker --adaptive) starts at its knee.
     Calibrate(CalibrateArgs),
+    /// A dry run before a night: documents, tokens (the model's tokenizer), chunks, memory at
+    /// the B the worker runs, estimated time. Takes enqueue's flags; nothing is enqueued.
+    Plan(Box<PlanArgs>),
     /// Print the HTTP API's key (made at the first `worker --http`, or now).
     ApiKey,
     /// Print a shell completion script: `qwen3q completions bash > ~/.local/share/bash-completion/completions/qwen3q`.
@@ -385,6 +388,18 @@ pub struct ResultsArgs {
     /// Block until the named jobs (or all) are finished, with a progress bar.
     #[arg(long)]
     pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub enqueue: EnqueueArgs,
+    /// Context per sequence the worker will run (default from config).
+    #[arg(long)]
+    pub n_ctx: Option<u32>,
+    /// Sequences the worker will decode together (default from config).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub parallel: Option<u32>,
 }
 
 #[derive(Debug, Args)]

@@ -240,23 +240,36 @@ fn new_batch(a: &EnqueueArgs) -> Result<NewBatch> {
 
 /// Counts for the closing line.
 #[derive(Default)]
-struct Tally {
-    queued: usize,
-    existing: usize,
-    skipped: std::collections::BTreeMap<&'static str, usize>,
+pub(super) struct Tally {
+    pub queued: usize,
+    pub existing: usize,
+    pub skipped: std::collections::BTreeMap<&'static str, usize>,
     /// Explicitly named inputs that were refused: the command exits 3.
-    refused: usize,
+    pub refused: usize,
 }
 
-pub fn run(ctx: &Ctx, a: EnqueueArgs) -> Result<i32> {
+/// Where the documents read go: the store (`Sender`), or `plan`'s counts.
+pub(super) trait Sink {
+    /// Before the first document: how many will come.
+    fn start(&mut self, ctx: &Ctx, total: usize) -> Result<()>;
+    fn push(&mut self, item: NewJob, tally: &mut Tally) -> Result<()>;
+    /// A document not taken (for a progress bar).
+    fn skip(&self);
+    /// After the last document.
+    fn flush(&mut self, tally: &mut Tally) -> Result<()>;
+}
+
+/// What every document of this command line shares (its template), and the largest file it
+/// takes: for `enqueue` and `plan` alike.
+pub(super) fn template(ctx: &Ctx, a: &EnqueueArgs) -> Result<(SpecTemplate, u64)> {
     if a.paths.is_empty() && a.batch.is_none() {
         return fail(
             code::BAD_INPUT,
             "nothing to enqueue: name files, directories, - (stdin), or --batch FILE.jsonl",
         );
     }
-    let task = task_of(&a)?;
-    let auto = auto_of(ctx, &a)?;
+    let task = task_of(a)?;
+    let auto = auto_of(ctx, a)?;
     let (model, fallback) = match auto {
         Some(_) => (ModelRef::auto(), Vec::new()),
         None => {
@@ -270,7 +283,7 @@ pub fn run(ctx: &Ctx, a: EnqueueArgs) -> Result<i32> {
                     &ctx.checked(),
                 )
                 .map_err(|e| Coded(code::BAD_INPUT, e.to_string()))?;
-            let fallback = fallback_of(ctx, &a, &model)?;
+            let fallback = fallback_of(ctx, a, &model)?;
             (model, fallback)
         }
     };
@@ -282,7 +295,7 @@ pub fn run(ctx: &Ctx, a: EnqueueArgs) -> Result<i32> {
         priority: a.priority,
         not_before: not_before(&a.not_before)?,
         max_attempts: a.max_attempts.unwrap_or(ctx.config.max_attempts).max(1),
-        constraint: constraint_of(&a)?,
+        constraint: constraint_of(a)?,
         fallback,
         auto,
     };
@@ -296,12 +309,30 @@ pub fn run(ctx: &Ctx, a: EnqueueArgs) -> Result<i32> {
             ),
         );
     }
+    Ok((tpl, limit))
+}
+
+/// Read the command line's documents (paths, or a batch file) into `sink`, counting in
+/// `tally`.
+pub(super) fn read_into(
+    ctx: &Ctx,
+    tpl: &SpecTemplate,
+    a: &EnqueueArgs,
+    limit: u64,
+    tally: &mut Tally,
+    sink: &mut dyn Sink,
+) -> Result<()> {
+    match &a.batch {
+        Some(file) => send_batch_file(ctx, tpl, file, a.strict, limit, tally, sink),
+        None => path_items(ctx, tpl, a, limit, tally, sink),
+    }
+}
+
+pub fn run(ctx: &Ctx, a: EnqueueArgs) -> Result<i32> {
+    let (tpl, limit) = template(ctx, &a)?;
     let mut tally = Tally::default();
     let mut sender = Sender::new(a.force, a.json, new_batch(&a)?);
-    match &a.batch {
-        Some(file) => send_batch_file(ctx, &tpl, file, a.strict, limit, &mut tally, &mut sender)?,
-        None => path_items(ctx, &tpl, &a, limit, &mut tally, &mut sender)?,
-    }
+    read_into(ctx, &tpl, &a, limit, &mut tally, &mut sender)?;
     let batch = sender.finish()?;
     let mut line = format!("queued {}", tally.queued);
     if let Some(b) = batch {
@@ -337,7 +368,7 @@ fn path_items(
     a: &EnqueueArgs,
     limit: u64,
     tally: &mut Tally,
-    sender: &mut Sender,
+    sender: &mut dyn Sink,
 ) -> Result<()> {
     let stdin_count = a.paths.iter().filter(|p| p.as_os_str() == "-").count();
     if stdin_count > 1 {
@@ -466,7 +497,7 @@ fn send_batch_file(
     strict: bool,
     limit: u64,
     tally: &mut Tally,
-    sender: &mut Sender,
+    sender: &mut dyn Sink,
 ) -> Result<()> {
     // Two passes need a file that reads twice: a pipe (`--batch /dev/stdin`, `<(jq …)`) is
     // copied into the home first.
@@ -610,22 +641,8 @@ struct Sender {
     target: BatchTarget,
 }
 
-impl Sender {
-    fn new(force: bool, json: bool, batch: NewBatch) -> Sender {
-        Sender {
-            target: BatchTarget::New(batch),
-            force,
-            json,
-            conn: None,
-            bar: indicatif::ProgressBar::hidden(),
-            verbose: false,
-            all: Vec::new(),
-            pending: Vec::new(),
-            pending_bytes: 0,
-        }
-    }
-
-    /// Queue a document (after [`Sender::start`]); a full batch — [`BATCH`] documents or
+impl Sink for Sender {
+    /// Queue a document (after [`Sink::start`]); a full batch — [`BATCH`] documents or
     /// [`BATCH_BYTES`] of text — goes at once.
     fn push(&mut self, item: NewJob, tally: &mut Tally) -> Result<()> {
         self.pending_bytes += item.text.len();
@@ -654,6 +671,22 @@ impl Sender {
 
     fn skip(&self) {
         self.bar.inc(1);
+    }
+}
+
+impl Sender {
+    fn new(force: bool, json: bool, batch: NewBatch) -> Sender {
+        Sender {
+            target: BatchTarget::New(batch),
+            force,
+            json,
+            conn: None,
+            bar: indicatif::ProgressBar::hidden(),
+            verbose: false,
+            all: Vec::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+        }
     }
 
     /// Send one batch (its documents move into the request: no second copy is made). A batch

@@ -12,6 +12,7 @@ mod list;
 mod memory;
 mod models;
 mod output;
+mod plan;
 mod results;
 mod service;
 mod show;
@@ -236,6 +237,7 @@ pub fn run(cli: Cli, inference: Option<&'static Inference>) -> Result<i32> {
         Command::Show(a) => show::run(&ctx, &a.jobs, a.json),
         Command::Cancel(a) => steer::cancel(&ctx, &a),
         Command::Batches(a) => batches::list(&ctx, a),
+        Command::Plan(a) => plan::run(&ctx, *a),
         Command::Batch(c) => batches::run(&ctx, c),
         Command::Retry(a) => steer::retry(&ctx, a),
         Command::Pause => steer::pause(&ctx, true),
