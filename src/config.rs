@@ -84,6 +84,11 @@ pub struct Config {
     pub memory_buffer_share: f64,
     /// Serve the HTTP API on this address (`worker --http`), e.g. `127.0.0.1:11400`.
     pub http: Option<String>,
+    /// The person at the machine comes first: while they touched it within this duration
+    /// (e.g. `5m`), the worker yields (`yield_to`).
+    pub yield_when_active: Option<String>,
+    /// How it yields: `pause` (claims nothing new) or `b1` (one job at a time).
+    pub yield_to: crate::service::presence::YieldTo,
 }
 
 impl Default for Config {
@@ -119,6 +124,8 @@ impl Default for Config {
             memory_model_share: 0.75,
             memory_buffer_share: 0.25,
             http: None,
+            yield_when_active: None,
+            yield_to: crate::service::presence::YieldTo::default(),
         }
     }
 }

@@ -122,3 +122,35 @@ fn model_auto_picks_by_quality_among_registered_models_and_records_why() {
         .unwrap()
         .starts_with("auto (low): tiny"));
 }
+
+/// `yield_when_active`: where the person's idle time cannot be read (here: no logind, as in a
+/// container or CI), the worker says so in one line and runs as it would without it; where it
+/// can, no such line.
+#[test]
+fn yield_when_active_says_once_where_it_cannot_read_the_person_and_runs_on() {
+    let h = TestHome::new();
+    std::fs::write(
+        h.path().join("config.toml"),
+        "yield_when_active = \"5m\"\nyield_to = \"b1\"\n",
+    )
+    .unwrap();
+    for i in 0..3 {
+        let doc = h.doc(&format!("y{i}.txt"), &prose(i, 30));
+        h.enqueue_tiny(&doc, "4");
+    }
+    let out = h.run(&["worker", "--drain", "--n-ctx", "512"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert_eq!(count(&h.status(), "succeeded"), 3);
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() }.to_string();
+    let readable = std::process::Command::new("loginctl")
+        .args(["show-user", &uid, "-p", "IdleHint"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let lines = said
+        .lines()
+        .filter(|l| l.starts_with("qwen3q: yield_when_active is not supported here"))
+        .count();
+    assert_eq!(lines, usize::from(!readable), "{said}");
+}

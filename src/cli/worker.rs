@@ -172,6 +172,10 @@ fn run_runner(ctx: &Ctx, a: WorkerArgs) -> Result<i32> {
         chunk_timeout: Duration::from_secs(
             a.chunk_timeout.unwrap_or(ctx.config.chunk_timeout_secs),
         ),
+        yield_when_active: match &ctx.config.yield_when_active {
+            Some(d) => Some((super::parse_duration(d)?, ctx.config.yield_to)),
+            None => None,
+        },
         ..RunSettings::default()
     };
     let (engine, inference) = engine(ctx, a.threads, a.kernels)?;

@@ -26,6 +26,8 @@ pub(super) struct Batch {
     pub pressure: PressureWatch,
     /// The machine's power: the assertion against sleep, and the battery.
     pub power: PowerWatch,
+    /// A person at the machine (`yield_when_active`).
+    pub presence: PresenceWatch,
     /// The adaptive batch size (`--adaptive`).
     pub adaptive: Adaptive,
     /// Jobs this worker deferred for lack of memory (see [`super::waits`]).
@@ -43,6 +45,17 @@ pub(super) struct PressureWatch {
     pub last_reading: Option<Instant>,
     /// When load was last shed: readings need time to show a shed.
     pub last_shed: Option<Instant>,
+}
+
+/// A person at the machine (see the loop's `person_holds`).
+#[derive(Debug, Default)]
+pub struct PresenceWatch {
+    /// When their idle time was last read.
+    pub read: Option<std::time::Instant>,
+    /// They touched the machine within the threshold at that reading.
+    pub active: bool,
+    /// The one line saying it cannot be read here was printed.
+    pub said_unsupported: bool,
 }
 
 /// The machine's power (see the loop's `on_battery`).
@@ -87,6 +100,7 @@ impl Batch {
                 last_shed: None,
             },
             power: PowerWatch::default(),
+            presence: PresenceWatch::default(),
             adaptive: Adaptive::default(),
             waits: Default::default(),
             auto_picks: None,

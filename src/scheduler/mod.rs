@@ -60,6 +60,8 @@ pub struct RunSettings {
     pub adaptive: bool,
     /// How often the controller takes readings.
     pub adapt_interval: Duration,
+    /// Yield while a person touched the machine within this long (`yield_when_active`).
+    pub yield_when_active: Option<(Duration, crate::service::presence::YieldTo)>,
 }
 
 impl Default for RunSettings {
@@ -77,6 +79,7 @@ impl Default for RunSettings {
             ac_only: false,
             adaptive: false,
             adapt_interval: Duration::from_secs(5),
+            yield_when_active: None,
         }
     }
 }
@@ -302,6 +305,42 @@ impl Worker {
         b.power.on_battery == Some(true)
     }
 
+    /// A person at the machine: no new claims (`pause`), or none while a job runs (`b1`).
+    /// Their idle time is read at most every 5 s.
+    fn person_holds(&self, b: &mut Batch) -> bool {
+        let Some((threshold, to)) = self.settings.yield_when_active else {
+            return false;
+        };
+        if b.presence
+            .read
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(5))
+        {
+            b.presence.read = Some(Instant::now());
+            let was = b.presence.active;
+            b.presence.active = match crate::service::presence::idle_ms((self.now)()) {
+                Ok(idle) => crate::service::presence::active(idle, threshold.as_millis() as u64),
+                Err(why) => {
+                    if !b.presence.said_unsupported {
+                        b.presence.said_unsupported = true;
+                        tracing::warn!("yield_when_active is not supported here: {why}");
+                        eprintln!("qwen3q: yield_when_active is not supported here ({why}); the worker does not yield");
+                    }
+                    false
+                }
+            };
+            if was != b.presence.active {
+                tracing::info!(active = b.presence.active, "a person at the machine");
+            }
+        }
+        b.presence.active
+            && match to {
+                crate::service::presence::YieldTo::Pause => true,
+                crate::service::presence::YieldTo::B1 => {
+                    self.engine.active() > 0 || !b.runs.is_empty()
+                }
+            }
+    }
+
     /// When the schedule window is closed now: when it opens (local time).
     fn window_closed(&self) -> Option<chrono::DateTime<chrono::Local>> {
         use chrono::TimeZone;
@@ -494,6 +533,7 @@ impl Worker {
                 || b.adaptive.grow_to.is_some()
                 || self.window_closed().is_some()
                 || self.battery_holds(b)
+                || self.person_holds(b)
                 || self.signals.shutdown.is_triggered()
                 || self.store.paused()?
             {

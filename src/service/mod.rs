@@ -4,6 +4,7 @@
 
 pub mod launchd;
 pub mod power;
+pub mod presence;
 pub mod systemd;
 
 use std::path::PathBuf;
