@@ -454,14 +454,7 @@ fn a_store_written_by_schema_v9_keeps_its_batches_upload_and_deadlines() {
     assert_eq!(api["status"], expected, "{api}");
     assert_eq!(h.results(&["fx-d.txt"])[0]["state"], "queued");
     // The upload's text comes back as written, through the API.
-    let addr = format!(
-        "127.0.0.1:{}",
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    );
+    let addr = format!("127.0.0.1:{}", free_port());
     let mut worker = h.spawn_worker(&["--http", &addr]);
     h.wait_for_worker(&mut worker);
     let key = h.ok(&["api-key"]).trim().to_string();

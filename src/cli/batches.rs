@@ -23,6 +23,14 @@ pub fn require(ctx: &Ctx, id: BatchId) -> Result<BatchView> {
     }
 }
 
+/// A `--batch ID` flag, if given: the batch, which must exist.
+pub fn flag(ctx: &Ctx, given: Option<&str>) -> Result<Option<BatchId>> {
+    match given {
+        Some(b) => Ok(Some(require(ctx, parse_id(b)?)?.record.id)),
+        None => Ok(None),
+    }
+}
+
 pub fn list(ctx: &Ctx, a: BatchesArgs) -> Result<i32> {
     let before = a.before.as_deref().map(parse_id).transpose()?;
     let views = match ctx.call(Request::Batches {

@@ -23,14 +23,7 @@ pub fn run(ctx: &Ctx, a: ListArgs) -> Result<i32> {
         Some(s) => Some(crate::now_ms().saturating_sub(millis(parse_duration(s)?))),
         None => None,
     };
-    let batch = match &a.batch {
-        Some(b) => Some(
-            super::batches::require(ctx, super::batches::parse_id(b)?)?
-                .record
-                .id,
-        ),
-        None => None,
-    };
+    let batch = super::batches::flag(ctx, a.batch.as_deref())?;
     // Pages of jobs, so that neither the worker nor this process holds a list of every job.
     let mut after = None;
     let mut left = a.limit.unwrap_or(usize::MAX);

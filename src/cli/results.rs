@@ -175,14 +175,7 @@ pub fn run(ctx: &Ctx, a: ResultsArgs) -> Result<i32> {
         (None, false) => ResultFormat::Text,
     };
     let selectors: Vec<Selector> = a.jobs.iter().map(|s| Selector::parse(s)).collect();
-    let batch = match &a.batch {
-        Some(b) => Some(
-            super::batches::require(ctx, super::batches::parse_id(b)?)?
-                .record
-                .id,
-        ),
-        None => None,
-    };
+    let batch = super::batches::flag(ctx, a.batch.as_deref())?;
     if a.wait {
         wait(ctx, &selectors, batch)?;
     }

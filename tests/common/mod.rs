@@ -256,6 +256,15 @@ impl TestHome {
     }
 }
 
+/// A port on the loopback nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }

@@ -309,10 +309,10 @@ impl Batches for SledStore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{spec, temp_store};
+    use super::super::test_support::{result_for, spec, temp_store};
     use super::*;
     use crate::batch::BatchStatus;
-    use crate::job::{JobResult, StateKind, Usage};
+    use crate::job::StateKind;
     use crate::queue::{BatchTarget, EnqueueOutcome, JobReads, JobWrites, NewJob};
 
     fn doc(name: &str) -> NewJob {
@@ -332,28 +332,15 @@ mod tests {
         })
     }
 
-    fn result_for(job: &Job, now: u64) -> JobResult {
-        JobResult {
-            answer: "ok".into(),
-            reasoning: None,
-            usage: Usage {
-                prompt_tokens: 5,
-                completion_tokens: 1 + job.id.0 % 7,
-            },
-            model: job.spec.model.clone(),
-            n_ctx: 512,
-            chunks: 1,
-            reduced: false,
-            started: now,
-            finished: now,
-            generation_millis: 0,
-            attempts: 1,
-            n_seq: 1,
-            json: None,
-            choice: None,
-            provenance: None,
-            cached_tokens: 0,
-        }
+    /// A batch of two documents `a` and `b`, enqueued at 10 and sealed at 11.
+    fn sealed_pair(store: &SledStore) -> BatchId {
+        let b = store
+            .enqueue_in(&[doc("a"), doc("b")], false, 10, &new("n", None))
+            .unwrap()
+            .batch
+            .unwrap();
+        store.seal_batch(b, 11).unwrap();
+        b
     }
 
     #[test]
@@ -436,12 +423,7 @@ mod tests {
     #[test]
     fn a_batch_completes_when_its_last_job_ends_and_pruning_keeps_its_counts() {
         let (_d, store) = temp_store();
-        let b = store
-            .enqueue_in(&[doc("a"), doc("b")], false, 10, &new("n", None))
-            .unwrap()
-            .batch
-            .unwrap();
-        store.seal_batch(b, 11).unwrap();
+        let b = sealed_pair(&store);
         for now in [12, 13] {
             let job = store.claim(now, 60_000).unwrap().unwrap();
             assert_eq!(
@@ -477,12 +459,7 @@ mod tests {
     #[test]
     fn a_cancelled_batch_is_cancelling_until_its_jobs_stop() {
         let (_d, store) = temp_store();
-        let b = store
-            .enqueue_in(&[doc("a"), doc("b")], false, 10, &new("n", None))
-            .unwrap()
-            .batch
-            .unwrap();
-        store.seal_batch(b, 11).unwrap();
+        let b = sealed_pair(&store);
         let running = store.claim(12, 60_000).unwrap().unwrap();
         assert!(store.set_batch_cancel(b, Some(13), 13).unwrap());
         assert!(!store.set_batch_cancel(BatchId(9), Some(13), 13).unwrap());

@@ -309,6 +309,31 @@ pub(crate) mod test_support {
         }
     }
 
+    /// A result for `job`, finished at `now`, with a few tokens generated.
+    pub fn result_for(job: &crate::job::Job, now: u64) -> crate::job::JobResult {
+        crate::job::JobResult {
+            answer: "ok".into(),
+            reasoning: None,
+            usage: crate::job::Usage {
+                prompt_tokens: 5,
+                completion_tokens: 1 + job.id.0 % 7,
+            },
+            model: job.spec.model.clone(),
+            n_ctx: 512,
+            chunks: 1,
+            reduced: false,
+            started: now,
+            finished: now,
+            generation_millis: 0,
+            attempts: 1,
+            n_seq: 1,
+            json: None,
+            choice: None,
+            provenance: None,
+            cached_tokens: 0,
+        }
+    }
+
     /// Enqueue `n` documents `d0`, `d1`, …; their ids.
     pub fn enqueue_n(store: &SledStore, n: usize) -> Vec<JobId> {
         let items: Vec<NewJob> = (0..n)

@@ -144,16 +144,7 @@ impl JobWrites for SledStore {
     }
 
     fn promote_due(&self, now: Millis) -> Result<usize> {
-        let due: Vec<JobId> = self
-            .tree(t::DELAYED)
-            .range(..keys::delayed(now + 1, JobId(0)))
-            .keys()
-            .filter_map(|k| {
-                k.ok()
-                    .and_then(|k| keys::delayed_parts(&k))
-                    .map(|(_, id)| id)
-            })
-            .collect();
+        let due = self.due_in(t::DELAYED, now);
         let mut moved = 0;
         for id in due {
             moved += self.transact(|tx| {
@@ -182,16 +173,7 @@ impl JobWrites for SledStore {
     }
 
     fn expire_due(&self, now: Millis) -> Result<usize> {
-        let due: Vec<JobId> = self
-            .tree(t::DEADLINES)
-            .range(..keys::delayed(now.saturating_add(1), JobId(0)))
-            .keys()
-            .filter_map(|k| {
-                k.ok()
-                    .and_then(|k| keys::delayed_parts(&k))
-                    .map(|(_, id)| id)
-            })
-            .collect();
+        let due = self.due_in(t::DEADLINES, now);
         let mut expired = 0;
         for id in due {
             expired += self.transact(|tx| {
@@ -565,6 +547,19 @@ impl JobWrites for SledStore {
 }
 
 impl SledStore {
+    /// The jobs of a (time, job) index (`delayed`, `deadlines`) whose time is `now` or before.
+    fn due_in(&self, tree: usize, now: Millis) -> Vec<JobId> {
+        self.tree(tree)
+            .range(..keys::delayed(now.saturating_add(1), JobId(0)))
+            .keys()
+            .filter_map(|k| {
+                k.ok()
+                    .and_then(|k| keys::delayed_parts(&k))
+                    .map(|(_, id)| id)
+            })
+            .collect()
+    }
+
     /// Remove the document files no job names: left by a process that died between writing
     /// them and committing the jobs (files.rs). Files this process wrote are left alone.
     fn sweep_document_files(&self) -> Result<()> {

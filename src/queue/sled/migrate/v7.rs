@@ -21,31 +21,10 @@ pub fn run(store: &SledStore) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::test_support::{spec, temp_store};
+    use super::super::super::test_support::{result_for, spec, temp_store};
     use super::*;
-    use crate::job::{JobId, JobResult, Usage};
+    use crate::job::JobId;
     use crate::queue::{JobReads, JobWrites, NewJob};
-
-    fn result_for(job: &crate::job::Job, now: u64) -> JobResult {
-        JobResult {
-            answer: "ok".into(),
-            reasoning: None,
-            usage: Usage::default(),
-            model: job.spec.model.clone(),
-            n_ctx: 512,
-            chunks: 1,
-            reduced: false,
-            started: now,
-            finished: now,
-            generation_millis: 0,
-            attempts: 1,
-            n_seq: 1,
-            json: None,
-            choice: None,
-            provenance: None,
-            cached_tokens: 0,
-        }
-    }
 
     /// Every kind of move, chosen by a seeded generator, 600 of them: after each, the totals
     /// the transactions kept equal a count of the index; then the migration's count is the same.
