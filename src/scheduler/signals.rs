@@ -36,12 +36,20 @@ impl Shutdown {
     }
 }
 
+/// Wake-ups: how many were asked, and how many the waiting loop has seen.
+#[derive(Default)]
+struct Wakes {
+    asked: u64,
+    seen: u64,
+}
+
 /// Shutdown, wake-ups and cancel requests, shared by the loop and the server.
 #[derive(Clone, Default)]
 pub struct Signals {
     pub shutdown: Shutdown,
-    /// A counter bumped on every wake-up, so a wake that comes before the wait is not lost.
-    wake: Arc<(Mutex<u64>, Condvar)>,
+    /// Wake-ups counted, and how many the loop has seen: a wake that comes while the loop
+    /// looks at the store (between two waits) ends its next wait at once, not lost.
+    wake: Arc<(Mutex<Wakes>, Condvar)>,
     cancels: Arc<Mutex<HashSet<JobId>>>,
 }
 
@@ -49,7 +57,7 @@ impl Signals {
     /// Something changed (work enqueued, retried, resumed, shutdown): the loop looks again.
     pub fn wake(&self) {
         let (m, cv) = &*self.wake;
-        *m.lock().unwrap() += 1;
+        m.lock().unwrap().asked += 1;
         cv.notify_all();
     }
 
@@ -60,22 +68,25 @@ impl Signals {
     }
 
     /// Block until woken, shut down, or `timeout` passes (`None`: a minute, so that the wall
-    /// clock is looked at again even if a wake-up were lost).
+    /// clock is looked at again). A wake since the last wait ended (the loop was looking
+    /// meanwhile, and may have looked before the change) returns at once. Only the worker
+    /// loop waits.
     pub fn wait(&self, timeout: Option<Duration>) {
         let (m, cv) = &*self.wake;
-        let guard = m.lock().unwrap();
-        let seen = *guard;
-        if self.shutdown.is_triggered() {
+        let mut guard = m.lock().unwrap();
+        if guard.asked != guard.seen || self.shutdown.is_triggered() {
+            guard.seen = guard.asked;
             return;
         }
         let limit = timeout
             .unwrap_or(Duration::from_secs(60))
             .min(Duration::from_secs(60));
-        let _ = cv
-            .wait_timeout_while(guard, limit, |n| {
-                *n == seen && !self.shutdown.is_triggered()
+        let (mut guard, _) = cv
+            .wait_timeout_while(guard, limit, |w| {
+                w.asked == w.seen && !self.shutdown.is_triggered()
             })
             .unwrap();
+        guard.seen = guard.asked;
     }
 
     pub fn request_cancel(&self, id: JobId) {
@@ -109,6 +120,23 @@ mod tests {
         s.stop();
         s.wait(Some(Duration::from_secs(30))); // returns at once
         assert!(s.shutdown.is_triggered());
+    }
+
+    /// A wake that comes while the loop is not waiting (it was reading the store) is not
+    /// lost: the next wait returns at once, and only that one.
+    #[test]
+    fn a_wake_between_two_waits_ends_the_next_one() {
+        let s = Signals::default();
+        s.wake();
+        let started = Instant::now();
+        s.wait(Some(Duration::from_secs(30)));
+        assert!(started.elapsed() < Duration::from_secs(5), "at once");
+        let started = Instant::now();
+        s.wait(Some(Duration::from_millis(200)));
+        assert!(
+            started.elapsed() >= Duration::from_millis(150),
+            "the wake was seen: this wait lasts its timeout"
+        );
     }
 
     #[test]
