@@ -65,23 +65,22 @@ impl Tx<'_> {
     /// (`Tx::index`, which every move ends with, then settles the batch.)
     pub(super) fn count_in_batch(&self, job: &Job, delta: i8) -> TxResult<()> {
         let Some(b) = job.batch else { return Ok(()) };
-        let mut tally = self.batch_tally(b)?;
-        add(tally.counts.slot(job.state.kind()), 1, delta);
         let max = u64::from(job.spec.params.max_tokens);
-        match &job.state {
-            JobState::Succeeded { usage, .. } => {
-                add(&mut tally.tokens.done_max, max, delta);
-                add(
-                    &mut tally.tokens.done_completion,
-                    usage.completion_tokens,
-                    delta,
-                );
+        self.change_tally(b, &|tally| {
+            add(tally.counts.slot(job.state.kind()), 1, delta);
+            match &job.state {
+                JobState::Succeeded { usage, .. } => {
+                    add(&mut tally.tokens.done_max, max, delta);
+                    add(
+                        &mut tally.tokens.done_completion,
+                        usage.completion_tokens,
+                        delta,
+                    );
+                }
+                s if !s.kind().is_terminal() => add(&mut tally.tokens.active_max, max, delta),
+                _ => {}
             }
-            s if !s.kind().is_terminal() => add(&mut tally.tokens.active_max, max, delta),
-            _ => {}
-        }
-        self.0[t::BATCH_COUNTS].insert(&keys::batch(b), enc(&tally)?)?;
-        Ok(())
+        })
     }
 
     /// The count of `kind` in batch `b` only (a quarantined job, whose value is gone).
@@ -91,21 +90,33 @@ impl Tx<'_> {
         kind: crate::job::StateKind,
         delta: i8,
     ) -> TxResult<()> {
+        self.change_tally(b, &|tally| add(tally.counts.slot(kind), 1, delta))
+    }
+
+    fn change_tally(&self, b: BatchId, f: &dyn Fn(&mut BatchTally)) -> TxResult<()> {
         let mut tally = self.batch_tally(b)?;
-        add(tally.counts.slot(kind), 1, delta);
+        f(&mut tally);
         self.0[t::BATCH_COUNTS].insert(&keys::batch(b), enc(&tally)?)?;
         Ok(())
     }
 
     /// The batch is in the open set exactly while `batch::is_open` says so; when it leaves
     /// it, its record says when (`ended`), and a batch opened again (a retry) forgets it.
+    ///
+    /// Every move of a batch's job ends here, so the record is read only when its `sealed`
+    /// decides: a listed batch with active jobs stays open whatever it says, and an unlisted
+    /// one was sealed when it left (an unsealed batch is always open).
     pub(super) fn settle_batch(&self, b: BatchId, now: Millis) -> TxResult<()> {
+        let active = self.batch_tally(b)?.counts.active() > 0;
+        let listed = self.0[t::OPEN_BATCHES].get(keys::batch(b))?.is_some();
+        if active == listed {
+            return Ok(());
+        }
         let Some(mut record) = self.batch_record(b)? else {
             return Ok(());
         };
-        let counts = self.batch_tally(b)?.counts;
-        let open = batch::is_open(&record, &counts);
-        let listed = self.0[t::OPEN_BATCHES].get(keys::batch(b))?.is_some();
+        // `batch::is_open`, its counts' part read above.
+        let open = active || record.sealed.is_none();
         if open == listed {
             return Ok(());
         }
@@ -161,6 +172,41 @@ impl SledStore {
         }))
     }
 
+    /// The batches of the first `limit` keys (batch ids) of `keys`.
+    fn views_of(
+        &self,
+        keys: impl Iterator<Item = sled::Result<sled::IVec>>,
+        limit: usize,
+    ) -> Result<Vec<BatchView>> {
+        let mut out = Vec::new();
+        for k in keys {
+            if out.len() >= limit {
+                break;
+            }
+            if let Some(v) = keys::batch_from(&k?).map(|b| self.view(b)).transpose()? {
+                out.extend(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A batch's jobs in enqueue order, after `after`, read as they are needed.
+    pub(super) fn batch_job_ids(
+        &self,
+        id: BatchId,
+        after: Option<JobId>,
+    ) -> impl Iterator<Item = Result<JobId>> {
+        let start = keys::batch_job(id, JobId(after.map_or(0, |a| a.0.saturating_add(1))));
+        let end = keys::batch_job(BatchId(id.0.saturating_add(1)), JobId(0));
+        self.tree(t::BATCH_JOBS)
+            .range(start..end)
+            .keys()
+            .filter_map(|k| match k {
+                Ok(k) => keys::batch_job_parts(&k).map(|(_, j)| Ok(j)),
+                Err(e) => Some(Err(e.into())),
+            })
+    }
+
     /// At worker start: batches whose enqueue died before it ended are sealed (an enqueue
     /// through a worker that is gone cannot go on; a direct one holds the store). The open
     /// set is small: only batches with work left are in it.
@@ -204,28 +250,11 @@ impl Batches for SledStore {
 
     fn batches(&self, before: Option<BatchId>, limit: usize) -> Result<Vec<BatchView>> {
         let end = keys::batch(before.unwrap_or(BatchId(u64::MAX)));
-        let mut out = Vec::new();
-        for k in self.tree(t::BATCHES).range(..end).keys().rev() {
-            if out.len() >= limit {
-                break;
-            }
-            if let Some(v) = keys::batch_from(&k?).map(|b| self.view(b)).transpose()? {
-                out.extend(v);
-            }
-        }
-        Ok(out)
+        self.views_of(self.tree(t::BATCHES).range(..end).keys().rev(), limit)
     }
 
     fn open_batches(&self, limit: usize) -> Result<(Vec<BatchView>, u64)> {
-        let mut out = Vec::new();
-        for k in self.tree(t::OPEN_BATCHES).iter().keys().rev() {
-            if out.len() >= limit {
-                break;
-            }
-            if let Some(v) = keys::batch_from(&k?).map(|b| self.view(b)).transpose()? {
-                out.extend(v);
-            }
-        }
+        let out = self.views_of(self.tree(t::OPEN_BATCHES).iter().keys().rev(), limit)?;
         let total = match self.tree(t::META).get(meta::OPEN_BATCH_COUNT)? {
             Some(v) => codec::decode::<u64>(&v).unwrap_or(0),
             None => 0,
@@ -239,20 +268,9 @@ impl Batches for SledStore {
         after: Option<JobId>,
         limit: Option<usize>,
     ) -> Result<Vec<JobId>> {
-        let start = keys::batch_job(id, JobId(after.map_or(0, |a| a.0.saturating_add(1))));
-        let end = keys::batch_job(BatchId(id.0.saturating_add(1)), JobId(0));
-        let mut out = Vec::new();
-        for k in self.tree(t::BATCH_JOBS).range(start..end).keys() {
-            if limit.is_some_and(|l| out.len() >= l) {
-                break;
-            }
-            if let Some((b, j)) = keys::batch_job_parts(&k?) {
-                if b == id && after.is_none_or(|a| j > a) {
-                    out.push(j);
-                }
-            }
-        }
-        Ok(out)
+        self.batch_job_ids(id, after)
+            .take(limit.unwrap_or(usize::MAX))
+            .collect()
     }
 
     fn seal_batch(&self, id: BatchId, now: Millis) -> Result<bool> {

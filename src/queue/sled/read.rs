@@ -90,11 +90,11 @@ impl JobReads for SledStore {
         let mut jobs = Vec::new();
         let limit = filter.limit.unwrap_or(usize::MAX);
         if let Some(b) = filter.batch {
-            use crate::queue::Batches;
             let in_state =
                 |job: &Job| filter.states.is_empty() || filter.states.contains(&job.state.kind());
-            for id in self.batch_jobs(b, filter.after, None)? {
-                if let Some(job) = self.job(id)? {
+            // Read as the page fills: a page of a large batch reads its page, not the batch.
+            for id in self.batch_job_ids(b, filter.after) {
+                if let Some(job) = self.job(id?)? {
                     if in_state(&job) && keep(&job) {
                         jobs.push(job);
                         if jobs.len() >= limit {
