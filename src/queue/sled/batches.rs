@@ -107,16 +107,15 @@ impl Tx<'_> {
     /// decides: a listed batch with active jobs stays open whatever it says, and an unlisted
     /// one was sealed when it left (an unsealed batch is always open).
     pub(super) fn settle_batch(&self, b: BatchId, now: Millis) -> TxResult<()> {
-        let active = self.batch_tally(b)?.counts.active() > 0;
+        let counts = self.batch_tally(b)?.counts;
         let listed = self.0[t::OPEN_BATCHES].get(keys::batch(b))?.is_some();
-        if active == listed {
+        if (counts.active() > 0) == listed {
             return Ok(());
         }
         let Some(mut record) = self.batch_record(b)? else {
             return Ok(());
         };
-        // `batch::is_open`, its counts' part read above.
-        let open = active || record.sealed.is_none();
+        let open = batch::is_open(&record, &counts);
         if open == listed {
             return Ok(());
         }
