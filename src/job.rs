@@ -521,6 +521,16 @@ impl StateKind {
             StateKind::Succeeded | StateKind::Dead | StateKind::Cancelled | StateKind::Expired
         )
     }
+
+    /// Ended without an answer: dead, cancelled or expired (an OpenAI batch's error file).
+    pub fn ended_without_answer(self) -> bool {
+        self.is_terminal() && self != StateKind::Succeeded
+    }
+
+    /// Has not started (its attempt): queued, or failed and waiting for its retry.
+    pub fn waiting_to_start(self) -> bool {
+        matches!(self, StateKind::Queued | StateKind::Failed)
+    }
 }
 
 impl fmt::Display for StateKind {

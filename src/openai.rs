@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::batch::{BatchStatus, BatchView};
-use crate::job::{Job, JobState, Millis};
+use crate::job::{Job, JobState, Millis, StateKind};
 use crate::protocol::JobView;
 use crate::upload::FileRef;
 
@@ -23,6 +23,23 @@ pub fn finish_reason(view: &JobView) -> &'static str {
         }
         _ => "stop",
     }
+}
+
+/// A job's line in its batch's files: the output file's for a succeeded job (with its
+/// result), the error file's for one that ended without an answer; none while it may still
+/// run. `results --format openai` and the HTTP API's batch files both write these.
+pub enum BatchLine {
+    Output(Value),
+    Error(Value),
+}
+
+pub fn batch_line(view: &JobView) -> Option<BatchLine> {
+    let kind = view.job.state.kind();
+    if kind == StateKind::Succeeded {
+        return openai_success(view).map(BatchLine::Output);
+    }
+    kind.ended_without_answer()
+        .then(|| BatchLine::Error(openai_error(&view.job)))
 }
 
 /// An OpenAI Batch API output line for a succeeded job.
@@ -99,7 +116,9 @@ pub fn batch_json(view: &BatchView, now: Millis) -> Value {
     let ended = r.ended.filter(|_| status.is_terminal()).map(secs);
     let at = |s: BatchStatus| ended.filter(|_| status == s);
     let c = &view.counts;
-    let has_errors = c.dead + c.cancelled + c.expired > 0;
+    let has_errors = StateKind::ALL
+        .iter()
+        .any(|k| k.ended_without_answer() && c.get(*k) > 0);
     let errors = (!r.errors.is_empty()).then(|| {
         json!({
             "object": "list",

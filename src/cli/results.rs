@@ -10,7 +10,8 @@ use anyhow::{Context, Result};
 use super::args::{ResultFormat, ResultsArgs};
 use super::output::{error_of, job_json, openai_error, openai_success};
 use super::{code, fail, Ctx};
-use crate::job::{BatchId, JobState, StateKind};
+use crate::job::BatchId;
+use crate::openai::BatchLine;
 use crate::protocol::{JobView, Request, Response, Selector};
 
 fn fetch(ctx: &Ctx, selectors: &[Selector]) -> Result<(Vec<JobView>, Vec<String>)> {
@@ -327,21 +328,16 @@ impl StreamWriter {
                 ResultFormat::Jsonl => {
                     writeln!(self.out, "{}", serde_json::to_string(&job_json(v))?)?
                 }
-                ResultFormat::Openai => match (&v.job.state, openai_success(v)) {
-                    (JobState::Succeeded { .. }, Some(line)) => {
+                ResultFormat::Openai => match crate::openai::batch_line(v) {
+                    Some(BatchLine::Output(line)) => {
                         writeln!(self.out, "{}", serde_json::to_string(&line)?)?
                     }
-                    (s, _)
-                        if matches!(
-                            s.kind(),
-                            StateKind::Dead | StateKind::Cancelled | StateKind::Expired
-                        ) =>
-                    {
+                    Some(BatchLine::Error(line)) => {
                         if let Some(errors) = self.errors.as_mut() {
-                            writeln!(errors, "{}", serde_json::to_string(&openai_error(&v.job))?)?
+                            writeln!(errors, "{}", serde_json::to_string(&line)?)?
                         }
                     }
-                    _ => self.pending += 1,
+                    None => self.pending += 1,
                 },
             }
         }

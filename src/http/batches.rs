@@ -41,7 +41,7 @@ fn batch_json(v: &BatchView) -> Value {
     crate::openai::batch_json(v, crate::now_ms())
 }
 
-fn get_batch(state: &ApiState, id: BatchId) -> Result<BatchView, ApiError> {
+pub(super) fn get_batch(state: &ApiState, id: BatchId) -> Result<BatchView, ApiError> {
     match call_sync(state, Request::Batch(id))? {
         Response::Batches(mut v) if v.len() == 1 => Ok(v.remove(0)),
         other => Err(unexpected(other)),

@@ -9,7 +9,8 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{blocking, call, call_sync, error::ApiError, unexpected, ApiState, Shared};
-use crate::job::{BatchId, JobState};
+use crate::job::BatchId;
+use crate::openai::BatchLine;
 use crate::protocol::{Request, Response, Selector};
 use crate::queue::JobFilter;
 use crate::upload::{self, FileId, FileInfo, FileRef, UploadError};
@@ -213,11 +214,9 @@ const PAGE: usize = 500;
 /// (or failed for good, was cancelled or expired), in enqueue order; and when it ended.
 fn batch_file(state: &ApiState, r: FileRef, b: BatchId) -> Result<(String, u64), ApiError> {
     let missing = || ApiError::not_found(format!("No such File object: {r}"));
-    let view = match call_sync(state, Request::Batch(b)) {
-        Ok(Response::Batches(mut v)) if v.len() == 1 => v.remove(0),
+    let view = match super::batches::get_batch(state, b) {
         Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => return Err(missing()),
-        Ok(other) => return Err(unexpected(other)),
-        Err(e) => return Err(e),
+        other => other?,
     };
     let Some(ended) = view.record.ended.filter(|_| view.status().is_terminal()) else {
         return Err(missing());
@@ -245,15 +244,9 @@ fn batch_file(state: &ApiState, r: FileRef, b: BatchId) -> Result<(String, u64),
             other => return Err(unexpected(other)),
         };
         for v in &views {
-            let line = match (r, &v.job.state) {
-                (FileRef::Output(_), JobState::Succeeded { .. }) => {
-                    crate::openai::openai_success(v)
-                }
-                (FileRef::Errors(_), s)
-                    if s.kind().is_terminal() && !matches!(s, JobState::Succeeded { .. }) =>
-                {
-                    Some(crate::openai::openai_error(&v.job))
-                }
+            let line = match (r, crate::openai::batch_line(v)) {
+                (FileRef::Output(_), Some(BatchLine::Output(line)))
+                | (FileRef::Errors(_), Some(BatchLine::Error(line))) => Some(line),
                 _ => None,
             };
             if let Some(line) = line {

@@ -32,9 +32,8 @@ pub(super) fn enc_as<T: serde::Serialize>(version: u8, v: &T) -> TxResult<Vec<u8
 /// The job's key in the `deadlines` index, if its state puts it there: a job that has not
 /// started (queued, or failed and waiting for its retry) and has a deadline.
 fn deadline_key(job: &Job) -> Option<[u8; 16]> {
-    let waiting = matches!(job.state, JobState::Queued | JobState::Failed { .. });
     job.deadline
-        .filter(|_| waiting)
+        .filter(|_| job.state.kind().waiting_to_start())
         .map(|d| keys::delayed(d, job.id))
 }
 

@@ -180,8 +180,7 @@ impl JobWrites for SledStore {
                 let Some(mut job) = tx.job(id)? else {
                     return Ok(0);
                 };
-                let not_started = matches!(job.state, JobState::Queued | JobState::Failed { .. });
-                if !not_started || job.deadline.is_none_or(|d| d > now) {
+                if !job.state.kind().waiting_to_start() || job.deadline.is_none_or(|d| d > now) {
                     return Ok(0);
                 }
                 let reason = "its batch's deadline passed before it started".to_string();
