@@ -84,6 +84,9 @@ pub struct Config {
     pub memory_buffer_share: f64,
     /// Serve the HTTP API on this address (`worker --http`), e.g. `127.0.0.1:11400`.
     pub http: Option<String>,
+    /// Most tokens one interactive chat completion generates: a larger `max_tokens` is
+    /// lowered to it, so that no request holds a batch slot for long.
+    pub chat_max_tokens: u32,
     /// The person at the machine comes first: while they touched it within this duration
     /// (e.g. `5m`), the worker yields (`yield_to`).
     pub yield_when_active: Option<String>,
@@ -101,6 +104,7 @@ impl Default for Config {
             threads: 0,
             kernels: crate::engine::Kernels::default(),
             max_attempts: 3,
+            chat_max_tokens: 4096,
             max_crashes: 3,
             chunk_timeout_secs: 600,
             max_file_bytes: 50_000_000,
@@ -194,6 +198,7 @@ impl Config {
         within("parallel", self.parallel, 1, 256)?;
         within("threads", self.threads, 0, 4096)?;
         within("max_attempts", self.max_attempts, 1, 1000)?;
+        within("chat_max_tokens", self.chat_max_tokens, 1, 1 << 24)?;
         within("max_crashes", self.max_crashes, 1, 1000)?;
         within("chunk_timeout_secs", self.chunk_timeout_secs, 1, 7 * DAY)?;
         within(

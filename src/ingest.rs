@@ -369,6 +369,39 @@ pub fn parse_batch_line(line: &str) -> Result<BatchItem, String> {
         .get("body")
         .and_then(Value::as_object)
         .ok_or("missing body")?;
+    let body = parse_chat_body(body, &[])?;
+    Ok(BatchItem {
+        custom_id,
+        model: body.model,
+        messages: body.messages,
+        gen: body.gen,
+        extra: (!body.extra.is_empty()).then(|| Value::Object(body.extra).to_string()),
+        constraint: body.constraint,
+    })
+}
+
+/// The body of a chat completion request, as a batch line and `POST /v1/chat/completions`
+/// both carry it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatBody {
+    /// `model`, if given.
+    pub model: Option<String>,
+    pub messages: Vec<ChatMessage>,
+    pub gen: GenOverrides,
+    /// `response_format`: a JSON schema (or any JSON object) the answer must follow.
+    pub constraint: Option<Constraint>,
+    /// Fields not read here and not among `also_known`, kept verbatim.
+    pub extra: serde_json::Map<String, Value>,
+}
+
+/// Parse a chat completion body: `messages` (text content; text parts of content arrays
+/// joined), `max_completion_tokens`/`max_tokens`, `temperature`, `top_p`, `top_k`, `min_p`,
+/// `seed`, `model`, `response_format`. Fields named in `also_known` are the caller's to read
+/// (the HTTP API's `stream`, `stop`); others go to `extra`.
+pub fn parse_chat_body(
+    body: &serde_json::Map<String, Value>,
+    also_known: &[&str],
+) -> Result<ChatBody, String> {
     let raw_messages = body
         .get("messages")
         .and_then(Value::as_array)
@@ -428,7 +461,7 @@ pub fn parse_batch_line(line: &str) -> Result<BatchItem, String> {
     };
     let extra: serde_json::Map<String, Value> = body
         .iter()
-        .filter(|(k, _)| !known.contains(&k.as_str()))
+        .filter(|(k, _)| !known.contains(&k.as_str()) && !also_known.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let model = match body.get("model") {
@@ -436,8 +469,7 @@ pub fn parse_batch_line(line: &str) -> Result<BatchItem, String> {
         Some(Value::String(m)) if !m.is_empty() && m.len() <= 256 => Some(m.clone()),
         Some(_) => return Err("\"model\" must be a model's name".into()),
     };
-    Ok(BatchItem {
-        custom_id,
+    Ok(ChatBody {
         model,
         messages,
         gen: GenOverrides {
@@ -448,8 +480,8 @@ pub fn parse_batch_line(line: &str) -> Result<BatchItem, String> {
             min_p: num("min_p").map(|x| x as f32),
             seed: num("seed").map(|x| x as u32),
         },
-        extra: (!extra.is_empty()).then(|| Value::Object(extra).to_string()),
         constraint,
+        extra,
     })
 }
 

@@ -46,37 +46,105 @@ pub fn batch_line(view: &JobView) -> Option<BatchLine> {
 pub fn openai_success(view: &JobView) -> Option<Value> {
     let r = view.result.as_ref()?;
     let job = &view.job;
-    let mut message = json!({"role": "assistant", "content": r.answer, "refusal": null});
-    if let Some(reasoning) = &r.reasoning {
-        message["reasoning_content"] = json!(reasoning);
-    }
+    let body = chat_completion(&Completion {
+        id: format!("chatcmpl-{}", job.id),
+        created: r.finished / 1000,
+        model: &r.model.name,
+        answer: &r.answer,
+        reasoning: r.reasoning.as_deref(),
+        finish: finish_reason(view),
+        prompt_tokens: r.usage.prompt_tokens,
+        completion_tokens: r.usage.completion_tokens,
+        cached_tokens: r.cached_tokens,
+    });
     Some(json!({
         "id": format!("batch_req_{}", job.id),
         "custom_id": job.spec.custom_id,
         "response": {
             "status_code": 200,
             "request_id": format!("req_{}", job.id),
-            "body": {
-                "id": format!("chatcmpl-{}", job.id),
-                "object": "chat.completion",
-                "created": r.finished / 1000,
-                "model": r.model.name,
-                "choices": [{
-                    "index": 0,
-                    "message": message,
-                    "finish_reason": finish_reason(view),
-                    "logprobs": null,
-                }],
-                "usage": {
-                    "prompt_tokens": r.usage.prompt_tokens,
-                    "completion_tokens": r.usage.completion_tokens,
-                    "total_tokens": r.usage.prompt_tokens + r.usage.completion_tokens,
-                    "prompt_tokens_details": {"cached_tokens": r.cached_tokens},
-                },
-            },
+            "body": body,
         },
         "error": null,
     }))
+}
+
+/// What a chat completion says: a batch job's result, or an interactive answer.
+pub struct Completion<'a> {
+    pub id: String,
+    /// Unix seconds.
+    pub created: u64,
+    pub model: &'a str,
+    pub answer: &'a str,
+    /// Qwen3's thinking, apart from the answer (`reasoning_content`, as llama-server and
+    /// vLLM name it).
+    pub reasoning: Option<&'a str>,
+    /// `stop` or `length`.
+    pub finish: &'static str,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+}
+
+/// OpenAI's `chat.completion` object.
+pub fn chat_completion(c: &Completion) -> Value {
+    let mut message = json!({"role": "assistant", "content": c.answer, "refusal": null});
+    if let Some(reasoning) = c.reasoning {
+        message["reasoning_content"] = json!(reasoning);
+    }
+    json!({
+        "id": c.id,
+        "object": "chat.completion",
+        "created": c.created,
+        "model": c.model,
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "finish_reason": c.finish,
+            "logprobs": null,
+        }],
+        "usage": usage(c),
+    })
+}
+
+fn usage(c: &Completion) -> Value {
+    json!({
+        "prompt_tokens": c.prompt_tokens,
+        "completion_tokens": c.completion_tokens,
+        "total_tokens": c.prompt_tokens + c.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": c.cached_tokens},
+    })
+}
+
+/// One `chat.completion.chunk` of a streamed answer: `delta` (`{"role": "assistant"}` first,
+/// then `{"content": …}` pieces), the last one with its `finish_reason`.
+pub fn chat_chunk(
+    id: &str,
+    created: u64,
+    model: &str,
+    delta: Value,
+    finish: Option<&str>,
+) -> Value {
+    json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
+    })
+}
+
+/// The last chunk when the request asked for `stream_options.include_usage`: no choices,
+/// the usage.
+pub fn usage_chunk(c: &Completion) -> Value {
+    json!({
+        "id": c.id,
+        "object": "chat.completion.chunk",
+        "created": c.created,
+        "model": c.model,
+        "choices": [],
+        "usage": usage(c),
+    })
 }
 
 /// An OpenAI Batch API error line for a job that failed for good, was cancelled or expired

@@ -60,6 +60,14 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<i32> {
                     ago(c.started, now)
                 );
             }
+            for c in &w.chats {
+                println!(
+                    "chat:    on {} for {}{}",
+                    crate::job::printable(&c.model),
+                    human_duration(c.age_ms),
+                    if c.streaming { ", streaming" } else { "" }
+                );
+            }
             if let (true, Some(why)) = (w.running.is_empty(), &w.waiting) {
                 println!("waiting: {why}");
             }
@@ -81,6 +89,12 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<i32> {
                 println!("power:   on battery");
             }
             println!("done:    {} jobs since start", w.finished);
+            if w.chats_served > 0 || w.preempted > 0 {
+                println!(
+                    "chats:   {} answered since start ({} batch sequences gave their slot and started again)",
+                    w.chats_served, w.preempted
+                );
+            }
         }
         None => println!("worker:  not running"),
     }

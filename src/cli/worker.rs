@@ -155,6 +155,7 @@ fn http_settings(ctx: &Ctx, flag: Option<&str>) -> Result<Option<crate::http::Ap
         key,
         resolve_model: std::sync::Arc::new(resolve_model),
         max_attempts: ctx.config.max_attempts,
+        chat_max_tokens: ctx.config.chat_max_tokens,
     }))
 }
 

@@ -250,6 +250,7 @@ pub fn run(
             key: api.key,
             resolve_model: api.resolve_model,
             max_attempts: api.max_attempts,
+            chat_max_tokens: api.chat_max_tokens,
         });
         let shutdown = signals.shutdown.clone();
         runtime.spawn(crate::http::serve(listener, state, async move {

@@ -173,6 +173,8 @@ fn run_point(
                 prompt: prompt.clone(),
                 sampling: sampling.clone(),
                 grammar: None,
+                stop: Vec::new(),
+                urgent: false,
             })?;
         }
         for done in engine.step()? {

@@ -69,6 +69,14 @@ struct FakeSeq {
     max_tokens: usize,
     prompt_tokens: u32,
     prefilled: bool,
+    /// Stop strings: the answer ends where one appears.
+    stop: Vec<String>,
+}
+
+impl FakeSeq {
+    fn text(&self) -> String {
+        self.answer[..self.produced].iter().collect()
+    }
 }
 
 impl FakeEngine {
@@ -251,6 +259,7 @@ impl Decoder for FakeEngine {
             max_tokens: request.sampling.max_tokens as usize,
             prompt_tokens,
             prefilled: false,
+            stop: request.stop,
         });
         Ok(())
     }
@@ -286,7 +295,11 @@ impl Decoder for FakeEngine {
                 s.produced += 1;
                 self.generated += 1;
             }
-            let finish = if s.produced >= s.max_tokens {
+            let text = s.text();
+            let stopped = super::stops::find(text.as_bytes(), &s.stop, 0);
+            let finish = if stopped.is_some() {
+                Some(FinishReason::Stop)
+            } else if s.produced >= s.max_tokens {
                 Some(FinishReason::Length)
             } else if s.produced >= s.answer.len() {
                 Some(FinishReason::Stop)
@@ -297,10 +310,12 @@ impl Decoder for FakeEngine {
                 None => i += 1,
                 Some(finish) => {
                     let s = self.seqs.remove(i);
+                    let mut text = text;
+                    text.truncate(stopped.unwrap_or(text.len()));
                     done.push(SeqDone {
                         tag: s.tag,
                         result: Ok(Generation {
-                            text: s.answer[..s.produced].iter().collect(),
+                            text,
                             prompt_tokens: s.prompt_tokens,
                             // The fake keeps no KV cells to reuse.
                             cached_tokens: 0,
@@ -334,6 +349,11 @@ impl Decoder for FakeEngine {
     fn free_slots(&self) -> usize {
         self.shape
             .map_or(0, |s| (s.n_seq as usize).saturating_sub(self.seqs.len()))
+    }
+
+    fn partial(&self, tag: u64, from: usize) -> Option<Vec<u8>> {
+        let s = self.seqs.iter().find(|s| s.tag == tag)?;
+        Some(s.text().as_bytes().get(from..).unwrap_or_default().to_vec())
     }
 }
 

@@ -20,6 +20,7 @@ pub mod lru;
 pub mod memory;
 pub mod prefix;
 pub mod release;
+pub mod stops;
 pub mod templates;
 
 use crate::job::{ChatMessage, Constraint, Millis, ModelRef};
@@ -68,6 +69,9 @@ pub enum Interrupt {
     Cancelled,
     /// The chunk ran past its time limit.
     Timeout,
+    /// An interactive request needs the machine (another model): the job goes back to the
+    /// queue and resumes after its last finished chunk.
+    Yield,
 }
 
 /// Answer of the control callback, asked once per decode step.
@@ -271,6 +275,11 @@ pub struct SeqRequest {
     pub sampling: Sampling,
     /// A JSON schema or GBNF grammar the output must follow.
     pub grammar: Option<Constraint>,
+    /// Strings that end the generation where they appear (cut from its text; see [`stops`]).
+    pub stop: Vec<String>,
+    /// A person waits for it (an interactive request): its prompt is fed before the prompts
+    /// of batch sequences that came earlier.
+    pub urgent: bool,
 }
 
 /// A sequence that ended, with its generation or why it failed.
@@ -376,6 +385,11 @@ pub trait Decoder {
     /// Slots free for [`Decoder::start`].
     fn free_slots(&self) -> usize;
 
+    /// The bytes a sequence in flight generated so far, from byte `from` on (streaming an
+    /// interactive answer); `None` for a tag not in flight. Bytes, not text: a token may end
+    /// inside a UTF-8 character.
+    fn partial(&self, tag: u64, from: usize) -> Option<Vec<u8>>;
+
     /// Generate one sequence alone, from start to end: the B=1 path for tools and examples.
     /// `control` is asked before each decode step and may stop it. Other sequences must not be
     /// in flight.
@@ -396,6 +410,8 @@ pub trait Decoder {
             prompt: prompt.clone(),
             sampling: sampling.clone(),
             grammar: None,
+            stop: Vec::new(),
+            urgent: false,
         })?;
         loop {
             if let Control::Stop(why) = control() {

@@ -63,6 +63,29 @@ impl ApiError {
         }
     }
 
+    /// Too many requests at once: OpenAI's clients wait and retry a 429.
+    pub fn too_many(message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: Some("rate_limit_exceeded"),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "requests", message)
+        }
+    }
+
+    /// Not now (no memory for the model, the worker stopping): OpenAI's clients retry a 503.
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+    }
+
+    /// The `error` object of the answer (also sent as an event in a stream).
+    pub fn body(&self) -> serde_json::Value {
+        json!({
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        })
+    }
+
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
     }
@@ -70,12 +93,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {
-            "message": self.message,
-            "type": self.kind,
-            "param": self.param,
-            "code": self.code,
-        }});
+        let body = json!({"error": self.body()});
         (self.status, Json(body)).into_response()
     }
 }

@@ -1,9 +1,10 @@
-//! The HTTP API (`worker --http 127.0.0.1:11400`): OpenAI's Files, Batches and Models
-//! endpoints on the worker's tokio runtime, so that programs written for OpenAI's batch
+//! The HTTP API (`worker --http 127.0.0.1:11400`): OpenAI's Files, Batches, Models and Chat
+//! Completions endpoints on the worker's tokio runtime, so that programs written for OpenAI's batch
 //! workflow run on local GGUF models unchanged. One router ([`router`]), the state passed in
 //! ([`ApiState`]), one file per resource. Handlers translate HTTP into the same
 //! [`Request`](crate::protocol::Request)s the CLI sends and call [`crate::handler::handle`]
-//! (on a blocking thread: the store is synchronous): one behaviour, three doors.
+//! (on a blocking thread: the store is synchronous): one behaviour, three doors. Chat
+//! completions are the exception: not stored, they go to the worker loop directly (`chat`).
 //!
 //! axum (0.8, HTTP/1 only): tokio's own, pure Rust (nothing compiled for the target, so the
 //! macOS check holds), with extractors for JSON, queries and multipart uploads and a body
@@ -12,6 +13,7 @@
 
 pub mod auth;
 mod batches;
+mod chat;
 pub mod error;
 mod files;
 mod models;
@@ -41,6 +43,8 @@ pub struct ApiSettings {
     pub resolve_model: Arc<ResolveModel>,
     /// Attempts before a job of the API's batches is given up (the config's).
     pub max_attempts: u32,
+    /// The most tokens a chat completion generates (the config's `chat_max_tokens`).
+    pub chat_max_tokens: u32,
 }
 
 /// Everything a handler needs.
@@ -50,6 +54,7 @@ pub struct ApiState {
     pub key: ApiKey,
     pub resolve_model: Arc<ResolveModel>,
     pub max_attempts: u32,
+    pub chat_max_tokens: u32,
 }
 
 type Shared = Arc<ApiState>;
@@ -66,6 +71,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/batches", post(batches::create).get(batches::list))
         .route("/v1/batches/{id}", get(batches::one))
         .route("/v1/batches/{id}/cancel", post(batches::cancel))
+        .route("/v1/chat/completions", post(chat::create))
         .route("/openapi.json", get(openapi::document))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

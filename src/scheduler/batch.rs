@@ -35,6 +35,10 @@ pub(super) struct Batch {
     /// What each `--model auto` quality picks now (model path), and when that was worked
     /// out: such jobs join a running batch when they pick its model.
     pub auto_picks: Option<(Instant, HashMap<crate::job::Quality, String>)>,
+    /// Interactive chats waiting or decoding beside the jobs (see [`super::interactive`]).
+    pub chats: super::interactive::Chats,
+    /// Batch sequences that gave their slot to a chat since the worker started.
+    pub preempted: u64,
 }
 
 /// Memory pressure as the loop last read it (see `ladder.rs`).
@@ -104,18 +108,33 @@ impl Batch {
             adaptive: Adaptive::default(),
             waits: Default::default(),
             auto_picks: None,
+            chats: Default::default(),
+            preempted: 0,
         }
+    }
+
+    /// Nothing to decode: no job in the batch, no chat waiting or running.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty() && self.chats.is_empty()
+    }
+
+    /// A fresh engine tag (tags are never reused).
+    pub fn next_tag(&mut self) -> u64 {
+        self.next_tag += 1;
+        self.next_tag
     }
 
     /// The engine request for job `id`'s step `work`, under a fresh tag.
     pub fn request(&mut self, id: JobId, work: Work) -> SeqRequest {
-        self.next_tag += 1;
-        self.tags.insert(self.next_tag, (id, work.step));
+        let tag = self.next_tag();
+        self.tags.insert(tag, (id, work.step));
         SeqRequest {
-            tag: self.next_tag,
+            tag,
             prompt: work.prompt,
             sampling: work.sampling,
             grammar: work.grammar,
+            stop: Vec::new(),
+            urgent: false,
         }
     }
 

@@ -26,7 +26,7 @@ impl Worker {
             return Ok(None);
         }
         let suspects = self.store.suspects()?;
-        if b.runs.is_empty() {
+        if b.is_empty() {
             for &id in &suspects {
                 if let Some(job) = self.store.claim_job(id, now, lease)? {
                     tracing::warn!(job = %id, "a suspect of a crash: running it alone");
@@ -35,7 +35,7 @@ impl Worker {
                 }
             }
         }
-        let running = if b.runs.is_empty() {
+        let running = if b.is_empty() {
             None
         } else {
             self.engine.loaded().cloned()
@@ -68,7 +68,7 @@ impl Worker {
         let (now, lease) = ((self.now)(), self.lease_ms());
         let id = job.id;
         tracing::info!(job = %id, custom_id = %crate::job::printable(&job.spec.custom_id), "running");
-        let fresh = b.runs.is_empty();
+        let fresh = b.is_empty();
         if fresh {
             // A new batch starts at the configured size (the adaptive one: the model's
             // controller's B, below; a suspect's: 1); the ladder shrinks it if need be.

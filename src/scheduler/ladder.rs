@@ -148,7 +148,7 @@ impl Worker {
         b: &mut Batch,
         job: &Job,
     ) -> Result<(crate::job::ModelRef, crate::engine::ModelInfo), Ladder> {
-        let fresh = b.runs.is_empty();
+        let fresh = b.is_empty();
         let min_ctx = min_context(job, self.settings.margin);
         let candidates =
             std::iter::once(job.spec.model.clone()).chain(job.spec.fallback.iter().cloned());

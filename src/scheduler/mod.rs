@@ -13,13 +13,14 @@ mod batch;
 pub mod batch_size;
 pub mod choose;
 mod claim;
+pub mod interactive;
 pub mod jobrun;
 mod ladder;
 mod record;
 mod signals;
 mod waits;
 
-pub use signals::{Shutdown, Signals};
+pub use signals::{Refused, Shutdown, Signals};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -116,6 +117,15 @@ pub struct LiveStatus {
     pub keep_awake: bool,
     /// On battery power (known only where the platform says).
     pub on_battery: Option<bool>,
+    /// Interactive chats decoding now.
+    #[serde(default)]
+    pub chats: Vec<interactive::ChatInFlight>,
+    /// Chats answered since the worker started.
+    #[serde(default)]
+    pub chats_served: u64,
+    /// Batch sequences that gave their slot to a chat (started again later) since the start.
+    #[serde(default)]
+    pub preempted: u64,
     /// The batch's model and its context's shape, for the next start's warm load
     /// (`daemon::warm`); not part of `status`.
     #[serde(skip)]
@@ -184,17 +194,21 @@ impl Worker {
     /// 3. **steer** — cancel requests and step time limits of the jobs in the batch; under
     ///    critical memory pressure, shed load (shrink the batch, unload idle models, pause
     ///    claiming).
-    /// 4. **fill** — every free slot gets a step: first from jobs in the batch (their next
+    /// 4. **serve chats** — interactive requests start ahead of batch work: in a free slot, in
+    ///    the slot of the batch's youngest sequence, or, on another model, after the batch
+    ///    yields its jobs back to the queue ([`interactive`]); none is claimed while one waits.
+    /// 5. **fill** — every free slot gets a step: first from jobs in the batch (their next
     ///    chunk or reduce prompt), then from newly claimed jobs for the loaded model (unless
     ///    paused); a model loads only through the admission gate (its predicted need must fit
     ///    in free memory beyond the reserve) and down the fallback ladder, else the job waits.
-    /// 5. **idle?** — with nothing in the batch: drain-exit, or sleep until woken or the next
+    /// 6. **idle?** — with nothing in the batch: drain-exit, or sleep until woken or the next
     ///    delayed job is due.
-    /// 6. **step** — one decode call for the whole batch; a batch that does not fit in memory
+    /// 7. **step** — one decode call for the whole batch; a batch that does not fit in memory
     ///    halves B and starts its steps again.
-    /// 7. **record** — checkpoint each finished chunk; record each job that ended (Succeeded,
-    ///    Failed/Dead with backoff, Cancelled), flushed before the loop moves on.
-    /// 8. **heartbeat** — renew the leases of the jobs in the batch.
+    /// 8. **record** — checkpoint each finished chunk; record each job that ended (Succeeded,
+    ///    Failed/Dead with backoff, Cancelled), flushed before the loop moves on; answer each
+    ///    chat that ended, and stream what the others generated.
+    /// 9. **heartbeat** — renew the leases of the jobs in the batch.
     pub fn run(mut self) -> Result<Exit, StoreError> {
         let now = self.now;
         let recovered = self.store.recover(now())?;
@@ -219,28 +233,30 @@ impl Worker {
         let mut first_token = false;
         loop {
             if self.signals.shutdown.is_triggered() {
+                self.end_chats(&mut b);
                 self.release_all(&mut b)?;
                 self.publish(&b);
                 return Ok(Exit::Shutdown);
             }
             self.steer(&mut b)?;
             self.watch_pressure(&mut b)?;
+            self.serve_chats(&mut b)?;
             self.fill(&mut b)?;
             b.waits.was_running |= !b.runs.is_empty();
-            // Keep the machine awake while jobs run; let it sleep when idle.
-            if b.runs.is_empty() {
+            // Keep the machine awake while jobs or chats run; let it sleep when idle.
+            if b.is_empty() {
                 b.power.awake.release();
             } else {
                 b.power.awake.hold();
             }
             self.publish(&b);
-            if b.runs.is_empty() && !b.pressure.claiming {
+            if b.is_empty() && !b.pressure.claiming {
                 // Claiming paused for critical pressure: look at memory again shortly.
                 self.set_waiting(Some("claiming paused: critical memory pressure".into()));
                 self.signals.wait(Some(Duration::from_secs(2)));
                 continue;
             }
-            if b.runs.is_empty() && self.battery_holds(&mut b) {
+            if b.is_empty() && self.battery_holds(&mut b) {
                 if self.drain {
                     let delayed = self.store.delayed_count()?;
                     return Ok(Exit::Drained { delayed });
@@ -249,10 +265,15 @@ impl Worker {
                 self.signals.wait(Some(Duration::from_secs(30)));
                 continue;
             }
-            if b.runs.is_empty() {
+            if b.is_empty() {
                 if let Some(exit) = self.idle(&mut b)? {
                     return Ok(exit);
                 }
+                continue;
+            }
+            if self.engine.active() == 0 && !b.chats.is_empty() {
+                // Chats whose sequences a reshaped batch dropped start again at the next look.
+                self.stream_chats(&mut b);
                 continue;
             }
             if self.engine.active() == 0 {
@@ -273,11 +294,16 @@ impl Worker {
                         );
                     }
                     for d in done {
-                        self.record(&mut b, d)?;
+                        if b.chats.is_chat(d.tag) {
+                            self.chat_ended(&mut b, d.tag, d.result);
+                        } else {
+                            self.record(&mut b, d)?;
+                        }
                     }
                 }
                 Err(e) => self.batch_failed(&mut b, e.into())?,
             }
+            self.stream_chats(&mut b);
             self.adapt(&mut b);
             if last_beat.elapsed() > self.settings.lease / 4 {
                 last_beat = Instant::now();
@@ -471,7 +497,10 @@ impl Worker {
         st.generated_tokens = self.engine.generated_tokens();
         st.keep_awake = b.power.awake.held();
         st.on_battery = b.power.on_battery;
-        if !b.runs.is_empty() {
+        st.chats = b.chats.in_flight();
+        st.chats_served = b.chats.served;
+        st.preempted = b.preempted;
+        if !b.is_empty() {
             st.waiting = None;
         }
     }
@@ -535,6 +564,7 @@ impl Worker {
                 || self.battery_holds(b)
                 || self.person_holds(b)
                 || self.signals.shutdown.is_triggered()
+                || b.chats.waiting()
                 || self.store.paused()?
             {
                 return Ok(());

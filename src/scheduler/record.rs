@@ -135,14 +135,17 @@ impl Worker {
     fn record_outcome(&mut self, id: JobId, stop: Stop) -> Result<(), StoreError> {
         let now = (self.now)();
         let (msg, permanent) = match stop {
-            Stop::Engine(EngineError::Interrupted(Interrupt::Shutdown)) => {
-                let released = self.store.release(
-                    id,
-                    now,
-                    "worker shutting down; resumes after its last finished chunk",
-                );
-                unless_moved(id, released)?;
-                tracing::info!(job = %id, "released for shutdown");
+            Stop::Engine(EngineError::Interrupted(
+                why @ (Interrupt::Shutdown | Interrupt::Yield),
+            )) => {
+                let reason = match why {
+                    Interrupt::Yield => {
+                        "yielded to an interactive request on another model; resumes after its last finished chunk"
+                    }
+                    _ => "worker shutting down; resumes after its last finished chunk",
+                };
+                unless_moved(id, self.store.release(id, now, reason))?;
+                tracing::info!(job = %id, "released: {why:?}");
                 return Ok(());
             }
             Stop::Engine(EngineError::Interrupted(Interrupt::Cancelled)) => {

@@ -2,7 +2,7 @@
 //! shutdown, wake-ups (new work), and cancel requests for the running job.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -51,6 +51,38 @@ pub struct Signals {
     /// looks at the store (between two waits) ends its next wait at once, not lost.
     wake: Arc<(Mutex<Wakes>, Condvar)>,
     cancels: Arc<Mutex<HashSet<JobId>>>,
+    /// Interactive chats submitted and not yet taken by the loop.
+    chats: Arc<Mutex<Inbox>>,
+    /// Chats submitted and not yet ended (each holds a [`Ticket`]).
+    open_chats: Arc<AtomicUsize>,
+}
+
+/// Chats handed to the loop, and whether it still takes them.
+#[derive(Default)]
+struct Inbox {
+    chats: Vec<super::interactive::ChatRequest>,
+    /// The loop has stopped taking chats (it is shutting down): a chat submitted now would
+    /// wait for ever.
+    closed: bool,
+}
+
+/// Why a chat was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// [`MAX_OPEN`](super::interactive::MAX_OPEN) chats wait or run already.
+    TooMany,
+    /// The worker is stopping.
+    Stopping,
+}
+
+/// A chat's place among the open ones: given back when the chat (its request) is dropped,
+/// however it ended.
+pub struct Ticket(Arc<AtomicUsize>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Signals {
@@ -87,6 +119,39 @@ impl Signals {
             })
             .unwrap();
         guard.seen = guard.asked;
+    }
+
+    /// Hand a chat to the loop and wake it; refused (and dropped) while
+    /// [`MAX_OPEN`](super::interactive::MAX_OPEN) chats wait or run already, or once the loop
+    /// stops taking them.
+    pub fn submit_chat(&self, mut chat: super::interactive::ChatRequest) -> Result<(), Refused> {
+        let open = self.open_chats.fetch_add(1, Ordering::SeqCst);
+        let ticket = Ticket(self.open_chats.clone());
+        if open >= super::interactive::MAX_OPEN {
+            return Err(Refused::TooMany);
+        }
+        chat.ticket = Some(ticket);
+        {
+            let mut inbox = self.chats.lock().unwrap();
+            if inbox.closed || self.shutdown.is_triggered() {
+                return Err(Refused::Stopping);
+            }
+            inbox.chats.push(chat);
+        }
+        self.wake();
+        Ok(())
+    }
+
+    /// The chats submitted since the last call, oldest first.
+    pub(super) fn take_chats(&self) -> Vec<super::interactive::ChatRequest> {
+        std::mem::take(&mut self.chats.lock().unwrap().chats)
+    }
+
+    /// The loop stops taking chats: the ones submitted and not taken, and none after.
+    pub(super) fn close_chats(&self) -> Vec<super::interactive::ChatRequest> {
+        let mut inbox = self.chats.lock().unwrap();
+        inbox.closed = true;
+        std::mem::take(&mut inbox.chats)
     }
 
     pub fn request_cancel(&self, id: JobId) {
@@ -137,6 +202,50 @@ mod tests {
             started.elapsed() >= Duration::from_millis(150),
             "the wake was seen: this wait lasts its timeout"
         );
+    }
+
+    #[test]
+    fn open_chats_are_capped_and_a_dropped_chat_frees_its_place() {
+        use super::super::interactive::{ChatRequest, MAX_OPEN};
+        let s = Signals::default();
+        let chat = || {
+            let (reply, _) = tokio::sync::mpsc::unbounded_channel();
+            ChatRequest {
+                model: crate::job::ModelRef {
+                    name: "m".into(),
+                    path: "/m.gguf".into(),
+                    template: None,
+                },
+                messages: Vec::new(),
+                sampling: crate::engine::Sampling {
+                    max_tokens: 1,
+                    temperature: 0.0,
+                    top_p: 1.0,
+                    top_k: 0,
+                    min_p: 0.0,
+                    seed: 0,
+                },
+                grammar: None,
+                stop: Vec::new(),
+                thinking: false,
+                stream: false,
+                received: Instant::now(),
+                reply,
+                ticket: None,
+            }
+        };
+        for _ in 0..MAX_OPEN {
+            assert!(s.submit_chat(chat()).is_ok());
+        }
+        assert_eq!(s.submit_chat(chat()), Err(Refused::TooMany), "one too many");
+        let mut taken = s.take_chats();
+        assert_eq!(taken.len(), MAX_OPEN);
+        assert!(
+            s.submit_chat(chat()).is_err(),
+            "taken by the loop, still open"
+        );
+        taken.pop(); // one ended
+        assert!(s.submit_chat(chat()).is_ok());
     }
 
     #[test]

@@ -946,6 +946,7 @@ fn the_adaptive_batch_grows_while_throughput_improves_then_halves_on_a_memory_ju
     assert_eq!(counts.succeeded, 150, "{counts:?}");
 }
 
+mod chats;
 mod choice;
 
 #[test]

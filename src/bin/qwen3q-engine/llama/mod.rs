@@ -464,6 +464,10 @@ impl Decoder for LlamaEngine {
     fn free_slots(&self) -> usize {
         self.session.as_ref().map_or(0, Session::free_slots)
     }
+
+    fn partial(&self, tag: u64, from: usize) -> Option<Vec<u8>> {
+        self.session.as_ref()?.partial(tag, from)
+    }
 }
 
 #[cfg(test)]

@@ -54,6 +54,10 @@ struct Slot {
     logits_at: Option<i32>,
     /// Bytes generated so far (pieces can split a UTF-8 character).
     out: Vec<u8>,
+    /// Strings that end the generation (cut from `out`).
+    stop: Vec<String>,
+    /// A person waits for it: its prompt is fed first.
+    urgent: bool,
     generated: u32,
     max_tokens: u32,
     started: Instant,
@@ -224,11 +228,18 @@ impl Session {
             pos: fed as i32,
             logits_at: None,
             out: Vec::new(),
+            stop: request.stop,
+            urgent: request.urgent,
             generated: 0,
             max_tokens: request.sampling.max_tokens,
             started: Instant::now(),
         });
         Ok(())
+    }
+
+    pub(super) fn partial(&self, tag: u64, from: usize) -> Option<Vec<u8>> {
+        let slot = self.slots.iter().flatten().find(|s| s.tag == tag)?;
+        Some(slot.out.get(from..).unwrap_or_default().to_vec())
     }
 
     pub(super) fn abort(&mut self, tag: u64) {
@@ -402,7 +413,7 @@ impl Session {
                 slot.pos += 1;
             }
         }
-        // 2. Prompt pieces with the room left, first come first served.
+        // 2. Prompt pieces with the room left: a person's first, then first come first served.
         let mut feeding: Vec<usize> = (0..self.slots.len())
             .filter(|&i| {
                 self.slots[i]
@@ -410,7 +421,7 @@ impl Session {
                     .is_some_and(|s| s.copy_from.is_none() && s.fed < s.prompt.len())
             })
             .collect();
-        feeding.sort_by_key(|&i| self.slots[i].as_ref().map(|s| s.arrival));
+        feeding.sort_by_key(|&i| self.slots[i].as_ref().map(|s| (!s.urgent, s.arrival)));
         for i in feeding {
             let room = self.n_batch - self.batch.n_tokens() as usize;
             if room == 0 {
@@ -462,8 +473,12 @@ impl Session {
                 } else {
                     slot.generated += 1;
                     self.generated += 1;
+                    let before = slot.out.len();
                     vocab.token_to_piece_into(token, &mut slot.out, false, None);
-                    if slot.generated >= slot.max_tokens {
+                    if let Some(at) = qwen3q::engine::stops::find(&slot.out, &slot.stop, before) {
+                        slot.out.truncate(at);
+                        Some(FinishReason::Stop)
+                    } else if slot.generated >= slot.max_tokens {
                         Some(FinishReason::Length)
                     } else if slot.pos >= n_ctx {
                         Some(FinishReason::ContextFull)
