@@ -40,9 +40,7 @@ const LIVE_FIELDS: &[&str] = &[
 /// What a request asks, checked.
 struct Asked {
     chat: ChatRequest,
-    stream: bool,
     include_usage: bool,
-    model: String,
 }
 
 pub(super) async fn create(
@@ -53,7 +51,8 @@ pub(super) async fn create(
     let (tx, rx) = mpsc::unbounded_channel();
     let st = state.clone();
     let asked = blocking(move || asked(&st, &body, tx)).await?;
-    let (stream, include_usage, model) = (asked.stream, asked.include_usage, asked.model.clone());
+    let (stream, include_usage) = (asked.chat.stream, asked.include_usage);
+    let model = asked.chat.model.name.clone();
     match state.hooks.signals.submit_chat(asked.chat) {
         Ok(()) => {}
         Err(crate::scheduler::Refused::Stopping) => {
@@ -115,22 +114,14 @@ fn asked(
     let stop = stops(obj.get("stop"))?;
     let mut params = GenParams::qwen3_defaults(thinking);
     parsed.gen.apply(&mut params);
+    // (temperature and top_p are in range: `check_body` held the overrides to it, and the
+    // model card's defaults are.)
     params.max_tokens = params.max_tokens.min(state.chat_max_tokens.max(1));
-    if !(0.0..=2.0).contains(&params.temperature) {
-        return Err(ApiError::bad_param("temperature", "must be from 0 to 2"));
-    }
-    if !(params.top_p > 0.0 && params.top_p <= 1.0) {
-        return Err(ApiError::bad_param(
-            "top_p",
-            "must be above 0 and at most 1",
-        ));
-    }
     let model =
         (state.resolve_model)(&*state.store, parsed.model.as_deref()).map_err(|e| ApiError {
             code: Some("model_not_found"),
             ..ApiError::not_found(e)
         })?;
-    let name = model.name.clone();
     let sampling = Sampling {
         max_tokens: params.max_tokens,
         temperature: params.temperature,
@@ -158,9 +149,7 @@ fn asked(
             reply,
             ticket: None,
         },
-        stream,
         include_usage,
-        model: name,
     })
 }
 

@@ -124,7 +124,8 @@ pub struct ChatInFlight {
 /// A chat decoding in the batch.
 struct Running {
     request: ChatRequest,
-    /// Bytes generated so far (streaming), and how many of them were sent.
+    /// Bytes generated so far (read after every step: only the new ones are copied), and how
+    /// many of them were sent (streaming).
     got: Vec<u8>,
     sent: usize,
     model: String,
@@ -198,7 +199,7 @@ impl Worker {
             } else if !b.chats.running.is_empty() {
                 // Chats of the loaded model end first.
                 return Ok(());
-            } else if let Err(why) = self.switch_for_chat(b) {
+            } else if let Err(why) = self.switch_for_chat(b)? {
                 let chat = b.chats.waiting.pop_front().expect("a chat waits");
                 let _ = chat.reply.send(ChatEvent::Failed(why));
                 continue;
@@ -228,16 +229,14 @@ impl Worker {
     /// The chat at the front needs another model (or none is loaded): the batch's jobs go back
     /// to the queue (their checkpoints kept, no attempt counted), and the model loads through
     /// the memory gate: at the batch's shape, else one sequence, else with the other models
-    /// unloaded.
-    fn switch_for_chat(&mut self, b: &mut Batch) -> Result<(), ChatFailure> {
+    /// unloaded. A store error (releasing a job) stops the worker, as everywhere in the loop.
+    fn switch_for_chat(&mut self, b: &mut Batch) -> Result<Result<(), ChatFailure>, StoreError> {
         let model = b.chats.waiting.front().expect("a chat waits").model.clone();
         if !b.runs.is_empty() {
             tracing::info!(model = %model.name, jobs = b.runs.len(), "the batch yields to a chat on another model");
             for run in std::mem::take(&mut b.runs) {
                 let stop = Stop::Engine(EngineError::Interrupted(Interrupt::Yield));
-                if let Err(e) = self.record_stop(b, run, stop) {
-                    tracing::warn!("releasing a job for a chat: {e}");
-                }
+                self.record_stop(b, run, stop)?;
             }
         }
         let shapes = [self.settings.parallel.max(1), 1].map(|n_seq| Shape {
@@ -261,16 +260,16 @@ impl Worker {
                     Ok(info) => {
                         (b.n_seq, b.n_ctx) = (info.n_seq, info.n_ctx);
                         if let Some(record) = &info.memory {
-                            let _ = self.store.record_memory(&model.path, record);
+                            self.store.record_memory(&model.path, record)?;
                         }
-                        return Ok(());
+                        return Ok(Ok(()));
                     }
                     Err(e) if e.is_memory() => last = ChatFailure::of(&e),
-                    Err(e) => return Err(ChatFailure::of(&e)),
+                    Err(e) => return Ok(Err(ChatFailure::of(&e))),
                 }
             }
         }
-        Err(last)
+        Ok(Err(last))
     }
 
     /// Start a chat on the loaded model, in a free slot.
@@ -363,10 +362,10 @@ impl Worker {
                 lost.push(tag);
                 continue;
             };
+            run.got.extend_from_slice(&more);
             if !run.request.stream {
                 continue;
             }
-            run.got.extend_from_slice(&more);
             let show = crate::engine::stops::showable(&run.got, &run.request.stop);
             if show > run.sent {
                 let text = String::from_utf8_lossy(&run.got[run.sent..show]).into_owned();

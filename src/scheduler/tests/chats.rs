@@ -207,26 +207,34 @@ fn a_chat_on_another_model_makes_the_batch_yield_its_jobs_which_resume_after() {
     );
 }
 
+/// A worker (B = 1) whose only slot holds one long job, in flight when this returns.
+fn one_long_job_in_flight(
+    store: &Arc<SledStore>,
+) -> (
+    Signals,
+    std::thread::JoinHandle<Result<Exit, crate::queue::StoreError>>,
+) {
+    enqueue(store, "long", &"x".repeat(200), Task::Summarize, "m.gguf");
+    let (signals, status, handle) = running(store, 1);
+    wait_until("the job in flight", || {
+        status.lock().unwrap().in_flight == 1
+    });
+    (signals, handle)
+}
+
 #[test]
 fn chats_waiting_or_running_at_shutdown_are_told_the_worker_stops() {
     let (_d, store) = temp_store();
     let store = Arc::new(store);
-    // One long job holds the only slot; a chat on another model waits behind nothing but
-    // the stop.
-    enqueue(&store, "long", &"x".repeat(200), Task::Summarize, "m.gguf");
-    let (signals, status, handle) = running(&store, 1);
-    wait_until("the job in flight", || {
-        status.lock().unwrap().in_flight == 1
-    });
+    let (signals, handle) = one_long_job_in_flight(&store);
     signals.shutdown.trigger();
-    let (c, mut rx) = chat("m.gguf", "hello", false, &[]);
+    let (c, _rx) = chat("m.gguf", "hello", false, &[]);
     // Submitted after the stop was asked: refused (the HTTP API answers 503), never left
     // waiting for a loop that is gone.
     assert_eq!(
         signals.submit_chat(c),
         Err(crate::scheduler::Refused::Stopping)
     );
-    drop(rx.try_recv());
     handle.join().unwrap().unwrap();
 }
 
@@ -234,11 +242,7 @@ fn chats_waiting_or_running_at_shutdown_are_told_the_worker_stops() {
 fn a_chat_waiting_when_the_loop_stops_is_answered_not_stranded() {
     let (_d, store) = temp_store();
     let store = Arc::new(store);
-    enqueue(&store, "long", &"x".repeat(200), Task::Summarize, "m.gguf");
-    let (signals, status, handle) = running(&store, 1);
-    wait_until("the job in flight", || {
-        status.lock().unwrap().in_flight == 1
-    });
+    let (signals, handle) = one_long_job_in_flight(&store);
     // A chat on another model, and at once the stop: whichever the loop sees first, the chat
     // ends with an answer or with "the worker is stopping".
     let (c, mut rx) = chat("other.gguf", "hello", false, &[]);
