@@ -410,6 +410,12 @@ pub struct ModelRef {
 }
 
 impl ModelRef {
+    /// The same file with the same template: a context of one serves the other (the name is
+    /// only what someone called it: a registered name, or a path).
+    pub fn same_model(&self, other: &ModelRef) -> bool {
+        self.path == other.path && self.template == other.template
+    }
+
     /// The placeholder of a `--model auto` job: the worker picks the real model.
     pub fn auto() -> ModelRef {
         ModelRef {

@@ -19,6 +19,7 @@ pub mod gguf;
 pub mod lru;
 pub mod memory;
 pub mod prefix;
+pub mod reasoning;
 pub mod release;
 pub mod stops;
 pub mod templates;

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use super::error::ApiError;
 use super::{blocking, Shared};
-use crate::engine::templates::split_reasoning;
+use crate::engine::reasoning::Piece;
 use crate::engine::{FinishReason, Sampling};
 use crate::job::GenParams;
 use crate::openai::{chat_chunk, chat_completion, usage_chunk, Completion};
@@ -298,13 +298,12 @@ fn with_completion<T>(
     created: u64,
     f: impl FnOnce(&Completion) -> T,
 ) -> T {
-    let (reasoning, answer) = split_reasoning(&a.text);
     f(&Completion {
         id,
         created,
         model: &a.model,
-        answer: &answer,
-        reasoning: reasoning.as_deref(),
+        answer: &a.answer,
+        reasoning: a.reasoning.as_deref(),
         finish: finish(a.finish),
         prompt_tokens: a.prompt_tokens.into(),
         completion_tokens: a.completion_tokens.into(),
@@ -338,7 +337,13 @@ fn streamed(
         }
         loop {
             let event = match rx.recv().await {
-                Some(ChatEvent::Delta(text)) => chunk(json!({"content": text}), None),
+                Some(ChatEvent::Delta(Piece::Answer(text))) => {
+                    chunk(json!({"content": text}), None)
+                }
+                // As llama-server streams Qwen3's thinking.
+                Some(ChatEvent::Delta(Piece::Reasoning(text))) => {
+                    chunk(json!({"reasoning_content": text}), None)
+                }
                 Some(ChatEvent::Done(answer)) => {
                     let _ = tx.send(chunk(json!({}), Some(finish(answer.finish)))).await;
                     if include_usage {

@@ -16,8 +16,10 @@
 //!
 //! Its prompt is fed before batch prompts (`SeqRequest::urgent`). After every decode the step
 //! **stream chats** sends what each generated since the last step (whole characters, never
-//! the start of a stop string), and a chat whose sequence a reshaped or failed batch dropped
-//! starts again (or, when part of it was shown already, fails: it cannot be taken back).
+//! the start of a stop string), split into reasoning and answer ([`reasoning::Split`]: the
+//! pieces streamed add up to the answer a non-streamed request gets), and a chat whose
+//! sequence a reshaped or failed batch dropped starts again (or, when part of it was shown
+//! already, fails: it cannot be taken back).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -25,6 +27,7 @@ use std::time::Instant;
 use super::batch::Batch;
 use super::record::Stop;
 use super::Worker;
+use crate::engine::reasoning::{self, Piece};
 use crate::engine::templates::with_thinking;
 use crate::engine::{EngineError, FinishReason, Interrupt, Sampling, SeqRequest, Shape};
 use crate::job::{ChatMessage, Constraint, ModelRef};
@@ -55,8 +58,8 @@ pub struct ChatRequest {
 /// What the loop tells the waiting request.
 #[derive(Debug)]
 pub enum ChatEvent {
-    /// More of the answer (streaming only).
-    Delta(String),
+    /// More of the reasoning or the answer (streaming only).
+    Delta(Piece),
     /// The whole answer: the last event.
     Done(ChatAnswer),
     /// It could not run: the last event.
@@ -66,8 +69,9 @@ pub enum ChatEvent {
 /// A finished chat.
 #[derive(Debug, Clone)]
 pub struct ChatAnswer {
-    /// The generated text (a thinking block included, if any), stop string cut.
-    pub text: String,
+    /// The answer (stop string cut) and the reasoning apart from it, as they were streamed.
+    pub answer: String,
+    pub reasoning: Option<String>,
     pub model: String,
     pub prompt_tokens: u32,
     pub cached_tokens: u32,
@@ -125,10 +129,11 @@ pub struct ChatInFlight {
 struct Running {
     request: ChatRequest,
     /// Bytes generated so far (read after every step: only the new ones are copied), and how
-    /// many of them were sent (streaming).
+    /// many of them went to `split` (streaming).
     got: Vec<u8>,
     sent: usize,
-    model: String,
+    /// Reasoning apart from the answer, as the text streams.
+    split: reasoning::Split,
 }
 
 /// The loop's chats: waiting to start, and decoding (by engine tag).
@@ -152,6 +157,11 @@ impl Chats {
         !self.waiting.is_empty()
     }
 
+    /// Some chat is decoding (or starts at the next decode).
+    pub fn decoding(&self) -> bool {
+        !self.running.is_empty()
+    }
+
     pub fn is_chat(&self, tag: u64) -> bool {
         self.running.contains_key(&tag)
     }
@@ -160,7 +170,7 @@ impl Chats {
         self.running
             .values()
             .map(|r| ChatInFlight {
-                model: r.model.clone(),
+                model: r.request.model.name.clone(),
                 age_ms: r.request.received.elapsed().as_millis() as u64,
                 streaming: r.request.stream,
             })
@@ -189,8 +199,11 @@ impl Worker {
             if b.alone && busy {
                 return Ok(());
             }
-            let on_loaded =
-                self.engine.loaded() == Some(&chat.model) && self.engine.context().is_some();
+            let on_loaded = self
+                .engine
+                .loaded()
+                .is_some_and(|m| m.same_model(&chat.model))
+                && self.engine.context().is_some();
             if on_loaded {
                 if self.engine.free_slots() == 0 && !self.preempt(b) {
                     // Every slot is a chat's: the next one to end frees one.
@@ -287,6 +300,10 @@ impl Worker {
                     info.thinking_template,
                 ))
             });
+        // A template that opens the thinking block for the model: its text starts as reasoning.
+        let opened = prompt
+            .as_ref()
+            .is_ok_and(|p| p.text().trim_end().ends_with("<think>"));
         let request = prompt.map(|prompt| {
             let tag = b.next_tag();
             SeqRequest {
@@ -304,14 +321,14 @@ impl Worker {
         });
         match started {
             Ok(tag) => {
-                tracing::info!(tag, model = %loaded.name, waited_ms = chat.received.elapsed().as_millis() as u64, "chat started");
+                tracing::info!(tag, model = %chat.model.name, waited_ms = chat.received.elapsed().as_millis() as u64, "chat started");
                 b.chats.running.insert(
                     tag,
                     Running {
                         request: chat,
                         got: Vec::new(),
                         sent: 0,
-                        model: loaded.name,
+                        split: reasoning::Split::new(opened),
                     },
                 );
             }
@@ -334,14 +351,22 @@ impl Worker {
         let event = match result {
             Ok(g) => {
                 b.chats.served += 1;
-                let shown = run.sent.min(g.text.len());
-                if run.request.stream && g.text.is_char_boundary(shown) && shown < g.text.len() {
-                    let _ = (run.request.reply).send(ChatEvent::Delta(g.text[shown..].to_string()));
-                    run.sent = g.text.len();
+                // The rest of the text (all of it when not streamed), then what was held back.
+                let mut pieces = Vec::new();
+                if let Some(rest) = g.text.get(run.sent.min(g.text.len())..) {
+                    run.split.push(rest, &mut pieces);
+                }
+                let (reasoning, answer) = run.split.finish(&mut pieces);
+                if run.request.stream {
+                    for piece in pieces {
+                        let _ = run.request.reply.send(ChatEvent::Delta(piece));
+                    }
                 }
                 ChatEvent::Done(ChatAnswer {
-                    text: g.text,
-                    model: run.model,
+                    answer,
+                    reasoning,
+                    // The name it asked for (the batch's jobs may call the file otherwise).
+                    model: run.request.model.name.clone(),
                     prompt_tokens: g.prompt_tokens,
                     cached_tokens: g.cached_tokens,
                     completion_tokens: g.completion_tokens,
@@ -370,12 +395,16 @@ impl Worker {
             if show > run.sent {
                 let text = String::from_utf8_lossy(&run.got[run.sent..show]).into_owned();
                 run.sent = show;
-                let _ = run.request.reply.send(ChatEvent::Delta(text));
+                let mut pieces = Vec::new();
+                run.split.push(&text, &mut pieces);
+                for piece in pieces {
+                    let _ = run.request.reply.send(ChatEvent::Delta(piece));
+                }
             }
         }
         for tag in lost {
             let run = b.chats.running.remove(&tag).expect("listed above");
-            if run.sent > 0 {
+            if run.split.shown() {
                 let why = "the batch was reshaped while the answer streamed; ask again";
                 let _ = (run.request.reply).send(ChatEvent::Failed(ChatFailure::unavailable(why)));
             } else {

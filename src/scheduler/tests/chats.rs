@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::engine::reasoning::Piece;
 use crate::scheduler::interactive::{ChatEvent, ChatRequest, FailureKind};
 
 fn chat(model_path: &str, text: &str, stream: bool, stop: &[&str]) -> (ChatRequest, Receiver) {
@@ -144,14 +145,15 @@ fn a_chat_takes_the_youngest_slot_and_the_batch_loses_nothing_and_counts_no_atte
     let streamed: String = got
         .iter()
         .filter_map(|e| match e {
-            ChatEvent::Delta(t) => Some(t.as_str()),
+            ChatEvent::Delta(Piece::Answer(t)) => Some(t.as_str()),
+            ChatEvent::Delta(Piece::Reasoning(t)) => panic!("no thinking asked: {t:?}"),
             _ => None,
         })
         .collect();
     match got.last() {
         Some(ChatEvent::Done(a)) => {
-            assert_eq!(a.text, "answer", "cut at the stop string");
-            assert_eq!(streamed, a.text, "the stream adds up to the answer");
+            assert_eq!(a.answer, "answer", "cut at the stop string");
+            assert_eq!(streamed, a.answer, "the stream adds up to the answer");
             assert_eq!(a.finish, crate::engine::FinishReason::Stop);
         }
         other => panic!("{other:?}"),
@@ -160,7 +162,7 @@ fn a_chat_takes_the_youngest_slot_and_the_batch_loses_nothing_and_counts_no_atte
     let (c, mut rx) = chat("m.gguf", "again", false, &[]);
     assert!(signals.submit_chat(c).is_ok());
     let got = events(&mut rx);
-    assert!(matches!(got.as_slice(), [ChatEvent::Done(a)] if a.text.starts_with("answer-")));
+    assert!(matches!(got.as_slice(), [ChatEvent::Done(a)] if a.answer.starts_with("answer-")));
     wait_until("every job done", || store.counts().unwrap().succeeded == 6);
     let st = status.lock().unwrap().clone();
     assert_eq!(st.chats_served, 2);
@@ -191,7 +193,7 @@ fn a_chat_on_another_model_makes_the_batch_yield_its_jobs_which_resume_after() {
     let (c, mut rx) = chat("other.gguf", "hello", false, &[]);
     assert!(signals.submit_chat(c).is_ok());
     match events(&mut rx).last() {
-        Some(ChatEvent::Done(a)) => assert!(a.text.starts_with("answer-")),
+        Some(ChatEvent::Done(a)) => assert!(a.answer.starts_with("answer-")),
         other => panic!("{other:?}"),
     }
     wait_until("every job done", || store.counts().unwrap().succeeded == 4);
