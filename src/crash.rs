@@ -9,7 +9,9 @@
 //!
 //! After a crash with one job in flight, that job is charged: it crashed the worker alone.
 //! With several, none is charged yet: each becomes a *suspect* and runs alone (B = 1) before
-//! other work; only one that crashes the worker alone is charged. A job charged `max_crashes`
+//! other work; only one that crashes the worker alone is charged. An interactive chat decoding
+//! beside a job counts as another in flight (it may have been the cause, and it is no stored
+//! job to charge; see `supervise::ChatWitness`): the job is a suspect, not charged. A job charged `max_crashes`
 //! times is given up (`dead`). A suspect that ends any other way (succeeded, failed for a
 //! reason of its own, cancelled) is cleared.
 
@@ -56,14 +58,15 @@ pub fn self_inflicted(signal: i32) -> Option<&'static str> {
 }
 
 /// The verdicts of a crash by `signal` at `now` on the jobs that were in flight, each with its
-/// record so far (default: none).
+/// record so far (default: none); `chats`: interactive chats were decoding beside them.
 pub fn judge(
     in_flight: &[(JobId, CrashRecord)],
+    chats: bool,
     signal: &str,
     now: Millis,
     max_crashes: u32,
 ) -> Vec<(JobId, Verdict)> {
-    let alone = in_flight.len() == 1;
+    let alone = in_flight.len() == 1 && !chats;
     in_flight
         .iter()
         .map(|(id, before)| {
@@ -105,7 +108,7 @@ mod tests {
 
     #[test]
     fn a_crash_with_several_in_flight_charges_nobody_and_makes_suspects() {
-        let v = judge(&none(&[1, 2, 3]), "SIGSEGV", 10, 3);
+        let v = judge(&none(&[1, 2, 3]), false, "SIGSEGV", 10, 3);
         assert_eq!(v.len(), 3);
         for (_, verdict) in v {
             match verdict {
@@ -123,7 +126,7 @@ mod tests {
     fn a_job_alone_is_charged_and_dies_at_max_crashes() {
         let mut records = none(&[7]);
         for n in 1..=3 {
-            let v = judge(&records, "SIGABRT", n, 3);
+            let v = judge(&records, false, "SIGABRT", n, 3);
             match &v[0].1 {
                 Verdict::Charged { record } if n < 3 => {
                     assert_eq!(record.charged, n as u32);
@@ -156,6 +159,22 @@ mod tests {
         }
         for s in [libc::SIGKILL, libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
             assert!(self_inflicted(s).is_none(), "{s}");
+        }
+    }
+
+    #[test]
+    fn a_job_beside_a_chat_is_a_suspect_not_charged() {
+        let v = judge(&none(&[7]), true, "SIGSEGV", 10, 1);
+        match &v[..] {
+            [(id, Verdict::Suspect { record })] => {
+                assert_eq!(*id, JobId(7));
+                assert_eq!(record.charged, 0);
+                assert!(
+                    record.suspect,
+                    "it runs alone next, and only then can be charged"
+                );
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

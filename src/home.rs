@@ -109,11 +109,15 @@ impl Home {
         self.dir.join("config.toml")
     }
 
-    /// The cache of models already checked (`validated.rs`).
     /// The HTTP API's key (0600), made at the first `worker --http`.
     pub fn api_key(&self) -> PathBuf {
         self.dir.join("api-key")
     }
+    /// Present while the runner decodes interactive chats ([`crate::supervise::ChatWitness`]).
+    pub fn chats_decoding(&self) -> PathBuf {
+        self.dir.join("chats-decoding")
+    }
+    /// The cache of models already checked (`validated.rs`).
     pub fn validated_models(&self) -> PathBuf {
         self.dir.join("validated-models.json")
     }

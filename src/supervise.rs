@@ -16,6 +16,7 @@
 //! terminal's Ctrl-C reaches it only through the supervisor. The runner dies with the
 //! supervisor (Linux: the parent-death signal; elsewhere a thread watching its parent).
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// Set in the runner's environment: the supervisor's pid. Its presence makes `qwen3q worker`
@@ -162,5 +163,59 @@ mod platform {
         let _ = std::thread::Builder::new()
             .name("qwen3q-parent-watch".into())
             .spawn(watch);
+    }
+}
+
+/// The runner's word to its supervisor that interactive chats were decoding when it died: a
+/// chat is no stored job, so the store cannot say so, and without it a crash that a chat
+/// caused beside one batch job would be charged to that job as if it had crashed alone
+/// ([`crate::crash`]). The word is a file's presence (`<home>/chats-decoding`): made before a
+/// chat's first decode, removed after the last chat ended — each one system call, so no crash
+/// can fall between a chat's start and its witness, and no flush is needed (a process's death
+/// leaves the file system as it was; a power loss ends the supervisor too).
+#[derive(Debug)]
+pub struct ChatWitness {
+    /// `None`: no supervisor to tell (a worker that is not a runner, the tests).
+    path: Option<PathBuf>,
+    /// Whether the file is there, as this runner made it.
+    on: bool,
+}
+
+impl ChatWitness {
+    pub fn none() -> ChatWitness {
+        ChatWitness {
+            path: None,
+            on: false,
+        }
+    }
+
+    pub fn at(path: PathBuf) -> ChatWitness {
+        ChatWitness {
+            path: Some(path),
+            on: false,
+        }
+    }
+
+    /// Chats decode now, or none does: the file is made or removed when that changes.
+    pub fn decoding(&mut self, on: bool) {
+        if on == self.on {
+            return;
+        }
+        self.on = on;
+        let Some(path) = &self.path else { return };
+        let done = if on {
+            std::fs::File::create(path).map(drop)
+        } else {
+            std::fs::remove_file(path)
+        };
+        if let Err(e) = done {
+            tracing::warn!(path = %path.display(), "the chats' crash witness: {e}");
+        }
+    }
+
+    /// The supervisor's side: whether the runner left the file (it died while chats decoded),
+    /// which is removed either way, so that the next runner starts with none.
+    pub fn take(path: &Path) -> bool {
+        std::fs::remove_file(path).is_ok()
     }
 }

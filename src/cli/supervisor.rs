@@ -10,7 +10,7 @@ use anyhow::Result;
 use super::inference::BUILD_ENV;
 use super::{code, fail, Ctx};
 use crate::crash::{self_inflicted, Verdict};
-use crate::supervise::{self, signal_name, Death};
+use crate::supervise::{self, signal_name, ChatWitness, Death};
 
 /// A runner that lived less than this before dying is restarted after a growing pause (1 s,
 /// 2 s, … a minute), so that a runner dying at start cannot spin.
@@ -27,6 +27,8 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
     let mut cold = false;
     loop {
         let started = Instant::now();
+        // A witness left by a runner that ended another way (a store error) tells nothing.
+        ChatWitness::take(&ctx.home.chats_decoding());
         let mut env = vec![(BUILD_ENV, crate::BUILD)];
         if cold {
             env.push((crate::daemon::warm::COLD_START_ENV, "1"));
@@ -89,17 +91,20 @@ fn charge(ctx: &Ctx, pid: u32, signal: &str) -> Result<bool> {
         Ok(store) => store,
         Err(e) => return fail(code::FAILURE, format!("recording a crash: {e}")),
     };
-    let verdicts = store.record_crash(signal, crate::now_ms(), ctx.config.max_crashes)?;
+    // Chats decoding beside the jobs: none of them was alone.
+    let chats = ChatWitness::take(&ctx.home.chats_decoding());
+    let verdicts = store.record_crash(chats, signal, crate::now_ms(), ctx.config.max_crashes)?;
     if verdicts.is_empty() {
         tracing::error!(
             pid,
+            chats,
             "the worker's runner crashed ({signal}) with no job in flight"
         );
     }
     for (id, verdict) in &verdicts {
         match verdict {
             Verdict::Suspect { .. } => tracing::error!(
-                pid, job = %id,
+                pid, job = %id, chats,
                 "the worker's runner crashed ({signal}) with {} jobs in flight: a suspect, to run alone",
                 verdicts.len()
             ),

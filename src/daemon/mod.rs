@@ -285,6 +285,10 @@ pub fn run(
         signals: signals.clone(),
         status,
         now: crate::now_ms,
+        chat_witness: match crate::supervise::supervisor_pid() {
+            Some(_) => crate::supervise::ChatWitness::at(home.chats_decoding()),
+            None => crate::supervise::ChatWitness::none(),
+        },
     };
     let looped = std::thread::Builder::new()
         .name("qwen3q-worker".into())

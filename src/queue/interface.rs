@@ -281,10 +281,12 @@ pub trait Crashes {
     fn suspects(&self) -> Result<Vec<JobId>>;
 
     /// The process running inference died by `signal`, a death it inflicted on itself: judge
-    /// the jobs it had in flight (those left Running), record the verdicts, and put the jobs
-    /// back in the queue (a job charged `max_crashes` times is dead). Returns the verdicts.
+    /// the jobs it had in flight (those left Running; `chats`: interactive chats decoded beside
+    /// them), record the verdicts, and put the jobs back in the queue (a job charged
+    /// `max_crashes` times is dead). Returns the verdicts.
     fn record_crash(
         &self,
+        chats: bool,
         signal: &str,
         now: Millis,
         max_crashes: u32,

@@ -165,6 +165,9 @@ pub struct Worker {
     pub status: Arc<Mutex<LiveStatus>>,
     /// Wall clock in ms; a parameter so tests can drive time.
     pub now: fn() -> Millis,
+    /// Tells the supervisor, should this process crash, that chats were decoding beside the
+    /// batch (no batch job was alone, see [`crate::crash`]).
+    pub chat_witness: crate::supervise::ChatWitness,
 }
 
 /// How a worker run ended.
@@ -234,6 +237,7 @@ impl Worker {
         loop {
             if self.signals.shutdown.is_triggered() {
                 self.end_chats(&mut b);
+                self.chat_witness.decoding(false);
                 self.release_all(&mut b)?;
                 self.publish(&b);
                 return Ok(Exit::Shutdown);
@@ -241,6 +245,8 @@ impl Worker {
             self.steer(&mut b)?;
             self.watch_pressure(&mut b)?;
             self.serve_chats(&mut b)?;
+            // Before the chats just started decode.
+            self.chat_witness.decoding(b.chats.decoding());
             self.fill(&mut b)?;
             b.waits.was_running |= !b.runs.is_empty();
             // Keep the machine awake while jobs or chats run; let it sleep when idle.

@@ -31,6 +31,7 @@ impl Crashes for SledStore {
 
     fn record_crash(
         &self,
+        chats: bool,
         signal: &str,
         now: Millis,
         max_crashes: u32,
@@ -40,11 +41,15 @@ impl Crashes for SledStore {
         for id in in_flight {
             records.push((id, self.crash_record(id)?.unwrap_or_default()));
         }
-        let verdicts = judge(&records, signal, now, max_crashes);
-        let n = verdicts.len();
+        let verdicts = judge(&records, chats, signal, now, max_crashes);
+        let beside = match verdicts.len() {
+            1 if chats => "1 job and interactive chats".to_string(),
+            n if chats => format!("{n} jobs and interactive chats"),
+            n => format!("{n} jobs"),
+        };
         self.transact(|tx| {
             for (id, verdict) in &verdicts {
-                apply(tx, *id, verdict, signal, n, now)?;
+                apply(tx, *id, verdict, signal, &beside, now)?;
             }
             Ok(())
         })?;
@@ -67,7 +72,7 @@ fn apply(
     id: JobId,
     verdict: &Verdict,
     signal: &str,
-    in_flight: usize,
+    in_flight: &str,
     now: Millis,
 ) -> TxResult<()> {
     let Some(mut job) = tx.job(id)? else {
@@ -81,8 +86,8 @@ fn apply(
             record,
             JobState::Queued,
             format!(
-                "the worker crashed ({signal}) with {in_flight} jobs in flight; not charged: \
-                 runs alone next"
+                "the worker crashed ({signal}) with {in_flight} in flight; not charged: runs \
+                 alone next"
             ),
         ),
         Verdict::Charged { record } => (
@@ -147,7 +152,7 @@ mod tests {
     fn a_crash_with_several_in_flight_makes_suspects_and_alone_charges_to_death() {
         let (_d, store) = temp_store();
         let ids = running(&store, 3);
-        let v = store.record_crash("SIGSEGV", 2, 3).unwrap();
+        let v = store.record_crash(false, "SIGSEGV", 2, 3).unwrap();
         assert_eq!(v.len(), 3);
         assert!(v.iter().all(|(_, v)| matches!(v, Verdict::Suspect { .. })));
         assert_eq!(store.suspects().unwrap(), ids);
@@ -161,7 +166,7 @@ mod tests {
                 store.claim_job(first, 3, 60_000).unwrap().unwrap().id,
                 first
             );
-            let v = store.record_crash("SIGABRT", 3, 3).unwrap();
+            let v = store.record_crash(false, "SIGABRT", 3, 3).unwrap();
             assert_eq!(v.len(), 1);
             let record = store.crash_record(first).unwrap().unwrap();
             assert_eq!(record.charged, crash);

@@ -138,6 +138,7 @@ fn worker_with(
         signals: signals.clone(),
         status: Arc::new(Mutex::new(LiveStatus::default())),
         now,
+        chat_witness: crate::supervise::ChatWitness::none(),
     }
 }
 
@@ -1033,7 +1034,7 @@ fn suspects_of_a_crash_run_alone_first_then_the_rest_together() {
     // A worker had jobs 1 and 2 in flight when it crashed: both are suspects.
     store.claim(now(), 60_000).unwrap().unwrap();
     store.claim(now(), 60_000).unwrap().unwrap();
-    store.record_crash("SIGSEGV", now(), 3).unwrap();
+    store.record_crash(false, "SIGSEGV", now(), 3).unwrap();
     assert_eq!(store.suspects().unwrap(), vec![ids[0], ids[1]]);
     let engine = FakeEngine::new(1000);
     let log = engine.log.clone();
