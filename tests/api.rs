@@ -1,7 +1,8 @@
 //! The HTTP API (issue 11 §2) driven by the official `openai` Python package (pinned in
 //! tests/api/requirements.txt, in a venv `scripts/api-venv.sh` makes) against the real worker
-//! on the tiny model through llama.cpp: the batch workflow, a cancel midway, a wrong key, an
-//! oversized upload; and the same batch file through the CLI gives the same answers.
+//! on the tiny model through llama.cpp: the batch workflow, chat completions (plain, streamed,
+//! stop, JSON schema) ahead of a running batch, a cancel midway, a wrong key, an oversized
+//! upload; and the same batch file through the CLI gives the same answers.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,7 +56,8 @@ fn night_file(h: &TestHome) -> PathBuf {
 }
 
 #[test]
-fn the_openai_package_runs_a_batch_cancels_one_and_is_refused_a_wrong_key_and_a_large_file() {
+fn the_openai_package_runs_a_batch_chats_ahead_of_another_cancels_it_and_is_refused_a_wrong_key_and_a_large_file(
+) {
     let python = python();
     let h = TestHome::new();
     let tiny = tiny();
@@ -101,9 +103,17 @@ fn the_openai_package_runs_a_batch_cancels_one_and_is_refused_a_wrong_key_and_a_
     assert!(errors.values().all(|code| code == "batch_cancelled"), "{c}");
     assert_eq!(seen["wrong_key"], 401);
     assert_eq!(seen["too_large"], 413);
+    let chats = &seen["chats"];
+    assert!(chats["streamed_chunks"].as_u64().unwrap() >= 2, "{chats}");
+    assert_eq!(chats["n2"], 400, "{chats}");
 
-    // The worker took all of it and runs on; the CLI sees the API's batches.
+    // The worker took all of it and runs on; the CLI sees the API's batches. The four chats
+    // answered are counted, not stored; with one slot, a batch request gave it up to them.
     assert!(worker.try_wait().unwrap().is_none(), "the worker exited");
+    let live = &h.status()["worker"];
+    assert_eq!(live["chats_served"], 4, "{live}");
+    assert!(live["preempted"].as_u64().unwrap() >= 1, "{live}");
+    assert_eq!(live["chats"], json!([]), "{live}");
     let listed: Vec<Value> = serde_json::from_str(&h.ok(&["batches", "--json"])).unwrap();
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[1]["input_file_id"], "file-1");

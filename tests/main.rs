@@ -13,6 +13,7 @@ mod cgroup;
 mod crash;
 mod e2e;
 mod governance;
+mod interactive;
 mod migrations;
 mod prefix;
 mod registry;

@@ -6,6 +6,7 @@ Run by tests/api.rs (the real worker, the real llama.cpp, the tiny model):
 
 Uploads NIGHT.jsonl, makes a batch of it, polls it to `completed`, downloads its output and
 error files and parses every line with the package's own types; makes a batch of SLOW.jsonl,
+asks chat completions (plain, streamed, with a stop string, with a JSON schema) while it runs,
 cancels it once two of its requests are done, and downloads its partial output; checks that a
 wrong key is refused (401) and that an upload over 50,000 lines is refused (413). Prints one
 JSON object with what it saw; any failed check raises (exit 1).
@@ -17,7 +18,7 @@ import time
 
 import openai
 from openai.types import Batch, BatchError, FileObject
-from openai.types.chat import ChatCompletion
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 TIMEOUT_S = 120
 
@@ -70,6 +71,106 @@ def check_errors(lines):
     return codes
 
 
+QUESTION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Name a colour and say why you like it."},
+]
+
+
+def check_completion(completion):
+    """A live chat's answer, held to the package's type; its one choice."""
+    assert isinstance(completion, ChatCompletion), completion
+    ChatCompletion.model_validate(completion.model_dump())
+    assert completion.object == "chat.completion" and completion.id.startswith("chatcmpl-")
+    assert completion.model == "tiny", completion
+    assert len(completion.choices) == 1, completion
+    usage = completion.usage
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens, usage
+    assert usage.prompt_tokens > 0 and usage.completion_tokens > 0, usage
+    return completion.choices[0]
+
+
+def chats(client):
+    """Chat completions while a batch runs on the same model: each takes the batch's slot (its
+    request starts again later from its checkpoint). What was answered, for the caller."""
+    seen = {}
+    ask = dict(model="tiny", messages=QUESTION, max_tokens=24, temperature=0, seed=7)
+
+    # Plain: the whole answer at once.
+    plain = check_completion(client.chat.completions.create(**ask))
+    assert plain.finish_reason in ("stop", "length"), plain
+    assert plain.message.role == "assistant" and plain.message.content, plain
+    seen["plain"] = plain.message.content
+
+    # Streamed: server-sent chunks that add up to the same answer, then the usage chunk.
+    pieces, finish, usage, roles = [], None, None, []
+    for chunk in client.chat.completions.create(
+        **ask, stream=True, stream_options={"include_usage": True}
+    ):
+        assert isinstance(chunk, ChatCompletionChunk), chunk
+        assert chunk.object == "chat.completion.chunk", chunk
+        if chunk.usage is not None:
+            assert chunk.choices == [], chunk
+            usage = chunk.usage
+            continue
+        assert finish is None, f"a chunk after the finish: {chunk}"
+        delta = chunk.choices[0].delta
+        if delta.role:
+            roles.append(delta.role)
+        if delta.content:
+            pieces.append(delta.content)
+        finish = chunk.choices[0].finish_reason
+    assert roles == ["assistant"], roles
+    assert finish == plain.finish_reason, finish
+    assert usage is not None and usage.completion_tokens > 0, usage
+    assert "".join(pieces) == plain.message.content, (pieces, plain.message.content)
+    seen["streamed_chunks"] = len(pieces)
+
+    # A stop string: the answer ends before it, and never holds it.
+    stop = plain.message.content.strip()[2:4]
+    assert stop, plain.message.content
+    stopped = check_completion(client.chat.completions.create(**ask, stop=[stop]))
+    assert stopped.finish_reason == "stop", stopped
+    assert stop not in stopped.message.content, stopped
+    assert plain.message.content.startswith(stopped.message.content), stopped
+    seen["stopped"] = stopped.message.content
+
+    # A JSON schema: the answer parses and holds to it.
+    schema = {
+        "type": "object",
+        "properties": {"liked": {"type": "boolean"}, "colour": {"type": "string", "maxLength": 12}},
+        "required": ["liked", "colour"],
+        "additionalProperties": False,
+    }
+    shaped = check_completion(
+        client.chat.completions.create(
+            **{**ask, "max_tokens": 160},
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "colour", "schema": schema, "strict": True},
+            },
+        )
+    )
+    assert shaped.finish_reason == "stop", shaped
+    value = json.loads(shaped.message.content)
+    assert set(value) == {"liked", "colour"} and isinstance(value["liked"], bool), value
+    assert isinstance(value["colour"], str) and len(value["colour"]) <= 12, value
+    seen["json"] = value
+
+    # What cannot be served is refused in OpenAI's shapes.
+    try:
+        client.chat.completions.create(**{**ask, "model": "no-such-model"})
+        raise AssertionError("a chat on an unknown model was taken")
+    except openai.NotFoundError as e:
+        assert e.code == "model_not_found", e
+    try:
+        client.chat.completions.create(**ask, n=2)
+        raise AssertionError("a chat asking n=2 was taken")
+    except openai.BadRequestError as e:
+        seen["n2"] = e.status_code
+    return seen
+
+
 def main():
     base_url, key, night, slow = sys.argv[1:5]
     client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
@@ -111,6 +212,8 @@ def main():
     batch = client.batches.create(
         input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
+    poll(client, batch.id, lambda b: b.request_counts.completed >= 1, "one done")
+    seen["chats"] = chats(client)
     poll(client, batch.id, lambda b: b.request_counts.completed >= 2, "two done")
     cancelled = client.batches.cancel(batch.id)
     assert cancelled.status in ("cancelling", "cancelled"), cancelled
