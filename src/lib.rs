@@ -24,11 +24,15 @@
 //!   llama.cpp's kernels by [`job::Kernels`] (fastest by default; batch-invariant on request,
 //!   when an answer must not depend on B). `engine::cache` keeps
 //!   loaded models under the pure LRU (`engine::lru`); chunking, templates, GGUF headers (and
-//!   a model's identity, `gguf::identity`) and memory prediction (`engine::memory`) are pure.
+//!   a model's identity, `gguf::identity`), memory prediction (`engine::memory`), stop strings
+//!   (`engine::stops`) and splitting streamed thinking from the answer (`engine::reasoning`)
+//!   are pure.
 //!   Every result records its [`job::Provenance`]: model identity, template, kernels, engine.
-//! - [`scheduler`] — the worker loop (recover → steer → fill → step → record): continuous
-//!   batching over jobs (`jobrun`: one job's chunks, reduce rounds, result), the fallback ladder
-//!   (`ladder`), recording outcomes (`record`).
+//! - [`scheduler`] — the worker loop (recover → steer → serve chats → fill → step → record):
+//!   continuous batching over jobs (`jobrun`: one job's chunks, reduce rounds, result), the
+//!   fallback ladder (`ladder`), recording outcomes (`record`), interactive chat completions
+//!   ahead of batch work (`interactive`: not stored; they take the youngest batch sequence's
+//!   slot, or the batch yields to another model).
 //! - [`registry`] — registered models, measured memory records, finding GGUFs on disk;
 //!   [`calibration`] — throughput-by-B curves and their knee. Pure.
 //! - [`monitor`] — memory readings (trait `MemoryProbe`: sysinfo, cgroups, macOS sysctl,
@@ -41,13 +45,15 @@
 //! - [`protocol`] — the request and response enums the CLI and the worker share.
 //! - [`handler`] — requests executed against a store: the same code serves the socket and
 //!   the CLI's direct mode, so every verb behaves the same with or without a worker.
-//! - [`http`] — `worker --http`: OpenAI's Files, Batches and Models API (axum) on the worker's
-//!   runtime, behind a key; its handlers send the CLI's `Request`s to [`handler`].
+//! - [`http`] — `worker --http`: OpenAI's Files, Batches, Models and Chat Completions API
+//!   (axum) on the worker's runtime, behind a key; its handlers send the CLI's `Request`s to
+//!   [`handler`], and chats to the loop (`Signals::submit_chat`, answered over a channel).
 //! - [`daemon`] — the worker process: the socket server plus the loop, wired together;
 //!   `daemon::warm` loads the last batch's model while the store opens (the hint in
 //!   `<home>/warm.json`), so a restart's first token waits for the load, not for both.
 //! - [`supervise`] — `qwen3q worker` is a supervisor and a runner: the supervisor reads how the
-//!   runner died and charges crashes to the jobs in flight (`crash`), then starts it again.
+//!   runner died and charges crashes to the jobs in flight (`crash`; none was alone if the
+//!   runner's `ChatWitness` says chats were decoding), then starts it again.
 //! - [`cli`] — the verbs, one file each (anyhow lives here only); `cli::start` is a process
 //!   from start to exit, for both binaries: `qwen3q` (src/main.rs) without an engine, and
 //!   `qwen3q-engine` with llama.cpp's ([`cli::inference`]: the worker's supervisor starts the
@@ -75,6 +81,9 @@
 //! HTTP API:     POST /v1/files ─▶ handler ─▶ Uploads; POST /v1/batches ─▶ check every line ─▶
 //!               CreateBatch, Enqueue (parts of 500) into it, SealBatch ─▶ the worker loop as above;
 //!               GET /v1/files/file-batch_N-output/content ─▶ the batch's jobs' results, as lines
+//!               POST /v1/chat/completions ─▶ Signals::submit_chat ─▶ loop step "serve chats" ─▶
+//!               a slot of the batch (urgent: its prompt's steps carry nothing else) ─▶ deltas
+//!               and the answer over a channel ─▶ JSON or server-sent events; nothing stored
 //! ```
 //! Every enqueue that adds a job makes a batch (`batch`); its counts per state move with its
 //! jobs, a job not started by the batch's deadline expires (`JobWrites::expire_due`).

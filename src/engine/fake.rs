@@ -44,6 +44,8 @@ pub struct FakeEngine {
     /// Sequences in flight: tag, the answer, characters produced so far, max tokens, prompt
     /// length, and whether the prompt has been "decoded" yet.
     seqs: Vec<FakeSeq>,
+    /// The prompt cap asked (recorded per step; the fake decodes prompts at once anyway).
+    prompt_cap: Option<u32>,
 }
 
 /// What a [`FakeEngine`] saw.
@@ -59,6 +61,8 @@ pub struct FakeLog {
     pub loads: Vec<String>,
     /// Every new context shape, by its number of sequences.
     pub shapes: Vec<u32>,
+    /// For each step, the prompt cap it ran under.
+    pub prompt_caps: Vec<Option<u32>>,
 }
 
 #[derive(Debug)]
@@ -107,6 +111,7 @@ impl FakeEngine {
             shape: None,
             generated: 0,
             seqs: Vec::new(),
+            prompt_cap: None,
         }
     }
 }
@@ -281,6 +286,7 @@ impl Decoder for FakeEngine {
             let mut log = self.log.lock().unwrap();
             log.max_in_flight = log.max_in_flight.max(self.seqs.len());
             log.steps.push(self.seqs.iter().map(|s| s.tag).collect());
+            log.prompt_caps.push(self.prompt_cap);
         }
         if !self.token_delay.is_zero() {
             std::thread::sleep(self.token_delay);
@@ -349,6 +355,10 @@ impl Decoder for FakeEngine {
     fn free_slots(&self) -> usize {
         self.shape
             .map_or(0, |s| (s.n_seq as usize).saturating_sub(self.seqs.len()))
+    }
+
+    fn set_prompt_cap(&mut self, cap: Option<u32>) {
+        self.prompt_cap = cap;
     }
 
     fn partial(&self, tag: u64, from: usize) -> Option<Vec<u8>> {

@@ -279,7 +279,8 @@ pub struct SeqRequest {
     /// Strings that end the generation where they appear (cut from its text; see [`stops`]).
     pub stop: Vec<String>,
     /// A person waits for it (an interactive request): its prompt is fed before the prompts
-    /// of batch sequences that came earlier.
+    /// of batch sequences that came earlier, and alone (the steps that feed it carry no other
+    /// prompt: its first token comes as soon as its own prompt is decoded).
     pub urgent: bool,
 }
 
@@ -385,6 +386,11 @@ pub trait Decoder {
 
     /// Slots free for [`Decoder::start`].
     fn free_slots(&self) -> usize;
+
+    /// At most `cap` prompt tokens of batch sequences in one step from now on (`None`: as many
+    /// as fit). Short steps while a person is chatting: a chat that comes waits for the step
+    /// in progress (a decode call cannot be cut short), so its first token comes sooner.
+    fn set_prompt_cap(&mut self, cap: Option<u32>);
 
     /// The bytes a sequence in flight generated so far, from byte `from` on (streaming an
     /// interactive answer); `None` for a tag not in flight. Bytes, not text: a token may end

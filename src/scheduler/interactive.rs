@@ -22,7 +22,7 @@
 //! already, fails: it cannot be taken back).
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::batch::Batch;
 use super::record::Stop;
@@ -35,6 +35,20 @@ use crate::queue::StoreError;
 
 /// Most chats waiting or running at once: more are refused (429) instead of piling up.
 pub const MAX_OPEN: usize = 64;
+
+/// How long the context of the last chat outlives it on an idle worker: a person's next
+/// question comes within seconds, and making the context again would cost its first token
+/// that long (about 0.1 s on gemma 3 270M at B = 8: BENCHMARKS.md, "Interactive first").
+pub const LINGER: Duration = Duration::from_secs(30);
+
+/// A person is chatting while a chat waits or runs, or one came or ended this recently.
+pub const CONVERSING: Duration = Duration::from_secs(300);
+
+/// Batch prompt tokens one step carries while a person is chatting: a chat that comes waits
+/// for the step in progress (a decode call cannot be cut short), and a step of 512 prompt
+/// tokens takes a quarter of a second and more on 2 cores. Chosen by measurement
+/// (BENCHMARKS.md, "Interactive first").
+pub const PROMPT_CAP: u32 = 32;
 
 /// One chat completion, as the HTTP API asks it of the loop.
 pub struct ChatRequest {
@@ -143,6 +157,8 @@ pub(super) struct Chats {
     running: HashMap<u64, Running>,
     /// Chats answered since the worker started.
     pub served: u64,
+    /// When the last chat came or ended ([`LINGER`], [`CONVERSING`]).
+    last_active: Option<Instant>,
 }
 
 impl Chats {
@@ -155,6 +171,17 @@ impl Chats {
     /// or a model other than theirs).
     pub fn waiting(&self) -> bool {
         !self.waiting.is_empty()
+    }
+
+    /// How much longer an idle worker keeps its context for the next chat, if at all.
+    pub fn lingering(&self) -> Option<Duration> {
+        let left = LINGER.checked_sub(self.last_active?.elapsed())?;
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// A person is chatting: steps stay short ([`PROMPT_CAP`]).
+    pub fn conversing(&self) -> bool {
+        !self.is_empty() || self.last_active.is_some_and(|t| t.elapsed() < CONVERSING)
     }
 
     /// Some chat is decoding (or starts at the next decode).
@@ -182,8 +209,14 @@ impl Worker {
     /// The step **serve chats** (see the module docs): take the chats submitted since the last
     /// step, drop those whose client left, start the waiting ones in order.
     pub(super) fn serve_chats(&mut self, b: &mut Batch) -> Result<(), StoreError> {
-        b.chats.waiting.extend(self.signals.take_chats());
+        let came = self.signals.take_chats();
+        if !came.is_empty() {
+            b.chats.last_active = Some(Instant::now());
+        }
+        b.chats.waiting.extend(came);
         b.chats.waiting.retain(|c| !c.reply.is_closed());
+        self.engine
+            .set_prompt_cap(b.chats.conversing().then_some(PROMPT_CAP));
         let left: Vec<u64> = (b.chats.running.iter())
             .filter(|(_, r)| r.request.reply.is_closed())
             .map(|(&t, _)| t)
@@ -348,6 +381,7 @@ impl Worker {
         let Some(mut run) = b.chats.running.remove(&tag) else {
             return;
         };
+        b.chats.last_active = Some(Instant::now());
         let event = match result {
             Ok(g) => {
                 b.chats.served += 1;

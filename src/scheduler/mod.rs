@@ -387,8 +387,8 @@ impl Worker {
     }
 
     /// Nothing in the batch: `Some` to leave (drained), else wait for work. Idle models are
-    /// looked after meanwhile: the context of the last batch is given back, and models past
-    /// their keep-alive are unloaded.
+    /// looked after meanwhile: the context of the last batch is given back (after a chat,
+    /// [`interactive::LINGER`] later), and models past their keep-alive are unloaded.
     fn idle(&mut self, b: &mut Batch) -> Result<Option<Exit>, StoreError> {
         let now = (self.now)();
         // Jobs not started by their batch's deadline expire even while claiming is paused.
@@ -396,8 +396,13 @@ impl Worker {
         if expired > 0 {
             tracing::info!(jobs = expired, "expired: their batch's deadline passed");
         }
-        for name in self.engine.maintain(now) {
-            tracing::info!(model = %name, "unloaded after its keep-alive");
+        // Right after a chat (and with no job waiting for memory), the context stays for the
+        // next one; else it is given back, with the models past their keep-alive.
+        let lingering = b.chats.lingering().filter(|_| b.waits.jobs.is_empty());
+        if lingering.is_none() {
+            for name in self.engine.maintain(now) {
+                tracing::info!(model = %name, "unloaded after its keep-alive");
+            }
         }
         self.publish_models();
         if !b.waits.jobs.is_empty() {
@@ -419,6 +424,8 @@ impl Worker {
         // while jobs wait for memory, every few seconds.
         let housekeeping = if !b.waits.jobs.is_empty() {
             Some(Duration::from_secs(5))
+        } else if let Some(left) = lingering {
+            Some(left)
         } else {
             (!self.engine.models().is_empty()).then_some(Duration::from_secs(30))
         };

@@ -257,3 +257,46 @@ fn a_chat_waiting_when_the_loop_stops_is_answered_not_stranded() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Steps carry few batch prompt tokens only while a person chats (a chat waits, runs, or
+/// came within `CONVERSING`): an overnight drain with nobody asking runs at full steps.
+#[test]
+fn steps_are_capped_only_while_a_person_chats() {
+    let drained = |with_chat: bool| {
+        let (_d, store) = temp_store();
+        let store = Arc::new(store);
+        enqueue_docs(&store, 3);
+        let engine = FakeEngine::new(1000);
+        let log = engine.log.clone();
+        let signals = Signals::default();
+        let (c, mut rx) = chat("m.gguf", "hello", false, &[]);
+        if with_chat {
+            assert!(signals.submit_chat(c).is_ok());
+        }
+        let settings = RunSettings {
+            parallel: 2,
+            ..settings(1000)
+        };
+        let w = worker_with(&store, engine, settings, now, true, &signals);
+        assert!(matches!(w.run().unwrap(), Exit::Drained { .. }));
+        if with_chat {
+            assert!(matches!(events(&mut rx).last(), Some(ChatEvent::Done(_))));
+        }
+        assert_eq!(store.counts().unwrap().succeeded, 3);
+        let caps = log.lock().unwrap().prompt_caps.clone();
+        caps
+    };
+    let quiet = drained(false);
+    assert!(
+        !quiet.is_empty() && quiet.iter().all(Option::is_none),
+        "{quiet:?}"
+    );
+    let chatting = drained(true);
+    assert!(
+        !chatting.is_empty()
+            && chatting
+                .iter()
+                .all(|c| *c == Some(crate::scheduler::interactive::PROMPT_CAP)),
+        "{chatting:?}"
+    );
+}

@@ -56,7 +56,7 @@ struct Slot {
     out: Vec<u8>,
     /// Strings that end the generation (cut from `out`).
     stop: Vec<String>,
-    /// A person waits for it: its prompt is fed first.
+    /// A person waits for it: while its prompt is fed, no other prompt shares the step.
     urgent: bool,
     generated: u32,
     max_tokens: u32,
@@ -397,14 +397,38 @@ impl Session {
         Ok(())
     }
 
-    pub(super) fn step(&mut self, model: &LlamaModel) -> Result<Vec<SeqDone>, EngineError> {
+    /// One decode of the batch; `prompt_cap`: at most this many prompt tokens of batch
+    /// sequences in it.
+    pub(super) fn step(
+        &mut self,
+        model: &LlamaModel,
+        prompt_cap: Option<u32>,
+    ) -> Result<Vec<SeqDone>, EngineError> {
         self.adopt()?;
         self.batch.clear();
         let add_err =
             |e: llama_cpp_2::llama_batch::BatchAddError| EngineError::Decode(e.to_string());
+        let mut feeding: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| {
+                self.slots[i]
+                    .as_ref()
+                    .is_some_and(|s| s.copy_from.is_none() && s.fed < s.prompt.len())
+            })
+            .collect();
+        // While a person's prompt is fed, the step carries only what a person waits for (that
+        // prompt, and chats already answering): its first token comes as soon as its own
+        // prompt is decoded. Batch sequences wait one step, their next token kept.
+        let urgent = |i: &usize| self.slots[*i].as_ref().is_some_and(|s| s.urgent);
+        let person_first = feeding.iter().any(urgent);
+        if person_first {
+            feeding.retain(urgent);
+        }
         // 1. One token for every decoding sequence.
         for (i, slot) in self.slots.iter_mut().enumerate() {
             let Some(slot) = slot else { continue };
+            if person_first && !slot.urgent {
+                continue;
+            }
             if let Some(t) = slot.next.take() {
                 self.batch
                     .add(t, slot.pos, &[i as i32], true)
@@ -413,22 +437,21 @@ impl Session {
                 slot.pos += 1;
             }
         }
-        // 2. Prompt pieces with the room left: a person's first, then first come first served.
-        let mut feeding: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| {
-                self.slots[i]
-                    .as_ref()
-                    .is_some_and(|s| s.copy_from.is_none() && s.fed < s.prompt.len())
-            })
-            .collect();
-        feeding.sort_by_key(|&i| self.slots[i].as_ref().map(|s| (!s.urgent, s.arrival)));
+        // 2. Prompt pieces with the room left, first come first served (a batch prompt's
+        //    within the cap).
+        feeding.sort_by_key(|&i| self.slots[i].as_ref().map(|s| s.arrival));
+        let mut capped = prompt_cap.map_or(usize::MAX, |c| c.max(1) as usize);
         for i in feeding {
             let room = self.n_batch - self.batch.n_tokens() as usize;
+            let slot = self.slots[i].as_mut().expect("feeding slot exists");
+            let room = if slot.urgent { room } else { room.min(capped) };
             if room == 0 {
                 break;
             }
-            let slot = self.slots[i].as_mut().expect("feeding slot exists");
             let take = room.min(slot.prompt.len() - slot.fed);
+            if !slot.urgent {
+                capped -= take;
+            }
             for k in slot.fed..slot.fed + take {
                 let last = k + 1 == slot.prompt.len();
                 self.batch
@@ -445,10 +468,17 @@ impl Session {
             return Ok(Vec::new());
         }
         // 3. Decode.
+        let decoding = Instant::now();
         if let Err(e) = self.ctx.decode(&mut self.batch) {
             self.free_all();
             return Err(decode_err(e));
         }
+        tracing::trace!(
+            tokens = self.batch.n_tokens(),
+            person_first,
+            ms = decoding.elapsed().as_millis() as u64,
+            "decoded"
+        );
         // 4. Sample, and end the sequences that are done.
         let vocab = model.vocab();
         let n_ctx = self.shape.n_ctx as i32;
