@@ -131,12 +131,7 @@ fn a_crash_with_several_jobs_in_flight_charges_none_and_runs_each_alone() {
     }
     for id in ["1", "2", "3"] {
         let shown = h.show(id);
-        let reasons: Vec<&str> = shown["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["reason"].as_str().unwrap())
-            .collect();
+        let reasons = reasons(&shown);
         assert!(
             reasons.iter().any(|r| r.contains(
                 "the worker crashed (SIGSEGV) with 3 jobs in flight; not charged: runs alone next"

@@ -182,9 +182,10 @@ fn a_crash_while_a_chat_decodes_beside_one_job_charges_the_job_nothing() {
     use std::io::BufRead;
     let h = TestHome::new();
     h.ok(&["models", "add", s(&tiny()), "--name", "tiny"]);
-    // Both generate thousands of tokens: the job still runs when the chat has started.
+    // Both generate many tokens: the job (a few seconds alone) still runs when the chat has
+    // started (a fraction of a second after it).
     let doc = h.doc("story.txt", &prose(5, 100));
-    h.enqueue_tiny(&doc, "3000");
+    h.enqueue_tiny(&doc, "1000");
     let addr = format!("127.0.0.1:{}", free_port());
     let mut worker = h.spawn_worker(&["--http", &addr, "--parallel", "2", "--n-ctx", "4096"]);
     h.wait_for_worker(&mut worker);
@@ -217,17 +218,13 @@ fn a_crash_while_a_chat_decodes_beside_one_job_charges_the_job_nothing() {
         .expect("a content chunk");
     assert!(first.is_ok());
     kill("SEGV", pid);
-    wait_until(Duration::from_secs(120), "the job succeeds", || {
+    // Generous: the whole suite shares 2 cores meanwhile.
+    wait_until(Duration::from_secs(300), "the job succeeds", || {
         h.show("1")["state"] == "succeeded"
     });
     let _ = curl.wait();
     let shown = h.show("1");
-    let reasons: Vec<&str> = shown["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["reason"].as_str().unwrap())
-        .collect();
+    let reasons = reasons(&shown);
     assert!(
         reasons.iter().any(|r| r.contains(
             "the worker crashed (SIGSEGV) with 1 job and interactive chats in flight; not charged"

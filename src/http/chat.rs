@@ -26,7 +26,7 @@ use crate::engine::reasoning::Piece;
 use crate::engine::{FinishReason, Sampling};
 use crate::job::GenParams;
 use crate::openai::{chat_chunk, chat_completion, usage_chunk, Completion};
-use crate::scheduler::interactive::{ChatAnswer, ChatEvent, ChatFailure, ChatRequest, FailureKind};
+use crate::scheduler::chat::{ChatAnswer, ChatEvent, ChatFailure, ChatRequest, FailureKind};
 
 /// Fields of a live request that a batch line's body does not act on.
 const LIVE_FIELDS: &[&str] = &[
@@ -61,7 +61,7 @@ pub(super) async fn create(
         Err(crate::scheduler::Refused::TooMany) => {
             return Err(ApiError::too_many(format!(
                 "{} chat completions are waiting or running already; try again shortly",
-                crate::scheduler::interactive::MAX_OPEN
+                crate::scheduler::chat::MAX_OPEN
             )))
         }
     }

@@ -36,7 +36,7 @@ pub(super) struct Batch {
     /// out: such jobs join a running batch when they pick its model.
     pub auto_picks: Option<(Instant, HashMap<crate::job::Quality, String>)>,
     /// Interactive chats waiting or decoding beside the jobs (see [`super::interactive`]).
-    pub chats: super::interactive::Chats,
+    pub chats: super::chat::Chats,
     /// Batch sequences that gave their slot to a chat since the worker started.
     pub preempted: u64,
 }

@@ -11,6 +11,7 @@ mod adaptive;
 pub mod admission;
 mod batch;
 pub mod batch_size;
+pub mod chat;
 pub mod choose;
 mod claim;
 pub mod interactive;
@@ -119,7 +120,7 @@ pub struct LiveStatus {
     pub on_battery: Option<bool>,
     /// Interactive chats decoding now.
     #[serde(default)]
-    pub chats: Vec<interactive::ChatInFlight>,
+    pub chats: Vec<chat::ChatInFlight>,
     /// Chats answered since the worker started.
     #[serde(default)]
     pub chats_served: u64,
@@ -388,7 +389,7 @@ impl Worker {
 
     /// Nothing in the batch: `Some` to leave (drained), else wait for work. Idle models are
     /// looked after meanwhile: the context of the last batch is given back (after a chat,
-    /// [`interactive::LINGER`] later), and models past their keep-alive are unloaded.
+    /// [`chat::LINGER`] later), and models past their keep-alive are unloaded.
     fn idle(&mut self, b: &mut Batch) -> Result<Option<Exit>, StoreError> {
         let now = (self.now)();
         // Jobs not started by their batch's deadline expire even while claiming is paused.

@@ -53,14 +53,14 @@ pub struct Signals {
     cancels: Arc<Mutex<HashSet<JobId>>>,
     /// Interactive chats submitted and not yet taken by the loop.
     chats: Arc<Mutex<Inbox>>,
-    /// Chats submitted and not yet ended (each holds a [`Ticket`]).
+    /// Chats submitted and not yet ended (each holds a [`Ticket`](super::chat::Ticket)).
     open_chats: Arc<AtomicUsize>,
 }
 
 /// Chats handed to the loop, and whether it still takes them.
 #[derive(Default)]
 struct Inbox {
-    chats: Vec<super::interactive::ChatRequest>,
+    chats: Vec<super::chat::ChatRequest>,
     /// The loop has stopped taking chats (it is shutting down): a chat submitted now would
     /// wait for ever.
     closed: bool,
@@ -69,20 +69,10 @@ struct Inbox {
 /// Why a chat was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
-    /// [`MAX_OPEN`](super::interactive::MAX_OPEN) chats wait or run already.
+    /// [`MAX_OPEN`](super::chat::MAX_OPEN) chats wait or run already.
     TooMany,
     /// The worker is stopping.
     Stopping,
-}
-
-/// A chat's place among the open ones: given back when the chat (its request) is dropped,
-/// however it ended.
-pub struct Ticket(Arc<AtomicUsize>);
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 impl Signals {
@@ -122,12 +112,12 @@ impl Signals {
     }
 
     /// Hand a chat to the loop and wake it; refused (and dropped) while
-    /// [`MAX_OPEN`](super::interactive::MAX_OPEN) chats wait or run already, or once the loop
+    /// [`MAX_OPEN`](super::chat::MAX_OPEN) chats wait or run already, or once the loop
     /// stops taking them.
-    pub fn submit_chat(&self, mut chat: super::interactive::ChatRequest) -> Result<(), Refused> {
+    pub fn submit_chat(&self, mut chat: super::chat::ChatRequest) -> Result<(), Refused> {
         let open = self.open_chats.fetch_add(1, Ordering::SeqCst);
-        let ticket = Ticket(self.open_chats.clone());
-        if open >= super::interactive::MAX_OPEN {
+        let ticket = super::chat::Ticket(self.open_chats.clone());
+        if open >= super::chat::MAX_OPEN {
             return Err(Refused::TooMany);
         }
         chat.ticket = Some(ticket);
@@ -143,12 +133,12 @@ impl Signals {
     }
 
     /// The chats submitted since the last call, oldest first.
-    pub(super) fn take_chats(&self) -> Vec<super::interactive::ChatRequest> {
+    pub(super) fn take_chats(&self) -> Vec<super::chat::ChatRequest> {
         std::mem::take(&mut self.chats.lock().unwrap().chats)
     }
 
     /// The loop stops taking chats: the ones submitted and not taken, and none after.
-    pub(super) fn close_chats(&self) -> Vec<super::interactive::ChatRequest> {
+    pub(super) fn close_chats(&self) -> Vec<super::chat::ChatRequest> {
         let mut inbox = self.chats.lock().unwrap();
         inbox.closed = true;
         std::mem::take(&mut inbox.chats)
@@ -206,7 +196,7 @@ mod tests {
 
     #[test]
     fn open_chats_are_capped_and_a_dropped_chat_frees_its_place() {
-        use super::super::interactive::{ChatRequest, MAX_OPEN};
+        use super::super::chat::{ChatRequest, MAX_OPEN};
         let s = Signals::default();
         let chat = || {
             let (reply, _) = tokio::sync::mpsc::unbounded_channel();

@@ -395,3 +395,13 @@ pub fn answers_by_id<T: Ord>(h: &TestHome, more: impl Fn(&Value) -> T) -> Vec<(S
     out.sort();
     out
 }
+
+/// The reasons of a job's events, from its `show --json`.
+pub fn reasons(shown: &Value) -> Vec<&str> {
+    shown["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect()
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::engine::reasoning::Piece;
-use crate::scheduler::interactive::{ChatEvent, ChatRequest, FailureKind};
+use crate::scheduler::chat::{ChatEvent, ChatRequest, FailureKind};
 
 fn chat(model_path: &str, text: &str, stream: bool, stop: &[&str]) -> (ChatRequest, Receiver) {
     let (reply, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -296,7 +296,7 @@ fn steps_are_capped_only_while_a_person_chats() {
         !chatting.is_empty()
             && chatting
                 .iter()
-                .all(|c| *c == Some(crate::scheduler::interactive::PROMPT_CAP)),
+                .all(|c| *c == Some(crate::scheduler::chat::PROMPT_CAP)),
         "{chatting:?}"
     );
 }
