@@ -16,7 +16,11 @@
 //! the worker decoded that no answer kept (a yielded sequence's tokens since its checkpoint),
 //! per preemption. Prints one line per run and a table of medians.
 //!
-//! cargo build --release --bins && cargo run --release --example bench_interactive -- [DOCS] [RUNS] [TG] [B] [EVERY] [CHAT_TG]
+//! With SERVER_CHATS > 0, the anchor last: llama-server (`scripts/build-anchors.sh`, or
+//! `QWEN3Q_LLAMA_SERVER`) at `-np B+1` with B clients asking the same summaries without end,
+//! and SERVER_CHATS streamed chats timed the same way, busy and then idle.
+//!
+//! cargo build --release --bins && cargo run --release --example bench_interactive -- [DOCS] [RUNS] [TG] [B] [EVERY] [CHAT_TG] [SERVER_CHATS]
 //!
 //! Defaults: 720 documents (about 10 minutes a drain on 2 cores), 1 run, 64 tokens, B = 8, a
 //! chat every 30 s of up to 64 tokens.
@@ -155,46 +159,49 @@ impl Worker {
     /// A streamed chat, the `n`th question: (seconds to the first content token, completion
     /// tokens).
     fn chat(&self, n: usize, tg: u32) -> (f64, u64) {
-        let question = question(n);
-        let body = serde_json::json!({
-            "model": "gemma",
-            "messages": [{"role": "user", "content": question}],
-            "max_tokens": tg,
-            "temperature": 0,
-            "stream": true,
-            "stream_options": {"include_usage": true},
-        })
-        .to_string();
-        let sent = Instant::now();
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            s,
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.key,
-            body.len()
-        )
-        .unwrap();
-        let (mut raw, mut buf, mut first) = (Vec::new(), [0u8; 4096], None);
-        loop {
-            let n = s.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            raw.extend_from_slice(&buf[..n]);
-            if first.is_none() && has_content(&raw) {
-                first = Some(sent.elapsed().as_secs_f64());
-            }
-        }
-        let text = String::from_utf8_lossy(&raw);
-        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-        let tokens = text
-            .rsplit("\"completion_tokens\":")
-            .next()
-            .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_else(|| panic!("no usage chunk: {text}"));
-        (first.expect("a content token came"), tokens)
+        let (ttft, tokens) = stream_chat(self.port, &self.key, n, tg);
+        (ttft, tokens.expect("a usage chunk"))
     }
+}
+
+/// The `n`th question as a streamed chat to the server on `port` (qwen3q's or llama-server):
+/// (seconds to the first content token, completion tokens if a usage chunk said).
+fn stream_chat(port: u16, key: &str, n: usize, tg: u32) -> (f64, Option<u64>) {
+    let body = serde_json::json!({
+        "model": "gemma",
+        "messages": [{"role": "user", "content": question(n)}],
+        "max_tokens": tg,
+        "temperature": 0,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    })
+    .to_string();
+    let sent = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let (mut raw, mut buf, mut first) = (Vec::new(), [0u8; 4096], None);
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if first.is_none() && has_content(&raw) {
+            first = Some(sent.elapsed().as_secs_f64());
+        }
+    }
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let tokens = text
+        .rsplit_once("\"completion_tokens\":")
+        .and_then(|(_, t)| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|t| t.parse().ok());
+    (first.expect("a content token came"), tokens)
 }
 
 /// The response so far holds a chunk with a non-empty content delta (the role chunk's
@@ -279,6 +286,56 @@ fn drain(bin: &Path, gemma: &Path, a: &Args, with_chats: bool, port: u16) -> Dra
     }
 }
 
+/// The anchor: llama-server (`-np B+1`: a slot for the chat beside B batch requests) with B
+/// client threads asking the same summaries without end, and `chats` streamed chats (one every
+/// EVERY s, as above); then the same number on the idle server. TTFT busy, idle.
+fn server_ttft(
+    tool: &Path,
+    gemma: &Path,
+    a: &Args,
+    chats: usize,
+    port: u16,
+) -> (Vec<f64>, Vec<f64>) {
+    let np = a.b + 1;
+    let _server = support::llama_server(tool, gemma, np, N_CTX * np, &[], port);
+    stream_chat(port, "-", 0, 4); // warm-up
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let busy = std::thread::scope(|scope| {
+        for _ in 0..a.b {
+            scope.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let prompt = format!(
+                        "Summarise the following report in a few sentences: {}",
+                        support::doc(i)
+                    );
+                    support::post(
+                        port,
+                        "/v1/chat/completions",
+                        &serde_json::json!({
+                            "messages": [{"role": "user", "content": prompt}],
+                            "max_tokens": a.tg,
+                            "temperature": 0,
+                        }),
+                    );
+                }
+            });
+        }
+        let mut busy = Vec::new();
+        for n in 0..chats {
+            std::thread::sleep(Duration::from_secs(a.every));
+            busy.push(stream_chat(port, "-", 100 + n, a.chat_tg).0);
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        busy
+    });
+    let idle = (0..chats)
+        .map(|n| stream_chat(port, "-", 500 + n, a.chat_tg).0)
+        .collect();
+    (busy, idle)
+}
+
 struct Args {
     docs: usize,
     runs: usize,
@@ -286,6 +343,8 @@ struct Args {
     b: u32,
     every: u64,
     chat_tg: u32,
+    /// Chats to time against llama-server after the worker's runs (0: none).
+    server_chats: usize,
 }
 
 fn main() {
@@ -298,6 +357,7 @@ fn main() {
         b: arg(4, 8) as u32,
         every: arg(5, 30),
         chat_tg: arg(6, 64) as u32,
+        server_chats: arg(7, 0) as usize,
     };
     let bin = bin();
     let gemma = model("gemma-3-270m-q4_k_m.gguf");
@@ -308,7 +368,7 @@ fn main() {
     );
     let (mut ttft_ratio, mut raw, mut adjusted, mut per_preemption) =
         (vec![], vec![], vec![], vec![]);
-    let (mut busy, mut idle) = (vec![], vec![]);
+    let (mut busy, mut idle): (Vec<f64>, Vec<f64>) = (vec![], vec![]);
     for run in 0..a.runs {
         let order = if run % 2 == 0 {
             [false, true]
@@ -343,18 +403,47 @@ fn main() {
         busy.push(mb);
         idle.push(mi);
     }
+    // RUNS = 0: only the anchor below.
+    if a.runs > 0 {
+        print_table(&busy, &idle, &ttft_ratio, &raw, &adjusted, &per_preemption);
+    }
+    if a.server_chats > 0 {
+        let tool = support::anchor("llama-server", "QWEN3Q_LLAMA_SERVER");
+        let (busy, idle) = server_ttft(&tool, &gemma, &a, a.server_chats, port + 1);
+        eprintln!("llama-server TTFT busy: {busy:.3?}");
+        eprintln!("llama-server TTFT idle: {idle:.3?}");
+        let (b, i) = (median(busy), median(idle));
+        println!(
+            "| llama-server ({}), -np {}: TTFT busy / idle, s | {b:.3} / {i:.3} = {:.2}× | |",
+            tool.display(),
+            a.b + 1,
+            b / i
+        );
+    }
+}
+
+/// The worker's figures, medians over the runs.
+fn print_table(
+    busy: &[f64],
+    idle: &[f64],
+    ttft_ratio: &[f64],
+    raw: &[f64],
+    adjusted: &[f64],
+    per_preemption: &[f64],
+) {
+    let m = |v: &[f64]| median(v.to_vec());
     println!("| figure (median of runs) | value | goal |");
     println!("|---|---|---|");
-    println!("| TTFT while the batch runs, s | {:.3} | |", median(busy));
-    println!("| TTFT on the idle worker, s | {:.3} | |", median(idle));
-    println!("| TTFT busy ÷ idle | {:.2} | ≤ 1.5 |", median(ttft_ratio));
-    println!("| batch tok/s with chats ÷ quiet | {:.3} | |", median(raw));
+    println!("| TTFT while the batch runs, s | {:.3} | |", m(busy));
+    println!("| TTFT on the idle worker, s | {:.3} | |", m(idle));
+    println!("| TTFT busy ÷ idle | {:.2} | ≤ 1.5 |", m(ttft_ratio));
+    println!("| batch tok/s with chats ÷ quiet | {:.3} | |", m(raw));
     println!(
         "| the same after taking out the chats' share | {:.3} | ≥ 0.90 |",
-        median(adjusted)
+        m(adjusted)
     );
     println!(
         "| tokens decoded and not kept, per preemption | {:.1} | |",
-        median(per_preemption)
+        m(per_preemption)
     );
 }

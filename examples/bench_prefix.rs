@@ -21,12 +21,9 @@
 //! builds at equal work).
 
 mod support;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Instant;
-use support::{bin, measured_drain, median, model, run_ok};
+use support::{bin, measured_drain, median, model, post, run_ok};
 
 const N_CTX: u32 = 1024;
 
@@ -119,69 +116,10 @@ fn worker_run(
     }
 }
 
-/// llama-server on `port`, killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// One HTTP/1.1 POST of `body` (JSON) to `path`; the response's JSON body.
-fn post(port: u16, path: &str, body: &serde_json::Value) -> serde_json::Value {
-    let body = body.to_string();
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, rest) = out.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{rest}");
-    // The server answers with Content-Length (no chunking) for a non-streamed request.
-    serde_json::from_str(rest).unwrap_or_else(|e| panic!("{e}: {rest}"))
-}
-
-fn server_start(tool: &Path, model: &Path, b: u32, port: u16) -> Server {
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .to_string();
-    let child = Command::new(tool)
-        .args(["-m", model.to_str().unwrap(), "--port", &port.to_string()])
-        .args(["-np", &b.to_string(), "-c", &(N_CTX * b).to_string()])
-        .args(["-b", "512", "-ub", "512", "-t", &threads, "-tb", &threads])
-        // Without it the server reuses no cell of gemma's sliding-window layers and decodes
-        // every prompt whole (seen: `cache_n` 1 of 272 for the same prompt twice).
-        .arg("--swa-full")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server(child);
-    let started = Instant::now();
-    loop {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = write!(
-                s,
-                "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            );
-            let mut r = String::new();
-            let _ = s.read_to_string(&mut r);
-            if r.starts_with("HTTP/1.1 200") {
-                return server;
-            }
-        }
-        assert!(
-            started.elapsed().as_secs() < 120,
-            "llama-server did not come up"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+fn server_start(tool: &Path, model: &Path, b: u32, port: u16) -> support::Server {
+    // Without --swa-full the server reuses no cell of gemma's sliding-window layers and
+    // decodes every prompt whole (seen: `cache_n` 1 of 272 for the same prompt twice).
+    support::llama_server(tool, model, b, N_CTX * b, &["--swa-full"], port)
 }
 
 fn chat(port: u16, content: &str, tg: u32) -> (u64, u64) {

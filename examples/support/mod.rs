@@ -176,3 +176,77 @@ pub fn anchor(name: &str, env: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| panic!("build-anchors.sh names no {name}"))
 }
+
+/// llama-server on a port, killed when dropped.
+pub struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One HTTP/1.1 POST of `body` (JSON) to `path`; the response's JSON body.
+pub fn post(port: u16, path: &str, body: &serde_json::Value) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let body = body.to_string();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, rest) = out.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{rest}");
+    // The server answers with Content-Length (no chunking) for a non-streamed request.
+    serde_json::from_str(rest).unwrap_or_else(|e| panic!("{e}: {rest}"))
+}
+
+/// `tool` (llama-server) serving `model` on `port` with `np` slots sharing a context of
+/// `n_ctx` tokens, all cores, ubatch 512, and `extra` flags; once its /health answers.
+pub fn llama_server(
+    tool: &Path,
+    model: &Path,
+    np: u32,
+    n_ctx: u32,
+    extra: &[&str],
+    port: u16,
+) -> Server {
+    use std::io::{Read, Write};
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .to_string();
+    let child = Command::new(tool)
+        .args(["-m", model.to_str().unwrap(), "--port", &port.to_string()])
+        .args(["-np", &np.to_string(), "-c", &n_ctx.to_string()])
+        .args(["-b", "512", "-ub", "512", "-t", &threads, "-tb", &threads])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server(child);
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = write!(
+                s,
+                "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            );
+            let mut r = String::new();
+            let _ = s.read_to_string(&mut r);
+            if r.starts_with("HTTP/1.1 200") {
+                return server;
+            }
+        }
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "llama-server did not come up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
