@@ -87,6 +87,26 @@ pub enum FailureKind {
     Unavailable,
 }
 
+impl ChatRequest {
+    /// Send what may be shown now, when the client asked for a stream.
+    pub(super) fn deltas(&self, pieces: Vec<Piece>) {
+        if self.stream {
+            for piece in pieces {
+                let _ = self.reply.send(ChatEvent::Delta(piece));
+            }
+        }
+    }
+}
+
+impl Running {
+    /// More generated text: into the split, and what it lets out to a streaming client.
+    pub(super) fn show(&mut self, text: &str) {
+        let mut pieces = Vec::new();
+        self.split.push(text, &mut pieces);
+        self.request.deltas(pieces);
+    }
+}
+
 impl ChatFailure {
     pub(super) fn of(e: &EngineError) -> ChatFailure {
         let kind = if e.is_permanent() && !e.is_memory() {

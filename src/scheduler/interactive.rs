@@ -213,16 +213,12 @@ impl Worker {
             Ok(g) => {
                 b.chats.served += 1;
                 // The rest of the text (all of it when not streamed), then what was held back.
-                let mut pieces = Vec::new();
                 if let Some(rest) = g.text.get(run.sent.min(g.text.len())..) {
-                    run.split.push(rest, &mut pieces);
+                    run.show(rest);
                 }
+                let mut pieces = Vec::new();
                 let (reasoning, answer) = run.split.finish(&mut pieces);
-                if run.request.stream {
-                    for piece in pieces {
-                        let _ = run.request.reply.send(ChatEvent::Delta(piece));
-                    }
-                }
+                run.request.deltas(pieces);
                 ChatEvent::Done(ChatAnswer {
                     answer,
                     reasoning,
@@ -256,11 +252,7 @@ impl Worker {
             if show > run.sent {
                 let text = String::from_utf8_lossy(&run.got[run.sent..show]).into_owned();
                 run.sent = show;
-                let mut pieces = Vec::new();
-                run.split.push(&text, &mut pieces);
-                for piece in pieces {
-                    let _ = run.request.reply.send(ChatEvent::Delta(piece));
-                }
+                run.show(&text);
             }
         }
         for tag in lost {
