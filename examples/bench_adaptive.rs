@@ -105,21 +105,13 @@ fn run_config(
     assert!(status.success(), "{log}");
     let load_ms =
         log_number(&log, "model loaded", "millis") + log_number(&log, "context ready", "millis");
-    let out = q(bin, &home, &["results", "--jsonl"]);
-    let (mut gen, mut first, mut last, mut bsum, mut n) = (0u64, u64::MAX, 0u64, 0u64, 0u64);
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert_eq!(v["state"], "succeeded", "{v}");
-        gen += v["usage"]["completion_tokens"].as_u64().unwrap();
-        first = first.min(v["timings"]["started_ms"].as_u64().unwrap());
-        last = last.max(v["timings"]["finished_ms"].as_u64().unwrap());
-        bsum += v["parameters"]["n_seq"].as_u64().unwrap();
-        n += 1;
-    }
-    let secs = (last - first).saturating_sub(load_ms) as f64 / 1000.0;
+    let (results, span_ms) = support::succeeded_results(bin, &home);
+    let gen = support::total(&results, &["usage", "completion_tokens"]);
+    let bsum = support::total(&results, &["parameters", "n_seq"]);
+    let secs = span_ms.saturating_sub(load_ms) as f64 / 1000.0;
     Outcome {
         gen_tps: gen as f64 / secs,
-        mean_b: bsum as f64 / n as f64,
+        mean_b: bsum as f64 / results.len() as f64,
         peak_rss,
     }
 }

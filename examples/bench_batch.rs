@@ -64,29 +64,20 @@ fn worker_run(bin: &Path, model: &Path, n: usize, tg: u32, b: u32, kernels: &str
         ],
     );
     let (peak_rss, load_ms) = measured_drain(bin, &home, N_CTX, b, kernels);
-    let out = run_ok(bin, &home, &["results", "--jsonl"]);
-    let (mut tokens, mut pp, mut gen, mut first, mut last) = (0u64, 0u64, 0u64, u64::MAX, 0u64);
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert_eq!(v["state"], "succeeded");
-        // The prompt tokens decoded: those reused from a slot's cells (the shared instruction)
-        // are left out here and, through the mean, from the tool's prompts: equal work.
-        let p = v["usage"]["prompt_tokens"].as_u64().unwrap()
-            - v["usage"]["prompt_tokens_details"]["cached_tokens"]
-                .as_u64()
-                .unwrap();
-        let g = v["usage"]["completion_tokens"].as_u64().unwrap();
-        tokens += p + g;
-        pp += p;
-        gen += g;
-        first = first.min(v["timings"]["started_ms"].as_u64().unwrap());
-        last = last.max(v["timings"]["finished_ms"].as_u64().unwrap());
-    }
+    let (results, span_ms) = support::succeeded_results(bin, &home);
+    // The prompt tokens decoded: those reused from a slot's cells (the shared instruction) are
+    // left out here and, through the mean, from the tool's prompts: equal work.
+    let pp = support::total(&results, &["usage", "prompt_tokens"])
+        - support::total(
+            &results,
+            &["usage", "prompt_tokens_details", "cached_tokens"],
+        );
+    let gen = support::total(&results, &["usage", "completion_tokens"]);
     WorkerRun {
-        tokens,
+        tokens: pp + gen,
         mean_pp: pp as f64 / n as f64,
         mean_tg: gen as f64 / n as f64,
-        secs: (last - first).saturating_sub(load_ms) as f64 / 1000.0,
+        secs: span_ms.saturating_sub(load_ms) as f64 / 1000.0,
         peak_rss,
     }
 }

@@ -265,16 +265,9 @@ fn drain(bin: &Path, gemma: &Path, a: &Args, with_chats: bool, port: u16) -> Dra
         "the drain ended before the first chat: more DOCS"
     );
     let idle_ttft = (0..asked).map(|i| w.chat(500 + i, a.chat_tg).0).collect();
-    let out = run_ok(bin, &w.home, &["results", "--jsonl"]);
-    let (mut batch_tokens, mut first, mut last) = (0u64, u64::MAX, 0u64);
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert_eq!(v["state"], "succeeded", "{v}");
-        batch_tokens += v["usage"]["completion_tokens"].as_u64().unwrap();
-        first = first.min(v["timings"]["started_ms"].as_u64().unwrap());
-        last = last.max(v["timings"]["finished_ms"].as_u64().unwrap());
-    }
-    let secs = (last - first) as f64 / 1000.0;
+    let (results, span_ms) = support::succeeded_results(bin, &w.home);
+    let batch_tokens = support::total(&results, &["usage", "completion_tokens"]);
+    let secs = span_ms as f64 / 1000.0;
     Drain {
         batch_tok_s: batch_tokens as f64 / secs,
         batch_tokens,

@@ -97,20 +97,14 @@ fn worker_run(
         ]);
     }
     let (_, load_ms) = measured_drain(bin, &home, N_CTX, b, kernels);
-    let out = q(&["results", "--jsonl"]);
-    let (mut prompt, mut cached, mut first, mut last) = (0u64, 0u64, u64::MAX, 0u64);
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert_eq!(v["state"], "succeeded");
-        prompt += v["usage"]["prompt_tokens"].as_u64().unwrap();
-        cached += v["usage"]["prompt_tokens_details"]["cached_tokens"]
-            .as_u64()
-            .unwrap();
-        first = first.min(v["timings"]["started_ms"].as_u64().unwrap());
-        last = last.max(v["timings"]["finished_ms"].as_u64().unwrap());
-    }
+    let (results, span_ms) = support::succeeded_results(bin, &home);
+    let prompt = support::total(&results, &["usage", "prompt_tokens"]);
+    let cached = support::total(
+        &results,
+        &["usage", "prompt_tokens_details", "cached_tokens"],
+    );
     Run {
-        secs: (last - first).saturating_sub(load_ms) as f64 / 1000.0,
+        secs: span_ms.saturating_sub(load_ms) as f64 / 1000.0,
         prompt: prompt as f64 / n as f64,
         cached: cached as f64 / n as f64,
     }

@@ -250,3 +250,35 @@ pub fn llama_server(
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// Every result in `home` (`results --jsonl`, each asserted succeeded), and the span from the
+/// first claim to the last result, ms: what each driver sums its figures over.
+pub fn succeeded_results(bin: &Path, home: &Path) -> (Vec<serde_json::Value>, u64) {
+    let out = run_ok(bin, home, &["results", "--jsonl"]);
+    let (mut first, mut last) = (u64::MAX, 0u64);
+    let results: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["state"], "succeeded", "{v}");
+            first = first.min(v["timings"]["started_ms"].as_u64().unwrap());
+            last = last.max(v["timings"]["finished_ms"].as_u64().unwrap());
+            v
+        })
+        .collect();
+    (results, last.saturating_sub(first))
+}
+
+/// The sum of one number of every result (`path`: keys from the top of a result line).
+pub fn total(results: &[serde_json::Value], path: &[&str]) -> u64 {
+    results
+        .iter()
+        .map(|v| {
+            path.iter()
+                .fold(v, |v, k| &v[*k])
+                .as_u64()
+                .unwrap_or_else(|| panic!("no {path:?} in {v}"))
+        })
+        .sum()
+}
