@@ -59,11 +59,16 @@ fn content(answer: &Value) -> String {
 /// A home with both models registered and the documents enqueued on gemma, greedy, long
 /// enough answers that sequences are in flight when the chats come.
 fn home() -> TestHome {
+    home_with(DOCS, |i| 30 + 10 * i)
+}
+
+/// [`home`] with `docs` documents, the `i`th of `words(i)` words.
+fn home_with(docs: usize, words: impl Fn(usize) -> usize) -> TestHome {
     let h = TestHome::new();
     h.ok(&["models", "add", s(&gemma()), "--name", "gemma"]);
     h.ok(&["models", "add", s(&tiny()), "--name", "tiny"]);
-    for i in 0..DOCS {
-        h.doc(&format!("d{i}.txt"), &prose(40 + i, 30 + 10 * i));
+    for i in 0..docs {
+        h.doc(&format!("d{i}.txt"), &prose(40 + i, words(i)));
     }
     h.ok(&[
         "enqueue",
@@ -171,6 +176,95 @@ fn chats_ahead_of_a_batch_change_none_of_its_answers_and_cost_it_no_attempt() {
     assert!(with_chats
         .iter()
         .any(|(_, a)| a.split_whitespace().count() > 10));
+}
+
+/// Chats that come while batch steps decode stop those steps (llama.cpp's abort callback), and
+/// the session takes back what each stopped step had not finished: a stopped ubatch's cells
+/// are gone, the ones before it stay, and a sequence whose logits were lost decodes its last
+/// token again. Prompts longer than gemma 3's 512-token sliding window (so that its
+/// window layers overwrite cells as the prompts grow), two clients asking over each other (so
+/// that steps carrying a chat's tokens stop too), batch-invariant kernels: every batch answer
+/// and every chat answer is the one given without any of it, and many steps did stop.
+#[test]
+fn chats_that_stop_batch_steps_change_no_answer() {
+    const LONG: usize = 4;
+    let words = |i: usize| 640 + 40 * i;
+    let flags = [
+        "--parallel",
+        "3",
+        "--n-ctx",
+        "2048",
+        "--kernels",
+        "batch-invariant",
+    ];
+    let h = home_with(LONG, words);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["--http", addr.as_str()];
+    args.extend_from_slice(&flags);
+    let mut worker = h.spawn_worker(&args);
+    h.wait_for_worker(&mut worker);
+    let api = std::sync::Arc::new(Api {
+        addr: addr.clone(),
+        key: h.ok(&["api-key"]).trim().to_string(),
+    });
+    wait_until(Duration::from_secs(120), "the batch decodes", || {
+        h.status()["worker"]["in_flight"].as_u64() >= Some(1)
+    });
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..2)
+        .map(|c| {
+            let (api, done) = (api.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                let mut n = 0usize;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let k = (n + c) % 3;
+                    let mut q = question("gemma", k);
+                    q["max_tokens"] = json!(6);
+                    got.push((k, content(&api.chat(&q))));
+                    n += 1;
+                    // Uneven gaps: the chats come at every point of a step.
+                    std::thread::sleep(Duration::from_millis(120 + (n * 97 + c * 61) as u64 % 350));
+                }
+                got
+            })
+        })
+        .collect();
+    wait_until(Duration::from_secs(900), "the batch drains", || {
+        count(&h.status(), "succeeded") == LONG as u64
+    });
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let during: Vec<(usize, String)> = clients
+        .into_iter()
+        .flat_map(|t| t.join().expect("a client"))
+        .collect();
+    let live = h.status()["worker"].clone();
+    let stopped = live["steps_stopped"].as_u64().unwrap();
+    assert!(stopped >= 10, "only {stopped} steps stopped: {live}");
+    // The same questions on the idle worker: each answer asked during the batch is this one.
+    for k in 0..3 {
+        let mut q = question("gemma", k);
+        q["max_tokens"] = json!(6);
+        let idle = content(&api.chat(&q));
+        for (_, was) in during.iter().filter(|(j, _)| *j == k) {
+            assert_eq!(was, &idle, "question {k} asked during the batch");
+        }
+    }
+    sigterm(&worker);
+    wait_exit(&mut worker, Duration::from_secs(60)).expect("the worker stops");
+    let with_chats = answers(&h);
+
+    let quiet = home_with(LONG, words);
+    let mut args = vec!["worker", "--drain"];
+    args.extend_from_slice(&flags);
+    quiet.ok(&args);
+    assert_eq!(with_chats.len(), LONG);
+    assert_eq!(
+        with_chats,
+        answers(&quiet),
+        "steps stopped for chats changed the batch's answers ({stopped} stopped, {} chats)",
+        during.len()
+    );
 }
 
 /// A crash while a chat decodes beside one batch job charges the job nothing: the chat may

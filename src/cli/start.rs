@@ -4,11 +4,22 @@
 use std::io::IsTerminal;
 
 use clap::Parser;
+use tracing_subscriber::filter::{self, FilterExt};
+use tracing_subscriber::layer::Filter;
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 
 use super::args::{Cli, Command};
 use super::inference::Inference;
 use super::{code, Coded};
+
+/// `RUST_LOG`'s levels, else `default`'s; and none of llama.cpp's lines about a decode that a
+/// chat stopped, which is routine but reported by llama.cpp as a failure (`engine::quiet`).
+fn levels<S>(default: &str) -> impl Filter<S> {
+    let levels = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    levels.and(filter::filter_fn(|meta| {
+        meta.target() != "llama-cpp-2" || !crate::engine::quiet::muted()
+    }))
+}
 
 /// Logs: stderr for every verb; the worker also writes daily files under `<home>/logs` (14
 /// kept), as JSON lines with `QWEN3Q_LOG_JSON=1`. `RUST_LOG` overrides the levels.
@@ -23,12 +34,11 @@ fn init_logging(cli: &Cli) -> Option<tracing_appender::non_blocking::WorkerGuard
     // go to the worker's log; a command's error is its one line.
     let sled = if is_worker { "warn" } else { "off" };
     let default = format!("{base},llama-cpp-2=warn,sled={sled}");
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&default));
     let stderr = fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
-        .with_filter(filter());
+        .with_filter(levels(&default));
     let mut guard = None;
     let file = if is_worker {
         crate::home::Home::resolve(cli.home.as_deref())
@@ -49,9 +59,9 @@ fn init_logging(cli: &Cli) -> Option<tracing_appender::non_blocking::WorkerGuard
                 let json = std::env::var("QWEN3Q_LOG_JSON").is_ok_and(|v| v == "1" || v == "true");
                 let layer = fmt::layer().with_writer(writer).with_ansi(false);
                 let layer: Box<dyn tracing_subscriber::Layer<_> + Send + Sync> = if json {
-                    Box::new(layer.json().with_filter(filter()))
+                    Box::new(layer.json().with_filter(levels(&default)))
                 } else {
-                    Box::new(layer.with_filter(filter()))
+                    Box::new(layer.with_filter(levels(&default)))
                 };
                 Some(layer)
             })

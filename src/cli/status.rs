@@ -91,8 +91,8 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<i32> {
             println!("done:    {} jobs since start", w.finished);
             if w.chats_served > 0 || w.preempted > 0 {
                 println!(
-                    "chats:   {} answered since start ({} batch sequences gave their slot and started again)",
-                    w.chats_served, w.preempted
+                    "chats:   {} answered since start ({} batch sequences gave their slot and started again; {} batch steps stopped for a chat and decoded again)",
+                    w.chats_served, w.preempted, w.steps_stopped
                 );
             }
         }

@@ -46,6 +46,9 @@ pub struct FakeEngine {
     seqs: Vec<FakeSeq>,
     /// The prompt cap asked (recorded per step; the fake decodes prompts at once anyway).
     prompt_cap: Option<u32>,
+    /// Raised (by a test's `on_step`, or a chat submitted meanwhile) during a step that feeds
+    /// no urgent prompt, it stops that step: nothing changes, as with llama.cpp's abort.
+    interrupt: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// What a [`FakeEngine`] saw.
@@ -63,6 +66,8 @@ pub struct FakeLog {
     pub shapes: Vec<u32>,
     /// For each step, the prompt cap it ran under.
     pub prompt_caps: Vec<Option<u32>>,
+    /// Steps stopped by the interrupt flag.
+    pub stopped: usize,
 }
 
 #[derive(Debug)]
@@ -73,6 +78,8 @@ struct FakeSeq {
     max_tokens: usize,
     prompt_tokens: u32,
     prefilled: bool,
+    /// A person waits for it: a step that feeds its prompt is not stopped.
+    urgent: bool,
     /// Stop strings: the answer ends where one appears.
     stop: Vec<String>,
 }
@@ -112,6 +119,7 @@ impl FakeEngine {
             generated: 0,
             seqs: Vec::new(),
             prompt_cap: None,
+            interrupt: None,
         }
     }
 }
@@ -264,6 +272,7 @@ impl Decoder for FakeEngine {
             max_tokens: request.sampling.max_tokens as usize,
             prompt_tokens,
             prefilled: false,
+            urgent: request.urgent,
             stop: request.stop,
         });
         Ok(())
@@ -290,6 +299,14 @@ impl Decoder for FakeEngine {
         }
         if !self.token_delay.is_zero() {
             std::thread::sleep(self.token_delay);
+        }
+        let raised = self
+            .interrupt
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst));
+        if raised && !self.seqs.iter().any(|s| s.urgent && !s.prefilled) {
+            self.log.lock().unwrap().stopped += 1;
+            return Ok(Vec::new());
         }
         let mut done = Vec::new();
         let mut i = 0;
@@ -359,6 +376,14 @@ impl Decoder for FakeEngine {
 
     fn set_prompt_cap(&mut self, cap: Option<u32>) {
         self.prompt_cap = cap;
+    }
+
+    fn set_interrupt(&mut self, flag: Arc<std::sync::atomic::AtomicBool>) {
+        self.interrupt = Some(flag);
+    }
+
+    fn stopped_steps(&self) -> u64 {
+        self.log.lock().unwrap().stopped as u64
     }
 
     fn partial(&self, tag: u64, from: usize) -> Option<Vec<u8>> {

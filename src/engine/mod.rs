@@ -9,7 +9,8 @@
 //! header), `gguf` (reading that header without loading the model), `release` (the page cache
 //! and freed heap given back after a load or an unload), `chunking` (token-counted chunks,
 //! merging chunk outputs), `templates` (task prompts, chats from their documents, Qwen3
-//! thinking, reasoning split) and `calibrate` (`qwen3q calibrate`'s sweep of B).
+//! thinking, reasoning split), `calibrate` (`qwen3q calibrate`'s sweep of B) and `quiet`
+//! (llama.cpp's lines about a decode a chat stopped, kept out of the log).
 
 pub mod cache;
 pub mod calibrate;
@@ -19,10 +20,14 @@ pub mod gguf;
 pub mod lru;
 pub mod memory;
 pub mod prefix;
+pub mod quiet;
 pub mod reasoning;
 pub mod release;
 pub mod stops;
 pub mod templates;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use crate::job::{ChatMessage, Constraint, Millis, ModelRef};
 use lru::Limits;
@@ -388,9 +393,20 @@ pub trait Decoder {
     fn free_slots(&self) -> usize;
 
     /// At most `cap` prompt tokens of batch sequences in one step from now on (`None`: as many
-    /// as fit). Short steps while a person is chatting: a chat that comes waits for the step
-    /// in progress (a decode call cannot be cut short), so its first token comes sooner.
+    /// as fit). Short steps while a person is chatting: a chat's tokens after its first wait
+    /// for the steps they share with batch work.
     fn set_prompt_cap(&mut self, cap: Option<u32>);
+
+    /// A flag that, raised by another thread while [`Decoder::step`] decodes, stops that
+    /// decode (within one operation of its graph) unless the step feeds an urgent prompt: the
+    /// step then returns no ended sequence, and every sequence is where the step found it, so
+    /// the next steps decode what this one did not finish.
+    /// A chat that comes does not wait for a long step of batch prompts. The engine only reads
+    /// the flag: who raises it lowers it (while it stays raised, every stoppable step stops).
+    fn set_interrupt(&mut self, flag: Arc<AtomicBool>);
+
+    /// Steps the interrupt stopped since the engine started.
+    fn stopped_steps(&self) -> u64;
 
     /// The bytes a sequence in flight generated so far, from byte `from` on (streaming an
     /// interactive answer); `None` for a tag not in flight. Bytes, not text: a token may end

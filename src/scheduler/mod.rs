@@ -127,6 +127,9 @@ pub struct LiveStatus {
     /// Batch sequences that gave their slot to a chat (started again later) since the start.
     #[serde(default)]
     pub preempted: u64,
+    /// Decode steps a chat that came stopped (decoded again after the chat's prompt).
+    #[serde(default)]
+    pub steps_stopped: u64,
     /// The batch's model and its context's shape, for the next start's warm load
     /// (`daemon::warm`); not part of `status`.
     #[serde(skip)]
@@ -208,13 +211,16 @@ impl Worker {
     /// 6. **idle?** — with nothing in the batch: drain-exit, or sleep until woken or the next
     ///    delayed job is due.
     /// 7. **step** — one decode call for the whole batch; a batch that does not fit in memory
-    ///    halves B and starts its steps again.
+    ///    halves B and starts its steps again. A chat submitted meanwhile stops it (unless it
+    ///    feeds a chat's prompt): it ends no sequence, what it had not finished is decoded
+    ///    again later, and the loop goes round to start the chat.
     /// 8. **record** — checkpoint each finished chunk; record each job that ended (Succeeded,
     ///    Failed/Dead with backoff, Cancelled), flushed before the loop moves on; answer each
     ///    chat that ended, and stream what the others generated.
     /// 9. **heartbeat** — renew the leases of the jobs in the batch.
     pub fn run(mut self) -> Result<Exit, StoreError> {
         let now = self.now;
+        self.engine.set_interrupt(self.signals.chat_flag());
         let recovered = self.store.recover(now())?;
         if !recovered.is_empty() {
             tracing::info!(
@@ -514,6 +520,7 @@ impl Worker {
         st.chats = b.chats.in_flight();
         st.chats_served = b.chats.served;
         st.preempted = b.preempted;
+        st.steps_stopped = self.engine.stopped_steps();
         if !b.is_empty() {
             st.waiting = None;
         }

@@ -55,6 +55,10 @@ pub struct Signals {
     chats: Arc<Mutex<Inbox>>,
     /// Chats submitted and not yet ended (each holds a [`Ticket`](super::chat::Ticket)).
     open_chats: Arc<AtomicUsize>,
+    /// Raised when a chat is submitted, lowered when the loop takes the chats: the engine's
+    /// interrupt ([`Decoder::set_interrupt`](crate::engine::Decoder::set_interrupt)), so that
+    /// a chat does not wait for the batch's step in progress.
+    chat_came: Arc<AtomicBool>,
 }
 
 /// Chats handed to the loop, and whether it still takes them.
@@ -127,14 +131,24 @@ impl Signals {
                 return Err(Refused::Stopping);
             }
             inbox.chats.push(chat);
+            // Raised with the chat in the inbox, lowered as the loop empties it (both under
+            // the inbox's lock): raised exactly while a chat waits there.
+            self.chat_came.store(true, Ordering::SeqCst);
         }
         self.wake();
         Ok(())
     }
 
-    /// The chats submitted since the last call, oldest first.
+    /// The flag a submitted chat raises, for the engine to stop its step in progress.
+    pub(super) fn chat_flag(&self) -> Arc<AtomicBool> {
+        self.chat_came.clone()
+    }
+
+    /// The chats submitted since the last call, oldest first (the flag lowered).
     pub(super) fn take_chats(&self) -> Vec<super::chat::ChatRequest> {
-        std::mem::take(&mut self.chats.lock().unwrap().chats)
+        let mut inbox = self.chats.lock().unwrap();
+        self.chat_came.store(false, Ordering::SeqCst);
+        std::mem::take(&mut inbox.chats)
     }
 
     /// The loop stops taking chats: the ones submitted and not taken, and none after.
@@ -194,36 +208,39 @@ mod tests {
         );
     }
 
+    /// A chat whose answer nobody reads.
+    fn a_chat() -> super::super::chat::ChatRequest {
+        let (reply, _) = tokio::sync::mpsc::unbounded_channel();
+        super::super::chat::ChatRequest {
+            model: crate::job::ModelRef {
+                name: "m".into(),
+                path: "/m.gguf".into(),
+                template: None,
+            },
+            messages: Vec::new(),
+            sampling: crate::engine::Sampling {
+                max_tokens: 1,
+                temperature: 0.0,
+                top_p: 1.0,
+                top_k: 0,
+                min_p: 0.0,
+                seed: 0,
+            },
+            grammar: None,
+            stop: Vec::new(),
+            thinking: false,
+            stream: false,
+            received: Instant::now(),
+            reply,
+            ticket: None,
+        }
+    }
+
     #[test]
     fn open_chats_are_capped_and_a_dropped_chat_frees_its_place() {
-        use super::super::chat::{ChatRequest, MAX_OPEN};
+        use super::super::chat::MAX_OPEN;
         let s = Signals::default();
-        let chat = || {
-            let (reply, _) = tokio::sync::mpsc::unbounded_channel();
-            ChatRequest {
-                model: crate::job::ModelRef {
-                    name: "m".into(),
-                    path: "/m.gguf".into(),
-                    template: None,
-                },
-                messages: Vec::new(),
-                sampling: crate::engine::Sampling {
-                    max_tokens: 1,
-                    temperature: 0.0,
-                    top_p: 1.0,
-                    top_k: 0,
-                    min_p: 0.0,
-                    seed: 0,
-                },
-                grammar: None,
-                stop: Vec::new(),
-                thinking: false,
-                stream: false,
-                received: Instant::now(),
-                reply,
-                ticket: None,
-            }
-        };
+        let chat = a_chat;
         for _ in 0..MAX_OPEN {
             assert!(s.submit_chat(chat()).is_ok());
         }
@@ -236,6 +253,20 @@ mod tests {
         );
         taken.pop(); // one ended
         assert!(s.submit_chat(chat()).is_ok());
+    }
+
+    /// The flag a chat raises stays up until the loop takes the chats: a step that starts
+    /// before the loop has seen the chat stops too, and none after.
+    #[test]
+    fn a_submitted_chat_raises_the_flag_until_the_chats_are_taken() {
+        let s = Signals::default();
+        let flag = s.chat_flag();
+        assert!(!flag.load(Ordering::SeqCst));
+        let chat = a_chat();
+        assert!(s.submit_chat(chat).is_ok());
+        assert!(flag.load(Ordering::SeqCst), "raised");
+        assert_eq!(s.take_chats().len(), 1);
+        assert!(!flag.load(Ordering::SeqCst), "lowered as the chat is taken");
     }
 
     #[test]

@@ -300,3 +300,42 @@ fn steps_are_capped_only_while_a_person_chats() {
         "{chatting:?}"
     );
 }
+
+/// A chat submitted while a batch step decodes stops that step (the engine's interrupt); the
+/// loop lowers the flag as it takes the chat, so only that step stops, the chat's prompt
+/// goes next, and the batch's answers are the ones it gives alone.
+#[test]
+fn a_chat_stops_the_batch_step_in_progress_and_only_that_one() {
+    let expected = answers_alone(3, 2);
+    let (_d, store) = temp_store();
+    let store = Arc::new(store);
+    enqueue_docs(&store, 3);
+    let mut engine = FakeEngine::new(1000);
+    let log = engine.log.clone();
+    let signals = Signals::default();
+    let (c, mut rx) = chat("m.gguf", "hello", false, &[]);
+    let mut pending = Some(c);
+    let submit = signals.clone();
+    // Submitted from inside the third step, as the HTTP server does while a decode runs.
+    engine.on_step = Some(Box::new(move |n| {
+        if n == 3 {
+            let c = pending.take().expect("once");
+            assert!(submit.submit_chat(c).is_ok());
+        }
+    }));
+    let settings = RunSettings {
+        parallel: 2,
+        ..settings(1000)
+    };
+    let w = worker_with(&store, engine, settings, now, true, &signals);
+    let status = w.status.clone();
+    assert!(matches!(w.run().unwrap(), Exit::Drained { .. }));
+    assert!(matches!(events(&mut rx).last(), Some(ChatEvent::Done(_))));
+    assert_eq!(
+        log.lock().unwrap().stopped,
+        1,
+        "the step in progress, alone"
+    );
+    assert_eq!(status.lock().unwrap().steps_stopped, 1);
+    assert_eq!(answers(&store), expected);
+}

@@ -5,6 +5,8 @@ use std::fmt::{Debug, Formatter};
 use std::marker::PhantomData;
 use std::num::NonZeroI32;
 use std::slice;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::llama_batch::LlamaBatch;
 use crate::model::{LlamaLoraAdapter, LlamaModel};
@@ -35,6 +37,9 @@ pub struct LlamaContext<'a> {
     /// Some data in the context acts as-if behind a `Cell`, such as
     /// `t_start_us` and `n_eval`.
     data: PhantomData<Cell<()>>,
+    /// The flag llama.cpp's abort callback reads (qwen3q patch: `set_abort_flag`); kept here
+    /// so that it lives as long as the context, which drops it after `llama_free`.
+    abort_flag: Option<Arc<AtomicBool>>,
 }
 
 // SAFETY: The context itself isn't inherently bound to any particular thread.
@@ -58,6 +63,7 @@ impl<'model> LlamaContext<'model> {
             _backend_samplers: Vec::new(),
             model: PhantomData,
             data: PhantomData,
+            abort_flag: None,
         }
     }
 
@@ -70,6 +76,7 @@ impl<'model> LlamaContext<'model> {
             _backend_samplers: backend_samplers,
             model: PhantomData,
             data: PhantomData,
+            abort_flag: None,
         }
     }
 
@@ -113,6 +120,31 @@ impl<'model> LlamaContext<'model> {
             None => Ok(()),
             Some(error) => Err(DecodeError::from(error)),
         }
+    }
+
+    /// Let `flag` stop a decode in progress (qwen3q patch): llama.cpp's abort callback reads
+    /// it between two operations of the graph it computes, and a decode it stops returns
+    /// `DecodeError::Unknown(2)`. The ubatches computed before stay in the KV cache, the one
+    /// stopped is removed from it, and no logits of that decode can be read. `None` removes
+    /// the callback. The flag is only read: whoever raises it lowers it.
+    pub fn set_abort_flag(&mut self, flag: Option<Arc<AtomicBool>>) {
+        unsafe extern "C" fn raised(data: *mut std::ffi::c_void) -> bool {
+            // SAFETY: `data` is the `AtomicBool` of the Arc that `abort_flag` holds for as long
+            // as this callback is installed (it is replaced only together with the callback).
+            unsafe { (*(data as *const AtomicBool)).load(Ordering::Relaxed) }
+        }
+        let (callback, data) = match &flag {
+            Some(f) => (
+                Some(raised as unsafe extern "C" fn(*mut std::ffi::c_void) -> bool),
+                Arc::as_ptr(f) as *mut std::ffi::c_void,
+            ),
+            None => (None, std::ptr::null_mut()),
+        };
+        // SAFETY: the context is valid; `data` outlives the callback's installation (above).
+        unsafe {
+            llama_cpp_sys_2::llama_set_abort_callback(self.context.as_mut_ptr(), callback, data)
+        };
+        self.abort_flag = flag;
     }
 
     /// Encodes the batch.

@@ -14,6 +14,7 @@ mod prompt;
 mod session;
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -73,6 +74,10 @@ pub struct LlamaEngine {
     generated_before: u64,
     /// Batch prompt tokens a step may carry ([`Decoder::set_prompt_cap`]).
     prompt_cap: Option<u32>,
+    /// Stops a decode in progress when raised ([`Decoder::set_interrupt`]).
+    interrupt: Option<Arc<AtomicBool>>,
+    /// Steps the interrupt stopped ([`Decoder::stopped_steps`]).
+    stopped: u64,
 }
 
 impl LlamaEngine {
@@ -86,6 +91,8 @@ impl LlamaEngine {
             asked: None,
             generated_before: 0,
             prompt_cap: None,
+            interrupt: None,
+            stopped: 0,
         })
     }
 
@@ -444,7 +451,10 @@ impl Decoder for LlamaEngine {
     fn step(&mut self) -> Result<Vec<SeqDone>, EngineError> {
         let model = self.current()?.model.clone();
         let cap = self.prompt_cap;
-        self.session_mut()?.step(&model, cap)
+        let interrupt = self.interrupt.clone();
+        let done = self.session_mut()?.step(&model, cap, interrupt.as_ref())?;
+        self.stopped += u64::from(done.is_none());
+        Ok(done.unwrap_or_default())
     }
 
     fn abort(&mut self, tag: u64) {
@@ -471,6 +481,14 @@ impl Decoder for LlamaEngine {
 
     fn set_prompt_cap(&mut self, cap: Option<u32>) {
         self.prompt_cap = cap;
+    }
+
+    fn set_interrupt(&mut self, flag: Arc<AtomicBool>) {
+        self.interrupt = Some(flag);
+    }
+
+    fn stopped_steps(&self) -> u64 {
+        self.stopped
     }
 
     fn partial(&self, tag: u64, from: usize) -> Option<Vec<u8>> {

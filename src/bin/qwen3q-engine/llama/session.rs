@@ -13,6 +13,8 @@
 //! batch-invariant kernels a cell's values do not depend on the batch that wrote it, so the
 //! answer is the one a fresh decode gives (tested by `tests/prefix.rs`).
 
+mod step;
+
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -22,9 +24,9 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
-use super::{decode_err, sampler};
+use super::sampler;
 use qwen3q::engine::prefix::{self, Holder, Start};
-use qwen3q::engine::{EngineError, FinishReason, Generation, SeqDone, SeqRequest, Shape};
+use qwen3q::engine::{EngineError, SeqRequest, Shape};
 use qwen3q::job::Constraint;
 
 /// One sequence in flight.
@@ -77,6 +79,12 @@ pub(super) struct Session {
     arrivals: u64,
     /// Tokens generated in this context.
     pub(super) generated: u64,
+    /// The context's abort callback reads the interrupt flag (the last step was stoppable).
+    stoppable: bool,
+    /// For a model with sliding-window layers: the positions below which a sequence's cells
+    /// in those layers are placed one after the other, never over older ones (see
+    /// [`Session::undo`]); `None` for a model without them.
+    window_ring: Option<usize>,
     _model: Arc<LlamaModel>,
 }
 
@@ -140,6 +148,13 @@ impl Session {
             n_batch: n_batch as usize,
             arrivals: 0,
             generated: 0,
+            stoppable: false,
+            // llama.cpp sizes a sequence's sliding-window cache at n_swa + n_ubatch cells
+            // (rounded up to 256, at most the context: `llama_kv_cache_iswa`).
+            window_ring: match model.n_swa() {
+                0 => None,
+                n_swa => Some((n_swa as usize + n_batch as usize).min(shape.n_ctx as usize)),
+            },
             _model: model,
         })
     }
@@ -395,190 +410,5 @@ impl Session {
             }
         }
         Ok(())
-    }
-
-    /// One decode of the batch; `prompt_cap`: at most this many prompt tokens of batch
-    /// sequences in it.
-    pub(super) fn step(
-        &mut self,
-        model: &LlamaModel,
-        prompt_cap: Option<u32>,
-    ) -> Result<Vec<SeqDone>, EngineError> {
-        self.adopt()?;
-        self.batch.clear();
-        let add_err =
-            |e: llama_cpp_2::llama_batch::BatchAddError| EngineError::Decode(e.to_string());
-        let mut feeding: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| {
-                self.slots[i]
-                    .as_ref()
-                    .is_some_and(|s| s.copy_from.is_none() && s.fed < s.prompt.len())
-            })
-            .collect();
-        // While a person's prompt is fed, the step carries only what a person waits for (that
-        // prompt, and chats already answering): its first token comes as soon as its own
-        // prompt is decoded. Batch sequences wait one step, their next token kept.
-        let urgent = |i: &usize| self.slots[*i].as_ref().is_some_and(|s| s.urgent);
-        let person_first = feeding.iter().any(urgent);
-        if person_first {
-            feeding.retain(urgent);
-        }
-        // 1. One token for every decoding sequence.
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            let Some(slot) = slot else { continue };
-            if person_first && !slot.urgent {
-                continue;
-            }
-            if let Some(t) = slot.next.take() {
-                self.batch
-                    .add(t, slot.pos, &[i as i32], true)
-                    .map_err(add_err)?;
-                slot.logits_at = Some(self.batch.n_tokens() - 1);
-                slot.pos += 1;
-            }
-        }
-        // 2. Prompt pieces with the room left, first come first served (a batch prompt's
-        //    within the cap).
-        feeding.sort_by_key(|&i| self.slots[i].as_ref().map(|s| s.arrival));
-        let mut capped = prompt_cap.map_or(usize::MAX, |c| c.max(1) as usize);
-        for i in feeding {
-            let room = self.n_batch - self.batch.n_tokens() as usize;
-            let slot = self.slots[i].as_mut().expect("feeding slot exists");
-            let room = if slot.urgent { room } else { room.min(capped) };
-            if room == 0 {
-                break;
-            }
-            let take = room.min(slot.prompt.len() - slot.fed);
-            if !slot.urgent {
-                capped -= take;
-            }
-            for k in slot.fed..slot.fed + take {
-                let last = k + 1 == slot.prompt.len();
-                self.batch
-                    .add(slot.prompt[k], k as i32, &[i as i32], last)
-                    .map_err(add_err)?;
-                if last {
-                    slot.logits_at = Some(self.batch.n_tokens() - 1);
-                }
-            }
-            slot.fed += take;
-            slot.pos = slot.fed as i32;
-        }
-        if self.batch.n_tokens() == 0 {
-            return Ok(Vec::new());
-        }
-        // 3. Decode.
-        let decoding = Instant::now();
-        if let Err(e) = self.ctx.decode(&mut self.batch) {
-            self.free_all();
-            return Err(decode_err(e));
-        }
-        tracing::trace!(
-            tokens = self.batch.n_tokens(),
-            person_first,
-            ms = decoding.elapsed().as_millis() as u64,
-            "decoded"
-        );
-        // 4. Sample, and end the sequences that are done.
-        let vocab = model.vocab();
-        let n_ctx = self.shape.n_ctx as i32;
-        let mut done = Vec::new();
-        for i in 0..self.slots.len() {
-            let Some(slot) = self.slots[i].as_mut() else {
-                continue;
-            };
-            let Some(at) = slot.logits_at.take() else {
-                continue;
-            };
-            let finish = if slot.max_tokens == 0 {
-                Some(FinishReason::Length)
-            } else {
-                let token = if slot.argmax {
-                    argmax(self.ctx.get_logits_ith(at))
-                } else {
-                    slot.sampler.sample(&self.ctx, at)
-                };
-                if vocab.is_eog(token) {
-                    Some(FinishReason::Stop)
-                } else {
-                    slot.generated += 1;
-                    self.generated += 1;
-                    let before = slot.out.len();
-                    vocab.token_to_piece_into(token, &mut slot.out, false, None);
-                    if let Some(at) = qwen3q::engine::stops::find(&slot.out, &slot.stop, before) {
-                        slot.out.truncate(at);
-                        Some(FinishReason::Stop)
-                    } else if slot.generated >= slot.max_tokens {
-                        Some(FinishReason::Length)
-                    } else if slot.pos >= n_ctx {
-                        Some(FinishReason::ContextFull)
-                    } else {
-                        slot.next = Some(token);
-                        None
-                    }
-                }
-            };
-            if let Some(finish) = finish {
-                let slot = self.free(i).expect("slot exists");
-                done.push(SeqDone {
-                    tag: slot.tag,
-                    result: Ok(Generation {
-                        text: String::from_utf8_lossy(&slot.out).into_owned(),
-                        prompt_tokens: slot.prompt.len() as u32,
-                        cached_tokens: slot.cached as u32,
-                        completion_tokens: slot.generated,
-                        finish,
-                        millis: slot.started.elapsed().as_millis() as u64,
-                    }),
-                });
-            }
-        }
-        Ok(done)
-    }
-}
-
-/// The first index of the largest logit. Two passes over the row: the largest value in 16
-/// lanes (which the compiler turns into vector max instructions: this runs once per sequence
-/// per step over the whole vocabulary, 262k floats for gemma), then its first position.
-fn argmax(logits: &[f32]) -> LlamaToken {
-    let mut lanes = [f32::NEG_INFINITY; 16];
-    let chunks = logits.chunks_exact(16);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for k in 0..16 {
-            lanes[k] = if c[k] > lanes[k] { c[k] } else { lanes[k] };
-        }
-    }
-    let mut max = f32::NEG_INFINITY;
-    for &x in lanes.iter().chain(rest) {
-        if x > max {
-            max = x;
-        }
-    }
-    LlamaToken(logits.iter().position(|&x| x == max).unwrap_or(0) as i32)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::argmax;
-
-    #[test]
-    fn argmax_takes_the_first_of_the_largest() {
-        let mut v: Vec<f32> = (0..1000).map(|i| ((i * 37) % 101) as f32).collect();
-        let naive = |v: &[f32]| {
-            let mut best = 0;
-            for (i, &x) in v.iter().enumerate() {
-                if x > v[best] {
-                    best = i;
-                }
-            }
-            best as i32
-        };
-        assert_eq!(argmax(&v).0, naive(&v));
-        v[999] = 500.0; // in the remainder
-        assert_eq!(argmax(&v).0, 999);
-        v[3] = 500.0; // a tie: the first wins
-        assert_eq!(argmax(&v).0, 3);
-        assert_eq!(argmax(&[f32::NEG_INFINITY; 5]).0, 0);
     }
 }
