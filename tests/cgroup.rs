@@ -98,7 +98,7 @@ impl Cgroup {
 
     /// `qwen3q args` started in the group, its output dropped.
     fn spawn_in(&self, h: &TestHome, args: &[&str]) -> SpawnedWorker {
-        SpawnedWorker(
+        SpawnedWorker::new(
             self.command_in(h, args)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())

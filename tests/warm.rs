@@ -2,7 +2,6 @@
 //! it opens the store; not when the hint names a file that is gone, and not after a runner that
 //! died by a signal soon after its start.
 
-use std::io::Read;
 use std::time::Duration;
 
 use crate::common::*;
@@ -78,14 +77,7 @@ fn a_runner_killed_soon_after_its_start_is_followed_by_a_cold_one() {
     });
     sigterm(&worker.0);
     wait_exit(&mut worker.0, Duration::from_secs(30)).expect("the worker exits");
-    let mut log = String::new();
-    worker
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let log = worker.log();
     assert_eq!(log.matches(WARM).count(), 1, "the first runner only: {log}");
     assert_eq!(log.matches(COLD).count(), 1, "{log}");
 }

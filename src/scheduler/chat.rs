@@ -22,10 +22,11 @@ pub const LINGER: Duration = Duration::from_secs(30);
 /// A person is chatting while a chat waits or runs, or one came or ended this recently.
 pub const CONVERSING: Duration = Duration::from_secs(300);
 
-/// Batch prompt tokens one step carries while a person is chatting: a chat that comes waits
-/// for the step in progress (a decode call cannot be cut short), and a step of 512 prompt
-/// tokens takes a quarter of a second and more on 2 cores. Chosen by measurement
-/// (BENCHMARKS.md, "Interactive first").
+/// Batch prompt tokens one step carries while a person is chatting. A chat that comes stops
+/// the step in progress (`Decoder::set_interrupt`), but not every step can be stopped (one
+/// that feeds a chat's prompt, one past a sliding-window ring's size), and a running chat's
+/// tokens share steps with batch work: a step of 512 prompt tokens takes a quarter of a
+/// second and more on 2 cores. Chosen by measurement (BENCHMARKS.md, "Interactive first").
 pub const PROMPT_CAP: u32 = 32;
 
 /// One chat completion, as the HTTP API asks it of the loop.

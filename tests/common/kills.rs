@@ -452,12 +452,16 @@ pub fn migrations(
 pub fn a_migrated_store_runs(h: &TestHome) {
     let mut worker = h.spawn_worker(&["--n-ctx", "256", "--parallel", "2", "--threads", "1"]);
     h.wait_for_worker(&mut worker);
-    poll(
-        Duration::from_secs(300),
-        Duration::from_millis(200),
-        "three jobs succeed",
-        || count(&h.status(), "succeeded") >= 3,
-    );
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while count(&h.status(), "succeeded") < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "three jobs did not succeed in 300 s; the worker said:\n{}\nstatus: {}",
+            worker.log(),
+            h.status()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     sigterm(&worker);
     wait_exit(&mut worker, Duration::from_secs(30)).expect("the worker stops");
     let done: Vec<Value> = h

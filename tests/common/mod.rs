@@ -44,7 +44,53 @@ pub fn gemma() -> PathBuf {
 
 /// A worker process a test started: killed when the test ends, even by a failed assertion
 /// (a worker left behind would run on, its home deleted, and slow every later test).
-pub struct SpawnedWorker(pub Child);
+/// A worker started by a test, killed when dropped. Its stderr is read as it comes (into
+/// [`SpawnedWorker::log`]): a worker that logs more than a pipe holds would otherwise block on
+/// its next line, and a test waiting for its jobs would time out.
+pub struct SpawnedWorker(pub Child, StderrLog);
+
+/// A child's stderr, read to its end on a thread of its own.
+struct StderrLog {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StderrLog {
+    fn of(child: &mut Child) -> StderrLog {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let reader = child.stderr.take().map(|mut pipe| {
+            let text = text.clone();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut buf = [0u8; 8192];
+                while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                    text.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            })
+        });
+        StderrLog { text, reader }
+    }
+}
+
+impl SpawnedWorker {
+    /// A worker started as `child` (its stderr, if piped, read as it comes).
+    pub fn new(mut child: Child) -> SpawnedWorker {
+        let log = StderrLog::of(&mut child);
+        SpawnedWorker(child, log)
+    }
+
+    /// What the worker wrote to stderr: all of it once it has exited (and its runner with it).
+    pub fn log(&mut self) -> String {
+        if matches!(self.0.try_wait(), Ok(Some(_))) {
+            if let Some(reader) = self.1.reader.take() {
+                let _ = reader.join();
+            }
+        }
+        self.1.text.lock().unwrap().clone()
+    }
+}
 
 impl std::ops::Deref for SpawnedWorker {
     type Target = Child;
@@ -157,7 +203,7 @@ impl TestHome {
     pub fn spawn_worker(&self, args: &[&str]) -> SpawnedWorker {
         let mut all = vec!["worker"];
         all.extend_from_slice(args);
-        SpawnedWorker(
+        SpawnedWorker::new(
             self.command(&all)
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
