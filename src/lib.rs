@@ -81,7 +81,9 @@
 //! HTTP API:     POST /v1/files ─▶ handler ─▶ Uploads; POST /v1/batches ─▶ check every line ─▶
 //!               CreateBatch, Enqueue (parts of 500) into it, SealBatch ─▶ the worker loop as above;
 //!               GET /v1/files/file-batch_N-output/content ─▶ the batch's jobs' results, as lines
-//!               POST /v1/chat/completions ─▶ Signals::submit_chat ─▶ loop step "serve chats" ─▶
+//!               POST /v1/chat/completions ─▶ Signals::submit_chat (raises the engine's
+//!               interrupt: the batch's decode in progress stops, `session/step.rs` takes it
+//!               back) ─▶ loop step "serve chats" ─▶
 //!               a slot of the batch (urgent: its prompt's steps carry nothing else) ─▶ deltas
 //!               and the answer over a channel ─▶ JSON or server-sent events; nothing stored
 //! ```
