@@ -251,8 +251,6 @@ impl Session {
     fn undo(&mut self, fed: &[Fed]) {
         for f in fed {
             let i = f.slot();
-            // Positions 0..held of the slot's sequence are in its cells.
-            let held = (self.ctx.kv_cache_seq_pos_max(i as i32) + 1).max(0) as usize;
             let slot = self.slots[i].as_mut().expect("a slot fed in this step");
             slot.logits_at = None;
             let keep = match *f {
@@ -267,9 +265,9 @@ impl Session {
                     from
                 }
             };
-            if held > keep {
-                self.clear(i, keep);
-            }
+            // What the step wrote from `keep` on, in the ubatches before the stopped one (a
+            // slot with nothing there loses nothing: `seq_rm` frees no cell, moves no head).
+            self.clear(i, keep);
         }
     }
 }
